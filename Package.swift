@@ -1,0 +1,55 @@
+// swift-tools-version: 6.1
+// raftd: a multi-Raft replication engine for storage nodes hosting thousands of Git
+// repository partitions. See README.md and docs/.
+
+import PackageDescription
+
+let package = Package(
+    name: "raftd",
+    platforms: [.macOS(.v15)],
+    products: [
+        .executable(name: "raftd", targets: ["raftd"]),
+        .library(name: "RaftEngine", targets: ["RaftEngine"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
+    ],
+    targets: [
+        // Thin C: io_uring, file syscalls, zstd, crc32c, LMDB's C API. Debian packages
+        // liburing-dev, libzstd-dev and liblmdb-dev provide the headers and libraries.
+        .target(
+            name: "CRaftIO",
+            linkerSettings: [
+                .linkedLibrary("uring"),
+                .linkedLibrary("zstd"),
+                .linkedLibrary("lmdb"),
+                .linkedLibrary("pthread"),
+            ]
+        ),
+        .target(
+            name: "RaftEngine",
+            dependencies: [
+                "CRaftIO",
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+        .executableTarget(
+            name: "raftd",
+            dependencies: [
+                "RaftEngine",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+        .executableTarget(
+            name: "WALIOBench",
+            dependencies: ["RaftEngine", "CRaftIO"],
+            path: "Benchmarks/WALIOBench"
+        ),
+        .testTarget(
+            name: "RaftEngineTests",
+            dependencies: ["RaftEngine", "CRaftIO"]
+        ),
+    ]
+)

@@ -1,0 +1,61 @@
+#define _GNU_SOURCE
+#include "craft_file.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+int craft_openat(int dirfd, const char *path, int flags, mode_t mode) {
+    int fd = openat(dirfd, path, flags | O_CLOEXEC, mode);
+    return fd >= 0 ? fd : -errno;
+}
+
+int craft_close(int fd) {
+    return close(fd) == 0 ? 0 : -errno;
+}
+
+int craft_fallocate(int fd, uint64_t offset, uint64_t length) {
+    return fallocate(fd, 0, (off_t)offset, (off_t)length) == 0 ? 0 : -errno;
+}
+
+int craft_fdatasync(int fd) {
+    return fdatasync(fd) == 0 ? 0 : -errno;
+}
+
+int craft_fsync(int fd) {
+    return fsync(fd) == 0 ? 0 : -errno;
+}
+
+int64_t craft_pread(int fd, void *buffer, size_t length, uint64_t offset) {
+    ssize_t n = pread(fd, buffer, length, (off_t)offset);
+    return n >= 0 ? (int64_t)n : -errno;
+}
+
+int64_t craft_pwrite(int fd, const void *buffer, size_t length, uint64_t offset) {
+    ssize_t n = pwrite(fd, buffer, length, (off_t)offset);
+    return n >= 0 ? (int64_t)n : -errno;
+}
+
+int craft_ftruncate(int fd, uint64_t length) {
+    return ftruncate(fd, (off_t)length) == 0 ? 0 : -errno;
+}
+
+int64_t craft_file_size(int fd) {
+    struct stat st;
+    if (fstat(fd, &st) != 0) return -errno;
+    return (int64_t)st.st_size;
+}
+
+int craft_set_file_size_limit(uint64_t limit) {
+    struct rlimit current;
+    if (getrlimit(RLIMIT_FSIZE, &current) != 0) return -errno;
+    struct rlimit wanted = {.rlim_cur = (rlim_t)limit, .rlim_max = current.rlim_max};
+    if (limit == UINT64_MAX || (current.rlim_max != RLIM_INFINITY && wanted.rlim_cur > current.rlim_max)) {
+        wanted.rlim_cur = current.rlim_max;
+    }
+    if (signal(SIGXFSZ, SIG_IGN) == SIG_ERR) return -errno;
+    return setrlimit(RLIMIT_FSIZE, &wanted) == 0 ? 0 : -errno;
+}

@@ -1,0 +1,33 @@
+#if canImport(Glibc)
+    import Glibc
+#elseif canImport(Musl)
+    import Musl
+#endif
+
+/// A pthread readers-writer lock. LMDB transactions hold it shared; growing the map holds
+/// it exclusively, because `mdb_env_set_mapsize` requires that no transaction is active.
+final class ReadWriteLock: @unchecked Sendable {
+    private let lock: UnsafeMutablePointer<pthread_rwlock_t>
+
+    init() {
+        lock = .allocate(capacity: 1)
+        precondition(pthread_rwlock_init(lock, nil) == 0, "pthread_rwlock_init failed")
+    }
+
+    deinit {
+        pthread_rwlock_destroy(lock)
+        lock.deallocate()
+    }
+
+    func withShared<T>(_ body: () throws -> T) rethrows -> T {
+        precondition(pthread_rwlock_rdlock(lock) == 0)
+        defer { pthread_rwlock_unlock(lock) }
+        return try body()
+    }
+
+    func withExclusive<T>(_ body: () throws -> T) rethrows -> T {
+        precondition(pthread_rwlock_wrlock(lock) == 0)
+        defer { pthread_rwlock_unlock(lock) }
+        return try body()
+    }
+}
