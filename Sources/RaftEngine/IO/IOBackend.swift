@@ -36,15 +36,21 @@ public struct IOBackendChoice: Sendable, CustomStringConvertible {
 
     public var description: String { "\(kind) (\(reason))" }
 
+    /// The value of `RAFTD_IO_BACKEND`, or "auto".
+    public static var requestedByEnvironment: String {
+        getenv("RAFTD_IO_BACKEND").map { String(cString: $0) } ?? "auto"
+    }
+
     /// The process-wide choice. Computed once (Swift initialises a static `let` exactly once).
     public static let current: IOBackendChoice = {
-        let requested = getenv("RAFTD_IO_BACKEND").map { String(cString: $0) } ?? "auto"
+        let requested = requestedByEnvironment
         let choice: IOBackendChoice
         do {
             choice = try resolve(requested: requested)
         } catch {
             // An operator asked for something impossible: refuse to start rather than
-            // silently run with something else.
+            // silently run with something else. Commands call `resolve` first to print a
+            // clean error; this is the last line of defence.
             fatalError("RAFTD_IO_BACKEND=\(requested): \(error)")
         }
         Logger(label: "raftd.io").info(

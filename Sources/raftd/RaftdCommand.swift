@@ -1,0 +1,22 @@
+import ArgumentParser
+
+/// `raftd`: the daemon and its operator subcommands.
+@main
+struct RaftdCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "raftd",
+        abstract: "A multi-Raft replication engine for storage nodes hosting thousands of Git repository partitions.",
+        discussion: """
+            Subcommands that exist today: io-probe. The cluster (serve, demo, simulate, wal, \
+            cluster/partition admin) arrives with the consensus, log, host and daemon issues; \
+            see docs/ROADMAP in the repository.
+            """,
+        subcommands: [IOProbeCommand.self]
+    )
+}
+
+/// Output formats shared by the operator subcommands.
+enum OutputFormat: String, ExpressibleByArgument, CaseIterable {
+    case text
+    case json
+}

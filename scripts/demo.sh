@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# The main command (README): installs what is missing, builds in release mode and runs what
+# raftd can do today. Idempotent.
+#
+# Today that is the I/O layer: the io_uring probe and a real durable write, then the WAL I/O
+# micro benchmark. The local 3-node cluster replaces this once the consensus core, the WAL,
+# the node host and the daemon exist (issues 3-6); this script will then start it.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+bash scripts/ensure-system-packages.sh
+
+echo "==> swift build -c release"
+swift build -c release --product raftd
+swift build -c release --product WALIOBench
+bin="$(swift build -c release --show-bin-path)"
+
+echo
+echo "raftd has no cluster yet: this demo runs what exists, the I/O layer under the WAL."
+echo
+echo "==> raftd io-probe"
+"$bin/raftd" io-probe --directory .
+echo
+echo "==> WAL I/O benchmark (quick run; full run: $bin/WALIOBench)"
+mkdir -p bench-data
+"$bin/WALIOBench" --quick --dir bench-data

@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# The test command (README, .ci/run): installs what is missing, checks formatting, builds
+# everything (daemon, benchmarks, tests) and runs the test suite. Idempotent.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+bash scripts/ensure-system-packages.sh
+
+echo "==> swift format lint --strict"
+swift format lint --strict --recursive Package.swift Sources Tests Benchmarks
+
+echo "==> swift build (all targets, tests included)"
+swift build --build-tests
+
+echo "==> raftd io-probe (smoke)"
+"$(swift build --show-bin-path)/raftd" io-probe --directory "${TMPDIR:-/tmp}"
+
+echo "==> swift test"
+swift test --skip-build
