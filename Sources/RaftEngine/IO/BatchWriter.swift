@@ -90,14 +90,22 @@ public final class BatchWriter {
     }
 
     deinit {
-        // Completions still owed by the kernel reference our iovecs: collect them first.
+        // Completions still owed by the kernel reference our iovecs and the callers'
+        // buffers: collect them before freeing anything.
+        var drained = true
         while craft_writer_in_flight(writer) > 0 {
             let n = craft_writer_reap(writer, completions, UInt32(completionCapacity), 1)
-            if n < 0 && n != -EINTR { break }
+            if n == -EINTR { continue }
+            if n < 0 {
+                drained = false
+                break
+            }
+            for i in 0..<Int(n) { credit(completions[i]) }
         }
         craft_writer_destroy(writer)
         completions.deallocate()
-        for case let batch? in slots { batch.release() }
+        // If the kernel could not be drained, leaking the batches is the only safe choice.
+        if drained { for case let batch? in slots { batch.release() } }
     }
 
     /// Writes `writes` in order, then makes them durable with one fdatasync; returns when
@@ -213,7 +221,9 @@ public final class BatchWriter {
                 continue
             }
             if rc == -EINTR || rc == -EAGAIN { continue }
-            try Syscall.failure("\(backend) submit", path: batch.file.path, code: -rc)
+            // Anything else leaves the ring in an unknown state (part of the chain may be
+            // queued): with the bounds above it cannot happen, so it is a bug.
+            preconditionFailure("\(backend) submit to \(batch.file.path) failed: \(IOError.errnoName(-rc))")
         }
     }
 
@@ -221,13 +231,14 @@ public final class BatchWriter {
         let n = try Syscall.call("\(backend) reap", path: nil) {
             craft_writer_reap(writer, completions, UInt32(completionCapacity), 1)
         }
-        for i in 0..<Int(n) {
-            let completion = completions[i]
-            let (slot, gen, operation) = Batch.decode(completion.user_data)
-            guard slot < slots.count, let batch = slots[slot], batch.generation == gen else {
-                preconditionFailure("completion for an unknown batch: \(completion.user_data)")
-            }
-            batch.record(operation: operation, result: completion.result)
+        for i in 0..<Int(n) { credit(completions[i]) }
+    }
+
+    private func credit(_ completion: craft_completion) {
+        let (slot, gen, operation) = Batch.decode(completion.user_data)
+        guard slot < slots.count, let batch = slots[slot], batch.generation == gen else {
+            preconditionFailure("completion for an unknown batch: \(completion.user_data)")
         }
+        batch.record(operation: operation, result: completion.result)
     }
 }
