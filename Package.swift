@@ -10,6 +10,7 @@ let package = Package(
     products: [
         .executable(name: "raftd", targets: ["raftd"]),
         .library(name: "RaftEngine", targets: ["RaftEngine"]),
+        .library(name: "RaftConsensus", targets: ["RaftConsensus"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
@@ -27,12 +28,20 @@ let package = Package(
                 .linkedLibrary("pthread"),
             ]
         ),
+        // Pure Raft for one group: standard library only (no Foundation, clock, I/O or
+        // threads). Its own target so that the compiler enforces that.
+        .target(
+            name: "RaftConsensus",
+            path: "Sources/RaftEngine/Consensus"
+        ),
         .target(
             name: "RaftEngine",
             dependencies: [
                 "CRaftIO",
+                "RaftConsensus",
                 .product(name: "Logging", package: "swift-log"),
-            ]
+            ],
+            exclude: ["Consensus"]
         ),
         .executableTarget(
             name: "raftd",
