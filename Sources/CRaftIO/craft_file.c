@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
+#include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -58,4 +59,8 @@ int craft_set_file_size_limit(uint64_t limit) {
     }
     if (signal(SIGXFSZ, SIG_IGN) == SIG_ERR) return -errno;
     return setrlimit(RLIMIT_FSIZE, &wanted) == 0 ? 0 : -errno;
+}
+
+int craft_set_thread_name(const char *name) {
+    return prctl(PR_SET_NAME, (unsigned long)name, 0, 0, 0) == 0 ? 0 : -errno;
 }

@@ -42,4 +42,7 @@ int64_t craft_file_size(int fd);
  * short write and a real write error from the kernel. Returns 0 or -errno. */
 int craft_set_file_size_limit(uint64_t limit);
 
+/* Names the calling thread (at most 15 bytes are kept), for ps, top and perf. Returns 0 or -errno. */
+int craft_set_thread_name(const char *name);
+
 #endif

@@ -19,13 +19,13 @@ final class ReadWriteLock: @unchecked Sendable {
         lock.deallocate()
     }
 
-    func withShared<T>(_ body: () throws -> T) rethrows -> T {
+    func withShared<T, E: Error>(_ body: () throws(E) -> T) throws(E) -> T {
         precondition(pthread_rwlock_rdlock(lock) == 0)
         defer { pthread_rwlock_unlock(lock) }
         return try body()
     }
 
-    func withExclusive<T>(_ body: () throws -> T) rethrows -> T {
+    func withExclusive<T, E: Error>(_ body: () throws(E) -> T) throws(E) -> T {
         precondition(pthread_rwlock_wrlock(lock) == 0)
         defer { pthread_rwlock_unlock(lock) }
         return try body()

@@ -1,0 +1,134 @@
+import RaftConsensus
+
+/// Where a record lives: segment sequence and the offset of its header in that segment.
+struct RecordLocation: Equatable {
+    var segment: UInt64
+    var offset: UInt32
+}
+
+/// Where an entry's record lives, and its payload length (so a read knows how much to fetch).
+struct EntryLocation: Equatable {
+    var segment: UInt64
+    var offset: UInt32
+    var length: UInt32
+}
+
+/// One group's view of the shared WAL: which entries exist, where, and with which terms.
+/// Built by replay at open and kept up to date by the writer; the same `apply` runs in
+/// both, so recovery and live writes cannot disagree.
+///
+/// Invariant: `locations[k]` is the entry at index `base + 1 + k`; `runStarts`/`runTerms`
+/// cover exactly `base + 1 ... last`, with strictly increasing starts and non-decreasing terms.
+struct GroupLog {
+    /// Entries at or below `base` are compacted (or never existed here).
+    var base: LogIndex = .zero
+    /// The term of the entry at `base`, when a compaction recorded it (zero otherwise).
+    var baseTerm: Term = .zero
+    var locations: [EntryLocation] = []
+    var runStarts: [LogIndex] = []
+    var runTerms: [Term] = []
+    var hardState: WALHardState?
+    var hardStateAt: RecordLocation?
+    var compactAt: RecordLocation?
+
+    var firstIndex: LogIndex { base.next }
+    var lastIndex: LogIndex { LogIndex(base.rawValue + UInt64(locations.count)) }
+    var isEmpty: Bool { locations.isEmpty && hardState == nil && compactAt == nil }
+
+    /// The term of the entry at `index`, if this log knows it.
+    func term(at index: LogIndex) -> Term? {
+        if index == base { return baseTerm }
+        guard index > base, index <= lastIndex else { return nil }
+        // The last run whose start is <= index.
+        var lo = 0
+        var hi = runStarts.count - 1
+        while lo < hi {
+            let mid = (lo + hi + 1) / 2
+            if runStarts[mid] <= index { lo = mid } else { hi = mid - 1 }
+        }
+        return runTerms[lo]
+    }
+
+    func location(of index: LogIndex) -> EntryLocation? {
+        guard index > base, index <= lastIndex else { return nil }
+        return locations[Int(index.rawValue - base.rawValue - 1)]
+    }
+
+    /// Why a live write cannot put an entry at `index` with `term`, or nil when it can.
+    /// (Replay does not ask: the log on disk was validated when it was written.)
+    func refusal(index: LogIndex, term: Term) -> String? {
+        if index <= base { return "index \(index) is at or below the compacted index \(base)" }
+        if index > lastIndex.next { return "index \(index) leaves a gap after the last index \(lastIndex)" }
+        if let previous = self.term(at: index.previous), term < previous {
+            return "term \(term) at index \(index) is below the previous entry's term \(previous)"
+        }
+        return nil
+    }
+
+    /// Adds the entry at `index`, replacing any entries from `index` on.
+    mutating func appendEntry(index: LogIndex, term: Term, at location: EntryLocation) {
+        if locations.isEmpty && compactAt == nil && (index <= base || index.rawValue > base.rawValue + 1) {
+            // Replay of a log whose older segments were deleted: the first entry seen starts it.
+            base = index.previous
+            baseTerm = .zero
+        }
+        if index <= lastIndex { truncate(from: index) }
+        precondition(index == lastIndex.next, "entry \(index) does not follow \(lastIndex)")
+        locations.append(location)
+        if runTerms.last != term {
+            runStarts.append(index)
+            runTerms.append(term)
+        }
+    }
+
+    /// Drops the entries from `index` on.
+    mutating func truncate(from index: LogIndex) {
+        guard index <= lastIndex else { return }
+        let keep = index > base ? Int(index.rawValue - base.rawValue - 1) : 0
+        locations.removeSubrange(keep...)
+        if keep == 0 {
+            runStarts.removeAll()
+            runTerms.removeAll()
+            return
+        }
+        while let start = runStarts.last, start >= index {
+            runStarts.removeLast()
+            runTerms.removeLast()
+        }
+    }
+
+    /// Forgets the entries up to and including `index`, whose term is `term`.
+    mutating func compact(upTo index: LogIndex, term: Term, at location: RecordLocation) {
+        if index < base { return }
+        compactAt = location
+        if index == base {
+            baseTerm = term
+            return
+        }
+        if index >= lastIndex {
+            locations.removeAll(keepingCapacity: false)
+            runStarts.removeAll()
+            runTerms.removeAll()
+        } else {
+            let drop = Int(index.rawValue - base.rawValue)
+            locations.removeFirst(drop)
+            // Keep the run that covers index + 1, starting it there.
+            var firstKept = 0
+            while firstKept + 1 < runStarts.count && runStarts[firstKept + 1] <= index.next { firstKept += 1 }
+            runStarts.removeFirst(firstKept)
+            runTerms.removeFirst(firstKept)
+            runStarts[0] = index.next
+        }
+        base = index
+        baseTerm = term
+    }
+
+    /// The oldest segment holding a record this group still needs, or nil.
+    var pinnedSegment: UInt64? {
+        var oldest: UInt64? = locations.first?.segment
+        for candidate in [hardStateAt?.segment, compactAt?.segment] {
+            if let c = candidate, oldest == nil || c < oldest! { oldest = c }
+        }
+        return oldest
+    }
+}

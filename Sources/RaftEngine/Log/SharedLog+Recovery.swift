@@ -1,0 +1,256 @@
+import RaftConsensus
+
+#if canImport(Glibc)
+    import Glibc
+#elseif canImport(Musl)
+    import Musl
+#endif
+
+/// What recovery found when the log was opened.
+public struct RecoveryReport: Sendable, Equatable {
+    public var segments = 0
+    public var batches = 0
+    public var records = 0
+    public var bytesScanned = 0
+    /// Where a torn tail was cut off, if one was: segment file, offset, bytes zeroed.
+    public var tornTail: (file: String, offset: Int, bytes: Int)?
+    public var seconds = 0.0
+
+    public static func == (a: RecoveryReport, b: RecoveryReport) -> Bool {
+        a.segments == b.segments && a.batches == b.batches && a.records == b.records && a.bytesScanned == b.bytesScanned
+            && a.tornTail?.file == b.tornTail?.file && a.tornTail?.offset == b.tornTail?.offset
+    }
+}
+
+/// Scans WAL segments. Shared by recovery and by `raftd wal verify` / `wal dump`.
+struct SegmentScanner {
+    /// One valid batch found by a scan.
+    struct Batch {
+        var header: BatchHeader
+        var offset: Int
+        var records: [(header: RecordHeader, offset: Int)]
+    }
+
+    enum Outcome {
+        /// Valid batches end at `end`; the rest of the segment is zero.
+        case clean(end: Int)
+        /// Valid batches end at `end`; what follows is not a valid batch (`reason`), and
+        /// non-zero bytes run up to `dirtyEnd`.
+        case damaged(end: Int, reason: String, dirtyEnd: Int)
+    }
+
+    /// Scans `bytes` (a whole segment) from just after its header, calling `visit` for each
+    /// valid batch in order. `expected` is the next batch sequence (nil: any).
+    static func scan(
+        _ bytes: UnsafeRawBufferPointer,
+        expected: inout UInt64?,
+        visit: (Batch, UnsafeRawBufferPointer) -> Void
+    ) -> Outcome {
+        var offset = WALFormat.segmentHeaderSize
+        var records: [(header: RecordHeader, offset: Int)] = []
+        while offset + WALFormat.batchHeaderSize <= bytes.count {
+            let at = UnsafeRawBufferPointer(rebasing: bytes[offset...])
+            if BatchHeader.isZero(at) {
+                let dirty = lastNonZero(bytes, from: offset)
+                return dirty == offset
+                    ? .clean(end: offset)
+                    : .damaged(end: offset, reason: "non-zero bytes after the last batch", dirtyEnd: dirty)
+            }
+            func damaged(_ reason: String) -> Outcome {
+                .damaged(end: offset, reason: reason, dirtyEnd: lastNonZero(bytes, from: offset))
+            }
+            guard let header = BatchHeader.decode(at) else { return damaged("batch header checksum mismatch") }
+            if let e = expected, header.sequence != e {
+                return damaged("batch sequence \(header.sequence) where \(e) was expected")
+            }
+            let end = offset + WALFormat.batchHeaderSize + header.bodyLength
+            guard header.bodyLength % WALFormat.alignment == 0, end <= bytes.count, header.recordCount > 0 else {
+                return damaged("batch length \(header.bodyLength) does not fit the segment")
+            }
+            records.removeAll(keepingCapacity: true)
+            var position = offset + WALFormat.batchHeaderSize
+            for k in 0..<header.recordCount {
+                guard position < end,
+                    let record = RecordHeader.decode(UnsafeRawBufferPointer(rebasing: bytes[position..<end]))
+                else {
+                    return damaged("record \(k) of batch \(header.sequence) at offset \(position) fails its checksum")
+                }
+                records.append((record, position))
+                position += WALFormat.recordSize(payload: record.length)
+            }
+            guard position == end else { return damaged("batch \(header.sequence): records do not fill the batch") }
+            visit(Batch(header: header, offset: offset, records: records), bytes)
+            expected = header.sequence + 1
+            offset = end
+        }
+        return .clean(end: offset)
+    }
+
+    /// The first valid batch header after `offset` with a sequence above `sequence`, if any:
+    /// proof that damage is not a torn tail.
+    static func laterBatch(in bytes: UnsafeRawBufferPointer, after offset: Int, above sequence: UInt64?) -> Int? {
+        var position = WALFormat.aligned(offset + 1)
+        while position + WALFormat.batchHeaderSize <= bytes.count {
+            if let header = BatchHeader.decode(UnsafeRawBufferPointer(rebasing: bytes[position...])),
+                sequence.map({ header.sequence > $0 }) ?? true
+            {
+                return position
+            }
+            position += WALFormat.alignment
+        }
+        return nil
+    }
+
+    /// The end of the last non-zero 8-byte word at or after `offset` (== offset when all zero).
+    static func lastNonZero(_ bytes: UnsafeRawBufferPointer, from offset: Int) -> Int {
+        var end = bytes.count & ~(WALFormat.alignment - 1)
+        while end > offset {
+            if bytes.loadUnaligned(fromByteOffset: end - 8, as: UInt64.self) != 0 { return end }
+            end -= 8
+        }
+        return offset
+    }
+
+    /// Reads a whole segment file into `buffer` (grown as needed); returns the byte count.
+    static func read(_ file: DiskFile, into buffer: inout UnsafeMutableRawBufferPointer) throws(WALError) -> Int {
+        do {
+            let size = Int(try file.size())
+            if buffer.count < size {
+                buffer.deallocate()
+                buffer = .allocate(byteCount: size, alignment: 4096)
+            }
+            let n = try file.readFully(
+                fromAbsoluteOffset: 0, into: UnsafeMutableRawBufferPointer(rebasing: buffer[0..<size]))
+            guard n == size else {
+                throw WALError.corrupt(file: file.path, offset: UInt64(n), reason: "segment shorter than its size")
+            }
+            return size
+        } catch let error as IOError {
+            throw .io(error)
+        } catch let error as WALError {
+            throw error
+        } catch {
+            preconditionFailure("\(error)")
+        }
+    }
+
+    /// Checks a segment's header against the sequence in its name.
+    static func checkHeader(_ bytes: UnsafeRawBufferPointer, sequence: UInt64, path: String) throws(WALError) {
+        switch SegmentHeader.decode(bytes) {
+        case .success(let header):
+            guard header.sequence == sequence else {
+                throw .corrupt(file: path, offset: 16, reason: "header names segment \(header.sequence)")
+            }
+        case .failure(.notAWALSegment):
+            throw .foreignFile(file: path, reason: "no WAL segment magic")
+        case .failure(.unsupportedVersion(let version)):
+            throw .foreignFile(
+                file: path, reason: "WAL format version \(version); this raftd reads version \(WALFormat.version)")
+        case .failure(.damaged):
+            throw .corrupt(file: path, offset: 0, reason: "segment header checksum mismatch")
+        }
+    }
+}
+
+extension SharedLog {
+    /// Rebuilds the index from the segments and positions the writer after the last valid
+    /// batch. See docs/WAL.md, "Recovery".
+    func recover() throws(WALError) {
+        var start = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &start)
+        try segments.openExisting()
+        var report = RecoveryReport()
+        defer {
+            var end = timespec()
+            clock_gettime(CLOCK_MONOTONIC, &end)
+            report.seconds = Double(end.tv_sec - start.tv_sec) + Double(end.tv_nsec - start.tv_nsec) / 1e9
+            recoveryReport = report
+        }
+        guard !segments.sequences.isEmpty else {
+            _ = try segments.create(1)
+            currentSegment = 1
+            writeOffset = WALFormat.segmentHeaderSize
+            return
+        }
+        var buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: options.segmentSize, alignment: 4096)
+        defer { buffer.deallocate() }
+        var expected: UInt64?
+        var lastGood: UInt64?
+        var damage: (sequence: UInt64, end: Int, reason: String, dirtyEnd: Int)?
+        let sequences = segments.sequences
+        for sequence in sequences {
+            let file = segments.files[sequence]!
+            let size = try SegmentScanner.read(file, into: &buffer)
+            let bytes = UnsafeRawBufferPointer(rebasing: buffer[0..<size])
+            try SegmentScanner.checkHeader(bytes, sequence: sequence, path: file.path)
+            report.segments += 1
+            report.bytesScanned += size
+            if let found = damage {
+                // Only a segment with no batches may follow a torn batch (the writer rotates
+                // while the previous batch's fdatasync runs, but writes nothing new until it ends).
+                if SegmentScanner.laterBatch(in: bytes, after: WALFormat.segmentHeaderSize - 1, above: lastGood) != nil
+                {
+                    throw .corrupt(file: segments.path(found.sequence), offset: UInt64(found.end), reason: found.reason)
+                }
+                currentSegment = sequence
+                writeOffset = WALFormat.segmentHeaderSize
+                continue
+            }
+            let outcome = SegmentScanner.scan(bytes, expected: &expected) { batch, bytes in
+                report.batches += 1
+                report.records += batch.records.count
+                lastGood = batch.header.sequence
+                for (header, offset) in batch.records {
+                    var vote = MemberID.none
+                    if header.type == .hardState && header.length == 8 {
+                        vote = MemberID(
+                            UInt64(
+                                littleEndian: bytes.loadUnaligned(
+                                    fromByteOffset: offset + WALFormat.recordHeaderSize, as: UInt64.self)))
+                    }
+                    table.apply(header, at: RecordLocation(segment: sequence, offset: UInt32(offset)), vote: vote)
+                }
+            }
+            switch outcome {
+            case .clean(let end):
+                currentSegment = sequence
+                writeOffset = end
+            case .damaged(let end, let reason, let dirtyEnd):
+                if let later = SegmentScanner.laterBatch(in: bytes, after: end, above: lastGood) {
+                    throw .corrupt(
+                        file: file.path, offset: UInt64(end),
+                        reason: "\(reason); a valid batch follows at offset \(later)")
+                }
+                damage = (sequence, end, reason, dirtyEnd)
+                currentSegment = sequence
+                writeOffset = end
+            }
+        }
+        if let found = damage {
+            // The torn tail of the last batch, which was never acknowledged: cut it off, so
+            // that nothing after it can ever be read back.
+            let file = segments.files[found.sequence]!
+            let length = found.dirtyEnd - found.end
+            let zeros = [UInt8](repeating: 0, count: length)
+            do {
+                try zeros.withUnsafeBytes { z in
+                    Result { () throws(IOError) in try file.write(toAbsoluteOffset: UInt64(found.end), z) }
+                }.get()
+                try file.syncData()
+            } catch {
+                throw .io(error)
+            }
+            report.tornTail = (file.path, found.end, length)
+            logger.warning(
+                "WAL recovery cut off a torn tail (a batch that was never acknowledged)",
+                metadata: [
+                    "file": "\(file.path)", "offset": "\(found.end)", "bytes": "\(length)", "reason": "\(found.reason)",
+                ])
+        }
+        nextBatchSequence = (lastGood ?? 0) + 1
+        for (group, log) in table.groups {
+            shadow[group] = ShadowState(
+                base: log.base, last: log.lastIndex, lastTerm: log.term(at: log.lastIndex) ?? .zero)
+        }
+    }
+}

@@ -1,0 +1,319 @@
+import RaftConsensus
+
+/// The writer thread: take what is queued, encode one batch, submit it linked to an
+/// fdatasync, and while it runs take and encode the next. Apply a batch to the index and
+/// complete its waiters only once it is durable.
+extension SharedLog {
+    /// One encoded batch and what to do when it is durable.
+    final class PreparedBatch {
+        let sequence: UInt64
+        let segment: UInt64
+        /// Offset of the batch header in the segment.
+        let offset: Int
+        let buffer: UnsafeMutableRawBufferPointer
+        var length = WALFormat.batchHeaderSize
+        var records: [EncodedRecord] = []
+        var requests: [Request] = []
+        var entryCount = 0
+        var isRewrite = false
+
+        init(sequence: UInt64, segment: UInt64, offset: Int, capacity: Int) {
+            self.sequence = sequence
+            self.segment = segment
+            self.offset = offset
+            self.buffer = .allocate(byteCount: max(capacity, WALFormat.batchHeaderSize), alignment: 64)
+        }
+
+        deinit { buffer.deallocate() }
+
+        /// Appends one record; returns nothing, the record is remembered for `apply`.
+        func add(
+            _ header: RecordHeader, payload: UnsafeRawBufferPointer, vote: MemberID = .none, entry: WALEntry? = nil
+        ) {
+            let size = WALFormat.recordSize(payload: payload.count)
+            precondition(length + size <= buffer.count, "batch buffer overflow")
+            header.encode(into: buffer.baseAddress! + length, payload: payload)
+            records.append(
+                EncodedRecord(header: header, offsetInSegment: UInt32(offset + length), vote: vote, entry: entry))
+            length += size
+            if header.type == .entry { entryCount += 1 }
+        }
+
+        func sealHeader() {
+            BatchHeader(sequence: sequence, bodyLength: length - WALFormat.batchHeaderSize, recordCount: records.count)
+                .encode(into: buffer.baseAddress!)
+        }
+    }
+
+    struct EncodedRecord {
+        var header: RecordHeader
+        var offsetInSegment: UInt32
+        var vote: MemberID
+        /// The entry, for the cache (entry records only).
+        var entry: WALEntry?
+    }
+
+    func runWriter() {
+        var inFlight: (batch: PreparedBatch, ticket: BatchTicket)?
+        while true {
+            var next: PreparedBatch?
+            if !compactionPending {
+                guard let taken = takeRequests(waitForWork: inFlight == nil) else {
+                    if inFlight == nil { return }  // closing, all durable
+                    break
+                }
+                next = prepare(taken)
+            }
+            if let current = inFlight {
+                inFlight = nil
+                guard complete(current.batch, ticket: current.ticket) else { return }
+            }
+            if compactionPending && next == nil {
+                guard runCompactionRound() else { return }
+            }
+            if let batch = next, !batch.records.isEmpty {
+                batch.sealHeader()
+                do {
+                    let bytes = UnsafeRawBufferPointer(rebasing: batch.buffer[0..<batch.length])
+                    let file = segments.files[batch.segment]!
+                    let ticket = try device.submit(
+                        file, [PositionedWrite(offset: UInt64(batch.offset), bytes: bytes)], sync: true)
+                    inFlight = (batch, ticket)
+                } catch {
+                    stop(.io(error), failing: batch.requests)
+                    return
+                }
+            } else if let batch = next {
+                // Nothing to write (only no-ops or refused requests): done already.
+                for request in batch.requests { request.completion(.success(())) }
+            }
+        }
+        // Closing with a batch still in flight.
+        if let current = inFlight { _ = complete(current.batch, ticket: current.ticket) }
+    }
+
+    /// Takes queued requests up to the batch bounds; nil when closing with nothing queued.
+    private func takeRequests(waitForWork: Bool) -> [Request]? {
+        lock.withLock {
+            while waitForWork && queueHead == queue.count && !isClosing && !compactionPending { lock.wait() }
+            if queueHead == queue.count {
+                return isClosing && waitForWork ? nil : []
+            }
+            if options.maxBatchDelayMicroseconds > 0 && waitForWork {
+                // An idle disk: give concurrent writers a moment to join this batch.
+                let deadline = options.maxBatchDelayMicroseconds * 1000
+                if queuedBytes < options.maxBatchBytes / 2 { _ = lock.wait(nanoseconds: deadline) }
+            }
+            var taken: [Request] = []
+            var bytes = 0
+            while queueHead < queue.count && taken.count < options.maxBatchWrites {
+                let request = queue[queueHead]
+                if !taken.isEmpty && bytes + request.size > options.maxBatchBytes { break }
+                taken.append(request)
+                bytes += request.size
+                queueHead += 1
+            }
+            queuedBytes -= bytes
+            if queueHead == queue.count {
+                queue.removeAll(keepingCapacity: true)
+                queueHead = 0
+            } else if queueHead > 1024 {
+                queue.removeFirst(queueHead)
+                queueHead = 0
+            }
+            return taken
+        }
+    }
+
+    /// Encodes `requests` into a batch, refusing the invalid ones at once. Rotates to a new
+    /// segment first when the batch may not fit.
+    private func prepare(_ requests: [Request]) -> PreparedBatch? {
+        guard !requests.isEmpty else { return nil }
+        let bound = WALFormat.batchHeaderSize + requests.reduce(0) { $0 + $1.size }
+        if writeOffset + bound > options.segmentSize {
+            do {
+                try rotate()
+            } catch {
+                // Typically ENOSPC preallocating: nothing was written, the log stays usable.
+                logger.error("cannot start a new WAL segment: \(error)")
+                for request in requests { request.completion(.failure(error)) }
+                return nil
+            }
+        }
+        let batch = PreparedBatch(
+            sequence: nextBatchSequence, segment: currentSegment, offset: writeOffset, capacity: bound)
+        for request in requests {
+            switch request.operation {
+            case .writes(let writes):
+                if let refusal = validate(writes) {
+                    request.completion(.failure(refusal))
+                    continue
+                }
+                for write in writes { encode(write, into: batch) }
+                batch.requests.append(request)
+            case .compact(let group, let index, let term):
+                let state = shadow[group] ?? ShadowState(base: .zero, last: .zero, lastTerm: .zero)
+                if index > state.base {
+                    let header = RecordHeader(
+                        length: 0, type: .compact, kind: 0, group: group, term: term, index: index)
+                    batch.add(header, payload: UnsafeRawBufferPointer(start: nil, count: 0))
+                    shadow[group] = ShadowState(
+                        base: index, last: max(index, state.last), lastTerm: index >= state.last ? term : state.lastTerm
+                    )
+                }
+                batch.requests.append(request)
+            case .remove(let group):
+                let header = RecordHeader(
+                    length: 0, type: .removeGroup, kind: 0, group: group, term: .zero, index: .zero)
+                batch.add(header, payload: UnsafeRawBufferPointer(start: nil, count: 0))
+                shadow[group] = nil
+                batch.requests.append(request)
+            case .collectGarbage:
+                compactionPending = true
+                gcWaiters.append(request)
+            }
+        }
+        if !batch.records.isEmpty {
+            nextBatchSequence += 1
+            writeOffset += WALFormat.aligned(batch.length)
+        }
+        return batch
+    }
+
+    /// Why `writes` cannot be written, checked against everything encoded so far.
+    private func validate(_ writes: [GroupWrite]) -> WALError? {
+        var projected: [GroupID: ShadowState] = [:]
+        for write in writes {
+            guard write.group != .invalid else {
+                return .invalidWrite(group: write.group, reason: "group 0 is invalid")
+            }
+            var state =
+                projected[write.group] ?? shadow[write.group] ?? ShadowState(base: .zero, last: .zero, lastTerm: .zero)
+            guard let first = write.entries.first else { continue }
+            if first.index <= state.base {
+                return .invalidWrite(
+                    group: write.group, reason: "index \(first.index) is at or below the compacted index \(state.base)")
+            }
+            if first.index > state.last.next {
+                return .invalidWrite(
+                    group: write.group, reason: "index \(first.index) leaves a gap after \(state.last)")
+            }
+            if first.index == state.last.next && first.term < state.lastTerm {
+                return .invalidWrite(
+                    group: write.group, reason: "term \(first.term) below the last term \(state.lastTerm)")
+            }
+            var previous = first
+            for entry in write.entries.dropFirst() {
+                if entry.index != previous.index.next || entry.term < previous.term {
+                    return .invalidWrite(
+                        group: write.group, reason: "entries must have consecutive indexes and non-decreasing terms")
+                }
+                previous = entry
+            }
+            for entry in write.entries where entry.payload.count > WALFormat.maxPayloadSize {
+                return .tooLarge(bytes: entry.payload.count, limit: WALFormat.maxPayloadSize)
+            }
+            state.last = previous.index
+            state.lastTerm = previous.term
+            projected[write.group] = state
+        }
+        return nil
+    }
+
+    private func encode(_ write: GroupWrite, into batch: PreparedBatch) {
+        var state = shadow[write.group] ?? ShadowState(base: .zero, last: .zero, lastTerm: .zero)
+        if let first = write.entries.first {
+            if first.index <= state.last {
+                let header = RecordHeader(
+                    length: 0, type: .truncate, kind: 0, group: write.group, term: first.term, index: first.index)
+                batch.add(header, payload: UnsafeRawBufferPointer(start: nil, count: 0))
+            }
+            for entry in write.entries {
+                let header = RecordHeader(
+                    length: entry.payload.count, type: .entry, kind: entry.kind, group: write.group, term: entry.term,
+                    index: entry.index)
+                entry.payload.withUnsafeBytes { batch.add(header, payload: $0, entry: entry) }
+            }
+            state.last = write.entries.last!.index
+            state.lastTerm = write.entries.last!.term
+        }
+        if let hardState = write.hardState {
+            let header = RecordHeader(
+                length: 8, type: .hardState, kind: 0, group: write.group, term: hardState.term, index: hardState.commit)
+            withUnsafeBytes(of: hardState.vote.rawValue.littleEndian) {
+                batch.add(header, payload: $0, vote: hardState.vote)
+            }
+        }
+        shadow[write.group] = state
+    }
+
+    /// Waits for a submitted batch; on success applies it and completes its waiters.
+    /// Returns false when the writer must stop.
+    private func complete(_ batch: PreparedBatch, ticket: BatchTicket) -> Bool {
+        do {
+            try device.wait(for: ticket)
+        } catch {
+            stop(.io(error), failing: batch.requests)
+            return false
+        }
+        apply(batch)
+        for request in batch.requests { request.completion(.success(())) }
+        return true
+    }
+
+    /// Applies a durable batch to the index, the cache and the counters.
+    func apply(_ batch: PreparedBatch) {
+        lock.withLock {
+            for record in batch.records {
+                let location = RecordLocation(segment: batch.segment, offset: record.offsetInSegment)
+                table.apply(record.header, at: location, vote: record.vote)
+                let group = record.header.group
+                switch record.header.type {
+                case .entry: cache.add(group, record.entry!)
+                case .truncate: cache.drop(group, from: record.header.index)
+                case .compact: cache.dropThrough(group, record.header.index)
+                case .removeGroup: cache.drop(group, from: .zero)
+                case .hardState: break
+                }
+            }
+            statisticsStorage.batches += 1
+            statisticsStorage.fdatasyncs += 1
+            statisticsStorage.records += UInt64(batch.records.count)
+            statisticsStorage.entries += UInt64(batch.entryCount)
+            if batch.isRewrite {
+                statisticsStorage.bytesRewritten += UInt64(batch.length)
+            } else {
+                statisticsStorage.bytesWritten += UInt64(batch.length)
+            }
+        }
+    }
+
+    /// Starts the next segment; the caller has nothing encoded for the current one that is
+    /// not already reserved.
+    func rotate() throws(WALError) {
+        let next = currentSegment + 1
+        _ = try segments.create(next)
+        currentSegment = next
+        writeOffset = WALFormat.segmentHeaderSize
+        compactionPending = true
+        lock.withLock { statisticsStorage.segmentsCreated += 1 }
+    }
+
+    /// The writer stops for good: the failed batch, everything queued and every later
+    /// request fail with `.stopped`, and `onFatal` runs once.
+    func stop(_ cause: WALError, failing requests: [Request]) {
+        logger.critical("WAL writer stopped: \(cause)")
+        let queued: [Request] = lock.withLock {
+            stoppedBy = cause
+            let rest = Array(queue[queueHead...])
+            queue.removeAll()
+            queueHead = 0
+            queuedBytes = 0
+            return rest
+        }
+        let stopped = WALError.stopped(cause: "\(cause)")
+        for request in requests + queued + gcWaiters { request.completion(.failure(stopped)) }
+        gcWaiters.removeAll()
+        options.onFatal(cause)
+    }
+}

@@ -1,0 +1,265 @@
+import Logging
+import RaftConsensus
+
+#if canImport(Glibc)
+    import Glibc
+#elseif canImport(Musl)
+    import Musl
+#endif
+
+/// The write-ahead log shared by every replica on one storage (`<storage>/+raft/wal/`).
+///
+/// Callers on any thread hand it `GroupWrite`s; one writer thread per storage packs
+/// everything queued into one batch, writes it with one submission linked to one
+/// fdatasync, and completes every waiter of the batch together (group commit). While a
+/// batch's fdatasync runs, the writer packs the next one; it submits it when the previous
+/// is durable, so at most one batch is ever undurable, and only it can be torn by a crash.
+///
+/// Reads (`entries`, `term`, `firstIndex`, `lastIndex`, `hardState`) see only durable
+/// records. See docs/WAL.md for the format, recovery and compaction.
+public final class SharedLog: @unchecked Sendable {
+    public struct Options: Sendable {
+        /// Size each segment is preallocated to.
+        public var segmentSize = 64 << 20
+        /// Bounds of one batch; a single write larger than `maxBatchBytes` is refused.
+        public var maxBatchBytes = 8 << 20
+        public var maxBatchWrites = 16_384
+        /// How long the writer waits for more work after the first request when the disk
+        /// is idle (0: never; batching then comes only from writes queued during an fdatasync).
+        public var maxBatchDelayMicroseconds = 0
+        /// Queued, not yet written bytes above which `append` answers `.overloaded`.
+        public var maxQueuedBytes = 256 << 20
+        /// Bytes of recent entries kept in memory for reads.
+        public var cacheBytes = 64 << 20
+        /// With more segments than this, groups that pin the oldest one are rewritten forward.
+        public var maxSegments = 8
+        /// The most bytes one rewrite round copies (rounds alternate with normal batches).
+        public var maxRewriteBytesPerRound = 8 << 20
+        public var ioBackend: IOBackendKind = IOBackendChoice.current.kind
+        /// Builds the device the WAL writes through (tests inject faults here).
+        public var makeDevice: @Sendable (IOBackendKind) throws(IOError) -> any WALDevice = { backend throws(IOError) in
+            try BatchWriter(backend: backend, depth: 64, maxBatchesInFlight: 2)
+        }
+        /// Called once when the writer stops for good (an fdatasync or write failure). The
+        /// default stops the process: after a failed fdatasync the page cache cannot be
+        /// trusted, and restarting runs recovery from what is really on disk.
+        public var onFatal: @Sendable (WALError) -> Void = { error in
+            Logger(label: "raftd.wal").critical("stopping: \(error)")
+            fatalError("WAL: \(error)")
+        }
+
+        public init() {}
+    }
+
+    public let directory: String
+    public let options: Options
+    let logger = Logger(label: "raftd.wal")
+
+    // MARK: State shared with callers (guarded by `lock`)
+
+    let lock = ConditionLock()
+    var table = LogTable()
+    var cache: EntryCache
+    var statisticsStorage = WALStatistics()
+    var queue: [Request] = []
+    var queueHead = 0
+    var queuedBytes = 0
+    var isClosing = false
+    var stoppedBy: WALError?
+
+    // MARK: Writer thread state (touched only by the writer thread after init)
+
+    /// Held shared by disk reads, exclusively while segments are closed and deleted.
+    let segmentLock = ReadWriteLock()
+    let segments: SegmentStore
+    let device: any WALDevice
+    var currentSegment: UInt64 = 0
+    var writeOffset = 0
+    var nextBatchSequence: UInt64 = 1
+    var shadow: [GroupID: ShadowState] = [:]
+    var compactionPending = false
+    /// `collectGarbage()` callers waiting for the next compaction round to finish.
+    var gcWaiters: [Request] = []
+    /// What the last recovery found, for logs and `raftd wal verify`.
+    public internal(set) var recoveryReport = RecoveryReport()
+    private var writerThread: OSThread?
+
+    /// Opens the WAL in `directory` (which must exist), recovering what is on disk:
+    /// checksums verified, a torn tail truncated, indexes rebuilt. Damage anywhere a crash
+    /// cannot explain is `.corrupt` naming the file and offset, and nothing is served.
+    public init(directory: String, options: Options = Options()) throws(WALError) {
+        precondition(options.segmentSize >= 1 << 16 && options.segmentSize <= 1 << 31, "segmentSize out of range")
+        precondition(
+            options.maxBatchBytes >= 1 << 12
+                && options.maxBatchBytes <= options.segmentSize - WALFormat.segmentHeaderSize
+                    - WALFormat.batchHeaderSize,
+            "maxBatchBytes must fit in a segment")
+        precondition(options.maxSegments >= 2 && options.maxQueuedBytes >= options.maxBatchBytes)
+        self.directory = directory
+        self.options = options
+        self.cache = EntryCache(capacityBytes: options.cacheBytes)
+        do { self.device = try options.makeDevice(options.ioBackend) } catch { throw .io(error) }
+        self.segments = SegmentStore(directory: directory, segmentSize: options.segmentSize, device: device)
+        try recover()
+        writerThread = OSThread(name: "raftd-wal") { [self] in runWriter() }
+    }
+
+    /// Stops the writer after everything queued is durable.
+    public func close() {
+        lock.withLock {
+            isClosing = true
+            lock.broadcast()
+        }
+        writerThread?.join()
+        writerThread = nil
+    }
+
+    deinit {
+        if writerThread != nil { close() }
+    }
+
+    // MARK: - Writing
+
+    /// Makes `writes` durable; `completion` runs on the writer thread once they are (or
+    /// with the error). Writes queued together become durable in one batch.
+    public func append(_ writes: [GroupWrite], completion: @escaping @Sendable (Result<Void, WALError>) -> Void) {
+        enqueue(.writes(writes), completion: completion)
+    }
+
+    /// Makes `writes` durable; blocks the calling thread until they are.
+    public func append(_ writes: [GroupWrite]) throws(WALError) {
+        try waitFor { append(writes, completion: $0) }
+    }
+
+    /// Makes `writes` durable; suspends until they are.
+    public func append(_ writes: [GroupWrite]) async throws(WALError) {
+        let result: Result<Void, WALError> = await withCheckedContinuation { continuation in
+            append(writes) { continuation.resume(returning: $0) }
+        }
+        try result.get()
+    }
+
+    /// Records that the group's entries up to `index` (whose term is `term`) are covered by a
+    /// snapshot. Their segments can then be deleted. An index at or below the current
+    /// compaction point changes nothing.
+    public func compact(group: GroupID, upTo index: LogIndex, term: Term) throws(WALError) {
+        try waitFor { enqueue(.compact(group, index, term), completion: $0) }
+    }
+
+    /// Forgets everything about `group` on this storage (its replica was removed).
+    public func removeGroup(_ group: GroupID) throws(WALError) {
+        try waitFor { enqueue(.remove(group), completion: $0) }
+    }
+
+    /// Deletes every segment no group needs, and rewrites forward the groups that pin old
+    /// segments when there are more than `maxSegments`. Runs on its own after each segment
+    /// rotation; this call forces a round now and returns when it is done.
+    public func collectGarbage() throws(WALError) {
+        try waitFor { enqueue(.collectGarbage, completion: $0) }
+    }
+
+    private func waitFor(_ start: (@escaping @Sendable (Result<Void, WALError>) -> Void) -> Void) throws(WALError) {
+        let waiter = Waiter()
+        start { waiter.finish($0) }
+        try waiter.wait().get()
+    }
+
+    func enqueue(_ operation: Request.Operation, completion: @escaping @Sendable (Result<Void, WALError>) -> Void) {
+        let size: Int
+        switch operation {
+        case .writes(let writes): size = writes.reduce(0) { $0 + $1.encodedSize }
+        default: size = WALFormat.recordSize(payload: 8)
+        }
+        let refusal: WALError? = lock.withLock {
+            if let stoppedBy { return .stopped(cause: "\(stoppedBy)") }
+            if isClosing { return .closed }
+            if size > options.maxBatchBytes { return .tooLarge(bytes: size, limit: options.maxBatchBytes) }
+            if queuedBytes + size > options.maxQueuedBytes {
+                return .overloaded(queuedBytes: queuedBytes, limit: options.maxQueuedBytes)
+            }
+            queue.append(Request(operation: operation, size: size, completion: completion))
+            queuedBytes += size
+            lock.broadcast()
+            return nil
+        }
+        if let refusal { completion(.failure(refusal)) }
+    }
+
+    // MARK: - Reading (durable state only)
+
+    /// The groups that have anything in this log.
+    public var groups: [GroupID] { lock.withLock { table.groups.keys.sorted() } }
+
+    /// The first index with an entry (or that would have one), i.e. compacted index + 1.
+    public func firstIndex(of group: GroupID) -> LogIndex {
+        lock.withLock { table.groups[group]?.firstIndex ?? LogIndex(1) }
+    }
+
+    /// The last durable index (the compacted index when no entries follow it).
+    public func lastIndex(of group: GroupID) -> LogIndex {
+        lock.withLock { table.groups[group]?.lastIndex ?? .zero }
+    }
+
+    public func hardState(of group: GroupID) -> WALHardState? {
+        lock.withLock { table.groups[group]?.hardState }
+    }
+
+    /// The term of the entry at `index`; the compacted index's term is known too.
+    public func term(of group: GroupID, at index: LogIndex) throws(WALError) -> Term {
+        let outcome: Result<Term, WALError> = lock.withLock {
+            let log = table.groups[group] ?? GroupLog()
+            if let term = log.term(at: index) { return .success(term) }
+            if index < log.base {
+                return .failure(.compacted(group: group, requested: index, firstIndex: log.firstIndex))
+            }
+            return .failure(.unavailable(group: group, requested: index, lastIndex: log.lastIndex))
+        }
+        return try outcome.get()
+    }
+
+    public var statistics: WALStatistics { lock.withLock { statisticsStorage } }
+}
+
+extension SharedLog {
+    /// A queued operation and whom to tell when it is durable.
+    struct Request {
+        enum Operation {
+            case writes([GroupWrite])
+            case compact(GroupID, LogIndex, Term)
+            case remove(GroupID)
+            case collectGarbage
+        }
+
+        var operation: Operation
+        var size: Int
+        var completion: @Sendable (Result<Void, WALError>) -> Void
+    }
+
+    /// What the writer has encoded for a group, durable or not: the basis for validating
+    /// the next write before the previous batch is durable.
+    struct ShadowState {
+        var base: LogIndex
+        var last: LogIndex
+        var lastTerm: Term
+    }
+}
+
+/// Blocks a thread until a completion arrives.
+final class Waiter: @unchecked Sendable {
+    private let lock = ConditionLock()
+    private var result: Result<Void, WALError>?
+
+    func finish(_ result: Result<Void, WALError>) {
+        lock.withLock {
+            self.result = result
+            lock.broadcast()
+        }
+    }
+
+    func wait() -> Result<Void, WALError> {
+        lock.withLock {
+            while result == nil { lock.wait() }
+            return result!
+        }
+    }
+}

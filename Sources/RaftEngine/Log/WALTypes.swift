@@ -1,0 +1,77 @@
+import RaftConsensus
+
+/// One log entry as the WAL stores it: the consensus layer's entry with its payload encoded.
+public struct WALEntry: Equatable, Sendable {
+    public var term: Term
+    public var index: LogIndex
+    /// What the payload is (normal data, a configuration change, …), chosen by the layer above.
+    public var kind: UInt8
+    public var payload: [UInt8]
+
+    public init(term: Term, index: LogIndex, kind: UInt8 = 0, payload: [UInt8]) {
+        self.term = term
+        self.index = index
+        self.kind = kind
+        self.payload = payload
+    }
+}
+
+/// A group's durable vote and term, and the commit index it knew.
+public struct WALHardState: Equatable, Sendable, CustomStringConvertible {
+    public var term: Term
+    public var vote: MemberID
+    public var commit: LogIndex
+
+    public init(term: Term, vote: MemberID, commit: LogIndex) {
+        self.term = term
+        self.vote = vote
+        self.commit = commit
+    }
+
+    public var description: String { "term=\(term) vote=\(vote) commit=\(commit)" }
+}
+
+/// What one group writes in one turn: new entries (possibly replacing a conflicting suffix)
+/// and/or a new hard state. Durable together with everything else in its batch.
+public struct GroupWrite: Sendable {
+    public var group: GroupID
+    /// Consecutive indexes. If the first index is at or below the group's last index, the
+    /// log from that index on is replaced (a truncation record is written first).
+    public var entries: [WALEntry]
+    public var hardState: WALHardState?
+
+    public init(group: GroupID, entries: [WALEntry] = [], hardState: WALHardState? = nil) {
+        self.group = group
+        self.entries = entries
+        self.hardState = hardState
+    }
+
+    /// Bytes this write adds to a batch.
+    var encodedSize: Int {
+        var size = entries.reduce(0) { $0 + WALFormat.recordSize(payload: $1.payload.count) }
+        if hardState != nil { size += WALFormat.recordSize(payload: 8) }
+        // A possible truncation record.
+        return size + WALFormat.recordSize(payload: 0)
+    }
+}
+
+/// Counters a storage's WAL keeps, for metrics and benchmarks.
+public struct WALStatistics: Sendable, Equatable {
+    public var batches: UInt64 = 0
+    public var fdatasyncs: UInt64 = 0
+    public var records: UInt64 = 0
+    public var entries: UInt64 = 0
+    /// Bytes written for callers' records (headers and padding included).
+    public var bytesWritten: UInt64 = 0
+    /// Bytes written again by compaction to free old segments.
+    public var bytesRewritten: UInt64 = 0
+    public var segmentsCreated: UInt64 = 0
+    public var segmentsDeleted: UInt64 = 0
+    public var cacheHits: UInt64 = 0
+    public var diskReads: UInt64 = 0
+
+    /// (written + rewritten) / written.
+    public var writeAmplification: Double {
+        bytesWritten == 0 ? 1 : Double(bytesWritten + bytesRewritten) / Double(bytesWritten)
+    }
+}

@@ -1,0 +1,77 @@
+import CRaftIO
+
+#if canImport(Glibc)
+    import Glibc
+#elseif canImport(Musl)
+    import Musl
+#endif
+
+/// A pthread mutex with a condition variable: the WAL's queue and index are shared between
+/// its writer thread and callers on any thread, and callers may block (no async context).
+final class ConditionLock: @unchecked Sendable {
+    private let mutex = UnsafeMutablePointer<pthread_mutex_t>.allocate(capacity: 1)
+    private let condition = UnsafeMutablePointer<pthread_cond_t>.allocate(capacity: 1)
+
+    init() {
+        precondition(pthread_mutex_init(mutex, nil) == 0)
+        precondition(pthread_cond_init(condition, nil) == 0)
+    }
+
+    deinit {
+        pthread_cond_destroy(condition)
+        pthread_mutex_destroy(mutex)
+        condition.deallocate()
+        mutex.deallocate()
+    }
+
+    @inline(__always)
+    func withLock<T, E: Error>(_ body: () throws(E) -> T) throws(E) -> T {
+        pthread_mutex_lock(mutex)
+        defer { pthread_mutex_unlock(mutex) }
+        return try body()
+    }
+
+    /// Waits for a signal; the caller holds the lock (inside `withLock`) and re-checks its
+    /// condition in a loop.
+    func wait() { pthread_cond_wait(condition, mutex) }
+
+    /// Waits at most `nanoseconds`; returns false on timeout.
+    func wait(nanoseconds: Int) -> Bool {
+        var now = timespec()
+        clock_gettime(CLOCK_REALTIME, &now)
+        var total = Int(now.tv_nsec) + nanoseconds
+        var deadline = now
+        deadline.tv_sec += total / 1_000_000_000
+        total %= 1_000_000_000
+        deadline.tv_nsec = total
+        return pthread_cond_timedwait(condition, mutex, &deadline) == 0
+    }
+
+    func broadcast() { pthread_cond_broadcast(condition) }
+}
+
+/// A dedicated OS thread running one closure: the WAL writer of a storage. There is one per
+/// storage, never one per group.
+final class OSThread: @unchecked Sendable {
+    private var thread = pthread_t()
+    private let body: @Sendable () -> Void
+
+    init(name: String, _ body: @escaping @Sendable () -> Void) {
+        let threadName = String(name.prefix(15))
+        self.body = {
+            _ = craft_set_thread_name(threadName)
+            body()
+        }
+        let unmanaged = Unmanaged.passRetained(self)
+        let rc = pthread_create(
+            &thread, nil,
+            { context in
+                let me = Unmanaged<OSThread>.fromOpaque(context!).takeRetainedValue()
+                me.body()
+                return nil
+            }, unmanaged.toOpaque())
+        precondition(rc == 0, "pthread_create failed: \(rc)")
+    }
+
+    func join() { pthread_join(thread, nil) }
+}
