@@ -66,7 +66,7 @@ extension SharedLog {
             throw .corrupt(
                 file: segments.path(location.segment), offset: UInt64(location.offset), reason: "segment missing")
         }
-        let size = WALFormat.recordHeaderSize + Int(location.length)
+        let size = WALFormat.recordSize(payload: Int(location.length))
         var bytes = [UInt8](repeating: 0, count: size)
         let read: Result<Int, IOError> = bytes.withUnsafeMutableBytes { buffer in
             Result { () throws(IOError) in try file.readFully(fromAbsoluteOffset: UInt64(location.offset), into: buffer)
@@ -80,7 +80,9 @@ extension SharedLog {
                 file: file.path, offset: UInt64(location.offset),
                 reason: "entry \(index) of group \(group) fails its checksum or is not the entry indexed there")
         }
+        let payloadEnd = WALFormat.recordHeaderSize + header.length
         return WALEntry(
-            term: header.term, index: index, kind: header.kind, payload: Array(bytes[WALFormat.recordHeaderSize...]))
+            term: header.term, index: index, kind: header.kind,
+            payload: Array(bytes[WALFormat.recordHeaderSize..<payloadEnd]))
     }
 }

@@ -88,7 +88,7 @@ public final class SharedLog: @unchecked Sendable {
     /// checksums verified, a torn tail truncated, indexes rebuilt. Damage anywhere a crash
     /// cannot explain is `.corrupt` naming the file and offset, and nothing is served.
     public init(directory: String, options: Options = Options()) throws(WALError) {
-        precondition(options.segmentSize >= 1 << 16 && options.segmentSize <= 1 << 31, "segmentSize out of range")
+        precondition(options.segmentSize >= 1 << 14 && options.segmentSize <= 1 << 31, "segmentSize out of range")
         precondition(
             options.maxBatchBytes >= 1 << 12
                 && options.maxBatchBytes <= options.segmentSize - WALFormat.segmentHeaderSize

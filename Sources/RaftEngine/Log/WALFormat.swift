@@ -72,7 +72,7 @@ public enum WALRecordType: UInt8, Sendable, CaseIterable, CustomStringConvertibl
 ///  ├──────┼────────┼─────┼─────┼───────┼───────┼───────┼───────┼───────┼─────────┐
 ///  │crc32c│ length │type │kind │  0    │   0   │ group │ term  │ index │ payload │ pad to 8
 ///  └──────┴────────┴─────┴─────┴───────┴───────┴───────┴───────┴───────┴─────────┘
-///  crc32c covers bytes 4 ..< 40 + length
+///  crc32c covers bytes 4 ..< the padded end (40 + length rounded up to 8)
 /// ```
 struct RecordHeader: Equatable {
     var length: Int
@@ -100,8 +100,8 @@ struct RecordHeader: Equatable {
             (buffer + WALFormat.recordHeaderSize + payload.count).initializeMemory(
                 as: UInt8.self, repeating: 0, count: padding)
         }
-        let crc = CRC32C.checksum(
-            UnsafeRawBufferPointer(start: buffer + 4, count: WALFormat.recordHeaderSize - 4 + payload.count))
+        // The padding is covered too, so that every byte of a record is checked.
+        let crc = CRC32C.checksum(UnsafeRawBufferPointer(start: buffer + 4, count: total - 4))
         LittleEndian.store(crc, buffer, at: 0)
     }
 
@@ -110,7 +110,9 @@ struct RecordHeader: Equatable {
     static func decode(_ bytes: UnsafeRawBufferPointer) -> RecordHeader? {
         guard bytes.count >= WALFormat.recordHeaderSize, let base = bytes.baseAddress else { return nil }
         let length = Int(LittleEndian.load(UInt32.self, base, at: 4))
-        guard length <= WALFormat.maxPayloadSize, WALFormat.recordHeaderSize + length <= bytes.count else { return nil }
+        guard length <= WALFormat.maxPayloadSize, WALFormat.recordSize(payload: length) <= bytes.count else {
+            return nil
+        }
         guard let type = WALRecordType(rawValue: base.load(fromByteOffset: 8, as: UInt8.self)) else { return nil }
         guard LittleEndian.load(UInt16.self, base, at: 10) == 0, LittleEndian.load(UInt32.self, base, at: 12) == 0
         else {
@@ -118,7 +120,7 @@ struct RecordHeader: Equatable {
         }
         let stored = LittleEndian.load(UInt32.self, base, at: 0)
         let crc = CRC32C.checksum(
-            UnsafeRawBufferPointer(start: base + 4, count: WALFormat.recordHeaderSize - 4 + length))
+            UnsafeRawBufferPointer(start: base + 4, count: WALFormat.recordSize(payload: length) - 4))
         guard stored == crc else { return nil }
         return RecordHeader(
             length: length,
