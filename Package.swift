@@ -58,7 +58,18 @@ let package = Package(
         ),
         .testTarget(
             name: "RaftEngineTests",
-            dependencies: ["RaftEngine", "CRaftIO"]
+            dependencies: ["RaftEngine", "CRaftIO", "RaftConsensus", "WALCrashSupport"]
+        ),
+        // The WAL crash test kills this child with SIGKILL at random points.
+        .target(
+            name: "WALCrashSupport",
+            dependencies: ["RaftEngine", "RaftConsensus"],
+            path: "Tests/WALCrashSupport"
+        ),
+        .executableTarget(
+            name: "WALCrashChild",
+            dependencies: ["RaftEngine", "RaftConsensus", "WALCrashSupport"],
+            path: "Tests/WALCrashChild"
         ),
     ]
 )

@@ -40,7 +40,9 @@ final class FaultyDevice: WALDevice, @unchecked Sendable {
     }
 
     func allocate(_ file: DiskFile, length: UInt64) throws(IOError) {
-        if case .allocateFails(let code) = fault.withLock({ $0 }) { throw IOError("fallocate", path: file.path, code: code) }
+        if case .allocateFails(let code) = fault.withLock({ $0 }) {
+            throw IOError("fallocate", path: file.path, code: code)
+        }
         try inner.allocate(file, length: length)
     }
 }

@@ -66,14 +66,23 @@ struct GroupLog {
     }
 
     /// Adds the entry at `index`, replacing any entries from `index` on.
-    mutating func appendEntry(index: LogIndex, term: Term, at location: EntryLocation) {
-        if locations.isEmpty && compactAt == nil && (index <= base || index.rawValue > base.rawValue + 1) {
-            // Replay of a log whose older segments were deleted: the first entry seen starts it.
+    ///
+    /// A gap (or an index at or below the compacted one) cannot come from a live write
+    /// (the writer validates first), so `replaying` must be set for it to be accepted: replay
+    /// reads a suffix of the segments, and records older than a group's live region may
+    /// survive while the records that connected them were deleted. Everything before such
+    /// a gap is dead, and a later live compaction record restores `base` and its term.
+    mutating func appendEntry(index: LogIndex, term: Term, at location: EntryLocation, replaying: Bool) {
+        if index > lastIndex.next || index <= base {
+            precondition(replaying, "entry \(index) does not follow \(lastIndex) (compacted \(base))")
+            locations.removeAll()
+            runStarts.removeAll()
+            runTerms.removeAll()
             base = index.previous
             baseTerm = .zero
+            compactAt = nil
         }
         if index <= lastIndex { truncate(from: index) }
-        precondition(index == lastIndex.next, "entry \(index) does not follow \(lastIndex)")
         locations.append(location)
         if runTerms.last != term {
             runStarts.append(index)

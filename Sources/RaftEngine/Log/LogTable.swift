@@ -7,14 +7,16 @@ struct LogTable {
     var groups: [GroupID: GroupLog] = [:]
 
     /// Applies one verified record found at `location`. `vote` is the decoded payload of a
-    /// hard-state record.
-    mutating func apply(_ header: RecordHeader, at location: RecordLocation, vote: MemberID) {
+    /// hard-state record. `replaying`: the record comes from a scan at open (see
+    /// `GroupLog.appendEntry`), not from a batch the writer just validated.
+    mutating func apply(_ header: RecordHeader, at location: RecordLocation, vote: MemberID, replaying: Bool) {
         let group = header.group
         switch header.type {
         case .entry:
             groups[group, default: GroupLog()].appendEntry(
                 index: header.index, term: header.term,
-                at: EntryLocation(segment: location.segment, offset: location.offset, length: UInt32(header.length)))
+                at: EntryLocation(segment: location.segment, offset: location.offset, length: UInt32(header.length)),
+                replaying: replaying)
         case .hardState:
             groups[group, default: GroupLog()].hardState = WALHardState(
                 term: header.term, vote: vote, commit: header.index)

@@ -208,7 +208,9 @@ extension SharedLog {
                                 littleEndian: bytes.loadUnaligned(
                                     fromByteOffset: offset + WALFormat.recordHeaderSize, as: UInt64.self)))
                     }
-                    table.apply(header, at: RecordLocation(segment: sequence, offset: UInt32(offset)), vote: vote)
+                    table.apply(
+                        header, at: RecordLocation(segment: sequence, offset: UInt32(offset)), vote: vote,
+                        replaying: true)
                 }
             }
             switch outcome {

@@ -266,7 +266,7 @@ extension SharedLog {
         lock.withLock {
             for record in batch.records {
                 let location = RecordLocation(segment: batch.segment, offset: record.offsetInSegment)
-                table.apply(record.header, at: location, vote: record.vote)
+                table.apply(record.header, at: location, vote: record.vote, replaying: false)
                 let group = record.header.group
                 switch record.header.type {
                 case .entry: cache.add(group, record.entry!)
