@@ -82,11 +82,6 @@ extension SharedLog {
             capacity: WALFormat.batchHeaderSize + budget)
         batch.isRewrite = true
         for (group, log) in selected {
-            if log.compactAt != nil {
-                let header = RecordHeader(
-                    length: 0, type: .compact, kind: 0, group: group, term: log.baseTerm, index: log.base)
-                batch.add(header, payload: UnsafeRawBufferPointer(start: nil, count: 0))
-            }
             if let hardState = log.hardState {
                 let header = RecordHeader(
                     length: 8, type: .hardState, kind: 0, group: group, term: hardState.term, index: hardState.commit)
@@ -102,6 +97,13 @@ extension SharedLog {
                         index: entry.index)
                     entry.payload.withUnsafeBytes { batch.add(header, payload: $0, entry: entry) }
                 }
+            }
+            // The compaction record goes last: replay may have reset the group at a gap among
+            // older, dead records, and this record must be the one that sets `base` and its term.
+            if log.compactAt != nil {
+                let header = RecordHeader(
+                    length: 0, type: .compact, kind: 0, group: group, term: log.baseTerm, index: log.base)
+                batch.add(header, payload: UnsafeRawBufferPointer(start: nil, count: 0))
             }
         }
         guard !batch.records.isEmpty else { return false }

@@ -311,9 +311,11 @@ extension SharedLog {
             queuedBytes = 0
             return rest
         }
+        // First the fatal handler (by default the process ends here, before any waiter hears
+        // an answer that recovery might contradict), then the waiters.
+        options.onFatal(cause)
         let stopped = WALError.stopped(cause: "\(cause)")
         for request in requests + queued + gcWaiters { request.completion(.failure(stopped)) }
         gcWaiters.removeAll()
-        options.onFatal(cause)
     }
 }
