@@ -56,6 +56,11 @@ let package = Package(
             dependencies: ["RaftEngine", "CRaftIO"],
             path: "Benchmarks/WALIOBench"
         ),
+        .executableTarget(
+            name: "WALBench",
+            dependencies: ["RaftEngine", "RaftConsensus"],
+            path: "Benchmarks/WALBench"
+        ),
         .testTarget(
             name: "RaftEngineTests",
             dependencies: ["RaftEngine", "CRaftIO", "RaftConsensus", "WALCrashSupport"]

@@ -51,7 +51,9 @@ struct WALCommand: ParsableCommand {
                     "\"records\":\(summary.records)", "\"groups\":\(summary.groups)", "\"entries\":\(summary.entries)",
                     "\"bytes\":\(summary.bytes)", "\"healthy\":\(summary.isHealthy)",
                 ]
-                fields.append("\"tornTail\":" + (summary.tornTail.map { JSON.quote("\($0.file)@\($0.offset): \($0.reason)") } ?? "null"))
+                fields.append(
+                    "\"tornTail\":"
+                        + (summary.tornTail.map { JSON.quote("\($0.file)@\($0.offset): \($0.reason)") } ?? "null"))
                 fields.append("\"corruption\":" + (summary.corruption.map { JSON.quote("\($0)") } ?? "null"))
                 print("{" + fields.joined(separator: ",") + "}")
             }

@@ -73,7 +73,8 @@ public struct WALInspector {
             summary.segments += 1
             summary.bytes += size
             if let (file, offset, reason) = damagedAt {
-                if SegmentScanner.laterBatch(in: bytes, after: WALFormat.segmentHeaderSize - 1, above: lastGood) != nil {
+                if SegmentScanner.laterBatch(in: bytes, after: WALFormat.segmentHeaderSize - 1, above: lastGood) != nil
+                {
                     summary.corruption = .corrupt(file: file, offset: UInt64(offset), reason: reason)
                     return summary
                 }
@@ -92,7 +93,9 @@ public struct WALInspector {
                                 littleEndian: bytes.loadUnaligned(
                                     fromByteOffset: offset + WALFormat.recordHeaderSize, as: UInt64.self)))
                     }
-                    table.apply(header, at: RecordLocation(segment: sequence, offset: UInt32(offset)), vote: vote, replaying: true)
+                    table.apply(
+                        header, at: RecordLocation(segment: sequence, offset: UInt32(offset)), vote: vote,
+                        replaying: true)
                     visit(
                         Record(
                             segment: name, offset: offset, batch: batch.header.sequence, type: header.type,

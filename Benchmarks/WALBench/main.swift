@@ -1,0 +1,293 @@
+// Shared WAL benchmark (issue 4): many groups appending 256-byte entries concurrently through
+// one SharedLog, against "one pwrite + fdatasync per entry" measured in the same run; then
+// recovery (replay) speed of a large log.
+//
+//   swift run -c release WALBench [--groups 1000] [--in-flight 64,256,1000] [--seconds 5]
+//                                 [--recovery-mib 1024] [--dir bench-data] [--backend io_uring|pwritev]
+//
+// A program, not a test: the figures go to docs/BENCHMARKS.md.
+
+import RaftConsensus
+import RaftEngine
+import Synchronization
+
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+struct Options {
+    var groups = 1000
+    var inFlight = [64, 256, 1000]
+    var seconds = 5.0
+    var recoveryMiB = 1024
+    var directory = "bench-data"
+    var backend = IOBackendChoice.current.kind
+    var entrySize = 256
+
+    static func parse(_ arguments: [String]) -> Options {
+        var options = Options()
+        var rest = arguments[...]
+        func value(_ flag: String) -> String {
+            guard let next = rest.popFirst() else { fail("\(flag) needs a value") }
+            return next
+        }
+        while let flag = rest.popFirst() {
+            switch flag {
+            case "--groups":
+                guard let n = Int(value(flag)), n >= 1, n <= 1_000_000 else { fail("--groups takes 1...1000000") }
+                options.groups = n
+            case "--in-flight":
+                let list = value(flag).split(separator: ",").compactMap { Int($0) }
+                guard !list.isEmpty, list.allSatisfy({ $0 >= 1 && $0 <= 100_000 }) else {
+                    fail("--in-flight takes a list")
+                }
+                options.inFlight = list
+            case "--seconds":
+                guard let s = Double(value(flag)), s > 0, s <= 600 else { fail("--seconds takes 0 < S <= 600") }
+                options.seconds = s
+            case "--recovery-mib":
+                guard let m = Int(value(flag)), m >= 0, m <= 16384 else { fail("--recovery-mib takes 0...16384") }
+                options.recoveryMiB = m
+            case "--dir": options.directory = value(flag)
+            case "--backend":
+                guard let b = IOBackendKind(rawValue: value(flag)) else { fail("--backend takes io_uring or pwritev") }
+                options.backend = b
+            case "--quick":
+                options.seconds = 2
+                options.inFlight = [256]
+                options.recoveryMiB = 256
+            case "-h", "--help":
+                print(
+                    "usage: WALBench [--groups N] [--in-flight 64,256,1000] [--seconds S] [--recovery-mib M] [--dir D] [--backend B] [--quick]"
+                )
+                exit(0)
+            default: fail("unknown option \(flag) (try --help)")
+            }
+        }
+        return options
+    }
+}
+
+func fail(_ message: String) -> Never {
+    let line = "WALBench: \(message)\n"
+    _ = line.withCString { write(2, $0, strlen($0)) }
+    exit(2)
+}
+
+func now() -> Double {
+    var ts = timespec()
+    clock_gettime(CLOCK_MONOTONIC, &ts)
+    return Double(ts.tv_sec) + Double(ts.tv_nsec) / 1e9
+}
+
+func freshDirectory(_ path: String) {
+    if let names = try? Directory.list(path) {
+        for name in names { unlink("\(path)/\(name)") }
+    }
+    mkdir(path, 0o755)
+}
+
+func percentile(_ sorted: [Double], _ p: Double) -> Double {
+    sorted.isEmpty ? 0 : sorted[min(sorted.count - 1, Int(Double(sorted.count) * p))]
+}
+
+func format(_ value: Double, _ decimals: Int = 0) -> String {
+    var scale = 1.0
+    for _ in 0..<decimals { scale *= 10 }
+    let rounded = (value * scale).rounded() / scale
+    return decimals == 0 ? "\(Int(rounded))" : "\(rounded)"
+}
+
+/// One pwrite + one fdatasync per entry, one writer: what a log without group commit does.
+func baseline(_ options: Options) throws -> (perSecond: Double, p50: Double, p99: Double) {
+    let path = "\(options.directory)/baseline"
+    freshDirectory(path)
+    let file = try DiskFile.open("\(path)/log", .createNew)
+    try file.allocate(offset: 0, length: 256 << 20)
+    let record = [UInt8](repeating: 7, count: options.entrySize + 40)
+    var latencies: [Double] = []
+    var offset: UInt64 = 0
+    let start = now()
+    while now() - start < min(options.seconds, 3) {
+        let t0 = now()
+        try record.withUnsafeBytes { try file.write(toAbsoluteOffset: offset, $0) }
+        try file.syncData()
+        latencies.append((now() - t0) * 1e6)
+        offset += UInt64(record.count)
+    }
+    let elapsed = now() - start
+    latencies.sort()
+    try file.close()
+    freshDirectory(path)
+    return (Double(latencies.count) / elapsed, percentile(latencies, 0.5), percentile(latencies, 0.99))
+}
+
+/// Closed loop: `inFlight` appends outstanding at all times over all `groups`: slot `s`
+/// owns the groups `s, s + inFlight, s + 2·inFlight, …` and cycles through them, issuing
+/// the next append as soon as its previous one is durable (so each group's indexes stay in
+/// order with one append outstanding per group at most).
+final class Load: @unchecked Sendable {
+    let log: SharedLog
+    let groups: Int
+    let inFlight: Int
+    let payload: [UInt8]
+    let deadline: Double
+    let state = Mutex<(next: [UInt64], cursor: [Int], latencies: [Double], outstanding: Int, errors: Int)>(
+        ([], [], [], 0, 0))
+
+    init(log: SharedLog, groups: Int, inFlight: Int, entrySize: Int, deadline: Double) {
+        self.log = log
+        self.groups = groups
+        self.inFlight = inFlight
+        self.payload = [UInt8](repeating: 0x5A, count: entrySize)
+        self.deadline = deadline
+        state.withLock {
+            $0.next = Array(repeating: 0, count: groups)
+            $0.cursor = Array(repeating: 0, count: inFlight)
+        }
+    }
+
+    func issue(slot: Int) {
+        let owned = (groups - slot + inFlight - 1) / inFlight
+        let (group, index): (Int, UInt64) = state.withLock {
+            let group = slot + ($0.cursor[slot] % owned) * inFlight
+            $0.cursor[slot] += 1
+            $0.next[group] += 1
+            $0.outstanding += 1
+            return (group, $0.next[group])
+        }
+        let started = now()
+        let write = GroupWrite(
+            group: GroupID(UInt64(group + 2)),
+            entries: [WALEntry(term: Term(1), index: LogIndex(index), payload: payload)])
+        log.append([write]) { result in
+            let finishedAt = now()
+            let again: Bool = self.state.withLock {
+                $0.outstanding -= 1
+                if case .failure = result {
+                    $0.errors += 1
+                    return false
+                }
+                $0.latencies.append((finishedAt - started) * 1e6)
+                return finishedAt < self.deadline
+            }
+            if again { self.issue(slot: slot) }
+        }
+    }
+}
+
+func groupCommit(
+    _ options: Options, inFlight: Int
+) throws -> (perSecond: Double, fsyncs: Double, perFsync: Double, p50: Double, p99: Double) {
+    let path = "\(options.directory)/wal"
+    freshDirectory(path)
+    var walOptions = SharedLog.Options()
+    walOptions.ioBackend = options.backend
+    walOptions.onFatal = { error in fail("WAL stopped: \(error)") }
+    let log = try SharedLog(directory: path, options: walOptions)
+    let slots = min(inFlight, options.groups)
+    let start = now()
+    let load = Load(
+        log: log, groups: options.groups, inFlight: slots, entrySize: options.entrySize,
+        deadline: start + options.seconds)
+    for slot in 0..<slots { load.issue(slot: slot) }
+    while load.state.withLock({ $0.outstanding }) > 0 { usleep(2000) }
+    let elapsed = now() - start
+    let stats = log.statistics
+    log.close()
+    var latencies = load.state.withLock { $0.latencies }
+    latencies.sort()
+    if load.state.withLock({ $0.errors }) > 0 { fail("appends failed") }
+    freshDirectory(path)
+    return (
+        Double(latencies.count) / elapsed, Double(stats.fdatasyncs) / elapsed,
+        Double(stats.entries) / Double(max(stats.fdatasyncs, 1)), percentile(latencies, 0.5),
+        percentile(latencies, 0.99)
+    )
+}
+
+func recovery(_ options: Options) throws -> (bytes: Int, logBytes: UInt64, seconds: Double, records: Int, cold: Bool) {
+    let path = "\(options.directory)/recovery"
+    freshDirectory(path)
+    var walOptions = SharedLog.Options()
+    walOptions.ioBackend = options.backend
+    walOptions.maxSegments = 1 << 20  // keep everything: this measures replay
+    walOptions.cacheBytes = 0
+    var logBytes: UInt64 = 0
+    do {
+        let log = try SharedLog(directory: path, options: walOptions)
+        let payload = [UInt8](repeating: 0x33, count: options.entrySize)
+        var next = [UInt64](repeating: 0, count: options.groups)
+        let target = UInt64(options.recoveryMiB) << 20
+        while log.statistics.bytesWritten < target {
+            var writes: [GroupWrite] = []
+            for g in 0..<options.groups {
+                next[g] += 1
+                writes.append(
+                    GroupWrite(
+                        group: GroupID(UInt64(g + 2)),
+                        entries: [WALEntry(term: Term(1), index: LogIndex(next[g]), payload: payload)]))
+            }
+            try log.append(writes)
+        }
+        logBytes = log.statistics.bytesWritten
+        log.close()
+    }
+    // Cold cache when the kernel lets us drop it (root on a real kernel); warm otherwise.
+    sync()
+    let cold =
+        (try? DiskFile.open("/proc/sys/vm/drop_caches", .init(flags: O_WRONLY))).map { file -> Bool in
+            let three = Array("3\n".utf8)
+            return (try? three.withUnsafeBytes { try file.write(toAbsoluteOffset: 0, $0) }) != nil
+        } ?? false
+    let log = try SharedLog(directory: path, options: walOptions)
+    let report = log.recoveryReport
+    log.close()
+    freshDirectory(path)
+    return (report.bytesScanned, logBytes, report.seconds, report.records, cold)
+}
+
+let options = Options.parse(Array(CommandLine.arguments.dropFirst()))
+mkdir(options.directory, 0o755)
+print(
+    "Shared WAL benchmark: \(options.groups) groups, \(options.entrySize) B entries, backend \(options.backend), \(options.seconds) s per run"
+)
+print("command: \(CommandLine.arguments.joined(separator: " "))")
+print("")
+do {
+    let base = try baseline(options)
+    print(
+        "baseline, one pwrite + fdatasync per entry: \(format(base.perSecond)) appends/s, p50 \(format(base.p50)) µs, p99 \(format(base.p99)) µs"
+    )
+    print("")
+    print("in flight  appends/s   fsyncs/s  entries/fsync  p50 µs   p99 µs   × baseline")
+    for inFlight in options.inFlight {
+        let r = try groupCommit(options, inFlight: inFlight)
+        let line = [
+            "\(inFlight)".padding(11), format(r.perSecond).padding(12), format(r.fsyncs).padding(10),
+            format(r.perFsync, 1).padding(15), format(r.p50).padding(9), format(r.p99).padding(9),
+            format(r.perSecond / base.perSecond, 1),
+        ]
+        print(line.joined())
+    }
+    if options.recoveryMiB > 0 {
+        print("")
+        let r = try recovery(options)
+        let gb = Double(r.bytes) / 1e9
+        let logGB = Double(r.logBytes) / 1e9
+        print(
+            "recovery: \(r.records) records, \(format(logGB, 2)) GB of log in \(format(gb, 2)) GB of segments, replayed in \(format(r.seconds, 3)) s"
+        )
+        print(
+            "          = \(format(logGB / r.seconds, 2)) GB/s of log, \(format(gb / r.seconds, 2)) GB/s of segment files (\(r.cold ? "page cache dropped first" : "page cache warm: could not drop it"))"
+        )
+    }
+} catch {
+    fail("\(error)")
+}
+
+extension String {
+    func padding(_ width: Int) -> String {
+        count >= width ? self + " " : self + String(repeating: " ", count: width - count)
+    }
+}
