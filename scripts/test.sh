@@ -17,3 +17,8 @@ echo "==> raftd io-probe (smoke)"
 
 echo "==> swift test"
 swift test --skip-build
+
+# The WAL suites again on the pwritev fallback (the first pass used io_uring where the
+# probe passed): both backends must pass the same suite.
+echo "==> swift test --filter WAL, RAFTD_IO_BACKEND=pwritev"
+RAFTD_IO_BACKEND=pwritev swift test --skip-build --filter "SharedLogTests|WALRecoveryTests|WALFaultTests|WALCrashTests|WALModelTests|WALInspectorTests"

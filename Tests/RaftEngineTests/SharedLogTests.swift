@@ -5,8 +5,14 @@ import Testing
 
 @testable import RaftEngine
 
-/// Options for tests: small segments so that rotation and deletion happen quickly.
-func testLogOptions(backend: IOBackendKind = .ioUring, segmentSize: Int = 256 << 10) -> SharedLog.Options {
+/// Options for tests: small segments so that rotation and deletion happen quickly. The
+/// backend defaults to the process-wide choice, so `RAFTD_IO_BACKEND=pwritev` runs every WAL
+/// suite on the fallback (scripts/test.sh does a second pass that way).
+func testLogOptions(
+    backend: IOBackendKind = IOBackendChoice.current.kind, segmentSize: Int = 256 << 10
+)
+    -> SharedLog.Options
+{
     var options = SharedLog.Options()
     options.segmentSize = segmentSize
     options.maxBatchBytes = segmentSize / 4
