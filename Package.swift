@@ -51,14 +51,15 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
+        .target(name: "BenchSupport", path: "Benchmarks/BenchSupport"),
         .executableTarget(
             name: "WALIOBench",
-            dependencies: ["RaftEngine", "CRaftIO"],
+            dependencies: ["RaftEngine", "CRaftIO", "BenchSupport"],
             path: "Benchmarks/WALIOBench"
         ),
         .executableTarget(
             name: "WALBench",
-            dependencies: ["RaftEngine", "RaftConsensus"],
+            dependencies: ["RaftEngine", "RaftConsensus", "BenchSupport"],
             path: "Benchmarks/WALBench"
         ),
         .testTarget(

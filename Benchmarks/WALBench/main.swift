@@ -7,6 +7,7 @@
 //
 // A program, not a test: the figures go to docs/BENCHMARKS.md.
 
+import BenchSupport
 import RaftConsensus
 import RaftEngine
 import Synchronization
@@ -68,34 +69,13 @@ struct Options {
     }
 }
 
-func fail(_ message: String) -> Never {
-    let line = "WALBench: \(message)\n"
-    _ = line.withCString { write(2, $0, strlen($0)) }
-    exit(2)
-}
-
-func now() -> Double {
-    var ts = timespec()
-    clock_gettime(CLOCK_MONOTONIC, &ts)
-    return Double(ts.tv_sec) + Double(ts.tv_nsec) / 1e9
-}
+func fail(_ message: String) -> Never { BenchSupport.fail("WALBench", message) }
 
 func freshDirectory(_ path: String) {
     if let names = try? Directory.list(path) {
         for name in names { unlink("\(path)/\(name)") }
     }
     mkdir(path, 0o755)
-}
-
-func percentile(_ sorted: [Double], _ p: Double) -> Double {
-    sorted.isEmpty ? 0 : sorted[min(sorted.count - 1, Int(Double(sorted.count) * p))]
-}
-
-func format(_ value: Double, _ decimals: Int = 0) -> String {
-    var scale = 1.0
-    for _ in 0..<decimals { scale *= 10 }
-    let rounded = (value * scale).rounded() / scale
-    return decimals == 0 ? "\(Int(rounded))" : "\(rounded)"
 }
 
 /// One pwrite + one fdatasync per entry, one writer: what a log without group commit does.
@@ -264,8 +244,8 @@ do {
     for inFlight in options.inFlight {
         let r = try groupCommit(options, inFlight: inFlight)
         let line = [
-            "\(inFlight)".padding(11), format(r.perSecond).padding(12), format(r.fsyncs).padding(10),
-            format(r.perFsync, 1).padding(15), format(r.p50).padding(9), format(r.p99).padding(9),
+            "\(inFlight)".padded(11), format(r.perSecond).padded(12), format(r.fsyncs).padded(10),
+            format(r.perFsync, 1).padded(15), format(r.p50).padded(9), format(r.p99).padded(9),
             format(r.perSecond / base.perSecond, 1),
         ]
         print(line.joined())
@@ -284,10 +264,4 @@ do {
     }
 } catch {
     fail("\(error)")
-}
-
-extension String {
-    func padding(_ width: Int) -> String {
-        count >= width ? self + " " : self + String(repeating: " ", count: width - count)
-    }
 }

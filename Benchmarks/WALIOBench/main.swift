@@ -6,6 +6,7 @@
 // Prints appends/s, MB/s, fdatasyncs/s, batch latency percentiles and ratios against the
 // baseline measured in the same run. A program, not a test: numbers go to docs/BENCHMARKS.md.
 
+import BenchSupport
 import CRaftIO
 import RaftEngine
 
@@ -66,11 +67,7 @@ struct Options {
     }
 }
 
-func fail(_ message: String) -> Never {
-    let line = "WALIOBench: \(message)\n"
-    _ = line.withCString { write(2, $0, strlen($0)) }
-    exit(2)
-}
+func fail(_ message: String) -> Never { BenchSupport.fail("WALIOBench", message) }
 
 /// Appends to preallocated segment files, starting a new one when the current one is full
 /// (as a WAL does), and removing the old one so the benchmark's disk use stays bounded.
@@ -129,17 +126,7 @@ struct Result {
     var megabytesPerSecond: Double { Double(appends * appendSize) / seconds / 1e6 }
     var syncsPerSecond: Double { Double(syncs) / seconds }
 
-    func percentile(_ p: Double) -> Double {
-        guard !latenciesMicros.isEmpty else { return 0 }
-        let sorted = latenciesMicros.sorted()
-        return sorted[min(sorted.count - 1, Int(Double(sorted.count) * p))]
-    }
-}
-
-func now() -> Double {
-    var ts = timespec()
-    clock_gettime(CLOCK_MONOTONIC, &ts)
-    return Double(ts.tv_sec) + Double(ts.tv_nsec) / 1e9
+    func percentile(_ p: Double) -> Double { BenchSupport.percentile(latenciesMicros.sorted(), p) }
 }
 
 /// One pwrite + one fdatasync per append: what a naive log does.
@@ -203,21 +190,6 @@ func runBatched(
         latenciesMicros: latencies, appendSize: payload.count)
 }
 
-func pad(_ text: String, _ width: Int) -> String {
-    text.count >= width ? text : text + String(repeating: " ", count: width - text.count)
-}
-
-func format(_ value: Double, _ decimals: Int = 0) -> String {
-    var scaled = value
-    for _ in 0..<decimals { scaled *= 10 }
-    let rounded = Int(scaled.rounded())
-    if decimals == 0 { return "\(rounded)" }
-    var digits = String(abs(rounded))
-    while digits.count <= decimals { digits = "0" + digits }
-    let split = digits.index(digits.endIndex, offsetBy: -decimals)
-    return (rounded < 0 ? "-" : "") + digits[..<split] + "." + digits[split...]
-}
-
 let options = Options.parse(Array(CommandLine.arguments.dropFirst()))
 mkdir(options.directory, 0o755)
 let payloadBuffer = UnsafeMutableRawBufferPointer.allocate(byteCount: options.appendSize, alignment: 4096)
@@ -271,15 +243,18 @@ do {
     }
     let totals = results.map { $0! }
     let baseline = totals[0]
-    print(
-        pad("mode", 28) + pad("batch", 7) + pad("appends/s", 11) + pad("MB/s", 9) + pad("fsyncs/s", 10)
-            + pad("p50 µs", 9) + pad("p99 µs", 9) + "× baseline")
+    let header = [
+        "mode".padded(28), "batch".padded(7), "appends/s".padded(11), "MB/s".padded(9), "fsyncs/s".padded(10),
+    ]
+    print((header + ["p50 µs".padded(9), "p99 µs".padded(9), "× baseline"]).joined())
     for r in totals {
-        print(
-            pad(r.mode, 28) + pad("\(r.batch)", 7) + pad(format(r.appendsPerSecond), 11)
-                + pad(format(r.megabytesPerSecond, 1), 9) + pad(format(r.syncsPerSecond), 10)
-                + pad(format(r.percentile(0.5)), 9) + pad(format(r.percentile(0.99)), 9)
-                + format(r.appendsPerSecond / baseline.appendsPerSecond, 2))
+        let columns: [String] = [
+            r.mode.padded(28), "\(r.batch)".padded(7), format(r.appendsPerSecond).padded(11),
+            format(r.megabytesPerSecond, 1).padded(9), format(r.syncsPerSecond).padded(10),
+            format(r.percentile(0.5)).padded(9), format(r.percentile(0.99)).padded(9),
+            format(r.appendsPerSecond / baseline.appendsPerSecond, 2),
+        ]
+        print(columns.joined())
     }
     print("")
     print("batch latency = submit to durable (all appends of the batch and their fdatasync done)")

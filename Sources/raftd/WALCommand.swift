@@ -53,8 +53,8 @@ struct WALCommand: ParsableCommand {
                 ]
                 fields.append(
                     "\"tornTail\":"
-                        + (summary.tornTail.map { JSON.quote("\($0.file)@\($0.offset): \($0.reason)") } ?? "null"))
-                fields.append("\"corruption\":" + (summary.corruption.map { JSON.quote("\($0)") } ?? "null"))
+                        + (summary.tornTail.map { JSONText.quote("\($0.file)@\($0.offset): \($0.reason)") } ?? "null"))
+                fields.append("\"corruption\":" + (summary.corruption.map { JSONText.quote("\($0)") } ?? "null"))
                 print("{" + fields.joined(separator: ",") + "}")
             }
             if !summary.isHealthy { throw ExitCode(1) }
@@ -82,7 +82,7 @@ struct WALCommand: ParsableCommand {
                         )
                     case .json:
                         print(
-                            "{\"segment\":\(JSON.quote(record.segment)),\"offset\":\(record.offset),\"batch\":\(record.batch),\"type\":\(JSON.quote(record.type.description)),\"group\":\(record.group.rawValue),\"term\":\(record.term.rawValue),\"index\":\(record.index.rawValue),\"kind\":\(record.kind),\"bytes\":\(record.length)}"
+                            "{\"segment\":\(JSONText.quote(record.segment)),\"offset\":\(record.offset),\"batch\":\(record.batch),\"type\":\(JSONText.quote(record.type.description)),\"group\":\(record.group.rawValue),\"term\":\(record.term.rawValue),\"index\":\(record.index.rawValue),\"kind\":\(record.kind),\"bytes\":\(record.length)}"
                         )
                     }
                 }
@@ -94,25 +94,5 @@ struct WALCommand: ParsableCommand {
                 throw ExitCode(1)
             }
         }
-    }
-}
-
-/// JSON string quoting for the hand-written JSON output of the operator commands.
-enum JSON {
-    static func quote(_ s: String) -> String {
-        var out = "\""
-        for scalar in s.unicodeScalars {
-            switch scalar {
-            case "\"": out += "\\\""
-            case "\\": out += "\\\\"
-            case "\n": out += "\\n"
-            case "\t": out += "\\t"
-            case _ where scalar.value < 0x20:
-                let hex = String(scalar.value, radix: 16)
-                out += "\\u" + String(repeating: "0", count: 4 - hex.count) + hex
-            default: out.unicodeScalars.append(scalar)
-            }
-        }
-        return out + "\""
     }
 }

@@ -81,30 +81,12 @@ public struct IOProbe: Sendable {
     }
 
     public var json: String {
-        func quote(_ s: String) -> String {
-            var out = "\""
-            for scalar in s.unicodeScalars {
-                switch scalar {
-                case "\"": out += "\\\""
-                case "\\": out += "\\\\"
-                case "\n": out += "\\n"
-                case _ where scalar.value < 0x20: out += "\\u00" + String(scalar.value, radix: 16).leftPadded(to: 2)
-                default: out.unicodeScalars.append(scalar)
-                }
-            }
-            return out + "\""
-        }
+        let quote = JSONText.quote
         return """
             {"kernel":\(quote(kernel)),"backend":\(quote(backend.kind.rawValue)),"backendReason":\(quote(backend.reason)),\
             "ioUringAvailable":\(ioUringFailure == nil),"ioUringFailure":\(ioUringFailure.map(quote) ?? "null"),\
             "crc32cHardware":\(crc32cHardware),"zstdVersion":\(quote(zstdVersion)),"lmdbVersion":\(quote(lmdbVersion)),\
             "durableWrite":{"ok":\(writeSucceeded),"detail":\(quote(writeDetail)),"micros":\(writeMicros)}}
             """
-    }
-}
-
-extension String {
-    fileprivate func leftPadded(to width: Int) -> String {
-        count >= width ? self : String(repeating: "0", count: width - count) + self
     }
 }

@@ -86,6 +86,21 @@ struct SegmentScanner {
         return .clean(end: offset)
     }
 
+    /// Applies a verified batch's records to `table` (as replay: see `GroupLog.appendEntry`).
+    static func replay(_ batch: Batch, _ bytes: UnsafeRawBufferPointer, segment: UInt64, into table: inout LogTable) {
+        for (header, offset) in batch.records {
+            var vote = MemberID.none
+            if header.type == .hardState && header.length == 8 {
+                vote = MemberID(
+                    UInt64(
+                        littleEndian: bytes.loadUnaligned(
+                            fromByteOffset: offset + WALFormat.recordHeaderSize, as: UInt64.self)))
+            }
+            table.apply(
+                header, at: RecordLocation(segment: segment, offset: UInt32(offset)), vote: vote, replaying: true)
+        }
+    }
+
     /// The first valid batch header after `offset` with a sequence above `sequence`, if any:
     /// proof that damage is not a torn tail.
     static func laterBatch(in bytes: UnsafeRawBufferPointer, after offset: Int, above sequence: UInt64?) -> Int? {
@@ -200,18 +215,7 @@ extension SharedLog {
                 report.batches += 1
                 report.records += batch.records.count
                 lastGood = batch.header.sequence
-                for (header, offset) in batch.records {
-                    var vote = MemberID.none
-                    if header.type == .hardState && header.length == 8 {
-                        vote = MemberID(
-                            UInt64(
-                                littleEndian: bytes.loadUnaligned(
-                                    fromByteOffset: offset + WALFormat.recordHeaderSize, as: UInt64.self)))
-                    }
-                    table.apply(
-                        header, at: RecordLocation(segment: sequence, offset: UInt32(offset)), vote: vote,
-                        replaying: true)
-                }
+                SegmentScanner.replay(batch, bytes, segment: sequence, into: &table)
             }
             switch outcome {
             case .clean(let end):

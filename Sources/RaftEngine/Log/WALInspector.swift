@@ -83,19 +83,10 @@ public struct WALInspector {
             let outcome = SegmentScanner.scan(bytes, expected: &expected) { batch, bytes in
                 summary.batches += 1
                 lastGood = batch.header.sequence
+                SegmentScanner.replay(batch, bytes, segment: sequence, into: &table)
                 for (header, offset) in batch.records {
                     summary.records += 1
                     summary.recordsByType[header.type, default: 0] += 1
-                    var vote = MemberID.none
-                    if header.type == .hardState && header.length == 8 {
-                        vote = MemberID(
-                            UInt64(
-                                littleEndian: bytes.loadUnaligned(
-                                    fromByteOffset: offset + WALFormat.recordHeaderSize, as: UInt64.self)))
-                    }
-                    table.apply(
-                        header, at: RecordLocation(segment: sequence, offset: UInt32(offset)), vote: vote,
-                        replaying: true)
                     visit(
                         Record(
                             segment: name, offset: offset, batch: batch.header.sequence, type: header.type,
