@@ -186,7 +186,11 @@ func groupCommit(
     )
 }
 
-func recovery(_ options: Options) throws -> (bytes: Int, logBytes: UInt64, seconds: Double, records: Int, cold: Bool) {
+func recovery(
+    _ options: Options
+) throws -> (
+    bytes: Int, logBytes: UInt64, seconds: Double, warmSeconds: Double, records: Int, cold: Bool
+) {
     let path = "\(options.directory)/recovery"
     freshDirectory(path)
     var walOptions = SharedLog.Options()
@@ -220,11 +224,15 @@ func recovery(_ options: Options) throws -> (bytes: Int, logBytes: UInt64, secon
             let three = Array("3\n".utf8)
             return (try? three.withUnsafeBytes { try file.write(toAbsoluteOffset: 0, $0) }) != nil
         } ?? false
-    let log = try SharedLog(directory: path, options: walOptions)
-    let report = log.recoveryReport
-    log.close()
+    let coldLog = try SharedLog(directory: path, options: walOptions)
+    let coldReport = coldLog.recoveryReport
+    coldLog.close()
+    // Again, now that the segments are in the page cache: the CPU cost of replay alone.
+    let warmLog = try SharedLog(directory: path, options: walOptions)
+    let warmReport = warmLog.recoveryReport
+    warmLog.close()
     freshDirectory(path)
-    return (report.bytesScanned, logBytes, report.seconds, report.records, cold)
+    return (coldReport.bytesScanned, logBytes, coldReport.seconds, warmReport.seconds, coldReport.records, cold)
 }
 
 let options = Options.parse(Array(CommandLine.arguments.dropFirst()))
@@ -256,10 +264,13 @@ do {
         let gb = Double(r.bytes) / 1e9
         let logGB = Double(r.logBytes) / 1e9
         print(
-            "recovery: \(r.records) records, \(format(logGB, 2)) GB of log in \(format(gb, 2)) GB of segments, replayed in \(format(r.seconds, 3)) s"
+            "recovery: \(r.records) records, \(format(logGB, 2)) GB of log in \(format(gb, 2)) GB of segment files"
         )
         print(
-            "          = \(format(logGB / r.seconds, 2)) GB/s of log, \(format(gb / r.seconds, 2)) GB/s of segment files (\(r.cold ? "page cache dropped first" : "page cache warm: could not drop it"))"
+            "  \(r.cold ? "cold (page cache dropped)" : "first open (page cache NOT dropped)"): \(format(r.seconds, 3)) s = \(format(logGB / r.seconds, 2)) GB/s of log"
+        )
+        print(
+            "  warm (segments in page cache): \(format(r.warmSeconds, 3)) s = \(format(logGB / r.warmSeconds, 2)) GB/s of log"
         )
     }
 } catch {

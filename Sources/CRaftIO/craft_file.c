@@ -40,6 +40,11 @@ int64_t craft_pwrite(int fd, const void *buffer, size_t length, uint64_t offset)
     return n >= 0 ? (int64_t)n : -errno;
 }
 
+int craft_prefetch(int fd, uint64_t offset, uint64_t length) {
+    int rc = posix_fadvise(fd, (off_t)offset, (off_t)length, POSIX_FADV_WILLNEED);
+    return -rc; /* posix_fadvise returns the error number itself */
+}
+
 int craft_ftruncate(int fd, uint64_t length) {
     return ftruncate(fd, (off_t)length) == 0 ? 0 : -errno;
 }

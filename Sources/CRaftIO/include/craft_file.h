@@ -31,6 +31,11 @@ int64_t craft_pread(int fd, void *buffer, size_t length, uint64_t offset);
 /* pwrite(2) of at most `length` bytes at `offset`. Returns the byte count or -errno. */
 int64_t craft_pwrite(int fd, const void *buffer, size_t length, uint64_t offset);
 
+/* posix_fadvise(POSIX_FADV_WILLNEED): start reading [offset, offset+length) into the page
+ * cache in the background (recovery prefetches the next segment while parsing this one).
+ * Returns 0 or -errno. */
+int craft_prefetch(int fd, uint64_t offset, uint64_t length);
+
 /* ftruncate(2). Returns 0 or -errno. */
 int craft_ftruncate(int fd, uint64_t length);
 

@@ -124,6 +124,13 @@ public final class DiskFile {
         _ = try Syscall.call("fsync", path: path) { craft_fsync(fd) }
     }
 
+    /// Asks the kernel to read `length` bytes from `offset` into the page cache in the
+    /// background. Advisory: a failure is ignored (it only costs speed).
+    public func prefetch(offset: UInt64, length: UInt64) {
+        guard descriptor >= 0 else { return }
+        _ = craft_prefetch(descriptor, offset, length)
+    }
+
     public func truncate(to length: UInt64) throws(IOError) {
         let fd = liveDescriptor
         _ = try Syscall.call("ftruncate", path: path) { craft_ftruncate(fd, length) }

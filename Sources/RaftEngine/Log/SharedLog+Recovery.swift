@@ -193,8 +193,12 @@ extension SharedLog {
         var lastGood: UInt64?
         var damage: (sequence: UInt64, end: Int, reason: String, dirtyEnd: Int)?
         let sequences = segments.sequences
-        for sequence in sequences {
+        for (position, sequence) in sequences.enumerated() {
             let file = segments.files[sequence]!
+            // Disk reads of the next segment overlap parsing this one.
+            if position + 1 < sequences.count {
+                segments.files[sequences[position + 1]]!.prefetch(offset: 0, length: UInt64(options.segmentSize))
+            }
             let size = try SegmentScanner.read(file, into: &buffer)
             let bytes = UnsafeRawBufferPointer(rebasing: buffer[0..<size])
             try SegmentScanner.checkHeader(bytes, sequence: sequence, path: file.path)
