@@ -64,13 +64,20 @@ extension SharedLog {
                 }
                 next = prepare(taken)
             }
+            // 1. Wait until the batch in flight is durable.
+            var durable: PreparedBatch?
             if let current = inFlight {
                 inFlight = nil
-                guard complete(current.batch, ticket: current.ticket) else { return }
+                do {
+                    try device.wait(for: current.ticket)
+                } catch {
+                    stop(.io(error), failing: current.batch.requests)
+                    return
+                }
+                durable = current.batch
             }
-            if compactionPending && next == nil {
-                guard runCompactionRound() else { return }
-            }
+            // 2. Submit the next one at once, so the disk never waits for step 3.
+            var submitFailure: IOError?
             if let batch = next, !batch.records.isEmpty {
                 batch.sealHeader()
                 do {
@@ -80,16 +87,33 @@ extension SharedLog {
                         file, [PositionedWrite(offset: UInt64(batch.offset), bytes: bytes)], sync: true)
                     inFlight = (batch, ticket)
                 } catch {
-                    stop(.io(error), failing: batch.requests)
-                    return
+                    submitFailure = error
                 }
-            } else if let batch = next {
+            }
+            // 3. Publish the durable batch (index, cache, waiters) while the next one is written.
+            if let durable { finish(durable) }
+            if let submitFailure, let batch = next {
+                stop(.io(submitFailure), failing: batch.requests)
+                return
+            }
+            if let batch = next, batch.records.isEmpty {
                 // Nothing to write (only no-ops or refused requests): done already.
                 for request in batch.requests { request.completion(.success(())) }
             }
+            // 4. Garbage collection runs with nothing in flight and nothing encoded.
+            if compactionPending && next == nil && inFlight == nil {
+                guard runCompactionRound() else { return }
+            }
         }
         // Closing with a batch still in flight.
-        if let current = inFlight { _ = complete(current.batch, ticket: current.ticket) }
+        if let current = inFlight {
+            do {
+                try device.wait(for: current.ticket)
+                finish(current.batch)
+            } catch {
+                stop(.io(error), failing: current.batch.requests)
+            }
+        }
     }
 
     /// Takes queued requests up to the batch bounds; nil when closing with nothing queued.
@@ -247,18 +271,10 @@ extension SharedLog {
         shadow[write.group] = state
     }
 
-    /// Waits for a submitted batch; on success applies it and completes its waiters.
-    /// Returns false when the writer must stop.
-    private func complete(_ batch: PreparedBatch, ticket: BatchTicket) -> Bool {
-        do {
-            try device.wait(for: ticket)
-        } catch {
-            stop(.io(error), failing: batch.requests)
-            return false
-        }
+    /// Publishes a durable batch: index and cache first, then its waiters.
+    private func finish(_ batch: PreparedBatch) {
         apply(batch)
         for request in batch.requests { request.completion(.success(())) }
-        return true
     }
 
     /// Applies a durable batch to the index, the cache and the counters.
