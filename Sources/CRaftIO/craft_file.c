@@ -4,6 +4,8 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
+#include <stdlib.h>
+#include <string.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -58,4 +60,28 @@ int craft_set_file_size_limit(uint64_t limit) {
     }
     if (signal(SIGXFSZ, SIG_IGN) == SIG_ERR) return -errno;
     return setrlimit(RLIMIT_FSIZE, &wanted) == 0 ? 0 : -errno;
+}
+
+int craft_mkdir(const char *path, mode_t mode) {
+    return mkdir(path, mode) == 0 ? 0 : -errno;
+}
+
+int64_t craft_file_type(const char *path, int follow_symlinks) {
+    struct stat st;
+    int rc = follow_symlinks ? stat(path, &st) : lstat(path, &st);
+    if (rc != 0) return -errno;
+    return (int64_t)(st.st_mode & S_IFMT);
+}
+
+int64_t craft_realpath(const char *path, char *buffer, size_t capacity) {
+    char *resolved = realpath(path, NULL);
+    if (resolved == NULL) return -errno;
+    size_t length = strlen(resolved);
+    if (length + 1 > capacity) {
+        free(resolved);
+        return -ERANGE;
+    }
+    memcpy(buffer, resolved, length + 1);
+    free(resolved);
+    return (int64_t)length;
 }

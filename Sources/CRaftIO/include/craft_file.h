@@ -42,4 +42,15 @@ int64_t craft_file_size(int fd);
  * short write and a real write error from the kernel. Returns 0 or -errno. */
 int craft_set_file_size_limit(uint64_t limit);
 
+/* mkdir(2). Returns 0 or -errno (-EEXIST when anything exists at `path`). */
+int craft_mkdir(const char *path, mode_t mode);
+
+/* The file type bits (st_mode & S_IFMT) of `path`, from stat(2) when `follow_symlinks` is
+ * non-zero, lstat(2) otherwise. Returns the bits (> 0) or -errno. */
+int64_t craft_file_type(const char *path, int follow_symlinks);
+
+/* realpath(3) of `path` (which must exist) into `buffer`, NUL-terminated. Returns the
+ * length without the NUL, -ERANGE when `capacity` is too small, or -errno. */
+int64_t craft_realpath(const char *path, char *buffer, size_t capacity);
+
 #endif
