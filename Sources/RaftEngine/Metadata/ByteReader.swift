@@ -29,19 +29,19 @@ struct ByteReader {
 
     mutating func u64() throws(DecodeFailure) -> UInt64 { try integer(8) }
 
-    /// The next `count` bytes.
-    mutating func take(_ count: Int) throws(DecodeFailure) -> ArraySlice<UInt8> {
+    /// The next `count` bytes (a copy, indexed from 0).
+    mutating func take(_ count: Int) throws(DecodeFailure) -> [UInt8] {
         guard count >= 0, count <= remaining else {
             throw DecodeFailure("truncated: needs \(count) more bytes at offset \(offset), has \(remaining)")
         }
         defer { offset += count }
-        return bytes[offset..<(offset + count)]
+        return Array(bytes[offset..<(offset + count)])
     }
 
     /// The rest of the bytes.
-    mutating func takeRest() -> ArraySlice<UInt8> {
+    mutating func takeRest() -> [UInt8] {
         defer { offset = bytes.count }
-        return bytes[offset...]
+        return Array(bytes[offset...])
     }
 
     /// Refuses trailing bytes: a value longer than its encoding is as damaged as a short one.

@@ -24,10 +24,15 @@ extension MetadataStore {
         }
     }
 
-    /// The applied index of `group`; `LogIndex.zero` when nothing was applied yet.
+    /// The applied index of the registered `group`; `LogIndex.zero` when nothing was
+    /// applied yet. An unregistered group is `.groupNotFound`, not zero, so a caller with a
+    /// wrong group ID never replays a log from the start.
     public func appliedIndex(for group: GroupID) throws(MetadataError) -> LogIndex {
         let databases = self.databases
-        return try read { (txn) throws(MetadataError) in try Self.storedApplied(txn, databases, group) }
+        return try read { (txn) throws(MetadataError) in
+            _ = try Self.requireGroup(txn, databases, group)
+            return try Self.storedApplied(txn, databases, group)
+        }
     }
 
     /// Records that `group` has applied its log up to `index`. The same index again is

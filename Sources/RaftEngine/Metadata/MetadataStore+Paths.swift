@@ -20,17 +20,26 @@ extension MetadataStore {
     /// Maps `path` to the registered partition `key`. Mapping it again to the same
     /// partition changes nothing; a path that belongs to another partition is refused.
     public func mapPath(_ path: RelativePath, to key: PartitionKey) throws(MetadataError) {
+        try mapPaths([path], to: key)
+    }
+
+    /// Maps every path of `paths` to the registered partition `key` in one transaction (an
+    /// object pool and its members join a partition together). All or nothing: one path
+    /// that belongs to another partition refuses the whole call.
+    public func mapPaths(_ paths: [RelativePath], to key: PartitionKey) throws(MetadataError) {
         let databases = self.databases
         try write { (txn) throws(MetadataError) in
             guard try Self.record(txn, databases, key) != nil else { throw .partitionNotFound(key) }
-            if let existing = try Self.mappedPartition(txn, databases, path) {
-                guard existing == key else { throw .pathMappedElsewhere(path, existing: existing, offered: key) }
-                return
+            for path in paths {
+                if let existing = try Self.mappedPartition(txn, databases, path) {
+                    guard existing == key else { throw .pathMappedElsewhere(path, existing: existing, offered: key) }
+                    continue
+                }
+                var value = ByteWriter(version: 1)
+                value.append(key.encoded)
+                try txn.set(databases.paths, path.utf8, value.bytes)
+                try txn.set(databases.partitionPaths, key.encoded + path.utf8, [])
             }
-            var value = ByteWriter(version: 1)
-            value.append(key.encoded)
-            try txn.set(databases.paths, path.utf8, value.bytes)
-            try txn.set(databases.partitionPaths, key.encoded + path.utf8, [])
         }
     }
 
