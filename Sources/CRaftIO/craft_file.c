@@ -6,6 +6,7 @@
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -84,4 +85,8 @@ int64_t craft_realpath(const char *path, char *buffer, size_t capacity) {
     memcpy(buffer, resolved, length + 1);
     free(resolved);
     return (int64_t)length;
+}
+
+int craft_lock_exclusive(int fd) {
+    return flock(fd, LOCK_EX | LOCK_NB) == 0 ? 0 : -errno;
 }

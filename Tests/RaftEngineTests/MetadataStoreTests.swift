@@ -96,6 +96,19 @@ struct MetadataStoreTests {
         #expect(!FileManager.default.fileExists(atPath: fixture.root + "/+raft/wal"))
     }
 
+    @Test("Metadata: a storage can be open only once at a time")
+    func storageInUse() throws {
+        let fixture = try MetadataFixture()
+        defer { fixture.remove() }
+        do {
+            let store = try fixture.open()
+            #expect(throws: MetadataError.storageInUse(storageRoot: fixture.root)) { _ = try fixture.open() }
+            #expect(store.identity.incarnation == .first)
+        }
+        // Released with the store: the next open succeeds.
+        _ = try fixture.open()
+    }
+
     @Test("Metadata: a newer schema version is refused")
     func newerSchema() throws {
         let fixture = try MetadataFixture()

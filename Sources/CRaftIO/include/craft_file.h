@@ -53,4 +53,9 @@ int64_t craft_file_type(const char *path, int follow_symlinks);
  * length without the NUL, -ERANGE when `capacity` is too small, or -errno. */
 int64_t craft_realpath(const char *path, char *buffer, size_t capacity);
 
+/* flock(2) with LOCK_EX | LOCK_NB: an exclusive advisory lock on the open file, held until
+ * the descriptor is closed. Returns 0, -EWOULDBLOCK when another open file description
+ * holds it, or -errno. */
+int craft_lock_exclusive(int fd);
+
 #endif

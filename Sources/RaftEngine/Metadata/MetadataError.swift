@@ -14,6 +14,8 @@ public enum MetadataError: Error, Equatable, Sendable, CustomStringConvertible {
     case layoutInvalid(path: String, problem: String)
     /// The storage has no metadata yet and the caller did not ask to create it.
     case notInitialized(storageRoot: String)
+    /// Another process, or another open in this process, is serving the storage.
+    case storageInUse(storageRoot: String)
     /// The storage belongs to another cluster.
     case foreignCluster(storageRoot: String, stored: ClusterID, offered: ClusterID)
     /// The storage root was initialized under another storage name.
@@ -55,6 +57,9 @@ public enum MetadataError: Error, Equatable, Sendable, CustomStringConvertible {
             "storage layout: \(path): \(problem)"
         case .notInitialized(let root):
             "storage \(root) has no raftd metadata (+raft/database); initialize it first"
+        case .storageInUse(let root):
+            "storage \(root) is already in use (its +raft/lock is held): another raftd serves it, or it is "
+                + "opened twice; stop the other process or fix the configuration"
         case .foreignCluster(let root, let stored, let offered):
             "storage \(root) belongs to cluster \(stored), but this node is configured for cluster \(offered): "
                 + "check the storage path and the cluster ID in the configuration; to move the storage to this "

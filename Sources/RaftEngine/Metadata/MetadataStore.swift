@@ -1,6 +1,12 @@
 import RaftConsensus
 import Synchronization
 
+#if canImport(Glibc)
+    import Glibc
+#elseif canImport(Musl)
+    import Musl
+#endif
+
 /// The typed metadata of one storage, in LMDB under `<storage>/+raft/database/`: storage
 /// identity, partition ID and group ID sequences, partition registry, relative paths,
 /// routing table, configurations and applied indices. See docs/METADATA.md for the keys
@@ -19,6 +25,9 @@ public final class MetadataStore: Sendable {
     public static let partitionIDLeaseSize: UInt64 = 1024
 
     public let layout: StorageLayout
+    /// Holds the exclusive lock on `+raft/lock` for the store's lifetime. Never used after
+    /// `open`; closing it (when the store is released) releases the lock.
+    private nonisolated(unsafe) let lockFile: DiskFile
     let environment: LMDBEnvironment
     let databases: Databases
     let state: Mutex<State>
@@ -74,8 +83,11 @@ public final class MetadataStore: Sendable {
         var leaseEnd: UInt64
     }
 
-    private init(layout: StorageLayout, environment: LMDBEnvironment, databases: Databases, state: State) {
+    private init(
+        layout: StorageLayout, lockFile: DiskFile, environment: LMDBEnvironment, databases: Databases, state: State
+    ) {
         self.layout = layout
+        self.lockFile = lockFile
         self.environment = environment
         self.databases = databases
         self.state = Mutex(state)
@@ -93,6 +105,19 @@ public final class MetadataStore: Sendable {
     ) throws(MetadataError) -> MetadataStore {
         let layout = StorageLayout(root: storageRoot)
         try layout.prepare(createIfMissing: createIfMissing)
+        // One process per storage: two would both append to the WAL. LMDB alone would let
+        // them, and opening one environment twice in a process breaks LMDB's own locks.
+        let lockFile: DiskFile
+        do {
+            lockFile = try DiskFile.open(layout.lockFile, DiskFile.OpenOptions(flags: O_RDWR | O_CREAT, mode: 0o600))
+            guard try lockFile.tryLockExclusive() else { throw MetadataError.storageInUse(storageRoot: layout.root) }
+        } catch let error as MetadataError {
+            throw error
+        } catch let error as IOError {
+            throw .io(error)
+        } catch {
+            preconditionFailure("unexpected error \(error)")
+        }
         let environment: LMDBEnvironment
         do {
             environment = try LMDBEnvironment(directory: layout.databaseDirectory, options: options)
@@ -135,7 +160,8 @@ public final class MetadataStore: Sendable {
             let mark = try readCounter(txn, databases, MetaKey.partitionIDLease, "partition_id_lease")
             return (databases, State(identity: identity, nextPartitionID: mark, leaseEnd: mark))
         }
-        return MetadataStore(layout: layout, environment: environment, databases: databases, state: state)
+        return MetadataStore(
+            layout: layout, lockFile: lockFile, environment: environment, databases: databases, state: state)
     }
 
     /// The storage's identity as recorded.

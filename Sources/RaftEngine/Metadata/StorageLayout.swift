@@ -35,6 +35,8 @@ public struct StorageLayout: Sendable, Equatable {
     public var partitionsDirectory: String { raftDirectory + "/partitions" }
     public var stagingDirectory: String { raftDirectory + "/staging" }
     public var tmpDirectory: String { raftDirectory + "/tmp" }
+    /// The file whose flock(2) marks the storage as in use by one process.
+    public var lockFile: String { raftDirectory + "/lock" }
 
     /// Whether the storage has been initialized (its `+raft/database` exists, whatever it is).
     public func isInitialized() throws(MetadataError) -> Bool {
