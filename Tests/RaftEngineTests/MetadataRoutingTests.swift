@@ -98,8 +98,20 @@ struct MetadataRoutingTests {
             try RouteEntry(
                 version: version, replicas: [RouteReplica(member: 2, storage: name, role: .voter)], leaderHint: 5)
         }
-        let tooMany = (1...65).map { RouteReplica(member: MemberID(UInt64($0)), storage: name, role: .voter) }
-        #expect(throws: MetadataError.self) { try RouteEntry(version: version, replicas: tooMany) }
+        #expect(throws: MetadataError.invalidValue("storage default appears twice in a route")) {
+            try RouteEntry(
+                version: version,
+                replicas: [
+                    RouteReplica(member: 2, storage: name, role: .voter),
+                    RouteReplica(member: 3, storage: name, role: .learner),
+                ])
+        }
+        let tooMany = try (1...65).map {
+            RouteReplica(member: MemberID(UInt64($0)), storage: try StorageName("s\($0)"), role: .voter)
+        }
+        #expect(throws: MetadataError.invalidValue("a route has 65 replicas, more than 64")) {
+            try RouteEntry(version: version, replicas: tooMany)
+        }
     }
 
     @Test("Metadata: conf state round-trips, sorted, and requires a registered group")

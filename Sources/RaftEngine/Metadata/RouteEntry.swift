@@ -44,7 +44,8 @@ public struct RouteReplica: Hashable, Sendable, CustomStringConvertible {
 /// ```
 public struct RouteEntry: Hashable, Sendable {
     public let version: RouteVersion
-    /// Invariant: sorted by member, members unique and non-zero, at most `maximumReplicas`.
+    /// Invariant: sorted by member, members unique and non-zero, storages unique, at most
+    /// `maximumReplicas`.
     public let replicas: [RouteReplica]
     /// The last known leader, or `MemberID.none`. A hint: it may be out of date.
     /// Invariant: `.none` or one of the replicas.
@@ -68,12 +69,22 @@ public struct RouteEntry: Hashable, Sendable {
                 throw .invalidValue("member \(replica.member) appears twice in a route")
             }
         }
+        // A storage hosts at most one replica of a partition (its registry is keyed by
+        // partition), so two replicas on one storage is a bug upstream.
+        if let storage = Self.firstDuplicate(sorted.map(\.storage)) {
+            throw .invalidValue("storage \(storage) appears twice in a route")
+        }
         guard leaderHint == .none || sorted.contains(where: { $0.member == leaderHint }) else {
             throw .invalidValue("leader hint \(leaderHint) is not one of the route's replicas")
         }
         self.version = version
         self.replicas = sorted
         self.leaderHint = leaderHint
+    }
+
+    private static func firstDuplicate(_ names: [StorageName]) -> StorageName? {
+        let sorted = names.sorted()
+        return sorted.indices.dropFirst().first { sorted[$0 - 1] == sorted[$0] }.map { sorted[$0] }
     }
 
     var encoded: [UInt8] {
