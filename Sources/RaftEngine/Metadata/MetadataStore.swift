@@ -16,7 +16,8 @@ import Synchronization
 /// refused change (an error) leaves the database untouched. LMDB commits are durable
 /// (fsync) when a call returns. Nothing is kept only in memory that matters after a crash:
 /// the only in-memory state is the unused rest of the current partition ID lease, which a
-/// crash skips.
+/// crash skips. While a store is open it holds an exclusive lock on `+raft/lock`, so one
+/// process at a time serves the storage.
 public final class MetadataStore: Sendable {
     /// The schema this version writes and reads. Newer schemas are refused.
     public static let schemaVersion: UInt32 = 1
