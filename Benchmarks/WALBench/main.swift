@@ -72,7 +72,7 @@ struct Options {
 func fail(_ message: String) -> Never { BenchSupport.fail("WALBench", message) }
 
 func freshDirectory(_ path: String) {
-    if let names = try? Directory.list(path) {
+    if let names = try? FileSystem.list(path) {
         for name in names { unlink("\(path)/\(name)") }
     }
     mkdir(path, 0o755)

@@ -2,8 +2,13 @@
 #include "craft_file.h"
 
 #include <errno.h>
+#include <dirent.h>
 #include <fcntl.h>
 #include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
@@ -68,4 +73,76 @@ int craft_set_file_size_limit(uint64_t limit) {
 
 int craft_set_thread_name(const char *name) {
     return prctl(PR_SET_NAME, (unsigned long)name, 0, 0, 0) == 0 ? 0 : -errno;
+}
+
+int craft_mkdir(const char *path, mode_t mode) {
+    return mkdir(path, mode) == 0 ? 0 : -errno;
+}
+
+int64_t craft_file_type(const char *path, int follow_symlinks) {
+    struct stat st;
+    int rc = follow_symlinks ? stat(path, &st) : lstat(path, &st);
+    if (rc != 0) return -errno;
+    return (int64_t)(st.st_mode & S_IFMT);
+}
+
+int64_t craft_realpath(const char *path, char *buffer, size_t capacity) {
+    char *resolved = realpath(path, NULL);
+    if (resolved == NULL) return -errno;
+    size_t length = strlen(resolved);
+    if (length + 1 > capacity) {
+        free(resolved);
+        return -ERANGE;
+    }
+    memcpy(buffer, resolved, length + 1);
+    free(resolved);
+    return (int64_t)length;
+}
+
+int craft_lock_exclusive(int fd) {
+    return flock(fd, LOCK_EX | LOCK_NB) == 0 ? 0 : -errno;
+}
+
+int craft_unlink(const char *path) {
+    return unlink(path) == 0 ? 0 : -errno;
+}
+
+int craft_rename(const char *from, const char *to) {
+    return rename(from, to) == 0 ? 0 : -errno;
+}
+
+struct craft_dir {
+    DIR *dir;
+};
+
+int craft_dir_open(const char *path, struct craft_dir **out) {
+    DIR *dir = opendir(path);
+    if (dir == NULL) return -errno;
+    struct craft_dir *handle = malloc(sizeof(*handle));
+    if (handle == NULL) {
+        closedir(dir);
+        return -ENOMEM;
+    }
+    handle->dir = dir;
+    *out = handle;
+    return 0;
+}
+
+int64_t craft_dir_next(struct craft_dir *handle, char *buffer, size_t capacity) {
+    for (;;) {
+        errno = 0;
+        struct dirent *entry = readdir(handle->dir);
+        if (entry == NULL) return errno == 0 ? 0 : -errno;
+        if (strcmp(entry->d_name, ".") == 0 || strcmp(entry->d_name, "..") == 0) continue;
+        size_t length = strlen(entry->d_name);
+        if (length + 1 > capacity) return -ENAMETOOLONG;
+        memcpy(buffer, entry->d_name, length + 1);
+        return (int64_t)length;
+    }
+}
+
+void craft_dir_close(struct craft_dir *handle) {
+    if (handle == NULL) return;
+    closedir(handle->dir);
+    free(handle);
 }

@@ -212,7 +212,7 @@ struct SharedLogTests {
             let stats = log.statistics
             #expect(stats.segmentsCreated >= 4)
             #expect(stats.segmentsDeleted >= 3)
-            #expect(try Directory.list(dir.path).count <= 2)
+            #expect(try FileSystem.list(dir.path).count <= 2)
         }
         let log = try SharedLog(directory: dir.path, options: options)
         defer { log.close() }
@@ -246,7 +246,7 @@ struct SharedLogTests {
             let stats = log.statistics
             #expect(stats.bytesRewritten > 0)
             #expect(stats.writeAmplification < 1.05, "write amplification \(stats.writeAmplification)")
-            let files = try Directory.list(dir.path)
+            let files = try FileSystem.list(dir.path)
             #expect(files.count <= options.maxSegments, "\(files)")
         }
         let log = try SharedLog(directory: dir.path, options: options)

@@ -134,6 +134,6 @@ struct WALFaultTests {
         #expect(log.lastIndex(of: GroupID(2)) == LogIndex(index + 1))
         #expect(recorder.calls.withLock { $0.isEmpty })
         // No leftover temporary segment.
-        #expect(try Directory.list(dir.path).allSatisfy { $0.hasSuffix(".wal") })
+        #expect(try FileSystem.list(dir.path).allSatisfy { $0.hasSuffix(".wal") })
     }
 }

@@ -74,7 +74,7 @@ struct WALRecoveryTests {
         var options = testLogOptions(segmentSize: 16 << 10)
         options.maxBatchBytes = 4 << 10
         let expected = try buildPristineLog(at: pristine.path, options: options)
-        let segments = try Directory.list(pristine.path)
+        let segments = try FileSystem.list(pristine.path)
         #expect(segments.count >= 2, "the test needs several segments: \(segments)")
         let lastSegment = segments.last!
         let lastBounds = try batchBounds(pristine.file(lastSegment))
@@ -129,7 +129,7 @@ struct WALRecoveryTests {
         defer { dir.remove() }
         let options = testLogOptions()
         _ = try buildPristineLog(at: dir.path, options: options)
-        let segment = try Directory.list(dir.path).last!
+        let segment = try FileSystem.list(dir.path).last!
         let bounds = try batchBounds(dir.file(segment))
         // Half of a new batch: header plus garbage, as a crash during the write leaves it.
         let handle = try FileHandle(forUpdating: URL(fileURLWithPath: dir.file(segment)))
@@ -185,7 +185,7 @@ struct WALInspectorTests {
         #expect(healthy.batches == 3 && healthy.records == 8 && healthy.groups == 2 && healthy.entries == 4)
         #expect(seen == [.entry, .entry, .entry, .entry, .entry, .entry, .hardState, .compact])
 
-        let segment = dir.file(try Directory.list(dir.path).last!)
+        let segment = dir.file(try FileSystem.list(dir.path).last!)
         let before = try Data(contentsOf: URL(fileURLWithPath: segment))
         // Garbage after the last batch: a torn tail, reported and left alone.
         let handle = try FileHandle(forUpdating: URL(fileURLWithPath: segment))

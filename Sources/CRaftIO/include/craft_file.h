@@ -50,4 +50,35 @@ int craft_set_file_size_limit(uint64_t limit);
 /* Names the calling thread (at most 15 bytes are kept), for ps, top and perf. Returns 0 or -errno. */
 int craft_set_thread_name(const char *name);
 
+/* mkdir(2). Returns 0 or -errno (-EEXIST when anything exists at `path`). */
+int craft_mkdir(const char *path, mode_t mode);
+
+/* The file type bits (st_mode & S_IFMT) of `path`, from stat(2) when `follow_symlinks` is
+ * non-zero, lstat(2) otherwise. Returns the bits (> 0) or -errno. */
+int64_t craft_file_type(const char *path, int follow_symlinks);
+
+/* realpath(3) of `path` (which must exist) into `buffer`, NUL-terminated. Returns the
+ * length without the NUL, -ERANGE when `capacity` is too small, or -errno. */
+int64_t craft_realpath(const char *path, char *buffer, size_t capacity);
+
+/* flock(2) with LOCK_EX | LOCK_NB: an exclusive advisory lock on the open file, held until
+ * the descriptor is closed. Returns 0, -EWOULDBLOCK when another open file description
+ * holds it, or -errno. */
+int craft_lock_exclusive(int fd);
+
+/* unlink(2). Returns 0 or -errno. */
+int craft_unlink(const char *path);
+
+/* rename(2). Returns 0 or -errno. */
+int craft_rename(const char *from, const char *to);
+
+/* Directory listing: open, then read names one by one, then close. */
+struct craft_dir;
+/* Returns 0 and sets *out, or -errno. */
+int craft_dir_open(const char *path, struct craft_dir **out);
+/* Copies the next name (never "." or "..") into `buffer`, NUL-terminated. Returns its length,
+ * 0 at the end, -ENAMETOOLONG when `capacity` is too small, or -errno. */
+int64_t craft_dir_next(struct craft_dir *dir, char *buffer, size_t capacity);
+void craft_dir_close(struct craft_dir *dir);
+
 #endif

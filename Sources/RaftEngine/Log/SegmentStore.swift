@@ -23,13 +23,13 @@ final class SegmentStore {
     /// creation are removed; any other unknown file is refused.
     func openExisting() throws(WALError) {
         let names: [String]
-        do { names = try Directory.list(directory) } catch { throw .io(error) }
+        do { names = try FileSystem.list(directory) } catch { throw .io(error) }
         var found: [UInt64] = []
         for name in names {
             if let sequence = WALFormat.segmentSequence(fromName: name) {
                 found.append(sequence)
             } else if name.hasSuffix(".wal.tmp") {
-                do { try Directory.removeFile("\(directory)/\(name)") } catch { throw .io(error) }
+                do { try FileSystem.removeFile("\(directory)/\(name)") } catch { throw .io(error) }
             } else {
                 throw .foreignFile(
                     file: "\(directory)/\(name)", reason: "not a WAL segment name (expected 16 hex digits + .wal)")
@@ -53,7 +53,7 @@ final class SegmentStore {
         let final = path(sequence)
         let temporary = final + ".tmp"
         do {
-            if Directory.exists(temporary) { try Directory.removeFile(temporary) }
+            if FileSystem.exists(temporary) { try FileSystem.removeFile(temporary) }
             let file = try DiskFile.open(temporary, .createNew)
             try device.allocate(file, length: UInt64(segmentSize))
             var header = [UInt8](repeating: 0, count: WALFormat.segmentHeaderSize)
@@ -62,13 +62,13 @@ final class SegmentStore {
                 Result { () throws(IOError) in try file.write(toAbsoluteOffset: 0, bytes) }
             }.get()
             try file.syncData()
-            try Directory.rename(temporary, to: final)
+            try FileSystem.rename(temporary, to: final)
             try DiskFile.syncDirectory(directory)
             files[sequence] = file
             sequences.append(sequence)
             return file
         } catch {
-            if Directory.exists(temporary) { try? Directory.removeFile(temporary) }
+            if FileSystem.exists(temporary) { try? FileSystem.removeFile(temporary) }
             throw .io(error)
         }
     }
@@ -79,7 +79,7 @@ final class SegmentStore {
         sequences.removeAll { $0 == sequence }
         do {
             try file.close()
-            try Directory.removeFile(path(sequence))
+            try FileSystem.removeFile(path(sequence))
         } catch {
             throw .io(error)
         }

@@ -41,7 +41,7 @@ public struct WALInspector {
     public func scan(_ visit: (Record) -> Void = { _ in }) throws(WALError) -> Summary {
         var summary = Summary()
         let names: [String]
-        do { names = try Directory.list(directory) } catch { throw .io(error) }
+        do { names = try FileSystem.list(directory) } catch { throw .io(error) }
         var sequences: [(UInt64, String)] = []
         for name in names {
             guard let sequence = WALFormat.segmentSequence(fromName: name) else {

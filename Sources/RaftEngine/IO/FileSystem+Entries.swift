@@ -1,0 +1,36 @@
+import CRaftIO
+
+/// Directory entries: listing, removing and renaming files (the WAL's segment management).
+extension FileSystem {
+    /// The names in the directory `path`, without `.` and `..`, sorted.
+    public static func list(_ path: String) throws(IOError) -> [String] {
+        var handle: OpaquePointer?
+        _ = try Syscall.call("opendir", path: path) { craft_dir_open(path, &handle) }
+        defer { craft_dir_close(handle) }
+        var names: [String] = []
+        var buffer = [CChar](repeating: 0, count: 1024)
+        while true {
+            let length = try buffer.withUnsafeMutableBufferPointer { (out) throws(IOError) -> Int64 in
+                try Syscall.call("readdir", path: path) { craft_dir_next(handle, out.baseAddress!, out.count) }
+            }
+            if length == 0 { break }
+            names.append(String(decoding: buffer[0..<Int(length)].map { UInt8(bitPattern: $0) }, as: UTF8.self))
+        }
+        return names.sorted()
+    }
+
+    /// Whether anything (a symbolic link included) exists at `path`.
+    public static func exists(_ path: String) -> Bool {
+        ((try? kind(of: path, followSymlinks: false)) ?? nil) != nil
+    }
+
+    /// Removes a file.
+    public static func removeFile(_ path: String) throws(IOError) {
+        _ = try Syscall.call("unlink", path: path) { craft_unlink(path) }
+    }
+
+    /// Renames atomically within one file system.
+    public static func rename(_ from: String, to: String) throws(IOError) {
+        _ = try Syscall.call("rename to \(to)", path: from) { craft_rename(from, to) }
+    }
+}

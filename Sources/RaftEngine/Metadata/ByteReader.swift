@@ -1,0 +1,91 @@
+/// Why stored bytes failed to decode; becomes `MetadataError.corrupt` with the database
+/// and key added by the caller.
+struct DecodeFailure: Error {
+    let reason: String
+    init(_ reason: String) { self.reason = reason }
+}
+
+/// Reads the big-endian fields of a stored value, checking every length, so damaged
+/// bytes become a `DecodeFailure` instead of a trap.
+struct ByteReader {
+    private let bytes: [UInt8]
+    private(set) var offset = 0
+
+    init(_ bytes: [UInt8]) { self.bytes = bytes }
+
+    var remaining: Int { bytes.count - offset }
+
+    /// Reads the version byte and refuses any version but `expected`.
+    mutating func expectVersion(_ expected: UInt8) throws(DecodeFailure) {
+        let found = try u8()
+        guard found == expected else { throw DecodeFailure("unknown encoding version \(found), expected \(expected)") }
+    }
+
+    mutating func u8() throws(DecodeFailure) -> UInt8 { try take(1)[0] }
+
+    mutating func u16() throws(DecodeFailure) -> UInt16 { UInt16(truncatingIfNeeded: try integer(2)) }
+
+    mutating func u32() throws(DecodeFailure) -> UInt32 { UInt32(truncatingIfNeeded: try integer(4)) }
+
+    mutating func u64() throws(DecodeFailure) -> UInt64 { try integer(8) }
+
+    /// The next `count` bytes (a copy, indexed from 0).
+    mutating func take(_ count: Int) throws(DecodeFailure) -> [UInt8] {
+        guard count >= 0, count <= remaining else {
+            throw DecodeFailure("truncated: needs \(count) more bytes at offset \(offset), has \(remaining)")
+        }
+        defer { offset += count }
+        return Array(bytes[offset..<(offset + count)])
+    }
+
+    /// The rest of the bytes.
+    mutating func takeRest() -> [UInt8] {
+        defer { offset = bytes.count }
+        return Array(bytes[offset...])
+    }
+
+    /// Refuses trailing bytes: a value longer than its encoding is as damaged as a short one.
+    func expectEnd() throws(DecodeFailure) {
+        guard remaining == 0 else { throw DecodeFailure("\(remaining) unexpected trailing bytes") }
+    }
+
+    private mutating func integer(_ width: Int) throws(DecodeFailure) -> UInt64 {
+        var value: UInt64 = 0
+        for byte in try take(width) { value = value << 8 | UInt64(byte) }
+        return value
+    }
+}
+
+/// Appends big-endian fields; the counterpart of `ByteReader`.
+struct ByteWriter {
+    private(set) var bytes: [UInt8] = []
+
+    init(version: UInt8) { bytes.append(version) }
+
+    mutating func u8(_ value: UInt8) { bytes.append(value) }
+
+    mutating func u16(_ value: UInt16) { integer(UInt64(value), width: 2) }
+
+    mutating func u32(_ value: UInt32) { integer(UInt64(value), width: 4) }
+
+    mutating func u64(_ value: UInt64) { integer(value, width: 8) }
+
+    mutating func append(_ raw: some Sequence<UInt8>) { bytes.append(contentsOf: raw) }
+
+    private mutating func integer(_ value: UInt64, width: Int) {
+        for shift in stride(from: (width - 1) * 8, through: 0, by: -8) {
+            bytes.append(UInt8(truncatingIfNeeded: value >> UInt64(shift)))
+        }
+    }
+}
+
+extension DecodeFailure {
+    /// Runs an identity validation on decoded fields, reporting its failure as damage.
+    static func validating<T>(_ body: () throws(IdentityError) -> T) throws(DecodeFailure) -> T {
+        do {
+            return try body()
+        } catch {
+            throw DecodeFailure(error.description)
+        }
+    }
+}

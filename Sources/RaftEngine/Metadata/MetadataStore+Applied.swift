@@ -1,0 +1,77 @@
+import RaftConsensus
+
+/// Per-group Raft state that must survive a restart outside the WAL: the membership
+/// configuration and the applied index (LSN). Both are keyed by local group ID and exist
+/// only for registered groups.
+extension MetadataStore {
+    /// The stored configuration of `group`, or nil when none was stored yet.
+    public func confState(for group: GroupID) throws(MetadataError) -> StoredConfState? {
+        let databases = self.databases
+        return try read { (txn) throws(MetadataError) -> StoredConfState? in
+            guard let bytes = try txn.value(databases.confStates, Self.groupKey(group)) else { return nil }
+            return try Self.decode("conf_states", group.description) { () throws(DecodeFailure) in
+                try StoredConfState(decoding: bytes)
+            }
+        }
+    }
+
+    /// Stores the configuration of the registered `group`, replacing the previous one.
+    public func setConfState(_ confState: StoredConfState, for group: GroupID) throws(MetadataError) {
+        let databases = self.databases
+        try write { (txn) throws(MetadataError) in
+            _ = try Self.requireGroup(txn, databases, group)
+            try txn.set(databases.confStates, Self.groupKey(group), confState.encoded)
+        }
+    }
+
+    /// The applied index of the registered `group`; `LogIndex.zero` when nothing was
+    /// applied yet. An unregistered group is `.groupNotFound`, not zero, so a caller with a
+    /// wrong group ID never replays a log from the start.
+    public func appliedIndex(for group: GroupID) throws(MetadataError) -> LogIndex {
+        let databases = self.databases
+        return try read { (txn) throws(MetadataError) in
+            _ = try Self.requireGroup(txn, databases, group)
+            return try Self.storedApplied(txn, databases, group)
+        }
+    }
+
+    /// Records that `group` has applied its log up to `index`. The same index again is
+    /// accepted (apply is idempotent and may be retried after a crash); a lower one is
+    /// refused with `.appliedIndexRegressed`.
+    public func setAppliedIndex(_ index: LogIndex, for group: GroupID) throws(MetadataError) {
+        try setAppliedIndices([(group, index)])
+    }
+
+    /// Records the applied indices of many groups in one transaction (one fsync), as the
+    /// apply path does once per batch. All or nothing: one unknown group or one regression
+    /// refuses the whole batch. A group may appear more than once; its entries must not
+    /// decrease in batch order.
+    public func setAppliedIndices(_ updates: [(group: GroupID, index: LogIndex)]) throws(MetadataError) {
+        guard !updates.isEmpty else { return }
+        let databases = self.databases
+        try write { (txn) throws(MetadataError) in
+            for (group, index) in updates {
+                _ = try Self.requireGroup(txn, databases, group)
+                let stored = try Self.storedApplied(txn, databases, group)
+                guard index >= stored else { throw .appliedIndexRegressed(group, stored: stored, offered: index) }
+                if index == stored { continue }
+                var writer = ByteWriter(version: 1)
+                writer.u64(index.rawValue)
+                try txn.set(databases.applied, Self.groupKey(group), writer.bytes)
+            }
+        }
+    }
+
+    private static func storedApplied(
+        _ txn: some LMDBReadable, _ databases: Databases, _ group: GroupID
+    ) throws(MetadataError) -> LogIndex {
+        guard let bytes = try txn.value(databases.applied, groupKey(group)) else { return .zero }
+        return try decode("applied", group.description) { () throws(DecodeFailure) in
+            var reader = ByteReader(bytes)
+            try reader.expectVersion(1)
+            let index = try reader.u64()
+            try reader.expectEnd()
+            return LogIndex(index)
+        }
+    }
+}
