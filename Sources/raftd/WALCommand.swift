@@ -16,7 +16,7 @@ struct WALCommand: ParsableCommand {
         @Option(help: "Output format: text or json.")
         var format: OutputFormat = .text
 
-        var walDirectory: String { "\(storage)/+raft/wal" }
+        var walDirectory: String { StorageLayout(root: storage).walDirectory }
     }
 
     struct Verify: ParsableCommand {
