@@ -146,3 +146,15 @@ void craft_dir_close(struct craft_dir *handle) {
     closedir(handle->dir);
     free(handle);
 }
+
+int craft_rwlock_init(pthread_rwlock_t *lock, int prefer_writers) {
+    pthread_rwlockattr_t attr;
+    int rc = pthread_rwlockattr_init(&attr);
+    if (rc != 0) return -rc;
+    if (prefer_writers) {
+        rc = pthread_rwlockattr_setkind_np(&attr, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
+    }
+    if (rc == 0) rc = pthread_rwlock_init(lock, &attr);
+    pthread_rwlockattr_destroy(&attr);
+    return -rc; /* pthread functions return the error number itself */
+}

@@ -1,5 +1,6 @@
 import Foundation
 import RaftConsensus
+import Synchronization
 import Testing
 
 @testable import RaftEngine
@@ -36,8 +37,9 @@ private func batchBounds(_ path: String) throws -> (batches: [(Int, Int)], dataE
     let data = try [UInt8](Data(contentsOf: URL(fileURLWithPath: path)))
     var bounds: [(Int, Int)] = []
     var expected: UInt64?
+    let salt = try data.withUnsafeBytes { try SegmentHeader.decode($0).get().salt }
     let outcome = data.withUnsafeBytes { bytes in
-        SegmentScanner.scan(bytes, expected: &expected) { batch, _ in
+        SegmentScanner.scan(bytes, salt: salt, expected: &expected) { batch, _ in
             bounds.append((batch.offset, batch.offset + WALFormat.batchHeaderSize + batch.header.bodyLength))
         }
     }
@@ -133,9 +135,13 @@ struct WALRecoveryTests {
         let bounds = try batchBounds(dir.file(segment))
         // Half of a new batch: header plus garbage, as a crash during the write leaves it.
         let handle = try FileHandle(forUpdating: URL(fileURLWithPath: dir.file(segment)))
+        // A valid header (the segment's salt, the next sequence) over a body that never made it.
+        let salt = try Data(contentsOf: URL(fileURLWithPath: dir.file(segment))).withUnsafeBytes {
+            try SegmentHeader.decode($0).get().salt
+        }
         var header = [UInt8](repeating: 0, count: WALFormat.batchHeaderSize)
         header.withUnsafeMutableBytes {
-            BatchHeader(sequence: 25, bodyLength: 4096, recordCount: 3).encode(into: $0.baseAddress!)
+            BatchHeader(sequence: 25, bodyLength: 4096, recordCount: 3).encode(into: $0.baseAddress!, salt: salt)
         }
         try handle.seek(toOffset: UInt64(bounds.dataEnd))
         handle.write(Data(header + [UInt8](repeating: 0xEE, count: 1000)))
@@ -203,5 +209,91 @@ struct WALInspectorTests {
         try damaged.close()
         let corrupt = try WALInspector(directory: dir.path).scan()
         #expect(!corrupt.isHealthy)
+    }
+}
+
+@Suite("WAL: review fixes")
+struct WALReviewFixTests {
+    @Test("WAL: a segment missing from the middle is corruption, not a torn tail")
+    func missingSegment() throws {
+        let dir = try TemporaryDirectory()
+        defer { dir.remove() }
+        var options = testLogOptions(segmentSize: 16 << 10)
+        options.maxBatchBytes = 4 << 10
+        do {
+            let log = try SharedLog(directory: dir.path, options: options)
+            defer { log.close() }
+            let payload = String(repeating: "m", count: 3000)
+            for i in 1...30 {
+                try log.append([GroupWrite(group: GroupID(2), entries: [entry(UInt64(i), term: 1, payload)])])
+            }
+        }
+        let names = try FileSystem.list(dir.path)
+        try #require(names.count >= 3)
+        try FileSystem.removeFile(dir.file(names[1]))
+        switch openLog(dir.path, options) {
+        case .success(let log):
+            log.close()
+            Issue.record("opened a log with a segment missing")
+        case .failure(let error):
+            #expect("\(error)".contains("segment missing"), "\(error)")
+        }
+    }
+
+    @Test("WAL: reads racing with compaction never report live entries as corrupt")
+    func readsDuringCompaction() async throws {
+        let dir = try TemporaryDirectory()
+        defer { dir.remove() }
+        var options = testLogOptions(segmentSize: 32 << 10)
+        options.maxBatchBytes = 8 << 10
+        options.maxSegments = 2
+        options.cacheBytes = 0  // every read goes to disk
+        let log = try SharedLog(directory: dir.path, options: options)
+        defer { log.close() }
+        let idle = GroupID(9)
+        let idleEntries = (1...5).map { entry(UInt64($0), term: 1) }
+        try await log.append([GroupWrite(group: idle, entries: idleEntries)])
+        let payload = String(repeating: "w", count: 1500)
+        try await withThrowingTaskGroup(of: Void.self) { tasks in
+            tasks.addTask {
+                for i in 1...300 {
+                    try await log.append([GroupWrite(group: GroupID(2), entries: [entry(UInt64(i), term: 1, payload)])])
+                    try log.compact(group: GroupID(2), upTo: LogIndex(UInt64(i)), term: Term(1))
+                }
+            }
+            for _ in 0..<2 {
+                tasks.addTask {
+                    for _ in 0..<400 {
+                        let read = try log.entries(of: idle, from: LogIndex(1), to: LogIndex(6), maxBytes: .max)
+                        #expect(read == idleEntries)
+                        await Task.yield()
+                    }
+                }
+            }
+            try await tasks.waitForAll()
+        }
+        #expect(log.statistics.bytesRewritten > 0, "the idle group was never rewritten: the race was not exercised")
+    }
+
+    @Test("WAL: a failed fdatasync answers every waiter, also those of the batch encoded meanwhile")
+    func everyWaiterAnswered() throws {
+        let dir = try TemporaryDirectory()
+        defer { dir.remove() }
+        let device = try FaultyDevice(backend: availableBackends[0])
+        var options = testLogOptions(segmentSize: 256 << 10)
+        options.makeDevice = { _ in device }
+        let log = try SharedLog(directory: dir.path, options: options)
+        defer { log.close() }
+        device.fault.withLock { $0 = .syncFails(EIO) }
+        let answered = Mutex(0)
+        let total = 200
+        for g in 0..<total {
+            log.append([GroupWrite(group: GroupID(UInt64(g + 2)), entries: [entry(1, term: 1)])]) { result in
+                if case .failure = result { answered.withLock { $0 += 1 } }
+            }
+        }
+        let deadline = Date().addingTimeInterval(10)
+        while answered.withLock({ $0 }) < total && Date() < deadline { usleep(1000) }
+        #expect(answered.withLock { $0 } == total)
     }
 }

@@ -72,6 +72,11 @@ int craft_unlink(const char *path);
 /* rename(2). Returns 0 or -errno. */
 int craft_rename(const char *from, const char *to);
 
+/* pthread_rwlock_init, writer-preferring when `prefer_writers` is non-zero (a GNU
+ * extension Swift cannot reach). Returns 0 or -errno. */
+#include <pthread.h>
+int craft_rwlock_init(pthread_rwlock_t *lock, int prefer_writers);
+
 /* Directory listing: open, then read names one by one, then close. */
 struct craft_dir;
 /* Returns 0 and sets *out, or -errno. */

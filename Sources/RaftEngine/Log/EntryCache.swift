@@ -37,16 +37,18 @@ struct EntryCache {
     mutating func add(_ group: GroupID, _ entry: WALEntry) {
         guard capacityBytes > 0 else { return }
         let size = entry.payload.count + 64
-        if var run = groups[group] {
+        if let run = groups[group] {
             let next = LogIndex(run.first.rawValue + UInt64(run.entries.count))
-            if entry.index == next {
-                groups[group] = nil  // keep the array uniquely referenced while appending
-                run.entries.append(entry)
-                groups[group] = run
-            } else {
-                drop(group, from: entry.index <= next ? entry.index : .zero)
-                groups[group] = Run(first: entry.index, entries: [entry])
+            if entry.index != next {
+                // An overwrite inside the run keeps the entries before it; anything else
+                // (a gap, or an overwrite before the run) starts a new run.
+                drop(group, from: entry.index > run.firstLive && entry.index < next ? entry.index : .zero)
             }
+        }
+        if var run = groups[group] {
+            groups[group] = nil  // keep the array uniquely referenced while appending
+            run.entries.append(entry)
+            groups[group] = run
         } else {
             groups[group] = Run(first: entry.index, entries: [entry])
         }

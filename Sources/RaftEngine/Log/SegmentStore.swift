@@ -1,12 +1,18 @@
 /// The segment files of one WAL directory: creating (preallocated, header written, made
 /// durable before the first record goes in), listing, reading and deleting them.
 ///
-/// Used by the writer thread; readers get `DiskFile`s from it under the log's lock and read
-/// while holding the log's segment lock shared, so a segment is never closed under a read.
+/// The writer thread is the only one that changes it, and does so holding `access`
+/// exclusively; readers look files up and read them holding `access` shared, so a segment
+/// is never closed under a read and the table never changes under a lookup.
 final class SegmentStore {
     let directory: String
     let segmentSize: Int
+    /// Shared by readers, exclusive while the table of segments changes. Writer-preferring,
+    /// so that a stream of reads cannot hold off the WAL writer.
+    let access = ReadWriteLock(preferWriters: true)
     private(set) var files: [UInt64: DiskFile] = [:]
+    /// Each segment's salt (from its header), for batch header checksums.
+    private(set) var salts: [UInt64: UInt64] = [:]
     /// Ascending. Invariant: the keys of `files`.
     private(set) var sequences: [UInt64] = []
     let device: any WALDevice
@@ -45,6 +51,11 @@ final class SegmentStore {
         }
     }
 
+    /// Records the salt read from a segment's header at recovery.
+    func setSalt(_ salt: UInt64, for sequence: UInt64) {
+        access.withExclusive { salts[sequence] = salt }
+    }
+
     /// Creates segment `sequence`: written under a temporary name, preallocated, header
     /// written and synced, then renamed into place and the directory synced. A crash at any
     /// point leaves either no segment or a complete empty one.
@@ -56,16 +67,22 @@ final class SegmentStore {
             if FileSystem.exists(temporary) { try FileSystem.removeFile(temporary) }
             let file = try DiskFile.open(temporary, .createNew)
             try device.allocate(file, length: UInt64(segmentSize))
+            let salt = UInt64.random(in: 1...UInt64.max)
             var header = [UInt8](repeating: 0, count: WALFormat.segmentHeaderSize)
-            header.withUnsafeMutableBytes { SegmentHeader(sequence: sequence).encode(into: $0.baseAddress!) }
+            header.withUnsafeMutableBytes {
+                SegmentHeader(sequence: sequence, salt: salt).encode(into: $0.baseAddress!)
+            }
             try header.withUnsafeBytes { bytes in
                 Result { () throws(IOError) in try file.write(toAbsoluteOffset: 0, bytes) }
             }.get()
             try file.syncData()
             try FileSystem.rename(temporary, to: final)
             try DiskFile.syncDirectory(directory)
-            files[sequence] = file
-            sequences.append(sequence)
+            access.withExclusive {
+                files[sequence] = file
+                salts[sequence] = salt
+                sequences.append(sequence)
+            }
             return file
         } catch {
             if FileSystem.exists(temporary) { try? FileSystem.removeFile(temporary) }
@@ -73,15 +90,23 @@ final class SegmentStore {
         }
     }
 
-    /// Closes and removes segment `sequence` (the caller holds the segment lock exclusively).
-    func delete(_ sequence: UInt64) throws(WALError) {
-        guard let file = files.removeValue(forKey: sequence) else { return }
-        sequences.removeAll { $0 == sequence }
-        do {
-            try file.close()
-            try FileSystem.removeFile(path(sequence))
-        } catch {
-            throw .io(error)
+    /// Closes and removes the oldest segments, each unlink made durable before the next, so
+    /// that what survives a crash is always a suffix of the log.
+    func deleteOldest(_ doomed: [UInt64]) throws(WALError) {
+        for sequence in doomed {
+            precondition(sequence == sequences.first, "segments are deleted oldest first")
+            let file = access.withExclusive { () -> DiskFile? in
+                sequences.removeFirst()
+                salts[sequence] = nil
+                return files.removeValue(forKey: sequence)
+            }
+            do {
+                try file?.close()
+                try FileSystem.removeFile(path(sequence))
+                try DiskFile.syncDirectory(directory)
+            } catch {
+                throw .io(error)
+            }
         }
     }
 

@@ -9,13 +9,14 @@ extension SharedLog {
     /// round of the groups pinning the oldest segment. Returns false when the writer must stop.
     func runCompactionRound() -> Bool {
         compactionPending = false
+        compactionOwed = false
         do {
             try deleteUnneededSegments()
             if segments.sequences.count > options.maxSegments {
                 if try rewriteGroupsPinningOldestSegment() {
                     try deleteUnneededSegments()
-                    // More to do: come back after the next normal batch.
-                    compactionPending = segments.sequences.count > options.maxSegments
+                    // More to do: another round after the next normal batch.
+                    compactionOwed = segments.sequences.count > options.maxSegments
                 }
             }
         } catch WALError.io(let error) {
@@ -25,7 +26,7 @@ extension SharedLog {
             stop(error, failing: [])
             return false
         }
-        if !compactionPending {
+        if !compactionOwed {
             let waiters = gcWaiters
             gcWaiters.removeAll()
             for waiter in waiters { waiter.completion(.success(())) }
@@ -37,10 +38,7 @@ extension SharedLog {
         let oldestNeeded = lock.withLock { table.oldestPinnedSegment } ?? currentSegment
         let deletable = segments.sequences.prefix { $0 < oldestNeeded && $0 != currentSegment }
         guard !deletable.isEmpty else { return }
-        try segmentLock.withExclusive { () throws(WALError) in
-            for sequence in deletable { try segments.delete(sequence) }
-        }
-        try segments.syncDirectory()
+        try segments.deleteOldest(Array(deletable))
         lock.withLock { statisticsStorage.segmentsDeleted += UInt64(deletable.count) }
         logger.debug("deleted WAL segments", metadata: ["count": "\(deletable.count)"])
     }
@@ -59,14 +57,17 @@ extension SharedLog {
             return found.sorted { ($0.2, $0.0) < ($1.2, $1.0) }
         }
         guard !candidates.isEmpty else { return false }
-        let pinnedBytes = candidates.reduce(0) { $0 + $1.2 }
-        if pinnedBytes > options.segmentSize / 2 {
-            logger.warning(
-                "WAL above its segment budget, but the groups pinning the oldest segment hold too much uncompacted log to move; compact (snapshot) them",
-                metadata: [
-                    "segments": "\(segments.sequences.count)", "groups": "\(candidates.count)",
-                    "bytes": "\(pinnedBytes)",
-                ])
+        // A group too large to move in one batch keeps the oldest segment pinned whatever
+        // else moves: only compacting (snapshotting) it helps.
+        if let (group, _, bytes) = candidates.last, bytes > options.maxBatchBytes {
+            if budgetWarningSegments != segments.sequences.count {
+                budgetWarningSegments = segments.sequences.count
+                logger.warning(
+                    "WAL above its segment budget: a group with too much uncompacted log pins the oldest segment; compact (snapshot) it",
+                    metadata: [
+                        "segments": "\(segments.sequences.count)", "group": "\(group)", "bytes": "\(bytes)",
+                    ])
+            }
             return false
         }
         var selected: [(GroupID, GroupLog)] = []
@@ -76,7 +77,16 @@ extension SharedLog {
             selected.append((group, log))
             budget += bytes
         }
-        if writeOffset + WALFormat.batchHeaderSize + budget > options.segmentSize { try rotate() }
+        if writeOffset + WALFormat.batchHeaderSize + budget > options.segmentSize {
+            do {
+                try rotate()
+            } catch {
+                // No room for a new segment (ENOSPC): not fatal, nothing was written; the
+                // next rotation tries again.
+                logger.error("WAL compaction could not start a new segment: \(error)")
+                return false
+            }
+        }
         let batch = PreparedBatch(
             sequence: nextBatchSequence, segment: currentSegment, offset: writeOffset,
             capacity: WALFormat.batchHeaderSize + budget)
@@ -107,7 +117,7 @@ extension SharedLog {
             }
         }
         guard !batch.records.isEmpty else { return false }
-        batch.sealHeader()
+        batch.sealHeader(salt: segments.salts[batch.segment]!)
         nextBatchSequence += 1
         writeOffset += batch.length
         do {

@@ -9,6 +9,16 @@ extension SharedLog {
         of group: GroupID, from lo: LogIndex, to hi: LogIndex, maxBytes: Int
     ) throws(WALError) -> [WALEntry] {
         guard lo < hi else { return [] }
+        // Hold the segment table shared from the plan to the last read: a segment the plan
+        // points into cannot be deleted (by compaction) before it is read.
+        return try segments.access.withShared { () throws(WALError) in
+            try plannedEntries(of: group, from: lo, to: hi, maxBytes: maxBytes)
+        }
+    }
+
+    private func plannedEntries(
+        of group: GroupID, from lo: LogIndex, to hi: LogIndex, maxBytes: Int
+    ) throws(WALError) -> [WALEntry] {
         enum Slot {
             case cached(WALEntry)
             case disk(EntryLocation, LogIndex)
@@ -44,15 +54,13 @@ extension SharedLog {
         let slots = try plan.get()
         result.reserveCapacity(slots.count)
         var diskReads: UInt64 = 0
-        try segmentLock.withShared { () throws(WALError) in
-            for slot in slots {
-                switch slot {
-                case .cached(let entry):
-                    result.append(entry)
-                case .disk(let location, let index):
-                    result.append(try readEntry(group: group, index: index, at: location))
-                    diskReads += 1
-                }
+        for slot in slots {
+            switch slot {
+            case .cached(let entry):
+                result.append(entry)
+            case .disk(let location, let index):
+                result.append(try readEntry(group: group, index: index, at: location))
+                diskReads += 1
             }
         }
         if diskReads > 0 { lock.withLock { statisticsStorage.diskReads += diskReads } }
@@ -60,9 +68,9 @@ extension SharedLog {
     }
 
     /// Reads one entry record from disk and checks that it is the entry the index says.
-    /// The caller holds `segmentLock` shared.
+    /// The caller holds `segments.access` shared.
     private func readEntry(group: GroupID, index: LogIndex, at location: EntryLocation) throws(WALError) -> WALEntry {
-        guard let file = lock.withLock({ segments.files[location.segment] }) else {
+        guard let file = segments.files[location.segment] else {
             throw .corrupt(
                 file: segments.path(location.segment), offset: UInt64(location.offset), reason: "segment missing")
         }

@@ -37,12 +37,16 @@ struct SegmentScanner {
         /// Valid batches end at `end`; what follows is not a valid batch (`reason`), and
         /// non-zero bytes run up to `dirtyEnd`.
         case damaged(end: Int, reason: String, dirtyEnd: Int)
+        /// A complete, valid batch at `offset` out of sequence: batches were lost or
+        /// reordered, which no crash explains.
+        case outOfSequence(offset: Int, found: UInt64, expected: UInt64)
     }
 
     /// Scans `bytes` (a whole segment) from just after its header, calling `visit` for each
     /// valid batch in order. `expected` is the next batch sequence (nil: any).
     static func scan(
         _ bytes: UnsafeRawBufferPointer,
+        salt: UInt64,
         expected: inout UInt64?,
         visit: (Batch, UnsafeRawBufferPointer) -> Void
     ) -> Outcome {
@@ -59,10 +63,10 @@ struct SegmentScanner {
             func damaged(_ reason: String) -> Outcome {
                 .damaged(end: offset, reason: reason, dirtyEnd: lastNonZero(bytes, from: offset))
             }
-            guard let header = BatchHeader.decode(at) else { return damaged("batch header checksum mismatch") }
-            if let e = expected, header.sequence != e {
-                return damaged("batch sequence \(header.sequence) where \(e) was expected")
+            guard let header = BatchHeader.decode(at, salt: salt) else {
+                return damaged("batch header checksum mismatch")
             }
+            let outOfSequence = expected.map { header.sequence != $0 } ?? false
             let end = offset + WALFormat.batchHeaderSize + header.bodyLength
             guard header.bodyLength % WALFormat.alignment == 0, end <= bytes.count, header.recordCount > 0 else {
                 return damaged("batch length \(header.bodyLength) does not fit the segment")
@@ -79,6 +83,7 @@ struct SegmentScanner {
                 position += WALFormat.recordSize(payload: record.length)
             }
             guard position == end else { return damaged("batch \(header.sequence): records do not fill the batch") }
+            if outOfSequence { return .outOfSequence(offset: offset, found: header.sequence, expected: expected!) }
             visit(Batch(header: header, offset: offset, records: records), bytes)
             expected = header.sequence + 1
             offset = end
@@ -103,10 +108,12 @@ struct SegmentScanner {
 
     /// The first valid batch header after `offset` with a sequence above `sequence`, if any:
     /// proof that damage is not a torn tail.
-    static func laterBatch(in bytes: UnsafeRawBufferPointer, after offset: Int, above sequence: UInt64?) -> Int? {
+    static func laterBatch(
+        in bytes: UnsafeRawBufferPointer, after offset: Int, salt: UInt64, above sequence: UInt64?
+    ) -> Int? {
         var position = WALFormat.aligned(offset + 1)
         while position + WALFormat.batchHeaderSize <= bytes.count {
-            if let header = BatchHeader.decode(UnsafeRawBufferPointer(rebasing: bytes[position...])),
+            if let header = BatchHeader.decode(UnsafeRawBufferPointer(rebasing: bytes[position...]), salt: salt),
                 sequence.map({ header.sequence > $0 }) ?? true
             {
                 return position
@@ -149,13 +156,18 @@ struct SegmentScanner {
         }
     }
 
-    /// Checks a segment's header against the sequence in its name.
-    static func checkHeader(_ bytes: UnsafeRawBufferPointer, sequence: UInt64, path: String) throws(WALError) {
+    /// Checks a segment's header against the sequence in its name; returns the header.
+    static func checkHeader(
+        _ bytes: UnsafeRawBufferPointer, sequence: UInt64, path: String
+    ) throws(WALError)
+        -> SegmentHeader
+    {
         switch SegmentHeader.decode(bytes) {
         case .success(let header):
             guard header.sequence == sequence else {
                 throw .corrupt(file: path, offset: 16, reason: "header names segment \(header.sequence)")
             }
+            return header
         case .failure(.notAWALSegment):
             throw .foreignFile(file: path, reason: "no WAL segment magic")
         case .failure(.unsupportedVersion(let version)):
@@ -167,6 +179,101 @@ struct SegmentScanner {
     }
 }
 
+/// The one walk over a WAL's segments that recovery and `raftd wal verify` share, so that
+/// verify says exactly what recovery would do.
+struct SegmentWalk {
+    struct Torn {
+        var sequence: UInt64
+        var path: String
+        var end: Int
+        var dirtyEnd: Int
+        var reason: String
+    }
+
+    var table = LogTable()
+    var lastGood: UInt64?
+    var report = RecoveryReport()
+    var salts: [UInt64: UInt64] = [:]
+    /// The last batch, torn by a crash: recovery cuts it off.
+    var torn: Torn?
+    /// Where the next batch goes: segment and offset.
+    var writeSegment: UInt64 = 0
+    var writeOffset = WALFormat.segmentHeaderSize
+
+    /// Walks `sequences` (ascending; `file(seq)` opens or returns each), replaying every valid
+    /// batch into `table` and calling `visit` for it. Throws `.corrupt` / `.foreignFile` for
+    /// damage a crash cannot explain.
+    static func run(
+        sequences: [UInt64],
+        path: (UInt64) -> String,
+        file: (UInt64) throws(WALError) -> DiskFile,
+        bufferSize: Int,
+        visit: (SegmentScanner.Batch, UnsafeRawBufferPointer, UInt64) -> Void = { _, _, _ in }
+    ) throws(WALError) -> SegmentWalk {
+        var walk = SegmentWalk()
+        // Segments are deleted oldest first and created one after another: a hole means a
+        // segment was lost.
+        for (previous, next) in zip(sequences, sequences.dropFirst()) where next != previous + 1 {
+            throw .corrupt(
+                file: path(previous + 1), offset: 0,
+                reason: "segment missing between \(WALFormat.segmentName(previous)) and \(WALFormat.segmentName(next))")
+        }
+        var buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: bufferSize, alignment: 4096)
+        defer { buffer.deallocate() }
+        var expected: UInt64?
+        for (position, sequence) in sequences.enumerated() {
+            let segment = try file(sequence)
+            // Disk reads of the next segment overlap parsing this one.
+            if position + 1 < sequences.count {
+                try file(sequences[position + 1]).prefetch(offset: 0, length: UInt64(bufferSize))
+            }
+            let size = try SegmentScanner.read(segment, into: &buffer)
+            let bytes = UnsafeRawBufferPointer(rebasing: buffer[0..<size])
+            let header = try SegmentScanner.checkHeader(bytes, sequence: sequence, path: segment.path)
+            walk.salts[sequence] = header.salt
+            walk.report.segments += 1
+            walk.report.bytesScanned += size
+            walk.writeSegment = sequence
+            if let torn = walk.torn {
+                // Only a segment with no batches may follow a torn batch (the writer rotates
+                // while the previous batch's fdatasync runs, but writes nothing new until it ends).
+                if SegmentScanner.laterBatch(
+                    in: bytes, after: WALFormat.segmentHeaderSize - 1, salt: header.salt, above: walk.lastGood) != nil
+                {
+                    throw .corrupt(file: torn.path, offset: UInt64(torn.end), reason: torn.reason)
+                }
+                walk.writeOffset = WALFormat.segmentHeaderSize
+                continue
+            }
+            let outcome = SegmentScanner.scan(bytes, salt: header.salt, expected: &expected) { batch, bytes in
+                walk.report.batches += 1
+                walk.report.records += batch.records.count
+                walk.lastGood = batch.header.sequence
+                SegmentScanner.replay(batch, bytes, segment: sequence, into: &walk.table)
+                visit(batch, bytes, sequence)
+            }
+            switch outcome {
+            case .clean(let end):
+                walk.writeOffset = end
+            case .outOfSequence(let offset, let found, let wanted):
+                throw .corrupt(
+                    file: segment.path, offset: UInt64(offset),
+                    reason: "batch \(found) where \(wanted) was expected (lost batches)")
+            case .damaged(let end, let reason, let dirtyEnd):
+                if let later = SegmentScanner.laterBatch(in: bytes, after: end, salt: header.salt, above: walk.lastGood)
+                {
+                    throw .corrupt(
+                        file: segment.path, offset: UInt64(end),
+                        reason: "\(reason); a valid batch follows at offset \(later)")
+                }
+                walk.torn = Torn(sequence: sequence, path: segment.path, end: end, dirtyEnd: dirtyEnd, reason: reason)
+                walk.writeOffset = end
+            }
+        }
+        return walk
+    }
+}
+
 extension SharedLog {
     /// Rebuilds the index from the segments and positions the writer after the last valid
     /// batch. See docs/WAL.md, "Recovery".
@@ -174,12 +281,10 @@ extension SharedLog {
         var start = timespec()
         clock_gettime(CLOCK_MONOTONIC, &start)
         try segments.openExisting()
-        var report = RecoveryReport()
         defer {
             var end = timespec()
             clock_gettime(CLOCK_MONOTONIC, &end)
-            report.seconds = Double(end.tv_sec - start.tv_sec) + Double(end.tv_nsec - start.tv_nsec) / 1e9
-            recoveryReport = report
+            recoveryReport.seconds = Double(end.tv_sec - start.tv_sec) + Double(end.tv_nsec - start.tv_nsec) / 1e9
         }
         guard !segments.sequences.isEmpty else {
             _ = try segments.create(1)
@@ -187,77 +292,36 @@ extension SharedLog {
             writeOffset = WALFormat.segmentHeaderSize
             return
         }
-        var buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: options.segmentSize, alignment: 4096)
-        defer { buffer.deallocate() }
-        var expected: UInt64?
-        var lastGood: UInt64?
-        var damage: (sequence: UInt64, end: Int, reason: String, dirtyEnd: Int)?
-        let sequences = segments.sequences
-        for (position, sequence) in sequences.enumerated() {
-            let file = segments.files[sequence]!
-            // Disk reads of the next segment overlap parsing this one.
-            if position + 1 < sequences.count {
-                segments.files[sequences[position + 1]]!.prefetch(offset: 0, length: UInt64(options.segmentSize))
-            }
-            let size = try SegmentScanner.read(file, into: &buffer)
-            let bytes = UnsafeRawBufferPointer(rebasing: buffer[0..<size])
-            try SegmentScanner.checkHeader(bytes, sequence: sequence, path: file.path)
-            report.segments += 1
-            report.bytesScanned += size
-            if let found = damage {
-                // Only a segment with no batches may follow a torn batch (the writer rotates
-                // while the previous batch's fdatasync runs, but writes nothing new until it ends).
-                if SegmentScanner.laterBatch(in: bytes, after: WALFormat.segmentHeaderSize - 1, above: lastGood) != nil
-                {
-                    throw .corrupt(file: segments.path(found.sequence), offset: UInt64(found.end), reason: found.reason)
-                }
-                currentSegment = sequence
-                writeOffset = WALFormat.segmentHeaderSize
-                continue
-            }
-            let outcome = SegmentScanner.scan(bytes, expected: &expected) { batch, bytes in
-                report.batches += 1
-                report.records += batch.records.count
-                lastGood = batch.header.sequence
-                SegmentScanner.replay(batch, bytes, segment: sequence, into: &table)
-            }
-            switch outcome {
-            case .clean(let end):
-                currentSegment = sequence
-                writeOffset = end
-            case .damaged(let end, let reason, let dirtyEnd):
-                if let later = SegmentScanner.laterBatch(in: bytes, after: end, above: lastGood) {
-                    throw .corrupt(
-                        file: file.path, offset: UInt64(end),
-                        reason: "\(reason); a valid batch follows at offset \(later)")
-                }
-                damage = (sequence, end, reason, dirtyEnd)
-                currentSegment = sequence
-                writeOffset = end
-            }
-        }
-        if let found = damage {
+        let walk = try SegmentWalk.run(
+            sequences: segments.sequences, path: segments.path,
+            file: { sequence throws(WALError) in segments.files[sequence]! }, bufferSize: options.segmentSize)
+        table = walk.table
+        recoveryReport = walk.report
+        for (sequence, salt) in walk.salts { segments.setSalt(salt, for: sequence) }
+        currentSegment = walk.writeSegment
+        writeOffset = walk.writeOffset
+        if let torn = walk.torn {
             // The torn tail of the last batch, which was never acknowledged: cut it off, so
             // that nothing after it can ever be read back.
-            let file = segments.files[found.sequence]!
-            let length = found.dirtyEnd - found.end
+            let file = segments.files[torn.sequence]!
+            let length = torn.dirtyEnd - torn.end
             let zeros = [UInt8](repeating: 0, count: length)
             do {
                 try zeros.withUnsafeBytes { z in
-                    Result { () throws(IOError) in try file.write(toAbsoluteOffset: UInt64(found.end), z) }
+                    Result { () throws(IOError) in try file.write(toAbsoluteOffset: UInt64(torn.end), z) }
                 }.get()
                 try file.syncData()
             } catch {
                 throw .io(error)
             }
-            report.tornTail = (file.path, found.end, length)
+            recoveryReport.tornTail = (file.path, torn.end, length)
             logger.warning(
                 "WAL recovery cut off a torn tail (a batch that was never acknowledged)",
                 metadata: [
-                    "file": "\(file.path)", "offset": "\(found.end)", "bytes": "\(length)", "reason": "\(found.reason)",
+                    "file": "\(file.path)", "offset": "\(torn.end)", "bytes": "\(length)", "reason": "\(torn.reason)",
                 ])
         }
-        nextBatchSequence = (lastGood ?? 0) + 1
+        nextBatchSequence = (walk.lastGood ?? 0) + 1
         for (group, log) in table.groups {
             shadow[group] = ShadowState(
                 base: log.base, last: log.lastIndex, lastTerm: log.term(at: log.lastIndex) ?? .zero)

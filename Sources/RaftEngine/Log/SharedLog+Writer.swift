@@ -1,5 +1,11 @@
 import RaftConsensus
 
+#if canImport(Glibc)
+    import Glibc
+#elseif canImport(Musl)
+    import Musl
+#endif
+
 /// The writer thread: take what is queued, encode one batch, submit it linked to an
 /// fdatasync, and while it runs take and encode the next. Apply a batch to the index and
 /// complete its waiters only once it is durable.
@@ -39,9 +45,9 @@ extension SharedLog {
             if header.type == .entry { entryCount += 1 }
         }
 
-        func sealHeader() {
+        func sealHeader(salt: UInt64) {
             BatchHeader(sequence: sequence, bodyLength: length - WALFormat.batchHeaderSize, recordCount: records.count)
-                .encode(into: buffer.baseAddress!)
+                .encode(into: buffer.baseAddress!, salt: salt)
         }
     }
 
@@ -54,6 +60,7 @@ extension SharedLog {
     }
 
     func runWriter() {
+        writerThread.store(UInt(pthread_self()), ordering: .releasing)
         var inFlight: (batch: PreparedBatch, ticket: BatchTicket)?
         while true {
             var next: PreparedBatch?
@@ -71,7 +78,8 @@ extension SharedLog {
                 do {
                     try device.wait(for: current.ticket)
                 } catch {
-                    stop(.io(error), failing: current.batch.requests)
+                    // The next batch was already taken off the queue: its waiters fail too.
+                    stop(.io(error), failing: current.batch.requests + (next?.requests ?? []))
                     return
                 }
                 durable = current.batch
@@ -79,7 +87,7 @@ extension SharedLog {
             // 2. Submit the next one at once, so the disk never waits for step 3.
             var submitFailure: IOError?
             if let batch = next, !batch.records.isEmpty {
-                batch.sealHeader()
+                batch.sealHeader(salt: segments.salts[batch.segment]!)
                 do {
                     let bytes = UnsafeRawBufferPointer(rebasing: batch.buffer[0..<batch.length])
                     let file = segments.files[batch.segment]!
@@ -100,8 +108,14 @@ extension SharedLog {
                 // Nothing to write (only no-ops or refused requests): done already.
                 for request in batch.requests { request.completion(.success(())) }
             }
-            // 4. Garbage collection runs with nothing in flight and nothing encoded.
-            if compactionPending && next == nil && inFlight == nil {
+            // 4. Garbage collection runs with nothing in flight and nothing encoded. A round
+            // that left work owes another, which waits for one normal batch (or an idle
+            // queue), so that writes are never stalled behind a long clean-up.
+            if let batch = next, !batch.records.isEmpty, compactionOwed {
+                compactionOwed = false
+                compactionPending = true
+            }
+            if (compactionPending || compactionOwed) && next == nil && inFlight == nil {
                 guard runCompactionRound() else { return }
             }
         }
@@ -119,14 +133,26 @@ extension SharedLog {
     /// Takes queued requests up to the batch bounds; nil when closing with nothing queued.
     private func takeRequests(waitForWork: Bool) -> [Request]? {
         lock.withLock {
-            while waitForWork && queueHead == queue.count && !isClosing && !compactionPending { lock.wait() }
+            while waitForWork && queueHead == queue.count && !isClosing && !compactionPending && !compactionOwed {
+                lock.wait()
+            }
             if queueHead == queue.count {
-                return isClosing && waitForWork ? nil : []
+                return isClosing && waitForWork && !compactionOwed ? nil : []
             }
             if options.maxBatchDelayMicroseconds > 0 && waitForWork {
-                // An idle disk: give concurrent writers a moment to join this batch.
-                let deadline = options.maxBatchDelayMicroseconds * 1000
-                if queuedBytes < options.maxBatchBytes / 2 { _ = lock.wait(nanoseconds: deadline) }
+                // An idle disk: give concurrent writers a moment to join this batch (every
+                // enqueue wakes us, so wait again until the deadline or enough bytes).
+                var start = timespec()
+                clock_gettime(CLOCK_MONOTONIC, &start)
+                let deadline =
+                    Int(start.tv_sec) * 1_000_000_000 + Int(start.tv_nsec) + options.maxBatchDelayMicroseconds * 1000
+                while queuedBytes < options.maxBatchBytes / 2 && !isClosing {
+                    var now = timespec()
+                    clock_gettime(CLOCK_MONOTONIC, &now)
+                    let remaining = deadline - (Int(now.tv_sec) * 1_000_000_000 + Int(now.tv_nsec))
+                    if remaining <= 0 { break }
+                    _ = lock.wait(nanoseconds: remaining)
+                }
             }
             var taken: [Request] = []
             var bytes = 0
@@ -283,6 +309,9 @@ extension SharedLog {
             for record in batch.records {
                 let location = RecordLocation(segment: batch.segment, offset: record.offsetInSegment)
                 table.apply(record.header, at: location, vote: record.vote, replaying: false)
+                // A rewrite copies entries the cache already has (or that are cold): leave the
+                // cache to the hot ones.
+                if batch.isRewrite { continue }
                 let group = record.header.group
                 switch record.header.type {
                 case .entry: cache.add(group, record.entry!)

@@ -1,5 +1,6 @@
 import Logging
 import RaftConsensus
+import Synchronization
 
 #if canImport(Glibc)
     import Glibc
@@ -69,8 +70,6 @@ public final class SharedLog: @unchecked Sendable {
 
     // MARK: Writer thread state (touched only by the writer thread after init)
 
-    /// Held shared by disk reads, exclusively while segments are closed and deleted.
-    let segmentLock = ReadWriteLock()
     let segments: SegmentStore
     let device: any WALDevice
     var currentSegment: UInt64 = 0
@@ -78,11 +77,17 @@ public final class SharedLog: @unchecked Sendable {
     var nextBatchSequence: UInt64 = 1
     var shadow: [GroupID: ShadowState] = [:]
     var compactionPending = false
+    /// A compaction round left work: run another after the next normal batch.
+    var compactionOwed = false
+    /// The segment count at the last "over budget" warning (one warning per count).
+    var budgetWarningSegments = 0
+    /// The writer thread (pthread_self), so that calls that would deadlock it are caught.
+    let writerThread = Atomic<UInt>(0)
     /// `collectGarbage()` callers waiting for the next compaction round to finish.
     var gcWaiters: [Request] = []
     /// What the last recovery found, for logs and `raftd wal verify`.
     public internal(set) var recoveryReport = RecoveryReport()
-    private var writerThread: OSThread?
+    private var writerOSThread: OSThread?
 
     /// Opens the WAL in `directory` (which must exist), recovering what is on disk:
     /// checksums verified, a torn tail truncated, indexes rebuilt. Damage anywhere a crash
@@ -101,21 +106,19 @@ public final class SharedLog: @unchecked Sendable {
         do { self.device = try options.makeDevice(options.ioBackend) } catch { throw .io(error) }
         self.segments = SegmentStore(directory: directory, segmentSize: options.segmentSize, device: device)
         try recover()
-        writerThread = OSThread(name: "raftd-wal") { [self] in runWriter() }
+        writerOSThread = OSThread(name: "raftd-wal") { [self] in runWriter() }
     }
 
-    /// Stops the writer after everything queued is durable.
+    /// Stops the writer after everything queued is durable. Must be called: the writer
+    /// thread keeps the log alive until then.
     public func close() {
+        precondition(!isWriterThread, "SharedLog.close() from a completion would deadlock the writer")
         lock.withLock {
             isClosing = true
             lock.broadcast()
         }
-        writerThread?.join()
-        writerThread = nil
-    }
-
-    deinit {
-        if writerThread != nil { close() }
+        writerOSThread?.join()
+        writerOSThread = nil
     }
 
     // MARK: - Writing
@@ -159,6 +162,8 @@ public final class SharedLog: @unchecked Sendable {
     }
 
     private func waitFor(_ start: (@escaping @Sendable (Result<Void, WALError>) -> Void) -> Void) throws(WALError) {
+        // Completions run on the writer thread; blocking it on its own queue never ends.
+        precondition(!isWriterThread, "a blocking SharedLog call from a completion would deadlock the writer")
         let waiter = Waiter()
         start { waiter.finish($0) }
         try waiter.wait().get()
@@ -218,6 +223,11 @@ public final class SharedLog: @unchecked Sendable {
     }
 
     public var statistics: WALStatistics { lock.withLock { statisticsStorage } }
+
+    var isWriterThread: Bool {
+        let writer = writerThread.load(ordering: .acquiring)
+        return writer != 0 && pthread_equal(pthread_t(writer), pthread_self()) != 0
+    }
 }
 
 extension SharedLog {

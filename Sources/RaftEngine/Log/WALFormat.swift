@@ -140,29 +140,34 @@ struct RecordHeader: Equatable {
 ///  ├────────────┼────────┼────────────┼────────────┼────────────┼─────────┤
 ///  │ crc32c     │ magic  │ batch seq  │ body bytes │ records    │ 0       │
 ///  └────────────┴────────┴────────────┴────────────┴────────────┴─────────┘
-///  crc32c covers bytes 4 ..< 32; each record carries its own checksum
+///  crc32c covers the segment's salt, then bytes 4 ..< 32; each record carries its own checksum
 /// ```
 struct BatchHeader: Equatable {
     var sequence: UInt64
     var bodyLength: Int
     var recordCount: Int
 
-    func encode(into buffer: UnsafeMutableRawPointer) {
+    func encode(into buffer: UnsafeMutableRawPointer, salt: UInt64) {
         LittleEndian.store(WALFormat.batchMagic, buffer, at: 4)
         LittleEndian.store(sequence, buffer, at: 8)
         LittleEndian.store(UInt32(bodyLength), buffer, at: 16)
         LittleEndian.store(UInt32(recordCount), buffer, at: 20)
         LittleEndian.store(UInt64(0), buffer, at: 24)
-        LittleEndian.store(CRC32C.checksum(UnsafeRawBufferPointer(start: buffer + 4, count: 28)), buffer, at: 0)
+        LittleEndian.store(Self.checksum(buffer, salt: salt), buffer, at: 0)
     }
 
-    static func decode(_ bytes: UnsafeRawBufferPointer) -> BatchHeader? {
+    /// The header checksum, seeded with the segment's random salt: bytes a client puts in a
+    /// payload cannot pass for a batch header (but by a 2^-32 chance: they do not know the
+    /// salt), so they cannot make recovery mistake a torn tail for corruption.
+    static func checksum(_ base: UnsafeRawPointer, salt: UInt64) -> UInt32 {
+        let seeded = withUnsafeBytes(of: salt.littleEndian) { CRC32C.checksum($0) }
+        return CRC32C.checksum(UnsafeRawBufferPointer(start: base + 4, count: 28), extending: seeded)
+    }
+
+    static func decode(_ bytes: UnsafeRawBufferPointer, salt: UInt64) -> BatchHeader? {
         guard bytes.count >= WALFormat.batchHeaderSize, let base = bytes.baseAddress else { return nil }
         guard LittleEndian.load(UInt32.self, base, at: 4) == WALFormat.batchMagic else { return nil }
-        guard
-            LittleEndian.load(UInt32.self, base, at: 0)
-                == CRC32C.checksum(UnsafeRawBufferPointer(start: base + 4, count: 28))
-        else { return nil }
+        guard LittleEndian.load(UInt32.self, base, at: 0) == checksum(base, salt: salt) else { return nil }
         guard LittleEndian.load(UInt64.self, base, at: 24) == 0 else { return nil }
         return BatchHeader(
             sequence: LittleEndian.load(UInt64.self, base, at: 8),
@@ -182,14 +187,16 @@ struct BatchHeader: Equatable {
 /// The segment header.
 ///
 /// ```
-///  0        8         12          16         24                 60      64
-///  ├────────┼─────────┼───────────┼──────────┼──────────────────┼───────┤
-///  │ magic  │ version │ hdr size  │ seg seq  │ 0 …              │crc32c │
-///  └────────┴─────────┴───────────┴──────────┴──────────────────┴───────┘
+///  0        8         12          16         24       32        60      64
+///  ├────────┼─────────┼───────────┼──────────┼────────┼─────────┼───────┤
+///  │ magic  │ version │ hdr size  │ seg seq  │ salt   │ 0 …     │crc32c │
+///  └────────┴─────────┴───────────┴──────────┴────────┴─────────┴───────┘
 ///  crc32c covers bytes 0 ..< 60
 /// ```
 struct SegmentHeader: Equatable {
     var sequence: UInt64
+    /// Random, chosen when the segment is created; seeds every batch header checksum in it.
+    var salt: UInt64
 
     func encode(into buffer: UnsafeMutableRawPointer) {
         buffer.initializeMemory(as: UInt8.self, repeating: 0, count: WALFormat.segmentHeaderSize)
@@ -197,6 +204,7 @@ struct SegmentHeader: Equatable {
         LittleEndian.store(WALFormat.version, buffer, at: 8)
         LittleEndian.store(UInt32(WALFormat.segmentHeaderSize), buffer, at: 12)
         LittleEndian.store(sequence, buffer, at: 16)
+        LittleEndian.store(salt, buffer, at: 24)
         LittleEndian.store(CRC32C.checksum(UnsafeRawBufferPointer(start: buffer, count: 60)), buffer, at: 60)
     }
 
@@ -215,6 +223,9 @@ struct SegmentHeader: Equatable {
         else { return .failure(.damaged) }
         let version = LittleEndian.load(UInt32.self, base, at: 8)
         guard version == WALFormat.version else { return .failure(.unsupportedVersion(version)) }
-        return .success(SegmentHeader(sequence: LittleEndian.load(UInt64.self, base, at: 16)))
+        return .success(
+            SegmentHeader(
+                sequence: LittleEndian.load(UInt64.self, base, at: 16),
+                salt: LittleEndian.load(UInt64.self, base, at: 24)))
     }
 }

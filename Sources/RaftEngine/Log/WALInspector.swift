@@ -38,74 +38,63 @@ public struct WALInspector {
     public init(directory: String) { self.directory = directory }
 
     /// Scans every segment, calling `visit` for each record of each valid batch, in order.
+    /// Damage is reported in the summary (not thrown); I/O failures are thrown.
     public func scan(_ visit: (Record) -> Void = { _ in }) throws(WALError) -> Summary {
         var summary = Summary()
         let names: [String]
         do { names = try FileSystem.list(directory) } catch { throw .io(error) }
-        var sequences: [(UInt64, String)] = []
+        var sequences: [UInt64] = []
         for name in names {
-            guard let sequence = WALFormat.segmentSequence(fromName: name) else {
-                if !name.hasSuffix(".wal.tmp") {
-                    summary.corruption = .foreignFile(file: "\(directory)/\(name)", reason: "not a WAL segment name")
-                }
-                continue
-            }
-            sequences.append((sequence, name))
-        }
-        var table = LogTable()
-        var buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 1 << 20, alignment: 4096)
-        defer { buffer.deallocate() }
-        var expected: UInt64?
-        var lastGood: UInt64?
-        var damagedAt: (String, Int, String)?
-        for (sequence, name) in sequences {
-            let path = "\(directory)/\(name)"
-            let file: DiskFile
-            do { file = try DiskFile.open(path, .readOnly) } catch { throw .io(error) }
-            let size = try SegmentScanner.read(file, into: &buffer)
-            let bytes = UnsafeRawBufferPointer(rebasing: buffer[0..<size])
-            do {
-                try SegmentScanner.checkHeader(bytes, sequence: sequence, path: path)
-            } catch {
-                summary.corruption = error
+            if let sequence = WALFormat.segmentSequence(fromName: name) {
+                sequences.append(sequence)
+            } else if !name.hasSuffix(".wal.tmp") {
+                summary.corruption = .foreignFile(file: "\(directory)/\(name)", reason: "not a WAL segment name")
                 return summary
             }
-            summary.segments += 1
-            summary.bytes += size
-            if let (file, offset, reason) = damagedAt {
-                if SegmentScanner.laterBatch(in: bytes, after: WALFormat.segmentHeaderSize - 1, above: lastGood) != nil
-                {
-                    summary.corruption = .corrupt(file: file, offset: UInt64(offset), reason: reason)
-                    return summary
-                }
-                continue
+        }
+        sequences.sort()
+        var open: [UInt64: DiskFile] = [:]
+        let path = { (sequence: UInt64) in "\(directory)/\(WALFormat.segmentName(sequence))" }
+        func file(_ sequence: UInt64) throws(WALError) -> DiskFile {
+            if let file = open[sequence] { return file }
+            do {
+                let file = try DiskFile.open(path(sequence), .readOnly)
+                open[sequence] = file
+                return file
+            } catch {
+                throw .io(error)
             }
-            let outcome = SegmentScanner.scan(bytes, expected: &expected) { batch, bytes in
-                summary.batches += 1
-                lastGood = batch.header.sequence
-                SegmentScanner.replay(batch, bytes, segment: sequence, into: &table)
+        }
+        let outcome: Result<SegmentWalk, WALError> = Result { () throws(WALError) in
+            try SegmentWalk.run(
+                sequences: sequences, path: path,
+                file: file,
+                bufferSize: 1 << 20
+            ) { batch, _, sequence in
                 for (header, offset) in batch.records {
-                    summary.records += 1
                     summary.recordsByType[header.type, default: 0] += 1
                     visit(
                         Record(
-                            segment: name, offset: offset, batch: batch.header.sequence, type: header.type,
-                            group: header.group, term: header.term, index: header.index, kind: header.kind,
-                            length: header.length))
+                            segment: WALFormat.segmentName(sequence), offset: offset, batch: batch.header.sequence,
+                            type: header.type, group: header.group, term: header.term, index: header.index,
+                            kind: header.kind, length: header.length))
                 }
-            }
-            if case .damaged(let end, let reason, _) = outcome {
-                if let later = SegmentScanner.laterBatch(in: bytes, after: end, above: lastGood) {
-                    summary.corruption = .corrupt(
-                        file: path, offset: UInt64(end), reason: "\(reason); a valid batch follows at offset \(later)")
-                    return summary
-                }
-                damagedAt = (path, end, reason)
             }
         }
-        if let (file, offset, reason) = damagedAt { summary.tornTail = (file, offset, reason) }
-        summary.groups = table.groups.count
-        summary.entries = table.groups.values.reduce(0) { $0 + $1.locations.count }
+        switch outcome {
+        case .success(let walk):
+            summary.segments = walk.report.segments
+            summary.batches = walk.report.batches
+            summary.records = walk.report.records
+            summary.bytes = walk.report.bytesScanned
+            summary.groups = walk.table.groups.count
+            summary.entries = walk.table.groups.values.reduce(0) { $0 + $1.locations.count }
+            if let torn = walk.torn { summary.tornTail = (torn.path, torn.end, torn.reason) }
+        case .failure(.io(let error)):
+            throw .io(error)
+        case .failure(let error):
+            summary.corruption = error
+        }
         return summary
     }
 }

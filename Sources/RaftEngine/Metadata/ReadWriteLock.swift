@@ -1,3 +1,5 @@
+import CRaftIO
+
 #if canImport(Glibc)
     import Glibc
 #elseif canImport(Musl)
@@ -9,9 +11,12 @@
 final class ReadWriteLock: @unchecked Sendable {
     private let lock: UnsafeMutablePointer<pthread_rwlock_t>
 
-    init() {
+    /// - Parameter preferWriters: a waiting exclusive holder blocks new shared holders
+    ///   (glibc prefers readers by default, which can starve a writer for ever). Shared
+    ///   holds must then never nest.
+    init(preferWriters: Bool = false) {
         lock = .allocate(capacity: 1)
-        precondition(pthread_rwlock_init(lock, nil) == 0, "pthread_rwlock_init failed")
+        precondition(craft_rwlock_init(lock, preferWriters ? 1 : 0) == 0, "pthread_rwlock_init failed")
     }
 
     deinit {
