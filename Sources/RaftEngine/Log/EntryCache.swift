@@ -16,7 +16,26 @@ struct EntryCache {
         var headOffset = 0  // entries[..<headOffset] are evicted (lazy removal)
 
         var firstLive: LogIndex { LogIndex(first.rawValue + UInt64(headOffset)) }
+        var next: LogIndex { LogIndex(first.rawValue + UInt64(entries.count)) }
         var count: Int { entries.count - headOffset }
+
+        /// Evicts the oldest live entry; returns its size. The payload is released at once.
+        mutating func evictFirst() -> Int {
+            let size = entries[headOffset].payload.count + 64
+            entries[headOffset].payload = []
+            headOffset += 1
+            compactIfSparse()
+            return size
+        }
+
+        /// Drops evicted slots once they are most of the array.
+        mutating func compactIfSparse() {
+            if headOffset > 64 && headOffset * 2 > entries.count {
+                entries.removeFirst(headOffset)
+                first = LogIndex(first.rawValue + UInt64(headOffset))
+                headOffset = 0
+            }
+        }
     }
 
     let capacityBytes: Int
@@ -37,18 +56,23 @@ struct EntryCache {
     mutating func add(_ group: GroupID, _ entry: WALEntry) {
         guard capacityBytes > 0 else { return }
         let size = entry.payload.count + 64
-        if let run = groups[group] {
-            let next = LogIndex(run.first.rawValue + UInt64(run.entries.count))
-            if entry.index != next {
+        // Dictionary positions and `values[i]` mutate runs in place: one hash per add in the
+        // common case (the entry extends the group's run).
+        if let i = groups.index(forKey: group) {
+            let next = groups.values[i].next
+            if entry.index == next {
+                groups.values[i].entries.append(entry)
+            } else {
                 // An overwrite inside the run keeps the entries before it; anything else
                 // (a gap, or an overwrite before the run) starts a new run.
-                drop(group, from: entry.index > run.firstLive && entry.index < next ? entry.index : .zero)
+                let firstLive = groups.values[i].firstLive
+                drop(group, from: entry.index > firstLive && entry.index < next ? entry.index : .zero)
+                if let j = groups.index(forKey: group) {
+                    groups.values[j].entries.append(entry)
+                } else {
+                    groups[group] = Run(first: entry.index, entries: [entry])
+                }
             }
-        }
-        if var run = groups[group] {
-            groups[group] = nil  // keep the array uniquely referenced while appending
-            run.entries.append(entry)
-            groups[group] = run
         } else {
             groups[group] = Run(first: entry.index, entries: [entry])
         }
@@ -98,7 +122,7 @@ struct EntryCache {
         for e in run.entries[run.headOffset...upTo] { bytes -= e.payload.count + 64 }
         count -= upTo + 1 - run.headOffset
         run.headOffset = upTo + 1
-        compactIfSparse(&run)
+        run.compactIfSparse()
         groups[group] = run
     }
 
@@ -107,16 +131,11 @@ struct EntryCache {
             let (group, index, _) = order[orderHead]
             orderHead += 1
             // Only the oldest live entry of a run can be evicted from the front.
-            if var run = groups[group], run.count > 0, run.firstLive == index {
-                groups[group] = nil
-                bytes -= run.entries[run.headOffset].payload.count + 64
-                count -= 1
-                run.headOffset += 1
-                if run.count > 0 {
-                    compactIfSparse(&run)
-                    groups[group] = run
-                }
-            }
+            guard let i = groups.index(forKey: group), groups.values[i].count > 0, groups.values[i].firstLive == index
+            else { continue }
+            bytes -= groups.values[i].evictFirst()
+            count -= 1
+            if groups.values[i].count == 0 { groups.remove(at: i) }
         }
         if orderHead > 4096 && orderHead * 2 > order.count {
             order.removeFirst(orderHead)
@@ -131,13 +150,5 @@ struct EntryCache {
             return item.1 >= run.firstLive && item.1.rawValue < run.first.rawValue + UInt64(run.entries.count)
         }
         orderHead = 0
-    }
-
-    private func compactIfSparse(_ run: inout Run) {
-        if run.headOffset > 64 && run.headOffset * 2 > run.entries.count {
-            run.entries.removeFirst(run.headOffset)
-            run.first = LogIndex(run.first.rawValue + UInt64(run.headOffset))
-            run.headOffset = 0
-        }
     }
 }

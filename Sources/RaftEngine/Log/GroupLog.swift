@@ -90,6 +90,11 @@ struct GroupLog {
         }
     }
 
+    mutating func setHardState(_ state: WALHardState, at location: RecordLocation) {
+        hardState = state
+        hardStateAt = location
+    }
+
     /// Drops the entries from `index` on.
     mutating func truncate(from index: LogIndex) {
         guard index <= lastIndex else { return }

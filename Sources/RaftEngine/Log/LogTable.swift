@@ -18,9 +18,8 @@ struct LogTable {
                 at: EntryLocation(segment: location.segment, offset: location.offset, length: UInt32(header.length)),
                 replaying: replaying)
         case .hardState:
-            groups[group, default: GroupLog()].hardState = WALHardState(
-                term: header.term, vote: vote, commit: header.index)
-            groups[group, default: GroupLog()].hardStateAt = location
+            groups[group, default: GroupLog()].setHardState(
+                WALHardState(term: header.term, vote: vote, commit: header.index), at: location)
         case .truncate:
             groups[group]?.truncate(from: header.index)
         case .compact:
