@@ -186,6 +186,62 @@ func groupCommit(
     )
 }
 
+/// The node host's pattern: every turn is ONE append carrying one entry for each group of
+/// its half of the groups; two turns in flight (while one is durable-pending, the next is
+/// assembled), the next turn issued when one completes.
+func hostTurns(
+    _ options: Options
+) throws -> (perSecond: Double, fsyncs: Double, perFsync: Double, p50: Double, p99: Double) {
+    let path = "\(options.directory)/wal"
+    freshDirectory(path)
+    var walOptions = SharedLog.Options()
+    walOptions.ioBackend = options.backend
+    walOptions.onFatal = { error in fail("WAL stopped: \(error)") }
+    let log = try SharedLog(directory: path, options: walOptions)
+    let payload = [UInt8](repeating: 0x5A, count: options.entrySize)
+    let halves = [Array(stride(from: 0, to: options.groups, by: 2)), Array(stride(from: 1, to: options.groups, by: 2))]
+    let state = Mutex<(next: [UInt64], latencies: [Double], entries: Int, outstanding: Int)>(
+        (Array(repeating: 0, count: options.groups), [], 0, 0))
+    let deadline = now() + options.seconds
+    let start = now()
+    @Sendable func turn(_ half: Int) {
+        let writes: [GroupWrite] = state.withLock { s in
+            s.outstanding += 1
+            return halves[half].map { g in
+                s.next[g] += 1
+                return GroupWrite(
+                    group: GroupID(UInt64(g + 2)),
+                    entries: [WALEntry(term: Term(1), index: LogIndex(s.next[g]), payload: payload)])
+            }
+        }
+        let issued = now()
+        log.append(writes) { result in
+            if case .failure(let error) = result { fail("append failed: \(error)") }
+            let done = now()
+            let again: Bool = state.withLock { s in
+                s.outstanding -= 1
+                s.latencies.append((done - issued) * 1e6)
+                s.entries += writes.count
+                return done < deadline
+            }
+            if again { turn(half) }
+        }
+    }
+    turn(0)
+    turn(1)
+    while state.withLock({ $0.outstanding }) > 0 { usleep(2000) }
+    let elapsed = now() - start
+    let stats = log.statistics
+    log.close()
+    freshDirectory(path)
+    let (latencies, entries) = state.withLock { ($0.latencies.sorted(), $0.entries) }
+    return (
+        Double(entries) / elapsed, Double(stats.fdatasyncs) / elapsed,
+        Double(stats.entries) / Double(max(stats.fdatasyncs, 1)), percentile(latencies, 0.5),
+        percentile(latencies, 0.99)
+    )
+}
+
 func recovery(
     _ options: Options
 ) throws -> (
@@ -258,6 +314,14 @@ do {
         ]
         print(line.joined())
     }
+    let h = try hostTurns(options)
+    print("")
+    print(
+        "host turns: one append per turn carrying one entry for each of \(options.groups / 2) groups, 2 turns in flight"
+    )
+    print(
+        "           \(format(h.perSecond)) appends/s, \(format(h.fsyncs)) fsyncs/s, \(format(h.perFsync, 1)) entries/fsync, turn latency p50 \(format(h.p50)) µs, p99 \(format(h.p99)) µs, \(format(h.perSecond / base.perSecond, 1)) × baseline"
+    )
     if options.recoveryMiB > 0 {
         print("")
         let r = try recovery(options)
