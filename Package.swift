@@ -11,6 +11,7 @@ let package = Package(
         .executable(name: "raftd", targets: ["raftd"]),
         .library(name: "RaftEngine", targets: ["RaftEngine"]),
         .library(name: "RaftConsensus", targets: ["RaftConsensus"]),
+        .library(name: "RaftSimulation", targets: ["RaftSimulation"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
@@ -34,6 +35,13 @@ let package = Package(
             name: "RaftConsensus",
             path: "Sources/RaftEngine/Consensus"
         ),
+        // The deterministic cluster simulator and linearizability checker: library code, so
+        // that `raftd simulate` and the tests share it. Standard library only.
+        .target(
+            name: "RaftSimulation",
+            dependencies: ["RaftConsensus"],
+            path: "Sources/RaftSimulation"
+        ),
         .target(
             name: "RaftEngine",
             dependencies: [
@@ -47,6 +55,7 @@ let package = Package(
             name: "raftd",
             dependencies: [
                 "RaftEngine",
+                "RaftSimulation",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]
@@ -61,6 +70,20 @@ let package = Package(
             name: "WALBench",
             dependencies: ["RaftEngine", "RaftConsensus", "BenchSupport"],
             path: "Benchmarks/WALBench"
+        ),
+        .executableTarget(
+            name: "ConsensusBench",
+            dependencies: ["RaftConsensus"],
+            path: "Benchmarks/ConsensusBench"
+        ),
+        .testTarget(
+            name: "RaftConsensusTests",
+            dependencies: ["RaftConsensus"],
+            exclude: ["testdata"]
+        ),
+        .testTarget(
+            name: "RaftSimulationTests",
+            dependencies: ["RaftConsensus", "RaftSimulation"]
         ),
         .testTarget(
             name: "RaftEngineTests",

@@ -12,8 +12,9 @@ swift format lint --strict --recursive Package.swift Sources Tests Benchmarks
 echo "==> swift build (all targets, tests included)"
 swift build --build-tests
 
-echo "==> raftd io-probe (smoke)"
+echo "==> raftd io-probe, raftd simulate (smoke)"
 "$(swift build --show-bin-path)/raftd" io-probe --directory "${TMPDIR:-/tmp}"
+"$(swift build --show-bin-path)/raftd" simulate --seeds 20 --seed 1000000
 
 echo "==> swift test"
 swift test --skip-build

@@ -7,11 +7,11 @@ struct RaftdCommand: ParsableCommand {
         commandName: "raftd",
         abstract: "A multi-Raft replication engine for storage nodes hosting thousands of Git repository partitions.",
         discussion: """
-            Subcommands that exist today: io-probe, wal verify, wal dump. The cluster (serve, demo, simulate, \
-            cluster/partition admin) arrives with the consensus, log, host and daemon issues; \
-            see docs/ROADMAP in the repository.
+            Subcommands that exist today: io-probe, wal verify, wal dump, simulate. The cluster (serve, demo, \
+            cluster/partition admin) arrives with the node host and daemon issues; \
+            see docs/ROADMAP.md in the repository.
             """,
-        subcommands: [IOProbeCommand.self, WALCommand.self]
+        subcommands: [IOProbeCommand.self, WALCommand.self, SimulateCommand.self]
     )
 }
 

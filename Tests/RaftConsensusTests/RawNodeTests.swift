@@ -1,0 +1,181 @@
+import Testing
+
+@testable import RaftConsensus
+
+/// Drives one RawNode's Ready cycle against its MemoryStorage and returns the Ready.
+@discardableResult
+private func handle(_ node: RawNode, _ storage: MemoryStorage) -> Ready {
+    let rd = node.ready()
+    if let s = rd.snapshot { storage.applySnapshot(s) }
+    storage.append(rd.entries)
+    if let hs = rd.hardState { storage.setHardState(hs) }
+    for e in rd.committedEntries {
+        if case .confChange(let cc) = e.payload { node.applyConfChange(cc) }
+    }
+    node.advance(rd)
+    return rd
+}
+
+private func makeNode(
+    _ id: MemberID, voters: [MemberID], learners: [MemberID] = [],
+    configure: (inout RaftConfig) -> Void = { _ in }
+) -> (RawNode, MemoryStorage) {
+    let storage = MemoryStorage(confState: ConfState(voters: voters, learners: learners))
+    var cfg = RaftConfig(id: id)
+    configure(&cfg)
+    return (RawNode(config: cfg, storage: storage), storage)
+}
+
+@Test("Consensus: ready: a single voter commits only after its own write is durable")
+func singleVoterCommitsAfterPersist() {
+    let (node, storage) = makeNode(1, voters: [1])
+    node.campaign()
+    let rd = node.ready()
+    #expect(rd.softState?.role == .leader)
+    #expect(rd.hardState == HardState(term: 1, vote: 1, commit: 0))
+    #expect(rd.entries.count == 1 && rd.mustSync)
+    #expect(rd.committedEntries.isEmpty, "nothing may commit before the leader's own persist")
+    storage.append(rd.entries)
+    storage.setHardState(rd.hardState!)
+    node.advance(rd)
+    #expect(node.hasReady)
+    let rd2 = handle(node, storage)
+    #expect(rd2.committedEntries.map(\.index) == [1])
+    #expect(node.status.commit == 1 && node.status.applied == 1)
+    #expect(!node.hasReady)
+}
+
+@Test("Consensus: ready: leader traffic in a term not yet durable waits for the persist")
+func leaderMessagesWaitForDurableTerm() {
+    // Single voter plus a learner: the leader wins instantly, before term 1 is persisted.
+    let (node, storage) = makeNode(1, voters: [1], learners: [2])
+    node.campaign()
+    let rd = handle(node, storage)
+    #expect(rd.messages.isEmpty)
+    #expect(rd.messagesAfterPersist.map(\.kind) == [.append])
+    // Once term 1 is durable, appends may leave before the entries' own persist.
+    node.step(Message(kind: .appendResponse, from: 2, to: 1, term: 1, index: 1))
+    handle(node, storage)
+    node.propose(Array("x".utf8))
+    let rd2 = node.ready()
+    #expect(rd2.messages.map(\.kind) == [.append] && rd2.messagesAfterPersist.isEmpty)
+    node.advance(rd2)
+}
+
+@Test("Consensus: ready: votes and acknowledgements are never sent before the persist")
+func votesAfterPersist() {
+    let (node, storage) = makeNode(2, voters: [1, 2, 3])
+    node.step(Message(kind: .vote, from: 1, to: 2, term: 5, logTerm: 0, index: 0))
+    let rd = handle(node, storage)
+    #expect(rd.hardState?.vote == 1 && rd.hardState?.term == 5)
+    #expect(rd.messages.isEmpty)
+    #expect(
+        rd.messagesAfterPersist.count == 1 && rd.messagesAfterPersist[0].kind == .voteResponse
+            && !rd.messagesAfterPersist[0].reject)
+    // A second candidate in the same term is refused: one vote per term.
+    node.step(Message(kind: .vote, from: 3, to: 2, term: 5, logTerm: 9, index: 9))
+    let rd2 = handle(node, storage)
+    #expect(rd2.messagesAfterPersist.first?.reject == true)
+    node.step(
+        Message(
+            kind: .append, from: 1, to: 2, term: 5, logTerm: 0, index: 0,
+            entries: [Entry(term: 5, index: 1, payload: .normal([1]))], commit: 0))
+    let rd3 = handle(node, storage)
+    #expect(rd3.messages.isEmpty && rd3.messagesAfterPersist.map(\.kind) == [.appendResponse])
+    #expect(rd3.messagesAfterPersist[0].index == 1)
+}
+
+@Test("Consensus: proposals: dropped requests are values with a reason")
+func droppedProposals() {
+    let (follower, _) = makeNode(2, voters: [1, 2, 3])
+    #expect(follower.propose([1]) == .dropped(.notLeader(knownLeader: .none)))
+    follower.step(Message(kind: .heartbeat, from: 1, to: 2, term: 1, commit: 0))
+    #expect(follower.propose([1]) == .dropped(.notLeader(knownLeader: 1)))
+    #expect(follower.readIndex(context: [1]) == .forwarded(to: 1))
+
+    let (leader, storage) = makeNode(1, voters: [1]) { $0.maxUncommittedEntriesSize = 10 }
+    leader.campaign()
+    handle(leader, storage)
+    #expect(leader.propose([UInt8](repeating: 0, count: 8)) == .appended(index: 2, term: 1))
+    #expect(leader.propose([UInt8](repeating: 0, count: 8)) == .dropped(.uncommittedLimitExceeded))
+    #expect(leader.proposeConfChange(ConfChange([.remove(1)])) == .dropped(.invalidConfChange(.removesAllVoters)))
+    #expect(leader.transferLeadership(to: 1) == .dropped(.ignored))
+    #expect(leader.propose(batch: []) == .dropped(.ignored))
+}
+
+@Test("Consensus: config: lease reads without CheckQuorum are rejected by validation")
+func configValidation() {
+    var cfg = RaftConfig(id: 1)
+    #expect(cfg.validate() == nil)
+    cfg.readOnlyOption = .leaseBased
+    cfg.checkQuorum = false
+    #expect(cfg.validate() != nil)
+    cfg.checkQuorum = true
+    cfg.electionTick = 1
+    #expect(cfg.validate() != nil)
+    #expect(RaftConfig(id: .none).validate() != nil)
+}
+
+@Test("Consensus: election: randomized timeouts are deterministic per seed and within [n, 2n)")
+func randomizedTimeouts() {
+    func firstCampaignTick(seed: UInt64) -> Int {
+        let (node, _) = makeNode(1, voters: [1, 2, 3]) {
+            $0.seed = seed; $0.preVote = false
+        }
+        for t in 1...100 {
+            node.tick()
+            if node.status.role == .candidate { return t }
+        }
+        return -1
+    }
+    let ticks = (0..<UInt64(20)).map(firstCampaignTick)
+    #expect(ticks.allSatisfy { (10..<20).contains($0) }, "\(ticks)")
+    #expect(Set(ticks).count > 1, "jitter must vary with the seed")
+    #expect(ticks == (0..<UInt64(20)).map(firstCampaignTick))
+}
+
+@Test("Consensus: describe: stable text for entries, messages and progress")
+func describeFormats() {
+    #expect(Entry(term: 2, index: 5, payload: .normal(Array("hi".utf8))).description == "5@2 \"hi\"")
+    #expect(Entry(term: 2, index: 6, payload: .normal([0, 255])).description == "6@2 0x00ff")
+    #expect(
+        Entry(
+            term: 3, index: 7, payload: .confChange(ConfChange([.addVoter(4), .remove(2)], transition: .jointExplicit))
+        ).description
+            == "7@3 conf(v4 r2 joint-explicit)")
+    let m = Message(
+        kind: .appendResponse, from: 2, to: 1, term: 4, logTerm: 1, index: 9, commit: 3, reject: true, rejectHint: 6)
+    #expect(m.description == "2->1 appResp t4 reject idx=9 hint=6@1 commit=3")
+    var pr = Progress(next: 4, inflights: Inflights(capacity: 2, maxBytes: 0), isLearner: true)
+    pr.becomeReplicate()
+    #expect(pr.description == "replicate match=0 next=1 learner")
+}
+
+@Test("Consensus: snapshot: stale snapshots are refused, matching ones fast-forward the commit")
+func snapshotRejectPaths() {
+    let (node, storage) = makeNode(2, voters: [1, 2, 3])
+    let ents = (1...5).map { Entry(term: 1, index: LogIndex(UInt64($0)), payload: .normal([UInt8($0)])) }
+    node.step(Message(kind: .append, from: 1, to: 2, term: 1, logTerm: 0, index: 0, entries: ents, commit: 3))
+    handle(node, storage)
+    #expect(node.status.commit == 3)
+    func snap(_ i: UInt64, _ t: UInt64) -> Snapshot {
+        Snapshot(
+            metadata: SnapshotMetadata(index: LogIndex(i), term: Term(t), confState: ConfState(voters: [1, 2, 3])),
+            data: [7])
+    }
+    // Stale: at or below our commit. Answered with our commit, nothing installed.
+    node.step(Message(kind: .snapshot, from: 1, to: 2, term: 1, snapshot: snap(2, 1)))
+    var rd = handle(node, storage)
+    #expect(rd.snapshot == nil)
+    #expect(rd.messagesAfterPersist.map(\.index) == [3])
+    // Our log already has entry 5@1: just commit through it, no install.
+    node.step(Message(kind: .snapshot, from: 1, to: 2, term: 1, snapshot: snap(5, 1)))
+    rd = handle(node, storage)
+    #expect(rd.snapshot == nil && node.status.commit == 5)
+    // A snapshot past our log replaces it.
+    node.step(Message(kind: .snapshot, from: 1, to: 2, term: 1, snapshot: snap(9, 1)))
+    rd = handle(node, storage)
+    #expect(rd.snapshot?.metadata.index == 9)
+    #expect(rd.messagesAfterPersist.map(\.index) == [9])
+    #expect(node.status.lastIndex == 9 && node.status.applied == 9 && storage.firstIndex == 10)
+}
