@@ -94,6 +94,9 @@ final class SegmentCursor {
         return file
     }
 
+    /// Whether reserving `length` more bytes starts a new segment (closing this one).
+    func wouldRotate(_ length: UInt64) -> Bool { offset + length > segmentSize }
+
     /// The offset for `length` more bytes, rolling to a new segment when needed.
     func reserve(_ length: UInt64) throws -> UInt64 {
         if offset + length > segmentSize {
@@ -172,12 +175,11 @@ func runBatched(
         if pending.count == inFlight { try completeOldest() }
         let t0 = now()
         let bytes = UInt64(batch * payload.count)
-        let previousFile = cursor.file
-        let first = try cursor.reserve(bytes)
-        if cursor.file !== previousFile {
-            // Never leave a batch in flight against a segment that is being replaced.
+        // Never leave a batch in flight against a segment that is being replaced.
+        if cursor.wouldRotate(bytes) {
             while !pending.isEmpty { try completeOldest() }
         }
+        let first = try cursor.reserve(bytes)
         let writes = (0..<batch).map {
             PositionedWrite(offset: first + UInt64($0 * payload.count), bytes: payload)
         }

@@ -168,6 +168,10 @@ public final class BatchWriter {
                 continue
             }
             if batch.sync, let result = batch.syncResult, result < 0 {
+                precondition(
+                    result != -Int64(EBADF) && result != -Int64(EFAULT),
+                    "fdatasync \(batch.file.path): \(IOError.errnoName(Int32(-result))) means a raftd bug (bad descriptor)"
+                )
                 let failure = IOError("fdatasync", path: batch.file.path, code: Int32(-result))
                 stoppedBy = failure
                 throw failure

@@ -57,15 +57,18 @@ extension SharedLog {
             return found.sorted { ($0.2, $0.0) < ($1.2, $1.0) }
         }
         guard !candidates.isEmpty else { return false }
-        // A group too large to move in one batch keeps the oldest segment pinned whatever
-        // else moves: only compacting (snapshotting) it helps.
-        if let (group, _, bytes) = candidates.last, bytes > options.maxBatchBytes {
+        // Moving groups forward pays only when what moves is small next to what it frees:
+        // at most half a segment of live log to free a whole segment. Above that the log
+        // is simply this big (groups not compacted); copying it would only churn the disk.
+        let pinnedBytes = candidates.reduce(0) { $0 + $1.2 }
+        if pinnedBytes > options.segmentSize / 2 {
             if budgetWarningSegments != segments.sequences.count {
                 budgetWarningSegments = segments.sequences.count
                 logger.warning(
-                    "WAL above its segment budget: a group with too much uncompacted log pins the oldest segment; compact (snapshot) it",
+                    "WAL above its segment budget, but the groups pinning the oldest segment hold too much uncompacted log to move; compact (snapshot) them",
                     metadata: [
-                        "segments": "\(segments.sequences.count)", "group": "\(group)", "bytes": "\(bytes)",
+                        "segments": "\(segments.sequences.count)", "groups": "\(candidates.count)",
+                        "bytes": "\(pinnedBytes)",
                     ])
             }
             return false

@@ -63,6 +63,7 @@ extension SharedLog {
         writerThread.store(UInt(pthread_self()), ordering: .releasing)
         var inFlight: (batch: PreparedBatch, ticket: BatchTicket)?
         while true {
+            let closing = lock.withLock { isClosing }
             var next: PreparedBatch?
             if !compactionPending {
                 guard let taken = takeRequests(waitForWork: inFlight == nil) else {
@@ -115,7 +116,7 @@ extension SharedLog {
                 compactionOwed = false
                 compactionPending = true
             }
-            if (compactionPending || compactionOwed) && next == nil && inFlight == nil {
+            if (compactionPending || compactionOwed) && next == nil && inFlight == nil && !closing {
                 guard runCompactionRound() else { return }
             }
         }
@@ -137,7 +138,8 @@ extension SharedLog {
                 lock.wait()
             }
             if queueHead == queue.count {
-                return isClosing && waitForWork && !compactionOwed ? nil : []
+                // Closing: owed compaction is dropped (it is only an optimisation).
+                return isClosing && waitForWork ? nil : []
             }
             if options.maxBatchDelayMicroseconds > 0 && waitForWork {
                 // An idle disk: give concurrent writers a moment to join this batch (every
