@@ -42,7 +42,7 @@ struct SharedLogTests {
                     GroupWrite(
                         group: GroupID(UInt64(g)),
                         entries: (1...3).map { entry(UInt64(round * 3 + $0), term: 1) },
-                        hardState: WALHardState(
+                        hardState: HardState(
                             term: Term(1), vote: MemberID(UInt64(g)), commit: LogIndex(UInt64(round * 3))))
                 }
                 try log.append(writes)
@@ -58,7 +58,7 @@ struct SharedLogTests {
             #expect(log.firstIndex(of: group) == LogIndex(1))
             #expect(log.lastIndex(of: group) == LogIndex(15))
             #expect(
-                log.hardState(of: group) == WALHardState(term: Term(1), vote: MemberID(UInt64(g)), commit: LogIndex(12))
+                log.hardState(of: group) == HardState(term: Term(1), vote: MemberID(UInt64(g)), commit: LogIndex(12))
             )
             let entries = try log.entries(of: group, from: LogIndex(1), to: LogIndex(16), maxBytes: .max)
             #expect(entries == (1...15).map { entry(UInt64($0), term: 1) })
@@ -235,7 +235,7 @@ struct SharedLogTests {
             try log.append([
                 GroupWrite(
                     group: quiet, entries: [entry(1, term: 3), entry(2, term: 3)],
-                    hardState: WALHardState(term: Term(3), vote: MemberID(1), commit: LogIndex(2)))
+                    hardState: HardState(term: Term(3), vote: MemberID(1), commit: LogIndex(2)))
             ])
             try log.compact(group: quiet, upTo: LogIndex(1), term: Term(3))
             for i in 1...400 {
@@ -251,7 +251,7 @@ struct SharedLogTests {
         }
         let log = try SharedLog(directory: dir.path, options: options)
         defer { log.close() }
-        #expect(log.hardState(of: quiet) == WALHardState(term: Term(3), vote: MemberID(1), commit: LogIndex(2)))
+        #expect(log.hardState(of: quiet) == HardState(term: Term(3), vote: MemberID(1), commit: LogIndex(2)))
         #expect(log.firstIndex(of: quiet) == LogIndex(2))
         #expect(try log.term(of: quiet, at: LogIndex(1)) == Term(3))
         #expect(try log.entries(of: quiet, from: LogIndex(2), to: LogIndex(3), maxBytes: .max) == [entry(2, term: 3)])

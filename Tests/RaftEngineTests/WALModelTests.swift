@@ -9,7 +9,7 @@ private struct ModelGroup {
     var base: UInt64 = 0
     var baseTerm: UInt64 = 0
     var entries: [WALEntry] = []  // base + 1 ...
-    var hardState: WALHardState?
+    var hardState: HardState?
 
     var last: UInt64 { base + UInt64(entries.count) }
     var lastTerm: UInt64 { entries.last.map { $0.term.rawValue } ?? baseTerm }
@@ -61,7 +61,7 @@ struct WALModelTests {
                 }
                 let hardState =
                     roll % 3 == 0
-                    ? WALHardState(term: Term(term), vote: MemberID(rng.next() % 4), commit: LogIndex(first)) : nil
+                    ? HardState(term: Term(term), vote: MemberID(rng.next() % 4), commit: LogIndex(first)) : nil
                 try log.append([GroupWrite(group: group, entries: entries, hardState: hardState)])
                 m.entries.removeSubrange(Int(first - m.base - 1)...)
                 m.entries += entries

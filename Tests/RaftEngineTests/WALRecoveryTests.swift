@@ -181,7 +181,7 @@ struct WALInspectorTests {
             try log.append([
                 GroupWrite(
                     group: GroupID(3), entries: [entry(1, term: 1)],
-                    hardState: WALHardState(term: Term(1), vote: MemberID(1), commit: LogIndex(1)))
+                    hardState: HardState(term: Term(1), vote: MemberID(1), commit: LogIndex(1)))
             ])
             try log.compact(group: GroupID(2), upTo: LogIndex(2), term: Term(1))
         }

@@ -27,7 +27,7 @@ struct GroupLog {
     var locations: [EntryLocation] = []
     var runStarts: [LogIndex] = []
     var runTerms: [Term] = []
-    var hardState: WALHardState?
+    var hardState: HardState?
     var hardStateAt: RecordLocation?
     var compactAt: RecordLocation?
 
@@ -90,7 +90,7 @@ struct GroupLog {
         }
     }
 
-    mutating func setHardState(_ state: WALHardState, at location: RecordLocation) {
+    mutating func setHardState(_ state: HardState, at location: RecordLocation) {
         hardState = state
         hardStateAt = location
     }

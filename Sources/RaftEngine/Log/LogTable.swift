@@ -19,7 +19,7 @@ struct LogTable {
                 replaying: replaying)
         case .hardState:
             groups[group, default: GroupLog()].setHardState(
-                WALHardState(term: header.term, vote: vote, commit: header.index), at: location)
+                HardState(term: header.term, vote: vote, commit: header.index), at: location)
         case .truncate:
             groups[group]?.truncate(from: header.index)
         case .compact:

@@ -205,7 +205,7 @@ public final class SharedLog: @unchecked Sendable {
         lock.withLock { table.groups[group]?.lastIndex ?? .zero }
     }
 
-    public func hardState(of group: GroupID) -> WALHardState? {
+    public func hardState(of group: GroupID) -> HardState? {
         lock.withLock { table.groups[group]?.hardState }
     }
 

@@ -16,21 +16,6 @@ public struct WALEntry: Equatable, Sendable {
     }
 }
 
-/// A group's durable vote and term, and the commit index it knew.
-public struct WALHardState: Equatable, Sendable, CustomStringConvertible {
-    public var term: Term
-    public var vote: MemberID
-    public var commit: LogIndex
-
-    public init(term: Term, vote: MemberID, commit: LogIndex) {
-        self.term = term
-        self.vote = vote
-        self.commit = commit
-    }
-
-    public var description: String { "term=\(term) vote=\(vote) commit=\(commit)" }
-}
-
 /// What one group writes in one turn: new entries (possibly replacing a conflicting suffix)
 /// and/or a new hard state. Durable together with everything else in its batch.
 public struct GroupWrite: Sendable {
@@ -38,9 +23,9 @@ public struct GroupWrite: Sendable {
     /// Consecutive indexes. If the first index is at or below the group's last index, the
     /// log from that index on is replaced (a truncation record is written first).
     public var entries: [WALEntry]
-    public var hardState: WALHardState?
+    public var hardState: HardState?
 
-    public init(group: GroupID, entries: [WALEntry] = [], hardState: WALHardState? = nil) {
+    public init(group: GroupID, entries: [WALEntry] = [], hardState: HardState? = nil) {
         self.group = group
         self.entries = entries
         self.hardState = hardState
