@@ -53,16 +53,7 @@ extension Raft {
 
     /// Dry-runs a conf change against the current configuration.
     func validate(_ cc: ConfChange) -> ConfChangeError? {
-        var changer = ConfChanger(tracker: tracker, lastIndex: log.lastIndex)
-        let result: ConfChanger.Outcome
-        if cc.isLeaveJoint {
-            result = changer.leaveJoint()
-        } else if cc.entersJoint.joint {
-            result = changer.enterJoint(autoLeave: cc.entersJoint.autoLeave, cc.changes)
-        } else {
-            result = changer.simple(cc.changes)
-        }
-        if case .failure(let e) = result { return e }
+        if case .failure(let e) = outcome(of: cc) { return e }
         return nil
     }
 

@@ -1,18 +1,18 @@
 extension Raft {
+    /// What `cc` would make of the current configuration (validation and apply agree by
+    /// construction: both ask this).
+    func outcome(of cc: ConfChange) -> ConfChanger.Outcome {
+        var changer = ConfChanger(tracker: tracker, lastIndex: log.lastIndex)
+        if cc.isLeaveJoint { return changer.leaveJoint() }
+        if cc.entersJoint.joint { return changer.enterJoint(autoLeave: cc.entersJoint.autoLeave, cc.changes) }
+        return changer.simple(cc.changes)
+    }
+
     /// Applies a committed conf change and returns the resulting membership. Invalid changes
     /// (impossible if proposed through this core) leave the configuration unchanged on every
     /// replica alike, keeping replicas deterministic.
     func applyConfChange(_ cc: ConfChange) -> ConfState {
-        var changer = ConfChanger(tracker: tracker, lastIndex: log.lastIndex)
-        let result: ConfChanger.Outcome
-        if cc.isLeaveJoint {
-            result = changer.leaveJoint()
-        } else if cc.entersJoint.joint {
-            result = changer.enterJoint(autoLeave: cc.entersJoint.autoLeave, cc.changes)
-        } else {
-            result = changer.simple(cc.changes)
-        }
-        guard case .success(let (cfg, prs)) = result else { return tracker.config.confState }
+        guard case .success(let (cfg, prs)) = outcome(of: cc) else { return tracker.config.confState }
         tracker.apply(config: cfg, progress: prs)
         guard role == .leader else { return cfg.confState }
         if tracker.progress(id).map({ $0.isLearner }) ?? true {
