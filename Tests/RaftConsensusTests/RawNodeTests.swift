@@ -179,3 +179,41 @@ func snapshotRejectPaths() {
     #expect(rd.messagesAfterPersist.map(\.index) == [9])
     #expect(node.status.lastIndex == 9 && node.status.applied == 9 && storage.firstIndex == 10)
 }
+
+@Test("Consensus: quiesce: a vote request the lease drops still wakes a quiesced follower")
+func leaseDroppedVoteWakesQuiescedFollower() {
+    let (node, storage) = makeNode(2, voters: [1, 2, 3])
+    node.step(Message(kind: .heartbeat, from: 1, to: 2, term: 1))
+    handle(node, storage)
+    node.step(Message(kind: .heartbeat, from: 1, to: 2, term: 1, quiesce: true))
+    handle(node, storage)
+    #expect(node.isQuiesced)
+    // A pre-vote from a member that lost the quiesce heartbeat: in lease, so refused, but the
+    // quiesced follower must start ticking again or it would ignore every candidate for ever.
+    node.step(Message(kind: .preVote, from: 3, to: 2, term: 2, logTerm: 0, index: 0))
+    #expect(!node.isQuiesced)
+    let rd = handle(node, storage)
+    #expect(rd.messagesAfterPersist.isEmpty && rd.messages.isEmpty, "still in lease: no answer yet")
+    // Without a leader's heartbeat it campaigns after an election timeout, as any follower.
+    for _ in 0..<(2 * RaftConfig(id: 2).electionTick) { node.tick() }
+    let campaign = handle(node, storage)
+    #expect(campaign.messagesAfterPersist.contains { $0.kind == .preVote })
+}
+
+@Test("Consensus: election: a commit point in a lower-term pre-vote reject is still learned")
+func commitLearnedFromLowerTermReject() {
+    let (node, storage) = makeNode(2, voters: [1, 2, 3])
+    // Entries 1...2 at term 1 from leader 1, not yet known committed here.
+    let entries = [Entry(term: 1, index: 1, payload: .normal([])), Entry(term: 1, index: 2, payload: .normal([1]))]
+    node.step(Message(kind: .append, from: 1, to: 2, term: 1, logTerm: 0, index: 0, entries: entries, commit: 0))
+    handle(node, storage)
+    #expect(node.status.commit == 0)
+    // We move to term 3 (say, a transfer campaign that failed), then a member still at term 1
+    // rejects our pre-vote, reporting that index 2 (term 1) is committed.
+    node.step(Message(kind: .heartbeat, from: 3, to: 2, term: 3))
+    handle(node, storage)
+    node.step(
+        Message(kind: .preVoteResponse, from: 1, to: 2, term: 1, logTerm: 1, index: 2, commit: 2, reject: true))
+    handle(node, storage)
+    #expect(node.status.commit == 2)
+}

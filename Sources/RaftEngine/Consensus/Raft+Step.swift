@@ -1,6 +1,10 @@
 extension Raft {
     /// Entry point for every message from a peer.
     func step(_ m: Message) {
+        // A commit point carried by any vote answer is a fact, whatever its term and whatever
+        // our role now (see `learnCommit`): a lower-term pre-vote reject, a higher-term reject
+        // and a late answer all still carry it.
+        if m.kind == .voteResponse || m.kind == .preVoteResponse { learnCommit(from: m) }
         if m.term == .zero {
             // Forwarded requests are term-independent.
         } else if m.term > term {
@@ -9,6 +13,10 @@ extension Raft {
                 // Leader lease (with CheckQuorum): while we hear from a live leader, ignore
                 // candidates, so a partitioned node cannot depose a healthy leader.
                 let inLease = config.checkQuorum && lead != .none && electionElapsed < config.electionTick
+                // A quiesced member does not tick, so its lease never runs out: a vote request
+                // the lease is about to drop wakes it first. A quiesced leader re-announces
+                // itself; a follower grants after one election timeout without a leader.
+                if !force && inLease && quiesced { wake() }
                 if !force && inLease { return }
             }
             switch m.kind {
@@ -27,7 +35,11 @@ extension Raft {
                 // new term, because PreVote/CheckQuorum stop us from disrupting it with votes.
                 send(Message(kind: .appendResponse, from: id, to: m.from, term: term))
             } else if m.kind == .preVote {
-                send(Message(kind: .preVoteResponse, from: id, to: m.from, term: term, reject: true))
+                let shared = min(log.committed, m.index)
+                send(
+                    Message(
+                        kind: .preVoteResponse, from: id, to: m.from, term: term, logTerm: log.termOrZero(shared),
+                        index: shared, commit: log.committed, reject: true))
             }
             return
         }
@@ -98,7 +110,6 @@ extension Raft {
             becomeFollower(m.term, lead: m.from)
             handleSnapshot(m)
         case myResponse:
-            learnCommit(from: m)
             pollAndResolve(m.from, kind: m.kind, granted: !m.reject)
         default:
             break  // proposals are refused by RawNode; TimeoutNow is meaningless here

@@ -204,7 +204,7 @@ final class Raft {
 
     /// A member must not campaign while a committed conf change is unapplied: it might not
     /// be a voter any more, or the quorum might be different.
-    private func hasUnappliedConfChanges() -> Bool {
+    func hasUnappliedConfChanges() -> Bool {
         if log.committed <= log.applied { return false }
         let lo = max(log.applied.next, log.firstIndex)
         guard lo <= log.committed, case .success(let ents) = log.slice(lo, log.committed.next, maxBytes: Int.max) else {
@@ -243,7 +243,11 @@ final class Raft {
         tracker.recordVote(from, granted: granted)
         switch tracker.tallyVotes().result {
         case .won:
-            if role == .preCandidate {
+            // A commit learned during the election may have demoted us (and been applied):
+            // only a voter may lead, and no one campaigns across an unapplied conf change.
+            if !promotable || (role == .preCandidate && hasUnappliedConfChanges()) {
+                becomeFollower(term, lead: .none)
+            } else if role == .preCandidate {
                 campaign(pre: false, transfer: false)
             } else {
                 becomeLeader()
