@@ -2,8 +2,9 @@
 # The main command (README): installs what is missing, builds in release mode and runs what
 # raftd can do today. Idempotent.
 #
-# Today that is the storage layer: the io_uring probe and a real durable write, the WAL I/O
-# micro benchmark, and the shared WAL's group commit and recovery benchmark. The local 3-node cluster replaces this once the consensus core, the WAL,
+# Today that is the consensus core under the simulator and the storage layer: the io_uring
+# probe and a real durable write, the WAL I/O micro benchmark, and the shared WAL's group
+# commit and recovery benchmark. The local 3-node cluster replaces this once the consensus core, the WAL,
 # the node host and the daemon exist (issues 3-6); this script will then start it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -17,7 +18,10 @@ swift build -c release --product WALBench
 bin="$(swift build -c release --show-bin-path)"
 
 echo
-echo "raftd has no cluster yet: this demo runs what exists, the storage layer under it."
+echo "raftd has no cluster yet: this demo runs what exists, the consensus core and the storage layer."
+echo
+echo "==> consensus core: 200 seeds of the fault-injecting simulator (3-member groups)"
+"$bin/raftd" simulate --seeds 200 --seed 1
 echo
 echo "==> raftd io-probe"
 "$bin/raftd" io-probe --directory .
