@@ -156,15 +156,20 @@ final class Load: @unchecked Sendable {
     }
 }
 
-func groupCommit(
-    _ options: Options, inFlight: Int
-) throws -> (perSecond: Double, fsyncs: Double, perFsync: Double, p50: Double, p99: Double) {
+/// A new, empty WAL in `<dir>/wal` on the chosen backend; any failure ends the benchmark.
+func freshLog(_ options: Options) throws -> (SharedLog, String) {
     let path = "\(options.directory)/wal"
     freshDirectory(path)
     var walOptions = SharedLog.Options()
     walOptions.ioBackend = options.backend
     walOptions.onFatal = { error in fail("WAL stopped: \(error)") }
-    let log = try SharedLog(directory: path, options: walOptions)
+    return (try SharedLog(directory: path, options: walOptions), path)
+}
+
+func groupCommit(
+    _ options: Options, inFlight: Int
+) throws -> (perSecond: Double, fsyncs: Double, perFsync: Double, p50: Double, p99: Double) {
+    let (log, path) = try freshLog(options)
     let slots = min(inFlight, options.groups)
     let start = now()
     let load = Load(
@@ -192,12 +197,7 @@ func groupCommit(
 func hostTurns(
     _ options: Options
 ) throws -> (perSecond: Double, fsyncs: Double, perFsync: Double, p50: Double, p99: Double) {
-    let path = "\(options.directory)/wal"
-    freshDirectory(path)
-    var walOptions = SharedLog.Options()
-    walOptions.ioBackend = options.backend
-    walOptions.onFatal = { error in fail("WAL stopped: \(error)") }
-    let log = try SharedLog(directory: path, options: walOptions)
+    let (log, path) = try freshLog(options)
     let payload = [UInt8](repeating: 0x5A, count: options.entrySize)
     let halves = [Array(stride(from: 0, to: options.groups, by: 2)), Array(stride(from: 1, to: options.groups, by: 2))]
     let state = Mutex<(next: [UInt64], latencies: [Double], entries: Int, outstanding: Int)>(

@@ -89,3 +89,19 @@ extension DecodeFailure {
         }
     }
 }
+
+/// A storage name on disk: one length byte, then its UTF-8 bytes (names are at most 64).
+extension ByteWriter {
+    mutating func storageName(_ name: StorageName) {
+        let bytes = name.utf8
+        u8(UInt8(bytes.count))
+        append(bytes)
+    }
+}
+
+extension ByteReader {
+    mutating func storageName() throws(DecodeFailure) -> StorageName {
+        let bytes = try take(Int(try u8()))
+        return try DecodeFailure.validating { () throws(IdentityError) in try StorageName(bytes: bytes) }
+    }
+}

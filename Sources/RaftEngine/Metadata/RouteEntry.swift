@@ -96,9 +96,7 @@ public struct RouteEntry: Hashable, Sendable {
         for replica in replicas {
             writer.u64(replica.member.rawValue)
             writer.u8(replica.role.rawValue)
-            let name = replica.storage.utf8
-            writer.u8(UInt8(name.count))
-            writer.append(name)
+            writer.storageName(replica.storage)
         }
         return writer.bytes
     }
@@ -115,9 +113,7 @@ public struct RouteEntry: Hashable, Sendable {
             let member = MemberID(try reader.u64())
             let roleCode = try reader.u8()
             guard let role = ReplicaRole(rawValue: roleCode) else { throw DecodeFailure("unknown role \(roleCode)") }
-            let length = Int(try reader.u8())
-            let name = try reader.take(length)
-            let storage = try DecodeFailure.validating { () throws(IdentityError) in try StorageName(bytes: name) }
+            let storage = try reader.storageName()
             replicas.append(RouteReplica(member: member, storage: storage, role: role))
         }
         try reader.expectEnd()

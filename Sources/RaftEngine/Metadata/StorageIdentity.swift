@@ -26,9 +26,7 @@ public struct StorageIdentity: Hashable, Sendable {
         writer.append(clusterID.bytes)
         writer.append(nodeID.bytes)
         writer.u64(incarnation.rawValue)
-        let name = storageName.utf8
-        writer.u8(UInt8(name.count))
-        writer.append(name)
+        writer.storageName(storageName)
         return writer.bytes
     }
 
@@ -38,12 +36,12 @@ public struct StorageIdentity: Hashable, Sendable {
         let cluster = try reader.take(16)
         let node = try reader.take(16)
         let incarnation = try reader.u64()
-        let name = try reader.take(Int(try reader.u8()))
+        let name = try reader.storageName()
         try reader.expectEnd()
         self = try DecodeFailure.validating { () throws(IdentityError) in
             StorageIdentity(
                 clusterID: try ClusterID(bytes: cluster), nodeID: try NodeID(bytes: node),
-                storageName: try StorageName(bytes: name), incarnation: try StorageIncarnation(incarnation))
+                storageName: name, incarnation: try StorageIncarnation(incarnation))
         }
     }
 }
