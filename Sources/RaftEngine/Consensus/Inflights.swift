@@ -63,4 +63,13 @@ public struct Inflights: Sendable {
         count = 0
         bytes = 0
     }
+
+    /// Frees the ring's storage when nothing is in flight (quiesced groups); the next `add`
+    /// allocates it again.
+    mutating func releaseStorage() {
+        guard count == 0, !indexes.isEmpty else { return }
+        indexes = []
+        sizes = []
+        start = 0
+    }
 }

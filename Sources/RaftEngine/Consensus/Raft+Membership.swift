@@ -48,9 +48,11 @@ extension Raft {
 
     // MARK: - Quiescing
 
-    /// True if the leader may stop ticking: every member has everything and knows the commit
-    /// index, and nothing is pending.
-    var isQuiescable: Bool {
+    /// True if the leader may stop ticking: every member not in `down` has everything and
+    /// knows the commit index, and nothing is pending. Members in `down` (on nodes the
+    /// caller's liveness declared dead) are not waited for: a dead follower must not keep
+    /// every group it belongs to awake; the caller wakes the group when the node returns.
+    func isQuiescable(ignoring down: Set<MemberID>) -> Bool {
         guard role == .leader, leadTransferee == .none, readOnly.isEmpty, pendingReadIndexMessages.isEmpty else {
             return false
         }
@@ -58,21 +60,43 @@ extension Raft {
         let last = log.lastIndex
         guard log.committed == last, log.applied == last, pendingConfIndex <= log.applied else { return false }
         guard !tracker.config.voters.isJoint, msgs.isEmpty, msgsAfterPersist.isEmpty else { return false }
+        guard committedEntryInCurrentTerm else { return false }
         for mid in tracker.ids {
             guard let pr = tracker.progress(mid) else { return false }
+            if mid != id && down.contains(mid) { continue }
             if pr.match != last { return false }
             if mid != id && (pr.knownCommit != log.committed || pr.inflights.count > 0 || pr.state != .replicate) {
                 return false
             }
         }
+        // A quorum must hold everything, or the group would stop with nothing committable.
+        return tracker.config.voters.voteResult { mid in
+            mid == id || (!down.contains(mid) && tracker.progress(mid)?.match == last)
+        } == .won
+    }
+
+    var isQuiescable: Bool { isQuiescable(ignoring: []) }
+
+    /// Quiesces the group if possible: tells followers to stop ticking.
+    func quiesce(ignoring down: Set<MemberID> = []) -> Bool {
+        guard isQuiescable(ignoring: down) else { return false }
+        broadcastHeartbeat(quiesce: true)
+        quiesced = true
+        // Idle groups keep no replication buffers.
+        tracker.forEach { _, pr in pr.inflights.releaseStorage() }
         return true
     }
 
-    /// Quiesces the group if possible: tells followers to stop ticking.
-    func quiesce() -> Bool {
-        guard isQuiescable else { return false }
-        broadcastHeartbeat(quiesce: true)
-        quiesced = true
-        return true
+    /// A follower that learns its leader is gone (the node hosting it was declared dead)
+    /// forgets it, so it no longer refuses candidates on the leader's behalf, and resumes
+    /// ticking. Leaders and candidates are not affected.
+    func forgetLeader() {
+        guard role == .follower else { return }
+        lead = .none
+        if quiesced {
+            wake()
+        } else {
+            electionElapsed = 0
+        }
     }
 }

@@ -23,6 +23,15 @@ public final class RawNode {
         prevHardState = storage.initialState().0
     }
 
+    /// Rebuilds a member that was suspended with `RawNode.suspend()` (a dormant group),
+    /// over the same stable storage. It comes back quiesced, in the same role and term.
+    public convenience init(config: RaftConfig, storage: any LogStorage, resuming state: SuspendedState) {
+        self.init(config: config, storage: storage)
+        raft.resume(state)
+        prevSoftState = raft.softState
+        prevHardState = raft.hardState
+    }
+
     public var id: MemberID { raft.id }
 
     // MARK: - Inputs
@@ -131,13 +140,38 @@ public final class RawNode {
 
     /// See `Raft.isQuiescable`: leader, all caught up, nothing pending.
     public var isQuiescable: Bool { raft.isQuiescable }
+    /// Like `isQuiescable`, but members in `down` (on nodes known dead) are not waited for.
+    public func isQuiescable(ignoring down: Set<MemberID>) -> Bool { raft.isQuiescable(ignoring: down) }
     /// Whether ticks are currently ignored.
     public var isQuiesced: Bool { raft.quiesced }
-    /// Quiesces the group (leader only). Returns false if not quiescable.
+    /// Quiesces the group (leader only). Returns false if not quiescable. Members in `down`
+    /// are not waited for; the caller must wake the group when they come back.
     @discardableResult
-    public func quiesce() -> Bool { raft.quiesce() }
+    public func quiesce(ignoring down: Set<MemberID> = []) -> Bool { raft.quiesce(ignoring: down) }
     /// Leaves the quiesced state (e.g. when the caller suspects the leader is gone).
     public func wake() { raft.wake() }
+    /// Forgets the leader (a follower whose leader's node was declared dead): stop refusing
+    /// candidates on its behalf and resume ticking. No effect on leaders and candidates.
+    public func forgetLeader() { raft.forgetLeader() }
+
+    /// The state to keep when shrinking this quiesced member to a dormant record, or nil if
+    /// it cannot be suspended now (not quiesced, a candidate, or work pending). After
+    /// suspending, the caller drops the member and rebuilds it with `init(config:storage:resuming:)`.
+    public func suspend() -> SuspendedState? {
+        guard !readyOutstanding, !hasReady else { return nil }
+        return raft.suspendedState()
+    }
+
+    /// The commit index if this leader may serve a read from its lease right now: it is
+    /// awake, CheckQuorum is on, a quorum was active in a full round since it became leader
+    /// or last woke, it committed an entry in its term, and no transfer is under way.
+    /// Nil means "use `readIndex`". Lease reads assume bounded clock drift between members.
+    public var leaseReadIndex: LogIndex? {
+        guard raft.role == .leader, raft.config.checkQuorum, !raft.quiesced, raft.quorumConfirmed,
+            raft.committedEntryInCurrentTerm, raft.leadTransferee == .none
+        else { return nil }
+        return raft.log.committed
+    }
 
     // MARK: - Ready
 
@@ -216,6 +250,8 @@ public final class RawNode {
 
     /// Current role (cheap; `status` also formats progress text).
     public var role: RaftRole { raft.role }
+    /// The leader this member knows (itself when leading), or `.none` (cheap).
+    public var leader: MemberID { raft.lead }
     /// Current term.
     public var term: Term { raft.term }
     /// First and last index of the log, and the commit index (cheap).

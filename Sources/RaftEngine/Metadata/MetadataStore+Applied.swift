@@ -62,7 +62,7 @@ extension MetadataStore {
         }
     }
 
-    private static func storedApplied(
+    static func storedApplied(
         _ txn: some LMDBReadable, _ databases: Databases, _ group: GroupID
     ) throws(MetadataError) -> LogIndex {
         guard let bytes = try txn.value(databases.applied, groupKey(group)) else { return .zero }

@@ -50,7 +50,7 @@ extension MetadataStore {
         }
     }
 
-    private static func storedRoute(
+    static func storedRoute(
         _ txn: some LMDBReadable, _ databases: Databases, _ key: PartitionKey
     ) throws(MetadataError) -> RouteEntry? {
         guard let bytes = try txn.value(databases.routes, key.encoded) else { return nil }

@@ -1,0 +1,204 @@
+import RaftConsensus
+
+extension HostShard {
+    // MARK: - Inputs
+
+    /// Steps peer messages into their replicas. Messages for replicas not hosted here are
+    /// dropped (counted): a late message for a removed replica, or a misrouted one.
+    func deliver(_ messages: [PeerMessage]) {
+        counters.messagesReceived &+= UInt64(messages.count)
+        for pm in messages {
+            guard let r = replica(ReplicaKey(partition: pm.partition, member: pm.message.to)), r.failure == nil else {
+                counters.messagesDropped &+= 1
+                continue
+            }
+            // A dormant replica only stays dormant while nothing but its own quiescing
+            // heartbeat arrives; a repeated quiescing heartbeat needs no answer worth waking for.
+            if r.node == nil && pm.message.kind == .heartbeat && pm.message.quiesce { continue }
+            guard let node = resident(r) else { continue }
+            node.step(pm.message)
+            syncResidency(r)
+            markDirty(r)
+        }
+    }
+
+    /// A WAL append of turn `token` finished on one storage.
+    func durable(token: UInt64, result: Result<Void, WALError>) {
+        guard var batch = inflight[token] else { preconditionFailure("unknown WAL token \(token)") }
+        if case .failure(let error) = result {
+            // The WAL stops for good after a write or fdatasync failure (the process stops
+            // by default); here only the replicas of this batch are failed.
+            for r in batch.replicas where r.storageSlot < context.logs.count {
+                if r.pendingReady != nil { r.pendingReady = nil }
+                fail(r, "WAL append failed: \(error)")
+            }
+        }
+        batch.remaining -= 1
+        if batch.remaining > 0 {
+            inflight[token] = batch
+            return
+        }
+        inflight.removeValue(forKey: token)
+        for r in batch.replicas {
+            guard let rd = r.pendingReady, let node = r.node else { continue }
+            r.pendingReady = nil
+            complete(r, node, rd)
+            markDirty(r)
+        }
+    }
+
+    /// The apply worker applied `r` through `index` (`confState`: the configuration after it,
+    /// when a change was among the entries).
+    func applied(_ r: Replica, through index: LogIndex, confState: ConfState?, entries: Int, failure: String?) {
+        r.applyJobsInFlight -= 1
+        if let failure {
+            fail(r, "state machine: \(failure)")
+            return
+        }
+        r.applied = max(r.applied, index)
+        counters.entriesApplied &+= UInt64(entries)
+        var update = appliedUpdates[r.storageSlot][r.group] ?? (index, nil)
+        update.index = max(update.index, index)
+        if let confState { update.confState = confState }
+        appliedUpdates[r.storageSlot][r.group] = update
+    }
+
+    // MARK: - Turn
+
+    /// Takes one Ready from every replica with work and returns what to do with them.
+    func runTurn() -> TurnOutput {
+        counters.turns &+= 1
+        var i = 0
+        while i < dirty.count {
+            let r = dirty[i]
+            i += 1
+            r.isDirty = false
+            process(r)
+        }
+        dirty.removeAll(keepingCapacity: true)
+        return takeOutput()
+    }
+
+    private func process(_ r: Replica) {
+        guard r.failure == nil, r.pendingReady == nil, let node = r.node else { return }
+        // Readies that need no write are finished at once; at most a few per turn.
+        for _ in 0..<4 {
+            guard node.hasReady else { return }
+            let rd = node.ready()
+            if let soft = rd.softState { leaderChanged(r, node, soft) }
+            route(rd.messages, of: r)
+            precondition(rd.snapshot == nil, "snapshots are not produced before the snapshot issue")
+            if !rd.entries.isEmpty || rd.hardState != nil {
+                // Entries and every hard state change are durable before anything that depends
+                // on them is sent or applied (the commit too: nothing is applied beyond a
+                // durable commit, so a restart never finds applied > commit).
+                var write = GroupWrite(group: r.group, entries: [], hardState: rd.hardState)
+                write.entries.reserveCapacity(rd.entries.count)
+                for entry in rd.entries { write.entries.append(EntryCodec.walEntry(entry)) }
+                if output.token == 0 || inflight[output.token] == nil {
+                    output.token = nextToken
+                    nextToken += 1
+                    inflight[output.token] = (remaining: 0, replicas: [])
+                }
+                if output.writes[r.storageSlot].isEmpty { inflight[output.token]!.remaining += 1 }
+                output.writes[r.storageSlot].append(write)
+                inflight[output.token]!.replicas.append(r)
+                counters.walWrites &+= 1
+                counters.entriesWritten &+= UInt64(rd.entries.count)
+                r.pendingReady = rd
+                return
+            }
+            complete(r, node, rd)
+        }
+        markDirty(r)
+    }
+
+    /// Finishes a Ready whose writes are durable: sends what waited for them, hands
+    /// committed entries to apply, answers reads, advances the member.
+    func complete(_ r: Replica, _ node: RawNode, _ rd: Ready) {
+        route(rd.messagesAfterPersist, of: r)
+        var job: ApplyJob?
+        if !rd.committedEntries.isEmpty { job = handOut(r, node, rd.committedEntries) }
+        for state in rd.readStates { readIndexKnown(r, state) }
+        node.advance(rd)
+        releaseReads(r, into: &job)
+        if let job {
+            r.applyJobsInFlight += 1
+            output.applyJobs.append(job)
+        }
+        syncResidency(r)
+    }
+
+    /// Builds the apply job of committed entries: applies configuration changes to the
+    /// member now (the core needs them before its next Ready) and attaches the proposals
+    /// these entries decide.
+    private func handOut(_ r: Replica, _ node: RawNode, _ entries: [Entry]) -> ApplyJob {
+        let job = ApplyJob(replica: r, entries: entries)
+        for entry in entries {
+            if case .confChange(let change) = entry.payload {
+                let state = node.applyConfChange(change)
+                r.logStorage.confState = state
+                job.confState = state
+                updateMembers(r, state)
+            }
+        }
+        let first = entries[0].index
+        let last = entries[entries.count - 1].index
+        r.handedOut = last
+        var kept = 0
+        for p in r.proposals {
+            if p.index > last {
+                r.proposals[kept] = p
+                kept += 1
+            } else if p.index >= first {
+                let entry = entries[Int(p.index.rawValue - first.rawValue)]
+                job.proposals.append((p.promise, entry.term == p.term ? .success(p.index) : .failure(.lostLeadership)))
+            } else {
+                p.promise(.failure(.lostLeadership))
+            }
+        }
+        r.proposals.removeLast(r.proposals.count - kept)
+        trackRequests(r)
+        return job
+    }
+
+    /// Keeps the member-to-node table in step with the configuration: members that left
+    /// are forgotten; new members' nodes come from routing (membership issue), until then
+    /// their messages are dropped.
+    private func updateMembers(_ r: Replica, _ state: ConfState) {
+        let all = Set(state.voters + state.votersOutgoing + state.learners + state.learnersNext)
+        var members: [MemberID] = []
+        var nodes: [Int] = []
+        for m in all.sorted() {
+            members.append(m)
+            nodes.append(r.nodeSlot(of: m))
+        }
+        r.members = members
+        r.memberNodes = nodes
+    }
+
+    private func leaderChanged(_ r: Replica, _ node: RawNode, _ soft: SoftState) {
+        r.leaderNode = soft.leader == .none ? -1 : r.nodeSlot(of: soft.leader)
+        if soft.role == .leader {
+            counters.leadershipsGained &+= 1
+            r.lastActivity = now
+        } else {
+            // A read accepted while leading is answered only by that leadership.
+            failUnansweredReads(r, leader: soft.leader)
+        }
+    }
+
+    /// Sends messages: one frame per destination node per turn.
+    func route(_ messages: [Message], of r: Replica) {
+        guard !messages.isEmpty else { return }
+        for m in messages {
+            let slot = r.nodeSlot(of: m.to)
+            guard slot >= 0 else {
+                counters.messagesDropped &+= 1
+                continue
+            }
+            output.frames[slot].append(PeerMessage(partition: r.key.partition, message: m))
+        }
+        counters.messagesSent &+= UInt64(messages.count)
+    }
+}

@@ -1,0 +1,221 @@
+import RaftConsensus
+
+/// A request handed to a shard.
+enum HostRequest {
+    case propose(PartitionKey, [UInt8], deadline: UInt64, Promise<LogIndex>)
+    case read(PartitionKey, ReadConsistency, deadline: UInt64, Promise<LogIndex>)
+    case changeMembership(PartitionKey, ConfChange, deadline: UInt64, Promise<LogIndex>)
+    case transferLeadership(PartitionKey, MemberID, Promise<LogIndex>)
+    case status(PartitionKey, @Sendable (Result<ReplicaStatus, HostError>) -> Void)
+}
+
+extension HostShard {
+    func handle(_ request: HostRequest) {
+        switch request {
+        case .propose(let partition, let data, let deadline, let promise):
+            propose(partition, payload: .normal(data), deadline: deadline, promise)
+        case .changeMembership(let partition, let change, let deadline, let promise):
+            propose(partition, payload: .confChange(change), deadline: deadline, promise)
+        case .read(let partition, let consistency, let deadline, let promise):
+            read(partition, consistency, deadline: deadline, promise)
+        case .transferLeadership(let partition, let target, let promise):
+            transfer(partition, to: target, promise)
+        case .status(let partition, let answer):
+            answer(status(partition))
+        }
+    }
+
+    /// The replica for a request, resident; or the error to answer.
+    private func target(_ partition: PartitionKey) -> Result<(Replica, RawNode), HostError> {
+        guard let r = replica(for: partition) else { return .failure(.partitionNotFound(partition)) }
+        if let failure = r.failure { return .failure(.replicaFailed(failure)) }
+        guard let node = resident(r) else { return .failure(.replicaFailed("replica cannot be rebuilt")) }
+        return .success((r, node))
+    }
+
+    private func notLeader(_ r: Replica, _ node: RawNode) -> HostError {
+        let leader = node.leader
+        let slot = leader == .none ? -1 : r.nodeSlot(of: leader)
+        return .notLeader(leader: leader, node: slot >= 0 ? context.nodes[slot] : nil)
+    }
+
+    private func propose(_ partition: PartitionKey, payload: EntryPayload, deadline: UInt64, _ promise: @escaping Promise<LogIndex>) {
+        let (r, node): (Replica, RawNode)
+        switch target(partition) {
+        case .failure(let error): return promise(.failure(error))
+        case .success(let t): (r, node) = t
+        }
+        // A follower answers at once and stays asleep: waking it would only make it time out
+        // and disturb a quiesced group with a pre-vote.
+        guard node.role == .leader else { return promise(.failure(notLeader(r, node))) }
+        let outcome: ProposalOutcome
+        switch payload {
+        case .normal(let data): outcome = node.propose(data)
+        case .confChange(let change): outcome = node.proposeConfChange(change)
+        }
+        r.lastActivity = now
+        syncResidency(r)
+        markDirty(r)
+        switch outcome {
+        case .appended(let index, let term):
+            r.proposals.append(PendingProposal(index: index, term: term, deadline: deadline, promise: promise))
+            trackRequests(r)
+        case .dropped(.notLeader):
+            promise(.failure(notLeader(r, node)))
+        case .dropped(let reason):
+            promise(.failure(.refused(reason)))
+        case .forwarded, .accepted:
+            preconditionFailure("a leader's proposal is appended or dropped")
+        }
+    }
+
+    private func read(_ partition: PartitionKey, _ consistency: ReadConsistency, deadline: UInt64, _ promise: @escaping Promise<LogIndex>) {
+        let (r, node): (Replica, RawNode)
+        switch target(partition) {
+        case .failure(let error): return promise(.failure(error))
+        case .success(let t): (r, node) = t
+        }
+        r.lastActivity = now
+        let id = nextReadID
+        nextReadID += 1
+        if consistency == .lease, let index = node.leaseReadIndex {
+            r.reads.append(PendingRead(id: id, deadline: deadline, index: index, promise: promise))
+            trackRequests(r)
+            var job: ApplyJob?
+            releaseReads(r, into: &job)
+            if let job {
+                r.applyJobsInFlight += 1
+                output.applyJobs.append(job)
+            }
+            return
+        }
+        if node.role != .leader && node.leader == .none {
+            return promise(.failure(notLeader(r, node)))
+        }
+        var context: [UInt8] = []
+        context.reserveCapacity(8)
+        withUnsafeBytes(of: id.littleEndian) { context.append(contentsOf: $0) }
+        switch node.readIndex(context: context) {
+        case .accepted, .forwarded:
+            r.reads.append(PendingRead(id: id, deadline: deadline, index: nil, promise: promise))
+            trackRequests(r)
+        case .dropped(.notLeader):
+            promise(.failure(notLeader(r, node)))
+        case .dropped(let reason):
+            promise(.failure(.refused(reason)))
+        case .appended:
+            preconditionFailure("a read appends nothing")
+        }
+        syncResidency(r)
+        markDirty(r)
+    }
+
+    private func transfer(_ partition: PartitionKey, to target: MemberID, _ promise: @escaping Promise<LogIndex>) {
+        let (r, node): (Replica, RawNode)
+        switch self.target(partition) {
+        case .failure(let error): return promise(.failure(error))
+        case .success(let t): (r, node) = t
+        }
+        guard node.role == .leader else { return promise(.failure(notLeader(r, node))) }
+        guard r.members.contains(target) else { return promise(.failure(.invalid("member \(target) is not in the group"))) }
+        r.lastActivity = now
+        switch node.transferLeadership(to: target) {
+        case .dropped(let reason): promise(.failure(.refused(reason)))
+        default: promise(.success(node.logBounds.commit))
+        }
+        syncResidency(r)
+        markDirty(r)
+    }
+
+    func status(_ partition: PartitionKey) -> Result<ReplicaStatus, HostError> {
+        guard let r = replica(for: partition) else { return .failure(.partitionNotFound(partition)) }
+        var s = ReplicaStatus(
+            replica: r.key, group: r.group, storage: r.storageName, role: .follower, term: .zero, leader: .none,
+            commit: .zero, handedToApply: r.handedOut, applied: r.applied, lastIndex: r.logStorage.lastIndex,
+            residency: r.residency)
+        if let node = r.node {
+            s.role = node.role
+            s.term = node.term
+            s.leader = node.leader
+            s.commit = node.logBounds.commit
+            s.lastIndex = node.logBounds.last
+        } else if let d = r.suspended {
+            s.role = d.isLeader ? .leader : .follower
+            s.term = d.term
+            s.leader = d.lead
+            s.commit = d.commit
+        }
+        return .success(s)
+    }
+
+    // MARK: - Reads
+
+    func readIndexKnown(_ r: Replica, _ state: ReadState) {
+        guard state.context.count == 8 else { return }
+        var id: UInt64 = 0
+        for (i, b) in state.context.enumerated() { id |= UInt64(b) << (8 * UInt64(i)) }
+        for i in r.reads.indices where r.reads[i].id == id && r.reads[i].index == nil {
+            r.reads[i].index = state.index
+            return
+        }
+    }
+
+    /// Reads whose index has been handed to apply ride on the apply job (or an empty one,
+    /// which the apply worker runs after the replica's earlier jobs).
+    func releaseReads(_ r: Replica, into job: inout ApplyJob?) {
+        guard !r.reads.isEmpty else { return }
+        var kept = 0
+        for read in r.reads {
+            if let index = read.index, index <= r.handedOut {
+                if job == nil { job = ApplyJob(replica: r, entries: []) }
+                job!.reads.append((read.promise, index))
+            } else {
+                r.reads[kept] = read
+                kept += 1
+            }
+        }
+        r.reads.removeLast(r.reads.count - kept)
+        trackRequests(r)
+    }
+
+    func failUnansweredReads(_ r: Replica, leader: MemberID) {
+        guard r.reads.contains(where: { $0.index == nil }) else { return }
+        let slot = leader == .none ? -1 : r.nodeSlot(of: leader)
+        let error = HostError.notLeader(leader: leader, node: slot >= 0 ? context.nodes[slot] : nil)
+        r.reads.removeAll { read in
+            guard read.index == nil else { return false }
+            read.promise(.failure(error))
+            return true
+        }
+        trackRequests(r)
+    }
+
+    /// Answers requests whose deadline passed. A timed-out proposal may still commit.
+    func expireRequests() {
+        guard !withRequests.isEmpty else { return }
+        for r in withRequests.values.sorted(by: { ($0.group, $0.storageSlot) < ($1.group, $1.storageSlot) }) {
+            r.proposals.removeAll { p in
+                guard p.deadline <= now else { return false }
+                p.promise(.failure(.timedOut))
+                return true
+            }
+            r.reads.removeAll { read in
+                guard read.deadline <= now else { return false }
+                read.promise(.failure(.timedOut))
+                return true
+            }
+            trackRequests(r)
+        }
+    }
+
+    /// Answers every request with `error` (the host is stopping).
+    func failAllRequests(_ error: HostError) {
+        for r in withRequests.values {
+            for p in r.proposals { p.promise(.failure(error)) }
+            for read in r.reads { read.promise(.failure(error)) }
+            r.proposals = []
+            r.reads = []
+        }
+        withRequests = [:]
+    }
+}

@@ -1,0 +1,211 @@
+import RaftConsensus
+
+extension HostShard {
+    /// Campaigns this shard may start per tick: its share of the node's budget.
+    var campaignBudget: Int { max(1, options.maxCampaignsPerTick / max(1, context.options.workers)) }
+    var wakeBudget: Int { max(1, options.maxWakesPerTick / max(1, context.options.workers)) }
+
+    /// One tick: only awake replicas are ticked; idle leaders quiesce; due campaigns start
+    /// (paced); quiesced replicas past their time are shrunk to dormant records; requests
+    /// past their deadline are answered.
+    func tick() {
+        now += 1
+        campaignsThisTick = 0
+        var i = 0
+        while i < awake.count {
+            let r = awake[i]
+            i += 1
+            guard let node = r.node else { continue }
+            node.tick()
+            counters.ticksGiven &+= 1
+            if node.role == .leader && now >= r.lastActivity + UInt64(options.quiesceAfterIdleTicks)
+                && r.pendingReady == nil && !r.hasRequests
+            {
+                let down = downMembers(of: r)
+                if node.quiesce(ignoring: down) {
+                    counters.quiesces &+= 1
+                    r.laggingNodes = []
+                    for m in down {
+                        let slot = r.nodeSlot(of: m)
+                        if slot >= 0 && !r.laggingNodes.contains(slot) {
+                            r.laggingNodes.append(slot)
+                            laggingByNode[slot].append(r)
+                        }
+                    }
+                    // The slot of `r` is refilled by swap-remove: look at it again.
+                    setNotAwake(r, as: .quiesced)
+                    noteQuiesced(r)
+                    i -= 1
+                }
+            }
+            markDirty(r)
+        }
+        runCampaigns()
+        runWakes()
+        suspendIdle()
+        expireRequests()
+    }
+
+    func noteQuiesced(_ r: Replica) {
+        r.quiescedAt = now
+        guard options.dormantAfterQuiescedTicks > 0 else { return }
+        quiescedQueue.append((r, now))
+    }
+
+    // MARK: - Node liveness
+
+    /// A peer node was declared dead (or restarted). Only the groups it led wake: each
+    /// forgets its leader and waits for a paced, jittered campaign slot. The replica that a
+    /// hash of the partition prefers among the live voters goes within half an election
+    /// timeout; the others only after a full one, if no leader emerged, so two survivors
+    /// rarely split the vote.
+    func nodeDown(_ slot: Int) {
+        downNodes.insert(slot)
+        let e = UInt64(options.electionTicks)
+        for key in replicas.keys.sorted() {
+            for r in replicas[key]! where r.failure == nil && r.residency != .awaitingCampaign {
+                let leader = r.knownLeader
+                guard leader != .none, leader != r.key.member, r.nodeSlot(of: leader) == slot else { continue }
+                guard let node = resident(r) else { continue }
+                node.forgetLeader()
+                r.leaderNode = -1
+                setNotAwake(r, as: .awaitingCampaign)
+                let preferred = preferredCampaigner(r)
+                let jitter = UInt64(rng.next(below: max(1, Int(e / 2))))
+                let delay: UInt64 = preferred == r.key.member ? jitter : e + jitter
+                r.campaignAt = now + delay
+                campaignQueue.append(r)
+                markDirty(r)
+            }
+        }
+    }
+
+    /// A peer node is alive again: groups that quiesced without it wake (paced) so their
+    /// leaders catch it up.
+    func nodeUp(_ slot: Int) {
+        downNodes.remove(slot)
+        let lagging = laggingByNode[slot]
+        laggingByNode[slot] = []
+        for r in lagging where r.laggingNodes.contains(slot) {
+            r.laggingNodes.removeAll { $0 == slot }
+            wakeQueue.append(r)
+        }
+    }
+
+    /// The live voter a hash of the partition picks to campaign first.
+    func preferredCampaigner(_ r: Replica) -> MemberID {
+        guard let node = r.node else { return .none }
+        let voters = node.confState.voters.filter { m in
+            let slot = r.nodeSlot(of: m)
+            return slot >= 0 && !downNodes.contains(slot)
+        }
+        guard !voters.isEmpty else { return .none }
+        return voters[Int(Self.stableHash(r.key.partition) % UInt64(voters.count))]
+    }
+
+    /// FNV-1a of the partition key's text: stable across processes and runs.
+    static func stableHash(_ key: PartitionKey) -> UInt64 {
+        var h: UInt64 = 0xcbf2_9ce4_8422_2325
+        for b in key.description.utf8 {
+            h ^= UInt64(b)
+            h = h &* 0x100_0000_01b3
+        }
+        return h
+    }
+
+    private func runCampaigns() {
+        guard !campaignQueue.isEmpty else { return }
+        var budget = campaignBudget
+        var waiting: [Replica] = []
+        // Earliest slot first; ties in queue order (deterministic).
+        let due = campaignQueue.enumerated().filter { $0.element.campaignAt <= now }
+            .sorted { ($0.element.campaignAt, $0.offset) < ($1.element.campaignAt, $1.offset) }.map(\.element)
+        var started: Set<ObjectIdentifier> = []
+        for r in due {
+            guard r.failure == nil, r.residency == .awaitingCampaign, let node = r.node else {
+                started.insert(ObjectIdentifier(r))
+                continue
+            }
+            if node.leader != .none || node.role != .follower {
+                // Someone else won (or this one is already running): just resume.
+                started.insert(ObjectIdentifier(r))
+                r.residency = .quiesced
+                setAwake(r)
+                continue
+            }
+            guard budget > 0 else { break }
+            budget -= 1
+            started.insert(ObjectIdentifier(r))
+            r.residency = .quiesced
+            setAwake(r)
+            node.campaign()
+            markDirty(r)
+            counters.campaigns &+= 1
+            campaignsThisTick += 1
+        }
+        for r in campaignQueue where !started.contains(ObjectIdentifier(r)) { waiting.append(r) }
+        campaignQueue = waiting
+        counters.maxCampaignsInATick = max(counters.maxCampaignsInATick, campaignsThisTick)
+    }
+
+    private func runWakes() {
+        guard !wakeQueue.isEmpty else { return }
+        let n = min(wakeBudget, wakeQueue.count)
+        for r in wakeQueue.prefix(n) where r.failure == nil {
+            guard let node = resident(r) else { continue }
+            if node.isQuiesced {
+                node.wake()
+                r.lastActivity = now
+                counters.wakesAfterReturn &+= 1
+            }
+            syncResidency(r)
+            markDirty(r)
+        }
+        wakeQueue.removeFirst(n)
+    }
+
+    /// Shrinks replicas quiesced long enough to dormant records (bounded per tick).
+    private func suspendIdle() {
+        let after = UInt64(options.dormantAfterQuiescedTicks)
+        guard after > 0 else { return }
+        var budget = options.maxSuspensionsPerTick
+        while quiescedHead < quiescedQueue.count, budget > 0 {
+            let (r, at) = quiescedQueue[quiescedHead]
+            guard at + after <= now else { break }
+            quiescedHead += 1
+            budget -= 1
+            // Still the same quiet period, nothing in flight?
+            guard r.residency == .quiesced, r.quiescedAt == at, r.pendingReady == nil, !r.hasRequests,
+                r.applyJobsInFlight == 0, !r.isDirty, let node = r.node, let state = node.suspend()
+            else { continue }
+            r.suspended = state
+            r.node = nil
+            r.residency = .dormant
+            counters.dormant += 1
+            counters.suspensions &+= 1
+        }
+        if quiescedHead > 4096 && quiescedHead * 2 > quiescedQueue.count {
+            quiescedQueue.removeFirst(quiescedHead)
+            quiescedHead = 0
+        }
+    }
+
+    /// Shrinks every quiesced replica now (benchmarks and tests; bypasses the timer).
+    func suspendAllQuiesced() -> Int {
+        var n = 0
+        for key in replicas.keys.sorted() {
+            for r in replicas[key]! where r.residency == .quiesced && r.pendingReady == nil && !r.hasRequests
+                && r.applyJobsInFlight == 0 && !r.isDirty
+            {
+                guard let node = r.node, let state = node.suspend() else { continue }
+                r.suspended = state
+                r.node = nil
+                r.residency = .dormant
+                counters.dormant += 1
+                counters.suspensions &+= 1
+                n += 1
+            }
+        }
+        return n
+    }
+}

@@ -1,0 +1,82 @@
+import Synchronization
+
+/// A network inside one process, for tests, simulations and benchmarks: hosts register a
+/// receiver and get a `Transport`; frames are handed to the receiver on the sender's thread
+/// (a receiver only enqueues). Links can be cut one way or both, and nodes taken off the
+/// network, to model partitions and crashes.
+public final class InMemoryNetwork: Sendable {
+    private struct State {
+        var receivers: [NodeID: any FrameReceiver] = [:]
+        /// Directed links that drop everything: (from, to).
+        var cut: Set<[NodeID]> = []
+    }
+
+    /// Counters of what crossed the network.
+    public struct Counters: Sendable, Equatable {
+        public var frames = 0
+        public var messages = 0
+        public var dropped = 0
+    }
+
+    private let state = Mutex(State())
+    private let counted = Mutex(Counters())
+
+    public init() {}
+
+    /// Connects `node`: frames to it reach `receiver` from now on. Returns the node's transport.
+    public func attach(_ node: NodeID, receiver: any FrameReceiver) -> any Transport {
+        state.withLock { $0.receivers[node] = receiver }
+        return Endpoint(network: self, node: node)
+    }
+
+    /// Takes `node` off the network (a crash): frames to it are dropped.
+    public func detach(_ node: NodeID) { _ = state.withLock { $0.receivers.removeValue(forKey: node) } }
+
+    /// Cuts or restores the link from `a` to `b` (one way).
+    public func setLink(from a: NodeID, to b: NodeID, up: Bool) {
+        state.withLock {
+            if up { $0.cut.remove([a, b]) } else { $0.cut.insert([a, b]) }
+        }
+    }
+
+    /// Isolates `node` from every other node (both ways), or heals it.
+    public func isolate(_ node: NodeID, from others: [NodeID], _ isolated: Bool = true) {
+        for other in others where other != node {
+            setLink(from: node, to: other, up: !isolated)
+            setLink(from: other, to: node, up: !isolated)
+        }
+    }
+
+    public var counters: Counters { counted.withLock { $0 } }
+
+    func deliver(_ frame: PeerFrame) -> Bool {
+        let receiver: (any FrameReceiver)? = state.withLock {
+            $0.cut.contains([frame.from, frame.to]) ? nil : $0.receivers[frame.to]
+        }
+        guard let receiver else {
+            counted.withLock { $0.dropped += 1 }
+            return false
+        }
+        counted.withLock {
+            $0.frames += 1
+            $0.messages += frame.messages.count
+        }
+        receiver.receive(frame)
+        return true
+    }
+
+    private final class Endpoint: Transport {
+        let network: InMemoryNetwork
+        let node: NodeID
+
+        init(network: InMemoryNetwork, node: NodeID) {
+            self.network = network
+            self.node = node
+        }
+
+        func send(_ frame: PeerFrame) -> Bool {
+            precondition(frame.from == node, "a transport sends only its own node's frames")
+            return network.deliver(frame)
+        }
+    }
+}

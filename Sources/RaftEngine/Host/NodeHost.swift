@@ -1,0 +1,503 @@
+import Logging
+import RaftConsensus
+import Synchronization
+
+/// Hosts the Raft groups of every storage of one node: up to 100,000 replicas served by a
+/// fixed set of worker threads, with no task, timer or thread per group.
+///
+/// ```
+///  transport ──frames──> receive ──per shard──> worker inbox ─┐
+///  API (async) ──requests─────────────────────> worker inbox ─┤
+///  tick thread ──ticks, liveness events───────> worker inbox ─┤
+///                                                             ▼
+///   worker turn: step every replica with input, one Ready each
+///     ├─> one WAL append per storage (one fdatasync, group commit with other workers)
+///     ├─> one frame per peer node
+///     └─> apply jobs ──> apply workers ──> state machines, then answer requests
+/// ```
+///
+/// See docs/HOST.md for quiescing, node liveness, dormant groups and the request contract.
+public final class NodeHost: FrameReceiver, @unchecked Sendable {
+    public let nodeID: NodeID
+    public let options: Options
+    public let cluster: ClusterMap
+    /// Random per start; peers notice a restart by it.
+    public let boot: UInt64
+    let storages: [Storage]
+    let context: ShardContext
+    let workers: [HostWorker]
+    let appliers: [ApplyWorker]
+    let stateMachines: StateMachineFactory
+    let logger = Logger(label: "raftd.host")
+
+    private let transportBox = Mutex<(any Transport)?>(nil)
+    private let liveness: Mutex<NodeLiveness>
+    private let tickCount = Atomic<UInt64>(0)
+    private let pendingRequests = Atomic<Int>(0)
+    private let applyBacklog = Atomic<Int>(0)
+    private let pendingApplied = Mutex<[[GroupID: (index: LogIndex, confState: ConfState?)]]>([])
+    private let stopped = Atomic<Bool>(false)
+    private var tickThread: OSThread?
+    private let tickLock = ConditionLock()
+    private var tickStopping = false
+
+    /// Opens a host over opened storages (it owns them from now on and closes them in
+    /// `stop()`). Every Raft replica registered in their metadata is loaded dormant: no
+    /// replica campaigns at start; leaders are confirmed lazily by traffic.
+    public init(
+        nodeID: NodeID, cluster: ClusterMap, storages: [Storage], options: Options = Options(),
+        stateMachines: @escaping StateMachineFactory
+    ) throws(HostError) {
+        if let problem = options.validate() { throw .invalid("host options: \(problem)") }
+        guard let selfSlot = cluster.nodes.firstIndex(of: nodeID) else {
+            throw .invalid("node \(nodeID) is not in the cluster map")
+        }
+        for storage in storages {
+            let name = storage.metadata.identity.storageName
+            guard cluster.node(serving: name) == nodeID else {
+                throw .invalid("storage \(name) is not served by node \(nodeID) in the cluster map")
+            }
+        }
+        self.nodeID = nodeID
+        self.options = options
+        self.cluster = cluster
+        self.storages = storages
+        self.stateMachines = stateMachines
+        var random = SystemRandomNumberGenerator()
+        boot = random.next() | 1
+        let context = ShardContext(
+            options: options, nodes: cluster.nodes, selfSlot: selfSlot, logs: storages.map(\.log),
+            storageNames: storages.map(\.metadata.identity.storageName))
+        self.context = context
+        workers = (0..<options.workers).map { i in
+            HostWorker(shard: HostShard(index: i, context: context, seed: options.seed), maxEvents: options.maxInboxEvents)
+        }
+        appliers = (0..<options.applyWorkers).map { ApplyWorker(index: $0) }
+        liveness = Mutex(NodeLiveness(peerCount: cluster.nodes.count, timeoutTicks: options.livenessTimeoutTicks, now: 0))
+        pendingApplied.withLock { $0 = Array(repeating: [:], count: storages.count) }
+        try loadReplicas()
+    }
+
+    /// Connects the host to its transport and starts its threads.
+    public func start(transport: any Transport) {
+        transportBox.withLock { $0 = transport }
+        for w in workers { w.start(host: self) }
+        for a in appliers { a.start(host: self) }
+        tickThread = OSThread(name: "raftd-tick") { [self] in runTicks() }
+    }
+
+    /// Stops the threads, answers every request in flight with `.stopped`, records applied
+    /// indices and closes the storages (their WALs finish what is queued first).
+    public func stop() {
+        guard !stopped.exchange(true, ordering: .acquiringAndReleasing) else { return }
+        tickLock.withLock {
+            tickStopping = true
+            tickLock.broadcast()
+        }
+        tickThread?.join()
+        tickThread = nil
+        for w in workers { w.stop() }
+        for a in appliers { a.stop() }
+        for w in workers {
+            w.shard.failAllRequests(.stopped)
+            mergeApplied(w.shard.takeAppliedUpdates())
+        }
+        flushApplied()
+        for s in storages { s.close() }
+    }
+
+    // MARK: - Replicas
+
+    /// Creates replicas on this node's storages: registers them in each storage's metadata
+    /// (one transaction per storage) and starts them. Replicas with `campaign` set campaign
+    /// in paced slots; the others wait, not ticked, for their group's first messages.
+    public func createReplicas(_ specs: [ReplicaSpec]) throws(HostError) {
+        var byStorage: [Int: [ReplicaSpec]] = [:]
+        for spec in specs {
+            guard let slot = context.storageNames.firstIndex(of: spec.storage) else {
+                throw .invalid("storage \(spec.storage) is not served by this node")
+            }
+            guard spec.replicas.contains(where: { $0.member == spec.member && $0.storage == spec.storage }) else {
+                throw .invalid("replica \(spec.member)@\(spec.storage) is not among the replicas of \(spec.partition)")
+            }
+            byStorage[slot, default: []].append(spec)
+        }
+        var perWorker: [[(Replica, Bool)]] = Array(repeating: [], count: workers.count)
+        for slot in byStorage.keys.sorted() {
+            let list = byStorage[slot]!
+            var new: [MetadataStore.NewReplica] = []
+            var confs: [ConfState] = []
+            for spec in list {
+                do {
+                    let route = try RouteEntry(version: RouteVersion(term: .zero, index: .zero), replicas: spec.replicas)
+                    let voters = spec.replicas.filter { $0.role == .voter }.map(\.member)
+                    let learners = spec.replicas.filter { $0.role == .learner }.map(\.member)
+                    let stored = try StoredConfState(voters: voters, learners: learners)
+                    new.append(MetadataStore.NewReplica(key: spec.partition, route: route, confState: stored))
+                    confs.append(ConfState(stored))
+                } catch {
+                    throw .invalid("replica of \(spec.partition): \(error)")
+                }
+            }
+            let records: [PartitionRecord]
+            do {
+                records = try storages[slot].metadata.createRaftReplicas(new)
+            } catch {
+                throw .invalid("registering \(list.count) replicas on \(context.storageNames[slot]): \(error)")
+            }
+            for (i, spec) in list.enumerated() {
+                let replica = try makeReplica(
+                    key: ReplicaKey(partition: spec.partition, member: spec.member), group: records[i].group,
+                    storageSlot: slot, route: spec.replicas, confState: confs[i], applied: .zero)
+                perWorker[shardIndex(spec.partition)].append((replica, spec.campaign))
+            }
+        }
+        for (i, list) in perWorker.enumerated() where !list.isEmpty { workers[i].post(.add(list)) }
+    }
+
+    private func makeReplica(
+        key: ReplicaKey, group: GroupID, storageSlot: Int, route: [RouteReplica], confState: ConfState,
+        applied: LogIndex
+    ) throws(HostError) -> Replica {
+        let machine: any StateMachine
+        do {
+            machine = try stateMachines(key, group, context.storageNames[storageSlot])
+        } catch {
+            throw .replicaFailed("opening the state machine of \(key): \(error)")
+        }
+        let sorted = route.sorted { $0.member < $1.member }
+        let nodes = sorted.map { replica -> Int in
+            guard let node = cluster.node(serving: replica.storage) else { return -1 }
+            return cluster.nodes.firstIndex(of: node) ?? -1
+        }
+        let storage = WALLogStorage(log: context.logs[storageSlot], group: group, confState: confState)
+        return Replica(
+            key: key, group: group, storageSlot: storageSlot, storageName: context.storageNames[storageSlot],
+            stateMachine: machine, logStorage: storage, members: sorted.map(\.member), memberNodes: nodes,
+            applied: applied)
+    }
+
+    /// Loads every registered Raft replica dormant, as a follower that knows no leader.
+    private func loadReplicas() throws(HostError) {
+        for (slot, storage) in storages.enumerated() {
+            let loaded: [MetadataStore.LoadedReplica]
+            do { loaded = try storage.metadata.loadRaftReplicas() } catch {
+                throw .invalid("loading the replicas of \(context.storageNames[slot]): \(error)")
+            }
+            let storageName = context.storageNames[slot]
+            for item in loaded {
+                guard let route = item.route, let conf = item.confState,
+                    let me = route.replicas.first(where: { $0.storage == storageName })
+                else {
+                    throw .invalid(
+                        "replica \(item.record.key) on \(storageName) has no route or configuration in the metadata store")
+                }
+                let replica = try makeReplica(
+                    key: ReplicaKey(partition: item.record.key, member: me.member), group: item.record.group,
+                    storageSlot: slot, route: route.replicas, confState: ConfState(conf), applied: item.applied)
+                let hs = storage.log.hardState(of: item.record.group) ?? .empty
+                replica.suspended = SuspendedState(
+                    term: hs.term, commit: max(hs.commit, item.applied), lead: .none, isLeader: false, caughtUp: [])
+                replica.residency = .dormant
+                workers[shardIndex(item.record.key)].shard.add(replica, campaign: false)
+            }
+        }
+    }
+
+    func shardIndex(_ partition: PartitionKey) -> Int {
+        Int(HostShard.stableHash(partition) % UInt64(workers.count))
+    }
+
+    // MARK: - Requests
+
+    /// Proposes `data` to the partition's group. Returns the entry's index once it is
+    /// committed and applied by this node's state machine; a retryable error when this
+    /// replica does not lead, is overloaded, or lost leadership before the entry committed.
+    public func propose(_ partition: PartitionKey, _ data: [UInt8], timeoutTicks: Int? = nil) async throws(HostError)
+        -> LogIndex
+    {
+        try await awaiting { propose(partition, data, timeoutTicks: timeoutTicks, completion: $0) }
+    }
+
+    /// Callback form of `propose` (the completion runs on a host thread; keep it short).
+    public func propose(
+        _ partition: PartitionKey, _ data: [UInt8], timeoutTicks: Int? = nil,
+        completion: @escaping @Sendable (Result<LogIndex, HostError>) -> Void
+    ) {
+        guard data.count <= options.maxProposalBytes else {
+            return completion(.failure(.invalid("proposal of \(data.count) bytes exceeds \(options.maxProposalBytes)")))
+        }
+        guard applyBacklog.load(ordering: .relaxed) <= options.maxApplyBacklogBytes else {
+            return completion(.failure(.overloaded("apply backlog over \(options.maxApplyBacklogBytes) bytes")))
+        }
+        submit(partition, completion) { .propose(partition, data, deadline: $0, $1) }
+    }
+
+    /// Returns an index at which a read of the partition's state machine is linearizable,
+    /// once this node's state machine has applied through it.
+    public func read(_ partition: PartitionKey, consistency: ReadConsistency = .readIndex, timeoutTicks: Int? = nil)
+        async throws(HostError) -> LogIndex
+    {
+        try await awaiting { completion in
+            submit(partition, completion, timeoutTicks: timeoutTicks) { .read(partition, consistency, deadline: $0, $1) }
+        }
+    }
+
+    /// Proposes a membership change; returns its index once applied here.
+    public func changeMembership(_ partition: PartitionKey, _ change: ConfChange, timeoutTicks: Int? = nil)
+        async throws(HostError) -> LogIndex
+    {
+        try await awaiting { completion in
+            submit(partition, completion, timeoutTicks: timeoutTicks) {
+                .changeMembership(partition, change, deadline: $0, $1)
+            }
+        }
+    }
+
+    /// Asks the leader (this replica) to hand leadership to `member`; returns once the
+    /// transfer started (watch `status` for its end).
+    public func transferLeadership(_ partition: PartitionKey, to member: MemberID) async throws(HostError) {
+        _ = try await awaiting { completion in
+            submit(partition, completion) { _, promise in .transferLeadership(partition, member, promise) }
+        }
+    }
+
+    /// The state of the local replica of `partition`.
+    public func status(of partition: PartitionKey) async throws(HostError) -> ReplicaStatus {
+        let result: Result<ReplicaStatus, HostError> = await withCheckedContinuation { continuation in
+            let ok = workers[shardIndex(partition)].offer(.request(.status(partition) { continuation.resume(returning: $0) }))
+            if !ok { continuation.resume(returning: .failure(.overloaded("worker inbox full"))) }
+        }
+        return try result.get()
+    }
+
+    /// Counters summed over the workers (read on their threads).
+    public func counters() async -> HostCounters {
+        var total = HostCounters()
+        for w in workers {
+            let c: HostCounters = await withCheckedContinuation { continuation in
+                w.post(.call { shard in continuation.resume(returning: shard.snapshotCounters) })
+            }
+            total.add(c)
+        }
+        return total
+    }
+
+    /// Shrinks every quiesced replica to a dormant record now (benchmarks, tests and
+    /// operators who want memory back before the timer does it). Returns how many.
+    public func suspendQuiescedReplicas() async -> Int {
+        var total = 0
+        for w in workers {
+            total += await withCheckedContinuation { continuation in
+                w.post(.call { shard in continuation.resume(returning: shard.suspendAllQuiesced()) })
+            }
+        }
+        return total
+    }
+
+    /// The current tick.
+    public var currentTick: UInt64 { tickCount.load(ordering: .relaxed) }
+
+    private func submit(
+        _ partition: PartitionKey, _ completion: @escaping @Sendable (Result<LogIndex, HostError>) -> Void,
+        timeoutTicks: Int? = nil, _ make: (UInt64, @escaping Promise<LogIndex>) -> HostRequest
+    ) {
+        guard !stopped.load(ordering: .relaxed) else { return completion(.failure(.stopped)) }
+        let count = pendingRequests.wrappingAdd(1, ordering: .relaxed).newValue
+        guard count <= options.maxPendingRequests else {
+            pendingRequests.wrappingSubtract(1, ordering: .relaxed)
+            return completion(.failure(.overloaded("\(options.maxPendingRequests) requests in flight")))
+        }
+        let promise: Promise<LogIndex> = { [self] result in
+            pendingRequests.wrappingSubtract(1, ordering: .relaxed)
+            completion(result)
+        }
+        let deadline = currentTick + UInt64(max(1, timeoutTicks ?? options.requestTimeoutTicks))
+        if !workers[shardIndex(partition)].offer(.request(make(deadline, promise))) {
+            promise(.failure(.overloaded("worker inbox full")))
+        }
+    }
+
+    private func awaiting(
+        _ start: (@escaping @Sendable (Result<LogIndex, HostError>) -> Void) -> Void
+    ) async throws(HostError) -> LogIndex {
+        let result: Result<LogIndex, HostError> = await withCheckedContinuation { continuation in
+            start { continuation.resume(returning: $0) }
+        }
+        return try result.get()
+    }
+
+    // MARK: - Peer frames
+
+    /// Takes a frame from a peer: notes the peer alive, then hands each worker its messages.
+    public func receive(_ frame: PeerFrame) {
+        guard frame.to == nodeID, !stopped.load(ordering: .relaxed),
+            let slot = context.nodes.firstIndex(of: frame.from)
+        else { return }
+        if slot != context.selfSlot {
+            let now = currentTick
+            liveness.withLock { $0.heard(from: slot, boot: frame.senderBoot, now: now) }
+        }
+        guard !frame.messages.isEmpty else { return }
+        if workers.count == 1 {
+            _ = workers[0].offer(.messages(frame.messages))
+            return
+        }
+        var split: [[PeerMessage]] = Array(repeating: [], count: workers.count)
+        for m in frame.messages { split[shardIndex(m.partition)].append(m) }
+        for (i, list) in split.enumerated() where !list.isEmpty { _ = workers[i].offer(.messages(list)) }
+    }
+
+    // MARK: - Carrying out a turn
+
+    func carryOut(_ out: TurnOutput, from worker: HostWorker) {
+        let transport = transportBox.withLock { $0 }
+        for slot in out.frames.indices where !out.frames[slot].isEmpty {
+            let frame = PeerFrame(from: nodeID, to: context.nodes[slot], senderBoot: boot, messages: out.frames[slot])
+            if slot == context.selfSlot {
+                receive(frame)
+            } else {
+                transport?.send(frame)
+            }
+        }
+        if out.hasWrites {
+            let token = out.token
+            for slot in out.writes.indices where !out.writes[slot].isEmpty {
+                context.logs[slot].append(out.writes[slot]) { [worker] result in
+                    worker.post(.durable(token: token, result))
+                }
+            }
+        }
+        if !out.applyJobs.isEmpty {
+            var perApplier: [[ApplyJob]] = Array(repeating: [], count: appliers.count)
+            var bytes = 0
+            for job in out.applyJobs {
+                bytes += job.bytes
+                perApplier[Int(HostShard.stableHash(job.replica.key.partition) % UInt64(appliers.count))].append(job)
+            }
+            applyBacklog.wrappingAdd(bytes, ordering: .relaxed)
+            for (i, jobs) in perApplier.enumerated() where !jobs.isEmpty { appliers[i].enqueue(jobs) }
+        }
+    }
+
+    /// Runs one apply job on an apply worker thread.
+    func run(_ job: ApplyJob) {
+        let r = job.replica
+        var failure: String?
+        if !job.entries.isEmpty {
+            // Entries the state machine already holds (re-offered after a restart) are skipped.
+            let have = r.stateMachine.appliedIndex
+            let fresh = job.entries.last!.index > have ? job.entries.filter { $0.index > have } : []
+            if !fresh.isEmpty {
+                do { try r.stateMachine.apply(fresh) } catch { failure = error.description }
+            }
+        }
+        if let failure {
+            logger.error("replica \(r.key) stopped: its state machine failed to apply: \(failure)")
+            for p in job.proposals { p.promise(.failure(.replicaFailed(failure))) }
+            for read in job.reads { read.promise(.failure(.replicaFailed(failure))) }
+        } else {
+            for p in job.proposals { p.promise(p.result) }
+            for read in job.reads { read.promise(.success(read.index)) }
+        }
+        applyBacklog.wrappingSubtract(job.bytes, ordering: .relaxed)
+        let through = job.lastIndex ?? r.applied
+        workers[shardIndex(r.key.partition)].post(
+            .applied(r, through, job.confState, entries: job.entries.count, failure: failure))
+    }
+
+    // MARK: - Ticks and liveness
+
+    private func runTicks() {
+        let interval = options.tickMilliseconds * 1_000_000
+        var next = monotonicNanoseconds() + interval
+        while true {
+            let stop: Bool = tickLock.withLock {
+                while !tickStopping {
+                    let wait = next - monotonicNanoseconds()
+                    if wait <= 0 { break }
+                    _ = tickLock.wait(nanoseconds: wait)
+                }
+                return tickStopping
+            }
+            if stop { return }
+            next += interval
+            // After a stall (a suspended VM), do not replay missed ticks in a burst.
+            let now = monotonicNanoseconds()
+            if next < now { next = now + interval }
+            tick()
+        }
+    }
+
+    private func tick() {
+        let now = tickCount.wrappingAdd(1, ordering: .relaxed).newValue
+        let events = liveness.withLock { $0.tick(now: now) }
+        for event in events {
+            switch event {
+            case .down(let slot):
+                logger.warning(
+                    "peer node \(context.nodes[slot]) declared dead after \(options.livenessTimeoutTicks) silent ticks; groups it led campaign (paced)"
+                )
+                for w in workers { w.post(.nodeDown(slot)) }
+            case .up(let slot):
+                logger.notice("peer node \(context.nodes[slot]) is alive")
+                for w in workers { w.post(.nodeUp(slot)) }
+            }
+        }
+        if now % UInt64(options.livenessIntervalTicks) == 0, let transport = transportBox.withLock({ $0 }) {
+            for (slot, peer) in context.nodes.enumerated() where slot != context.selfSlot {
+                transport.send(PeerFrame(from: nodeID, to: peer, senderBoot: boot, messages: []))
+            }
+        }
+        for w in workers { w.post(.tick) }
+        if now % UInt64(options.appliedFlushTicks) == 0 {
+            for w in workers { w.post(.call { [self] shard in mergeApplied(shard.takeAppliedUpdates()) }) }
+            flushApplied()
+        }
+    }
+
+    private func mergeApplied(_ updates: [[GroupID: (index: LogIndex, confState: ConfState?)]]) {
+        pendingApplied.withLock { pending in
+            for (slot, map) in updates.enumerated() {
+                for (group, update) in map {
+                    var merged = pending[slot][group] ?? update
+                    merged.index = max(merged.index, update.index)
+                    if let conf = update.confState { merged.confState = conf }
+                    pending[slot][group] = merged
+                }
+            }
+        }
+    }
+
+    /// Records applied indices (with configurations) in each storage's metadata store.
+    private func flushApplied() {
+        let pending = pendingApplied.withLock { p -> [[GroupID: (index: LogIndex, confState: ConfState?)]] in
+            defer { p = Array(repeating: [:], count: storages.count) }
+            return p
+        }
+        for (slot, map) in pending.enumerated() where !map.isEmpty {
+            var updates: [(group: GroupID, index: LogIndex, confState: StoredConfState?)] = []
+            for group in map.keys.sorted() {
+                let u = map[group]!
+                updates.append((group, u.index, u.confState.flatMap { try? StoredConfState($0) }))
+            }
+            do {
+                try storages[slot].metadata.recordApplied(updates)
+            } catch {
+                logger.error(
+                    "recording applied indices on \(context.storageNames[slot]) failed: \(error); a restart re-applies more entries"
+                )
+            }
+        }
+    }
+}
+
+func monotonicNanoseconds() -> Int {
+    var ts = timespec()
+    clock_gettime(CLOCK_MONOTONIC, &ts)
+    return Int(ts.tv_sec) * 1_000_000_000 + Int(ts.tv_nsec)
+}
+
+#if canImport(Glibc)
+    import Glibc
+#endif

@@ -1,0 +1,49 @@
+import RaftConsensus
+
+/// Why a state machine could not apply or snapshot. A failed apply stops the replica (its
+/// later entries depend on this one), never the node.
+public struct StateMachineError: Error, Hashable, Sendable, CustomStringConvertible {
+    public var reason: String
+    public init(_ reason: String) { self.reason = reason }
+    public var description: String { reason }
+}
+
+/// What a partition implements to receive its group's committed entries.
+///
+/// The host calls one replica's state machine from one apply worker at a time, in log
+/// order. Entries are verified changes (the leader checked them before proposing), so apply
+/// is unconditional and deterministic. The applied index is made durable together with (or
+/// after) the state it describes; the host additionally records the index it knows applied
+/// in the metadata store, lazily, so after a crash entries at or below `appliedIndex` may be
+/// offered again and must be skipped (or re-applied to the same result).
+public protocol StateMachine: AnyObject, Sendable {
+    /// The highest index whose effects this state machine holds (zero when empty).
+    var appliedIndex: LogIndex { get }
+
+    /// Applies committed entries, ascending and contiguous. Entries carry application bytes
+    /// (`.normal`, empty for a new leader's no-op) or a membership change (`.confChange`,
+    /// already applied to the group's configuration by the host). Throwing stops the replica.
+    func apply(_ entries: [Entry]) throws(StateMachineError)
+
+    /// Writes a point-in-time image of the state at `appliedIndex` (snapshot issue).
+    func makeSnapshot() throws(StateMachineError) -> [UInt8]
+
+    /// Replaces the state with a snapshot image covering everything up to `index`.
+    func restore(snapshot: [UInt8], index: LogIndex) throws(StateMachineError)
+}
+
+extension StateMachine {
+    public func makeSnapshot() throws(StateMachineError) -> [UInt8] {
+        throw StateMachineError("this state machine does not make snapshots yet")
+    }
+
+    public func restore(snapshot: [UInt8], index: LogIndex) throws(StateMachineError) {
+        throw StateMachineError("this state machine does not install snapshots yet")
+    }
+}
+
+/// Opens (or creates) the state machine of a replica: at creation, at restart and when a
+/// dormant replica's state machine was released.
+public typealias StateMachineFactory =
+    @Sendable (_ replica: ReplicaKey, _ group: GroupID, _ storage: StorageName) throws(StateMachineError) ->
+    any StateMachine

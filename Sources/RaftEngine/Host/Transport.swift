@@ -1,0 +1,44 @@
+import RaftConsensus
+
+/// One consensus message for one replica.
+public struct PeerMessage: Sendable {
+    public var partition: PartitionKey
+    public var message: Message
+
+    public init(partition: PartitionKey, message: Message) {
+        self.partition = partition
+        self.message = message
+    }
+}
+
+/// Everything one node sends another in one turn: the messages of every group, batched,
+/// plus the node-pair liveness signal. A frame without messages is a liveness heartbeat.
+public struct PeerFrame: Sendable {
+    public var from: NodeID
+    public var to: NodeID
+    /// Random per process start: a new value tells the receiver the sender restarted (and
+    /// so leads nothing any more).
+    public var senderBoot: UInt64
+    public var messages: [PeerMessage]
+
+    public init(from: NodeID, to: NodeID, senderBoot: UInt64, messages: [PeerMessage]) {
+        self.from = from
+        self.to = to
+        self.senderBoot = senderBoot
+        self.messages = messages
+    }
+}
+
+/// Receives frames from peers (a `NodeHost`).
+public protocol FrameReceiver: AnyObject, Sendable {
+    func receive(_ frame: PeerFrame)
+}
+
+/// Moves frames between nodes. `send` never blocks: a transport that cannot take a frame
+/// (queue full, peer unreachable) drops it and returns false, which Raft tolerates. The
+/// network transport (a later issue) authenticates peers (cluster ID + secret) before any
+/// frame is delivered.
+public protocol Transport: AnyObject, Sendable {
+    @discardableResult
+    func send(_ frame: PeerFrame) -> Bool
+}

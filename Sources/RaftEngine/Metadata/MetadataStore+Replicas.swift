@@ -1,0 +1,110 @@
+import RaftConsensus
+
+/// Bulk operations of the node host: creating many Raft replicas, recording applied
+/// indices with the configuration they correspond to, and loading every replica at start.
+/// Each is one transaction (one fsync), however many groups it covers.
+extension MetadataStore {
+    /// A Raft replica to register: its partition, its group's first routing entry and the
+    /// initial configuration.
+    public struct NewReplica: Sendable {
+        public var key: PartitionKey
+        public var route: RouteEntry
+        public var confState: StoredConfState
+
+        public init(key: PartitionKey, route: RouteEntry, confState: StoredConfState) {
+            self.key = key
+            self.route = route
+            self.confState = confState
+        }
+    }
+
+    /// A registered Raft replica with what its group needs to start.
+    public struct LoadedReplica: Sendable {
+        public var record: PartitionRecord
+        public var route: RouteEntry?
+        public var confState: StoredConfState?
+        public var applied: LogIndex
+    }
+
+    /// Registers every replica in `replicas` as an active Raft replica under a fresh group
+    /// ID, with its route and configuration, in one transaction: all or nothing. A key
+    /// already registered refuses the whole batch.
+    public func createRaftReplicas(_ replicas: [NewReplica]) throws(MetadataError) -> [PartitionRecord] {
+        let databases = self.databases
+        return try write { (txn) throws(MetadataError) -> [PartitionRecord] in
+            var records: [PartitionRecord] = []
+            records.reserveCapacity(replicas.count)
+            for replica in replicas {
+                if let existing = try Self.record(txn, databases, replica.key) {
+                    throw .partitionAlreadyRegistered(replica.key, group: existing.group)
+                }
+                let record = PartitionRecord(key: replica.key, group: try takeGroupID(txn), mode: .raft, state: .active)
+                try txn.set(databases.partitions, replica.key.encoded, record.encodedValue)
+                var reverse = ByteWriter(version: 1)
+                reverse.append(replica.key.encoded)
+                try txn.set(databases.groups, Self.groupKey(record.group), reverse.bytes)
+                if let stored = try Self.storedRoute(txn, databases, replica.key), !(stored.version < replica.route.version)
+                {
+                    // Another replica of the partition on this storage recorded it: keep it.
+                } else {
+                    try txn.set(databases.routes, replica.key.encoded, replica.route.encoded)
+                }
+                try txn.set(databases.confStates, Self.groupKey(record.group), replica.confState.encoded)
+                records.append(record)
+            }
+            return records
+        }
+    }
+
+    /// Records applied indices, each with the configuration as of that index when it
+    /// changed, in one transaction. A restarted group starts from a pair written together,
+    /// so the configuration always matches the index it resumes applying after. Indices
+    /// must not regress (`.appliedIndexRegressed` refuses the batch).
+    public func recordApplied(
+        _ updates: [(group: GroupID, index: LogIndex, confState: StoredConfState?)]
+    ) throws(MetadataError) {
+        guard !updates.isEmpty else { return }
+        let databases = self.databases
+        try write { (txn) throws(MetadataError) in
+            for update in updates {
+                _ = try Self.requireGroup(txn, databases, update.group)
+                let stored = try Self.storedApplied(txn, databases, update.group)
+                guard update.index >= stored else {
+                    throw .appliedIndexRegressed(update.group, stored: stored, offered: update.index)
+                }
+                if update.index > stored {
+                    var writer = ByteWriter(version: 1)
+                    writer.u64(update.index.rawValue)
+                    try txn.set(databases.applied, Self.groupKey(update.group), writer.bytes)
+                }
+                if let confState = update.confState {
+                    try txn.set(databases.confStates, Self.groupKey(update.group), confState.encoded)
+                }
+            }
+        }
+    }
+
+    /// Every registered Raft replica that is active or leaving, in partition key order,
+    /// with its route, configuration and applied index, read in one transaction.
+    public func loadRaftReplicas() throws(MetadataError) -> [LoadedReplica] {
+        let records = try partitions()
+        let databases = self.databases
+        return try read { (txn) throws(MetadataError) -> [LoadedReplica] in
+            var loaded: [LoadedReplica] = []
+            loaded.reserveCapacity(records.count)
+            for record in records where record.mode == .raft && (record.state == .active || record.state == .leaving) {
+                let route = try Self.storedRoute(txn, databases, record.key)
+                let confState: StoredConfState? = try {
+                    () throws(MetadataError) -> StoredConfState? in
+                    guard let bytes = try txn.value(databases.confStates, Self.groupKey(record.group)) else { return nil }
+                    return try Self.decode("conf_states", record.group.description) { () throws(DecodeFailure) in
+                        try StoredConfState(decoding: bytes)
+                    }
+                }()
+                let applied = try Self.storedApplied(txn, databases, record.group)
+                loaded.append(LoadedReplica(record: record, route: route, confState: confState, applied: applied))
+            }
+            return loaded
+        }
+    }
+}
