@@ -16,34 +16,43 @@ extension HostShard {
             let r = awake[i]
             i += 1
             guard let node = r.node else { continue }
+            // An idle leader quiesces instead of ticking (a tick would queue heartbeats,
+            // which make it not quiescable until they are sent).
+            if node.role == .leader && now >= r.lastActivity + UInt64(options.quiesceAfterIdleTicks)
+                && r.pendingReady == nil && !r.hasRequests && quiesceLeader(r, node)
+            {
+                // The slot of `r` was refilled by swap-remove: look at it again.
+                i -= 1
+                markDirty(r)
+                continue
+            }
             node.tick()
             counters.ticksGiven &+= 1
-            if node.role == .leader && now >= r.lastActivity + UInt64(options.quiesceAfterIdleTicks)
-                && r.pendingReady == nil && !r.hasRequests
-            {
-                let down = downMembers(of: r)
-                if node.quiesce(ignoring: down) {
-                    counters.quiesces &+= 1
-                    r.laggingNodes = []
-                    for m in down {
-                        let slot = r.nodeSlot(of: m)
-                        if slot >= 0 && !r.laggingNodes.contains(slot) {
-                            r.laggingNodes.append(slot)
-                            laggingByNode[slot].append(r)
-                        }
-                    }
-                    // The slot of `r` is refilled by swap-remove: look at it again.
-                    setNotAwake(r, as: .quiesced)
-                    noteQuiesced(r)
-                    i -= 1
-                }
-            }
             markDirty(r)
         }
         runCampaigns()
         runWakes()
         suspendIdle()
         expireRequests()
+    }
+
+    /// Quiesces an idle leader, not waiting for members on dead nodes (remembered, so the
+    /// group wakes when their node returns).
+    private func quiesceLeader(_ r: Replica, _ node: RawNode) -> Bool {
+        let down = downMembers(of: r)
+        guard node.quiesce(ignoring: down) else { return false }
+        counters.quiesces &+= 1
+        r.laggingNodes = []
+        for m in down {
+            let slot = r.nodeSlot(of: m)
+            if slot >= 0 && !r.laggingNodes.contains(slot) {
+                r.laggingNodes.append(slot)
+                laggingByNode[slot].append(r)
+            }
+        }
+        setNotAwake(r, as: .quiesced)
+        noteQuiesced(r)
+        return true
     }
 
     func noteQuiesced(_ r: Replica) {

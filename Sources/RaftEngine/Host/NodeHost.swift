@@ -73,7 +73,7 @@ public final class NodeHost: FrameReceiver, @unchecked Sendable {
             HostWorker(shard: HostShard(index: i, context: context, seed: options.seed), maxEvents: options.maxInboxEvents)
         }
         appliers = (0..<options.applyWorkers).map { ApplyWorker(index: $0) }
-        liveness = Mutex(NodeLiveness(peerCount: cluster.nodes.count, timeoutTicks: options.livenessTimeoutTicks, now: 0))
+        liveness = Mutex(NodeLiveness(peerCount: cluster.nodes.count, selfSlot: selfSlot, timeoutTicks: options.livenessTimeoutTicks, now: 0))
         pendingApplied.withLock { $0 = Array(repeating: [:], count: storages.count) }
         try loadReplicas()
     }

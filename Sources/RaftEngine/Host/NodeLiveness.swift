@@ -20,10 +20,14 @@ struct NodeLiveness {
     private var peers: [Peer]
     private var events: [Event] = []
 
-    /// Peers start alive, heard at `now`: a starting node gives them a full timeout.
-    init(peerCount: Int, timeoutTicks: Int, now: UInt64) {
+    let selfSlot: Int
+
+    /// Peers start alive, heard at `now`: a starting node gives them a full timeout. The
+    /// node's own slot is never reported.
+    init(peerCount: Int, selfSlot: Int, timeoutTicks: Int, now: UInt64) {
         precondition(timeoutTicks > 0)
         self.timeoutTicks = UInt64(timeoutTicks)
+        self.selfSlot = selfSlot
         peers = Array(repeating: Peer(lastHeard: now), count: peerCount)
     }
 
@@ -46,7 +50,7 @@ struct NodeLiveness {
     /// Declares peers dead whose silence reached the timeout; returns every event since the
     /// last call, in order.
     mutating func tick(now: UInt64) -> [Event] {
-        for i in peers.indices where peers[i].isAlive && now >= peers[i].lastHeard + timeoutTicks {
+        for i in peers.indices where i != selfSlot && peers[i].isAlive && now >= peers[i].lastHeard + timeoutTicks {
             peers[i].isAlive = false
             events.append(.down(i))
         }
