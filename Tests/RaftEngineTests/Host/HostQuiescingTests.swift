@@ -1,0 +1,161 @@
+import Foundation
+import RaftConsensus
+import Testing
+
+@testable import RaftEngine
+
+@Suite("Host: quiescing, liveness and dormant groups", .serialized)
+struct HostQuiescingTests {
+    /// Waits until no replica on any live node is ticked.
+    private func waitAllQuiesced(_ cluster: HostTestCluster, within seconds: Double = 20) async throws {
+        try await cluster.waitUntil("every replica quiesced", within: seconds) {
+            for i in cluster.hosts.indices where cluster.hosts[i] != nil {
+                if await cluster.counters(i).awake != 0 { return false }
+            }
+            return true
+        }
+    }
+
+    private func totals(_ cluster: HostTestCluster) async -> HostCounters {
+        var total = HostCounters()
+        for i in cluster.hosts.indices where cluster.hosts[i] != nil { total.add(await cluster.counters(i)) }
+        return total
+    }
+
+    @Test("Host: a quiesced group gets no ticks and sends no messages; a proposal wakes it and commits")
+    func quiescedIsSilent() async throws {
+        let cluster = try HostTestCluster()
+        defer { cluster.stopAll() }
+        try cluster.startAll()
+        let keys = try cluster.createGroups(300)
+        try await waitAllQuiesced(cluster)
+        let before = await totals(cluster)
+        let tick0 = cluster.hosts[0]!.currentTick
+        // 30 ticks (3 election timeouts) of silence.
+        try await cluster.waitUntil("30 ticks passed") { cluster.hosts[0]!.currentTick >= tick0 + 30 }
+        let after = await totals(cluster)
+        #expect(after.ticksGiven == before.ticksGiven, "quiesced replicas were ticked")
+        #expect(after.messagesSent == before.messagesSent, "quiesced replicas sent messages")
+        #expect(after.campaigns == before.campaigns)
+        // A proposal wakes the group at once and commits without an election.
+        let terms = try await cluster.hosts[0]!.status(of: keys[7]).term
+        let index = try await cluster.write(keys[7], Array("wake".utf8), within: 10)
+        #expect(index > .zero)
+        #expect(try await cluster.hosts[0]!.status(of: keys[7]).term == terms)
+        #expect(await totals(cluster).leadershipsGained == before.leadershipsGained)
+        // ... and it quiesces again.
+        try await waitAllQuiesced(cluster)
+    }
+
+    @Test("Host: dormant groups are rebuilt on demand without an election and serve writes")
+    func dormantRehydrates() async throws {
+        var options = HostTestCluster.testOptions()
+        options.dormantAfterQuiescedTicks = 5
+        let cluster = try HostTestCluster(options: options)
+        defer { cluster.stopAll() }
+        try cluster.startAll()
+        let keys = try cluster.createGroups(300)
+        try await cluster.waitUntil("every replica dormant") {
+            for i in 0..<3 where await cluster.counters(i).dormant != 300 { return false }
+            return true
+        }
+        let before = await totals(cluster)
+        for key in keys.prefix(30) {
+            _ = try await cluster.write(key, Array("after dormancy".utf8), within: 10)
+        }
+        let after = await totals(cluster)
+        #expect(after.leadershipsGained == before.leadershipsGained, "a dormant group elected again")
+        #expect(after.campaigns == before.campaigns)
+        #expect(after.rehydrations >= 30)
+        // Reads work on rebuilt groups too.
+        let leader = await cluster.leader(of: keys[3])!
+        let readIndex = try await cluster.hosts[leader]!.read(keys[3])
+        #expect(readIndex >= LogIndex(2))
+    }
+
+    @Test("Host: a restarted node's groups come back dormant and the first write needs no election")
+    func restartServesWithoutElection() async throws {
+        let cluster = try HostTestCluster()
+        defer { cluster.stopAll() }
+        try cluster.startAll()
+        let keys = try cluster.createGroups(300)
+        for key in keys { _ = try await cluster.write(key, Array("before".utf8), within: 10) }
+        try await waitAllQuiesced(cluster)
+        // Groups led by nodes 0 and 1; node 2 follows them.
+        var stable: [PartitionKey: Term] = [:]
+        for key in keys {
+            if let l = await cluster.leader(of: key), l != 2 {
+                stable[key] = try await cluster.hosts[l]!.status(of: key).term
+            }
+        }
+        #expect(stable.count >= 150)
+        cluster.crash(2)
+        try cluster.start(2)
+        let restarted = await cluster.counters(2)
+        #expect(restarted.dormant == 300, "restart loads every replica dormant")
+        #expect(restarted.campaigns == 0)
+        for key in stable.keys.sorted().prefix(50) {
+            _ = try await cluster.write(key, Array("after restart".utf8), within: 10)
+            let l = await cluster.leader(of: key)!
+            #expect(try await cluster.hosts[l]!.status(of: key).term == stable[key], "\(key) elected again")
+        }
+        // The restarted node's replicas were rebuilt and apply the new writes.
+        try await cluster.waitUntil("node 2 applied the writes after restart") {
+            for key in stable.keys.sorted().prefix(50) {
+                let sm = cluster.machines.existing(node: 2, replica: ReplicaKey(partition: key, member: 3))!
+                if sm.writes.last.map({ String(decoding: $0.data, as: UTF8.self) }) != "after restart" { return false }
+            }
+            return true
+        }
+    }
+
+    @Test("Host: killing the node that leads N groups re-elects exactly those N within 3 election timeouts, paced")
+    func failoverReelectsExactlyThose() async throws {
+        var options = HostTestCluster.testOptions()
+        options.tickMilliseconds = 20
+        options.maxCampaignsPerTick = 32
+        options.dormantAfterQuiescedTicks = 10
+        let cluster = try HostTestCluster(options: options)
+        defer { cluster.stopAll() }
+        try cluster.startAll()
+        let keys = try cluster.createGroups(600)
+        try await cluster.waitUntil("every replica dormant") {
+            for i in 0..<3 where await cluster.counters(i).dormant != 600 { return false }
+            return true
+        }
+        var ledByVictim: [PartitionKey] = []
+        var others: [PartitionKey: Term] = [:]
+        for key in keys {
+            let l = await cluster.leader(of: key)
+            if l == 0 {
+                ledByVictim.append(key)
+            } else if let l {
+                others[key] = try await cluster.hosts[l]!.status(of: key).term
+            }
+        }
+        #expect(ledByVictim.count == 200)
+        let before = [await cluster.counters(1), await cluster.counters(2)]
+        let start = cluster.hosts[1]!.currentTick
+        cluster.crash(0)
+        try await cluster.waitUntil("the victim's groups have new leaders", within: 30) {
+            for key in ledByVictim where await cluster.leader(of: key) == nil { return false }
+            return true
+        }
+        let elapsed = cluster.hosts[1]!.currentTick - start
+        let after = [await cluster.counters(1), await cluster.counters(2)]
+        let gained = (after[0].leadershipsGained - before[0].leadershipsGained)
+            + (after[1].leadershipsGained - before[1].leadershipsGained)
+        print("failover: \(ledByVictim.count) groups re-elected in \(elapsed) ticks; campaigns per tick max \(after[0].maxCampaignsInATick), \(after[1].maxCampaignsInATick); campaigns \(after[0].campaigns - before[0].campaigns) + \(after[1].campaigns - before[1].campaigns)")
+        #expect(gained == UInt64(ledByVictim.count), "exactly the dead node's groups elect")
+        #expect(elapsed <= UInt64(3 * options.electionTicks), "re-election took \(elapsed) ticks")
+        let perShard = UInt64(max(1, options.maxCampaignsPerTick / options.workers))
+        #expect(after[0].maxCampaignsInATick <= perShard && after[1].maxCampaignsInATick <= perShard)
+        // Groups led by the survivors kept their leader and term.
+        for (key, term) in others.sorted(by: { $0.key < $1.key }).prefix(100) {
+            let l = await cluster.leader(of: key)!
+            #expect(try await cluster.hosts[l]!.status(of: key).term == term)
+        }
+        // The new leaders serve writes.
+        for key in ledByVictim.prefix(20) { _ = try await cluster.write(key, Array("failover".utf8), within: 10) }
+    }
+}
