@@ -72,6 +72,11 @@ let package = Package(
             path: "Benchmarks/WALBench"
         ),
         .executableTarget(
+            name: "HostBench",
+            dependencies: ["RaftEngine", "RaftConsensus", "CRaftIO", "BenchSupport"],
+            path: "Benchmarks/HostBench"
+        ),
+        .executableTarget(
             name: "ConsensusBench",
             dependencies: ["RaftConsensus"],
             path: "Benchmarks/ConsensusBench"

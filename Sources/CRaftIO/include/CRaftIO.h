@@ -13,5 +13,6 @@
 #include "craft_zstd.h"
 #include "craft_crc32c.h"
 #include "craft_lmdb.h"
+#include "craft_process.h"
 
 #endif

@@ -236,7 +236,6 @@ extension Raft {
     func wake() {
         guard quiesced else { return }
         quiesced = false
-        quorumConfirmed = false
         electionElapsed = 0
         heartbeatElapsed = 0
         if role == .leader { broadcastHeartbeat() }

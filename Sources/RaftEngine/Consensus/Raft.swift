@@ -42,10 +42,6 @@ final class Raft {
 
     /// Quiesced: ticks are ignored until something wakes us.
     var quiesced = false
-    /// Leader only: a CheckQuorum round found a quorum active since this member became
-    /// leader or last woke. Lease reads need it (a quiesced leader does not tick, so its
-    /// earlier rounds say nothing about now).
-    var quorumConfirmed = false
 
     init(config: RaftConfig, storage: any LogStorage) {
         if let problem = config.validate() { preconditionFailure("invalid RaftConfig: \(problem)") }
@@ -118,7 +114,6 @@ final class Raft {
         readOnly.reset()
         pendingReadIndexMessages = []
         quiesced = false
-        quorumConfirmed = false
     }
 
     func becomeFollower(_ newTerm: Term, lead newLead: MemberID) {
@@ -183,7 +178,6 @@ final class Raft {
                     becomeFollower(term, lead: .none)
                     return
                 }
-                quorumConfirmed = true
                 tracker.forEach { mid, pr in if mid != id { pr.recentActive = false } }
             }
             // A transfer that did not finish within an election timeout is abandoned.

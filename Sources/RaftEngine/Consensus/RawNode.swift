@@ -162,14 +162,11 @@ public final class RawNode {
         return raft.suspendedState()
     }
 
-    /// The commit index if this leader may serve a read from its lease right now: it is
-    /// awake, CheckQuorum is on, a quorum was active in a full round since it became leader
-    /// or last woke, it committed an entry in its term, and no transfer is under way.
-    /// Nil means "use `readIndex`". Lease reads assume bounded clock drift between members.
-    public var leaseReadIndex: LogIndex? {
-        guard raft.role == .leader, raft.config.checkQuorum, !raft.quiesced, raft.quorumConfirmed,
-            raft.committedEntryInCurrentTerm, raft.leadTransferee == .none
-        else { return nil }
+    /// The commit index if this member leads and may answer a read at it once the caller
+    /// has confirmed its leadership some other way (a lease the caller keeps): it committed
+    /// an entry in its term and no transfer is under way. Nil otherwise.
+    public var leaderCommitForRead: LogIndex? {
+        guard raft.role == .leader, raft.committedEntryInCurrentTerm, raft.leadTransferee == .none else { return nil }
         return raft.log.committed
     }
 

@@ -37,8 +37,12 @@ extension NodeHost {
         /// Bytes of committed entries handed to apply workers and not yet applied; above it
         /// new proposals are refused as overloaded.
         public var maxApplyBacklogBytes = 256 << 20
-        /// Largest proposal payload.
-        public var maxProposalBytes = 8 << 20
+        /// Largest proposal payload (it must fit a WAL batch with room to spare).
+        public var maxProposalBytes = 4 << 20
+        /// Apply jobs a replica may have queued; beyond it the replica takes no Readies.
+        public var maxApplyJobsPerReplica = 8
+        /// Bytes of committed entries one Ready hands to apply.
+        public var maxApplyBytesPerReady = 4 << 20
         /// Default deadline of a request.
         public var requestTimeoutTicks = 50
         /// Applied indices are recorded in the metadata store this often (they only bound
@@ -62,6 +66,10 @@ extension NodeHost {
             if livenessIntervalTicks < 1 || livenessTimeoutTicks <= livenessIntervalTicks {
                 return "livenessTimeoutTicks must exceed livenessIntervalTicks"
             }
+            // Lease reads rely on it: a follower forgets a live leader no sooner than it
+            // would stop refusing votes for it.
+            if livenessTimeoutTicks < electionTicks { return "livenessTimeoutTicks must be at least electionTicks" }
+            if maxApplyJobsPerReplica < 1 || maxApplyBytesPerReady < 1 << 16 { return "apply bounds are too small" }
             if quiesceAfterIdleTicks < 1 { return "quiesceAfterIdleTicks must be positive" }
             if maxCampaignsPerTick < 1 || maxWakesPerTick < 1 || maxSuspensionsPerTick < 1 {
                 return "per-tick budgets must be positive"

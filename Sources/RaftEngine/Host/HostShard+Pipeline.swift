@@ -12,9 +12,13 @@ extension HostShard {
                 counters.messagesDropped &+= 1
                 continue
             }
-            // A dormant replica only stays dormant while nothing but its own quiescing
-            // heartbeat arrives; a repeated quiescing heartbeat needs no answer worth waking for.
-            if r.node == nil && pm.message.kind == .heartbeat && pm.message.quiesce { continue }
+            // A dormant replica stays dormant for a repeat of its own leader's quiescing
+            // heartbeat (same term, same sender); anything else rebuilds it.
+            if let d = r.suspended, pm.message.kind == .heartbeat, pm.message.quiesce, pm.message.term == d.term,
+                pm.message.from == d.lead
+            {
+                continue
+            }
             guard let node = resident(r) else { continue }
             node.step(pm.message)
             syncResidency(r)
@@ -22,14 +26,14 @@ extension HostShard {
         }
     }
 
-    /// A WAL append of turn `token` finished on one storage.
-    func durable(token: UInt64, result: Result<Void, WALError>) {
+    /// The WAL appends of turn `token` finished on storage `slot`.
+    func durable(token: UInt64, slot: Int, result: Result<Void, WALError>) {
         guard var batch = inflight[token] else { preconditionFailure("unknown WAL token \(token)") }
         if case .failure(let error) = result {
             // The WAL stops for good after a write or fdatasync failure (the process stops
-            // by default); here only the replicas of this batch are failed.
-            for r in batch.replicas where r.storageSlot < context.logs.count {
-                if r.pendingReady != nil { r.pendingReady = nil }
+            // by default); only the replicas of this storage in this batch are failed here.
+            for r in batch.replicas where r.storageSlot == slot {
+                r.pendingReady = nil
                 fail(r, "WAL append failed: \(error)")
             }
         }
@@ -51,6 +55,8 @@ extension HostShard {
     /// when a change was among the entries).
     func applied(_ r: Replica, through index: LogIndex, confState: ConfState?, entries: Int, failure: String?) {
         r.applyJobsInFlight -= 1
+        // A replica held back by its apply backlog may take Readies again.
+        if r.applyJobsInFlight == options.maxApplyJobsPerReplica - 1 { markDirty(r) }
         if let failure {
             fail(r, "state machine: \(failure)")
             return
@@ -81,6 +87,9 @@ extension HostShard {
 
     private func process(_ r: Replica) {
         guard r.failure == nil, r.pendingReady == nil, let node = r.node else { return }
+        // Backpressure: a replica whose state machine is behind takes no more Readies (its
+        // acknowledgements stop, so its leader's in-flight window fills and waits).
+        guard r.applyJobsInFlight < options.maxApplyJobsPerReplica else { return }
         // Readies that need no write are finished at once; at most a few per turn.
         for _ in 0..<4 {
             guard node.hasReady else { return }
@@ -119,7 +128,7 @@ extension HostShard {
         route(rd.messagesAfterPersist, of: r)
         var job: ApplyJob?
         if !rd.committedEntries.isEmpty { job = handOut(r, node, rd.committedEntries) }
-        for state in rd.readStates { readIndexKnown(r, state) }
+        for state in rd.readStates { readIndexKnown(r, node, state) }
         node.advance(rd)
         releaseReads(r, into: &job)
         if let job {
@@ -133,7 +142,7 @@ extension HostShard {
     /// member now (the core needs them before its next Ready) and attaches the proposals
     /// these entries decide.
     private func handOut(_ r: Replica, _ node: RawNode, _ entries: [Entry]) -> ApplyJob {
-        let job = ApplyJob(replica: r, entries: entries)
+        let job = ApplyJob(replica: r, entries: entries, through: entries[entries.count - 1].index)
         for entry in entries {
             if case .confChange(let change) = entry.payload {
                 let state = node.applyConfChange(change)

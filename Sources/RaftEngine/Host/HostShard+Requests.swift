@@ -45,9 +45,15 @@ extension HostShard {
         case .failure(let error): return promise(.failure(error))
         case .success(let t): (r, node) = t
         }
-        // A follower answers at once and stays asleep: waking it would only make it time out
-        // and disturb a quiesced group with a pre-vote.
-        guard node.role == .leader else { return promise(.failure(notLeader(r, node))) }
+        // A follower that knows its leader answers at once and stays asleep: waking it would
+        // only make it time out and disturb a quiesced group with a pre-vote.
+        guard node.role == .leader else {
+            findLeader(r, node)
+            return promise(.failure(notLeader(r, node)))
+        }
+        if case .confChange(let change) = payload, change.changes.count > EntryCodec.maximumChanges {
+            return promise(.failure(.invalid("a membership change has at most \(EntryCodec.maximumChanges) edits")))
+        }
         let outcome: ProposalOutcome
         switch payload {
         case .normal(let data): outcome = node.propose(data)
@@ -78,8 +84,8 @@ extension HostShard {
         r.lastActivity = now
         let id = nextReadID
         nextReadID += 1
-        if consistency == .lease, let index = node.leaseReadIndex {
-            r.reads.append(PendingRead(id: id, deadline: deadline, index: index, promise: promise))
+        if consistency == .lease, node.term == r.leaseTerm, now < r.leaseUntil, let index = node.leaderCommitForRead {
+            r.reads.append(PendingRead(id: id, issuedAt: now, deadline: deadline, index: index, promise: promise))
             trackRequests(r)
             var job: ApplyJob?
             releaseReads(r, into: &job)
@@ -90,6 +96,7 @@ extension HostShard {
             return
         }
         if node.role != .leader && node.leader == .none {
+            findLeader(r, node)
             return promise(.failure(notLeader(r, node)))
         }
         var context: [UInt8] = []
@@ -97,7 +104,7 @@ extension HostShard {
         withUnsafeBytes(of: id.littleEndian) { context.append(contentsOf: $0) }
         switch node.readIndex(context: context) {
         case .accepted, .forwarded:
-            r.reads.append(PendingRead(id: id, deadline: deadline, index: nil, promise: promise))
+            r.reads.append(PendingRead(id: id, issuedAt: now, deadline: deadline, index: nil, promise: promise))
             trackRequests(r)
         case .dropped(.notLeader):
             promise(.failure(notLeader(r, node)))
@@ -150,12 +157,32 @@ extension HostShard {
 
     // MARK: - Reads
 
-    func readIndexKnown(_ r: Replica, _ state: ReadState) {
+    /// A follower that does not know its leader (after a restart, or after its leader's
+    /// node died and nobody took over) starts ticking when a request needs the leader: it
+    /// either hears from a live leader (whose in-lease refusal of its pre-vote wakes it,
+    /// and it re-announces itself) or, after an election timeout, campaigns. Leaders are
+    /// thus found lazily, per group, on first use.
+    private func findLeader(_ r: Replica, _ node: RawNode) {
+        guard node.leader == .none, r.residency != .awake, r.residency != .awaitingCampaign else { return }
+        node.wake()
+        r.lastActivity = now
+        setAwake(r)
+        markDirty(r)
+    }
+
+    func readIndexKnown(_ r: Replica, _ node: RawNode, _ state: ReadState) {
         guard state.context.count == 8 else { return }
         var id: UInt64 = 0
         for (i, b) in state.context.enumerated() { id |= UInt64(b) << (8 * UInt64(i)) }
         for i in r.reads.indices where r.reads[i].id == id && r.reads[i].index == nil {
             r.reads[i].index = state.index
+            if node.role == .leader {
+                // A quorum acknowledged a heartbeat sent no earlier than the read's issue tick.
+                let until = r.reads[i].issuedAt + UInt64(max(1, options.electionTicks / 2))
+                if r.leaseTerm != node.term { r.leaseUntil = 0 }
+                r.leaseTerm = node.term
+                r.leaseUntil = max(r.leaseUntil, until)
+            }
             return
         }
     }
@@ -167,7 +194,7 @@ extension HostShard {
         var kept = 0
         for read in r.reads {
             if let index = read.index, index <= r.handedOut {
-                if job == nil { job = ApplyJob(replica: r, entries: []) }
+                if job == nil { job = ApplyJob(replica: r, entries: [], through: r.handedOut) }
                 job!.reads.append((read.promise, index))
             } else {
                 r.reads[kept] = read

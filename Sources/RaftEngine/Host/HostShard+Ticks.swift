@@ -42,7 +42,6 @@ extension HostShard {
         let down = downMembers(of: r)
         guard node.quiesce(ignoring: down) else { return false }
         counters.quiesces &+= 1
-        r.laggingNodes = []
         for m in down {
             let slot = r.nodeSlot(of: m)
             if slot >= 0 && !r.laggingNodes.contains(slot) {
@@ -136,10 +135,15 @@ extension HostShard {
                 continue
             }
             if node.leader != .none || node.role != .follower {
-                // Someone else won (or this one is already running): just resume.
+                // Someone else won (or this one is already running): just resume; the new
+                // leader may already have quiesced the group.
                 started.insert(ObjectIdentifier(r))
                 r.residency = .quiesced
-                setAwake(r)
+                if node.isQuiesced {
+                    noteQuiesced(r)
+                } else {
+                    setAwake(r)
+                }
                 continue
             }
             guard budget > 0 else { break }
@@ -184,9 +188,14 @@ extension HostShard {
             quiescedHead += 1
             budget -= 1
             // Still the same quiet period, nothing in flight?
-            guard r.residency == .quiesced, r.quiescedAt == at, r.pendingReady == nil, !r.hasRequests,
-                r.applyJobsInFlight == 0, !r.isDirty, let node = r.node, let state = node.suspend()
-            else { continue }
+            guard r.residency == .quiesced, r.quiescedAt == at, let node = r.node else { continue }
+            guard r.pendingReady == nil, !r.hasRequests, r.applyJobsInFlight == 0, !r.isDirty,
+                let state = node.suspend()
+            else {
+                // Busy at this moment: try again after another quiet period.
+                noteQuiesced(r)
+                continue
+            }
             r.suspended = state
             r.node = nil
             r.residency = .dormant

@@ -54,7 +54,9 @@ public struct HostCounters: Sendable, Equatable {
     public var dormant = 0
     public var replicas = 0
 
-    mutating func add(_ o: HostCounters) {
+    public init() {}
+
+    public mutating func add(_ o: HostCounters) {
         ticksGiven += o.ticksGiven
         turns += o.turns
         messagesSent += o.messagesSent
@@ -178,6 +180,7 @@ final class HostShard {
         c.maxSizePerMsg = options.maxSizePerMessage
         c.maxInflightMsgs = options.maxInflightMessages
         c.maxUncommittedEntriesSize = options.maxUncommittedBytes
+        c.maxCommittedSizePerReady = options.maxApplyBytesPerReady
         c.seed = rng.next()
         return c
     }
@@ -193,6 +196,8 @@ final class HostShard {
         r.residency = .quiesced
         counters.dormant -= 1
         counters.rehydrations += 1
+        // Rebuilt quiesced: it shrinks again after a quiet period unless something wakes it.
+        noteQuiesced(r)
         return node
     }
 

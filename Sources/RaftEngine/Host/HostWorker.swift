@@ -8,7 +8,7 @@ final class HostWorker: @unchecked Sendable {
         case messages([PeerMessage])
         case request(HostRequest)
         case tick
-        case durable(token: UInt64, Result<Void, WALError>)
+        case durable(token: UInt64, slot: Int, Result<Void, WALError>)
         case applied(Replica, LogIndex, ConfState?, entries: Int, failure: String?)
         case nodeDown(Int)
         case nodeUp(Int)
@@ -69,7 +69,13 @@ final class HostWorker: @unchecked Sendable {
                 return stopping && batch.isEmpty
             }
             if stop { return }
-            for event in batch { handle(event) }
+            // Ticks queued while the worker was busy collapse into one: a burst of ticks with
+            // no turn between them could fire CheckQuorum with no chance to hear answers.
+            let lastTick = batch.lastIndex { if case .tick = $0 { return true } else { return false } }
+            for (i, event) in batch.enumerated() {
+                if case .tick = event, i != lastTick { continue }
+                handle(event)
+            }
             let output = shard.runTurn()
             host.carryOut(output, from: self)
         }
@@ -80,7 +86,7 @@ final class HostWorker: @unchecked Sendable {
         case .messages(let messages): shard.deliver(messages)
         case .request(let request): shard.handle(request)
         case .tick: shard.tick()
-        case .durable(let token, let result): shard.durable(token: token, result: result)
+        case .durable(let token, let slot, let result): shard.durable(token: token, slot: slot, result: result)
         case .applied(let r, let index, let conf, let entries, let failure):
             shard.applied(r, through: index, confState: conf, entries: entries, failure: failure)
         case .nodeDown(let slot): shard.nodeDown(slot)

@@ -57,6 +57,12 @@ public final class NodeHost: FrameReceiver, @unchecked Sendable {
             guard cluster.node(serving: name) == nodeID else {
                 throw .invalid("storage \(name) is not served by node \(nodeID) in the cluster map")
             }
+            // A proposal, with its record overhead, must fit one WAL batch with room to spare.
+            guard options.maxProposalBytes <= storage.log.options.maxBatchBytes / 2 else {
+                throw .invalid(
+                    "maxProposalBytes \(options.maxProposalBytes) must be at most half the WAL batch limit of \(name) (\(storage.log.options.maxBatchBytes))"
+                )
+            }
         }
         self.nodeID = nodeID
         self.options = options
@@ -146,7 +152,7 @@ public final class NodeHost: FrameReceiver, @unchecked Sendable {
                 throw .invalid("registering \(list.count) replicas on \(context.storageNames[slot]): \(error)")
             }
             for (i, spec) in list.enumerated() {
-                let replica = try makeReplica(
+                let replica = try factory.makeReplica(
                     key: ReplicaKey(partition: spec.partition, member: spec.member), group: records[i].group,
                     storageSlot: slot, route: spec.replicas, confState: confs[i], applied: .zero)
                 perWorker[shardIndex(spec.partition)].append((replica, spec.campaign))
@@ -155,51 +161,13 @@ public final class NodeHost: FrameReceiver, @unchecked Sendable {
         for (i, list) in perWorker.enumerated() where !list.isEmpty { workers[i].post(.add(list)) }
     }
 
-    private func makeReplica(
-        key: ReplicaKey, group: GroupID, storageSlot: Int, route: [RouteReplica], confState: ConfState,
-        applied: LogIndex
-    ) throws(HostError) -> Replica {
-        let machine: any StateMachine
-        do {
-            machine = try stateMachines(key, group, context.storageNames[storageSlot])
-        } catch {
-            throw .replicaFailed("opening the state machine of \(key): \(error)")
-        }
-        let sorted = route.sorted { $0.member < $1.member }
-        let nodes = sorted.map { replica -> Int in
-            guard let node = cluster.node(serving: replica.storage) else { return -1 }
-            return cluster.nodes.firstIndex(of: node) ?? -1
-        }
-        let storage = WALLogStorage(log: context.logs[storageSlot], group: group, confState: confState)
-        return Replica(
-            key: key, group: group, storageSlot: storageSlot, storageName: context.storageNames[storageSlot],
-            stateMachine: machine, logStorage: storage, members: sorted.map(\.member), memberNodes: nodes,
-            applied: applied)
-    }
+    var factory: ReplicaFactory { ReplicaFactory(context: context, cluster: cluster, stateMachines: stateMachines) }
 
     /// Loads every registered Raft replica dormant, as a follower that knows no leader.
     private func loadReplicas() throws(HostError) {
-        for (slot, storage) in storages.enumerated() {
-            let loaded: [MetadataStore.LoadedReplica]
-            do { loaded = try storage.metadata.loadRaftReplicas() } catch {
-                throw .invalid("loading the replicas of \(context.storageNames[slot]): \(error)")
-            }
-            let storageName = context.storageNames[slot]
-            for item in loaded {
-                guard let route = item.route, let conf = item.confState,
-                    let me = route.replicas.first(where: { $0.storage == storageName })
-                else {
-                    throw .invalid(
-                        "replica \(item.record.key) on \(storageName) has no route or configuration in the metadata store")
-                }
-                let replica = try makeReplica(
-                    key: ReplicaKey(partition: item.record.key, member: me.member), group: item.record.group,
-                    storageSlot: slot, route: route.replicas, confState: ConfState(conf), applied: item.applied)
-                let hs = storage.log.hardState(of: item.record.group) ?? .empty
-                replica.suspended = SuspendedState(
-                    term: hs.term, commit: max(hs.commit, item.applied), lead: .none, isLeader: false, caughtUp: [])
-                replica.residency = .dormant
-                workers[shardIndex(item.record.key)].shard.add(replica, campaign: false)
+        for slot in storages.indices {
+            for replica in try factory.loadDormant(storage: storages[slot], slot: slot) {
+                workers[shardIndex(replica.key.partition)].shard.add(replica, campaign: false)
             }
         }
     }
@@ -276,7 +244,8 @@ public final class NodeHost: FrameReceiver, @unchecked Sendable {
         var total = HostCounters()
         for w in workers {
             let c: HostCounters = await withCheckedContinuation { continuation in
-                w.post(.call { shard in continuation.resume(returning: shard.snapshotCounters) })
+                let accepted = w.offer(.call { shard in continuation.resume(returning: shard.snapshotCounters) })
+                if !accepted { continuation.resume(returning: HostCounters()) }
             }
             total.add(c)
         }
@@ -289,7 +258,8 @@ public final class NodeHost: FrameReceiver, @unchecked Sendable {
         var total = 0
         for w in workers {
             total += await withCheckedContinuation { continuation in
-                w.post(.call { shard in continuation.resume(returning: shard.suspendAllQuiesced()) })
+                let accepted = w.offer(.call { shard in continuation.resume(returning: shard.suspendAllQuiesced()) })
+                if !accepted { continuation.resume(returning: 0) }
             }
         }
         return total
@@ -297,6 +267,11 @@ public final class NodeHost: FrameReceiver, @unchecked Sendable {
 
     /// The current tick.
     public var currentTick: UInt64 { tickCount.load(ordering: .relaxed) }
+
+    /// The WAL counters of each storage (batches, fdatasyncs, entries, bytes).
+    public var walStatistics: [(storage: StorageName, statistics: WALStatistics)] {
+        storages.map { ($0.metadata.identity.storageName, $0.log.statistics) }
+    }
 
     private func submit(
         _ partition: PartitionKey, _ completion: @escaping @Sendable (Result<LogIndex, HostError>) -> Void,
@@ -361,11 +336,8 @@ public final class NodeHost: FrameReceiver, @unchecked Sendable {
             }
         }
         if out.hasWrites {
-            let token = out.token
             for slot in out.writes.indices where !out.writes[slot].isEmpty {
-                context.logs[slot].append(out.writes[slot]) { [worker] result in
-                    worker.post(.durable(token: token, result))
-                }
+                appendWrites(out.writes[slot], token: out.token, slot: slot, worker: worker)
             }
         }
         if !out.applyJobs.isEmpty {
@@ -380,30 +352,57 @@ public final class NodeHost: FrameReceiver, @unchecked Sendable {
         }
     }
 
+    /// Appends one turn's writes for one storage, in chunks the WAL accepts (each within
+    /// half its batch limit), and reports the storage durable once every chunk is. A
+    /// chunk refused as `.overloaded` is queued again from the worker: that is backpressure,
+    /// not a failure. Any other error fails the storage's replicas in this batch.
+    private func appendWrites(_ writes: [GroupWrite], token: UInt64, slot: Int, worker: HostWorker) {
+        let log = context.logs[slot]
+        let limit = log.options.maxBatchBytes / 2
+        var chunks: [[GroupWrite]] = [[]]
+        var bytes = 0
+        for write in writes {
+            let size = write.encodedSize
+            if bytes + size > limit && !chunks[chunks.count - 1].isEmpty {
+                chunks.append([])
+                bytes = 0
+            }
+            chunks[chunks.count - 1].append(write)
+            bytes += size
+        }
+        let remaining = Mutex((count: chunks.count, error: WALError?.none))
+        let finish: @Sendable (Result<Void, WALError>) -> Void = { result in
+            let done: (Bool, WALError?) = remaining.withLock { state in
+                if case .failure(let error) = result, state.error == nil { state.error = error }
+                state.count -= 1
+                return (state.count == 0, state.error)
+            }
+            guard done.0 else { return }
+            worker.post(.durable(token: token, slot: slot, done.1.map { .failure($0) } ?? .success(())))
+        }
+        for chunk in chunks { submit(chunk, to: log, worker: worker, finish) }
+    }
+
+    private func submit(
+        _ chunk: [GroupWrite], to log: SharedLog, worker: HostWorker,
+        _ finish: @escaping @Sendable (Result<Void, WALError>) -> Void
+    ) {
+        log.append(chunk) { [self] result in
+            if case .failure(.overloaded) = result, !stopped.load(ordering: .relaxed) {
+                worker.post(.call { [self] _ in submit(chunk, to: log, worker: worker, finish) })
+                return
+            }
+            finish(result)
+        }
+    }
+
     /// Runs one apply job on an apply worker thread.
     func run(_ job: ApplyJob) {
-        let r = job.replica
-        var failure: String?
-        if !job.entries.isEmpty {
-            // Entries the state machine already holds (re-offered after a restart) are skipped.
-            let have = r.stateMachine.appliedIndex
-            let fresh = job.entries.last!.index > have ? job.entries.filter { $0.index > have } : []
-            if !fresh.isEmpty {
-                do { try r.stateMachine.apply(fresh) } catch { failure = error.description }
-            }
-        }
-        if let failure {
-            logger.error("replica \(r.key) stopped: its state machine failed to apply: \(failure)")
-            for p in job.proposals { p.promise(.failure(.replicaFailed(failure))) }
-            for read in job.reads { read.promise(.failure(.replicaFailed(failure))) }
-        } else {
-            for p in job.proposals { p.promise(p.result) }
-            for read in job.reads { read.promise(.success(read.index)) }
-        }
+        let failure = job.run()
+        if let failure { logger.error("replica \(job.replica.key) stopped: its state machine failed to apply: \(failure)") }
         applyBacklog.wrappingSubtract(job.bytes, ordering: .relaxed)
-        let through = job.lastIndex ?? r.applied
-        workers[shardIndex(r.key.partition)].post(
-            .applied(r, through, job.confState, entries: job.entries.count, failure: failure))
+        workers[shardIndex(job.replica.key.partition)].post(
+            .applied(job.replica, job.through, job.confState, entries: job.entries.count, failure: failure))
     }
 
     // MARK: - Ticks and liveness

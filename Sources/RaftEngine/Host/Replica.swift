@@ -14,6 +14,8 @@ struct PendingProposal {
 /// A read waiting for its read index, then for the state machine to reach it.
 struct PendingRead {
     var id: UInt64
+    /// Tick at which the read was issued (its ReadIndex heartbeat left no earlier).
+    var issuedAt: UInt64
     var deadline: UInt64
     var index: LogIndex?
     var promise: Promise<LogIndex>
@@ -62,6 +64,12 @@ final class Replica: @unchecked Sendable {
     var laggingNodes: [Int] = []
     /// The node slot of the known leader, or -1.
     var leaderNode = -1
+    /// Leader lease for reads: a ReadIndex round issued at tick S and confirmed by a quorum
+    /// in `leaseTerm` lets this leader answer reads without a round until S + E/2 (see
+    /// docs/HOST.md: followers refuse votes, and liveness forgets a leader, only E ticks
+    /// after they last heard from its node).
+    var leaseTerm = Term.zero
+    var leaseUntil: UInt64 = 0
 
     // MARK: Apply
 
@@ -108,6 +116,9 @@ final class Replica: @unchecked Sendable {
 final class ApplyJob: @unchecked Sendable {
     let replica: Replica
     let entries: [Entry]
+    /// The replica's handed-out index when the job was made (its last entry, or the index
+    /// reads wait for); the apply worker reports it back.
+    let through: LogIndex
     /// Proposals answered by these entries: success when the term matched.
     var proposals: [(promise: Promise<LogIndex>, result: Result<LogIndex, HostError>)] = []
     /// Reads that may be served once these entries are applied.
@@ -116,13 +127,13 @@ final class ApplyJob: @unchecked Sendable {
     var confState: ConfState?
     let bytes: Int
 
-    init(replica: Replica, entries: [Entry]) {
+    init(replica: Replica, entries: [Entry], through: LogIndex) {
         self.replica = replica
         self.entries = entries
+        self.through = through
         var total = 0
         for entry in entries { total += entry.payloadSize }
         bytes = total
     }
 
-    var lastIndex: LogIndex? { entries.last?.index }
 }

@@ -61,4 +61,45 @@ struct HostClusterTests {
         for i in 0..<3 { walWrites += await cluster.counters(i).walWrites }
         #expect(walWrites > 0)
     }
+
+    @Test("Host: one turn's writes larger than a WAL batch are split into chunks; every proposal commits")
+    func largeTurnIsChunked() async throws {
+        let cluster = try HostTestCluster()
+        defer { cluster.stopAll() }
+        try cluster.startAll()
+        // Groups 0, 3, 6, ... are led by node 0 first.
+        let keys = try cluster.createGroups(30).enumerated().filter { $0.offset % 3 == 0 }.map(\.element)
+        for key in keys { _ = try await cluster.write(key, [0], within: 10) }
+        // Ten 900 KiB proposals at once: about 9 MiB in one turn against a 2 MiB batch limit.
+        let big = [UInt8](repeating: 0xAB, count: 900 << 10)
+        let indexes = try await withThrowingTaskGroup(of: LogIndex.self) { group in
+            for key in keys { group.addTask { try await cluster.write(key, big, within: 30) } }
+            var all: [LogIndex] = []
+            for try await i in group { all.append(i) }
+            return all
+        }
+        #expect(indexes.count == keys.count)
+    }
+
+    @Test("Host: bad options and a bad replica spec are refused with a clear error")
+    func badConfiguration() throws {
+        let cluster = try HostTestCluster()
+        defer { cluster.stopAll() }
+        cluster.options.maxProposalBytes = 64 << 20
+        #expect(throws: HostError.self) { try cluster.start(0) }
+        cluster.options = HostTestCluster.testOptions()
+        cluster.options.electionTicks = 1
+        #expect(throws: HostError.self) { try cluster.start(0) }
+        cluster.options = HostTestCluster.testOptions()
+        try cluster.start(0)
+        let host = cluster.hosts[0]!
+        let wrongStorage = ReplicaSpec(
+            partition: cluster.key(0), member: 1, storage: cluster.storageNames[1],
+            replicas: [RouteReplica(member: 1, storage: cluster.storageNames[1], role: .voter)])
+        #expect(throws: HostError.self) { try host.createReplicas([wrongStorage]) }
+        let notAMember = ReplicaSpec(
+            partition: cluster.key(0), member: 2, storage: cluster.storageNames[0],
+            replicas: [RouteReplica(member: 1, storage: cluster.storageNames[0], role: .voter)])
+        #expect(throws: HostError.self) { try host.createReplicas([notAMember]) }
+    }
 }

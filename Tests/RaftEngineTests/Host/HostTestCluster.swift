@@ -87,6 +87,7 @@ final class HostTestCluster: @unchecked Sendable {
         o.quiesceAfterIdleTicks = 3
         o.dormantAfterQuiescedTicks = 0
         o.requestTimeoutTicks = 300
+        o.maxProposalBytes = 1 << 20
         return o
     }
 

@@ -1,0 +1,87 @@
+import RaftConsensus
+
+/// Builds replicas: fresh ones for `createReplicas` and dormant ones from a storage's
+/// metadata at start. Shared by `NodeHost` and the host simulation.
+struct ReplicaFactory {
+    let context: ShardContext
+    let cluster: ClusterMap
+    let stateMachines: StateMachineFactory
+
+    func makeReplica(
+        key: ReplicaKey, group: GroupID, storageSlot: Int, route: [RouteReplica], confState: ConfState,
+        applied: LogIndex
+    ) throws(HostError) -> Replica {
+        let machine: any StateMachine
+        do {
+            machine = try stateMachines(key, group, context.storageNames[storageSlot])
+        } catch {
+            throw .replicaFailed("opening the state machine of \(key): \(error)")
+        }
+        let sorted = route.sorted { $0.member < $1.member }
+        let nodes = sorted.map { replica -> Int in
+            guard let node = cluster.node(serving: replica.storage) else { return -1 }
+            return cluster.nodes.firstIndex(of: node) ?? -1
+        }
+        let storage = WALLogStorage(log: context.logs[storageSlot], group: group, confState: confState)
+        return Replica(
+            key: key, group: group, storageSlot: storageSlot, storageName: context.storageNames[storageSlot],
+            stateMachine: machine, logStorage: storage, members: sorted.map(\.member), memberNodes: nodes,
+            applied: applied)
+    }
+
+    /// Every registered Raft replica of `storage`, dormant, as a follower that knows no
+    /// leader: no replica campaigns at start, leaders are learned from their traffic.
+    func loadDormant(storage: Storage, slot: Int) throws(HostError) -> [Replica] {
+        let loaded: [MetadataStore.LoadedReplica]
+        do { loaded = try storage.metadata.loadRaftReplicas() } catch {
+            throw .invalid("loading the replicas of \(context.storageNames[slot]): \(error)")
+        }
+        let storageName = context.storageNames[slot]
+        var out: [Replica] = []
+        out.reserveCapacity(loaded.count)
+        for item in loaded {
+            guard let route = item.route, let conf = item.confState,
+                let me = route.replicas.first(where: { $0.storage == storageName })
+            else {
+                throw .invalid(
+                    "replica \(item.record.key) on \(storageName) has no route or configuration in the metadata store")
+            }
+            let replica = try makeReplica(
+                key: ReplicaKey(partition: item.record.key, member: me.member), group: item.record.group,
+                storageSlot: slot, route: route.replicas, confState: ConfState(conf), applied: item.applied)
+            let hs = storage.log.hardState(of: item.record.group) ?? .empty
+            // Applied never passes the durable commit (commits are durable before apply).
+            replica.suspended = SuspendedState(
+                term: hs.term, commit: max(hs.commit, min(item.applied, storage.log.lastIndex(of: item.record.group))),
+                lead: .none, isLeader: false, caughtUp: [])
+            replica.residency = .dormant
+            out.append(replica)
+        }
+        return out
+    }
+}
+
+extension ApplyJob {
+    /// Applies the entries the state machine does not hold yet (entries at or below its
+    /// applied index are re-offered after a restart and skipped), then answers the
+    /// requests. Returns the failure, if the state machine failed.
+    func run() -> String? {
+        let r = replica
+        var failure: String?
+        if let last = entries.last {
+            let have = r.stateMachine.appliedIndex
+            if last.index > have {
+                let fresh = entries[0].index > have ? entries : entries.filter { $0.index > have }
+                do { try r.stateMachine.apply(fresh) } catch { failure = error.description }
+            }
+        }
+        if let failure {
+            for p in proposals { p.promise(.failure(.replicaFailed(failure))) }
+            for read in reads { read.promise(.failure(.replicaFailed(failure))) }
+        } else {
+            for p in proposals { p.promise(p.result) }
+            for read in reads { read.promise(.success(read.index)) }
+        }
+        return failure
+    }
+}

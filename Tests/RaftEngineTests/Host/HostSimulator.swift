@@ -1,0 +1,367 @@
+import Foundation
+import RaftConsensus
+import Synchronization
+
+@testable import RaftEngine
+
+/// A seeded simulation of several node hosts driving their shards directly (no threads
+/// but the WALs' writers, which the simulator waits for): a lossy, reordering network with
+/// partitions, WAL batches completed late (a crash loses those not yet completed), node
+/// crashes and restarts (storage reopened, replicas loaded dormant, a new boot value).
+/// The per-group safety invariants of the consensus simulator are checked after every step.
+final class HostSimulator {
+    struct Config {
+        var nodes = 3
+        var groups = 24
+        var steps = 3_000
+        var ticksEvery = 4
+        var lossPercent = 5
+        var maxDelaySteps = 6
+        var proposalPercent = 30
+        var crashPercent = 1
+        var partitionPercent = 1
+        var quietSteps = 2_400
+    }
+
+    final class SimNode {
+        let storage: Storage
+        let shard: HostShard
+        var liveness: NodeLiveness
+        let boot: UInt64
+        var writes: [(due: Int, token: UInt64, writes: [[GroupWrite]])] = []
+        var jobs: [ApplyJob] = []
+
+        init(storage: Storage, shard: HostShard, liveness: NodeLiveness, boot: UInt64) {
+            self.storage = storage
+            self.shard = shard
+            self.liveness = liveness
+            self.boot = boot
+        }
+    }
+
+    final class Outcomes: @unchecked Sendable {
+        let lock = NSLock()
+        var acked: [(key: PartitionKey, index: LogIndex, data: [UInt8])] = []
+        func record(_ key: PartitionKey, _ data: [UInt8], _ result: Result<LogIndex, HostError>) {
+            guard case .success(let index) = result else { return }
+            lock.lock()
+            acked.append((key, index, data))
+            lock.unlock()
+        }
+    }
+
+    let seed: UInt64
+    let config: Config
+    var rng: SplitMix64
+    let directory: TemporaryDirectory
+    let clusterID = ClusterID.random()
+    let nodeIDs: [NodeID]
+    let names: [StorageName]
+    let map: ClusterMap
+    let machines = StateMachineRegistry()
+    var nodes: [SimNode?]
+    var network: [(due: Int, frame: PeerFrame)] = []
+    var cut: Set<[Int]> = []
+    var step = 0
+    var tickCount: UInt64 = 0
+    let outcomes = Outcomes()
+    var leaders: [PartitionKey: [Term: MemberID]] = [:]
+    var keys: [PartitionKey] = []
+    var trace: [String] = []
+    var crashedUntil: [Int: Int] = [:]
+    var healAt = 0
+    var options: NodeHost.Options
+    /// What the run did (so a test can tell a vacuous run from a real one).
+    var crashes = 0
+    var partitions = 0
+    var proposals = 0
+
+    init(seed: UInt64, config: Config = Config()) throws {
+        self.seed = seed
+        self.config = config
+        rng = SplitMix64(seed: seed)
+        directory = try TemporaryDirectory("raftd-hostsim")
+        var g = SplitMix64(seed: seed ^ 0xABCDEF)
+        var ids: [NodeID] = []
+        for _ in 0..<config.nodes { ids.append(NodeID.random(using: &g)) }
+        ids.sort()
+        let names = try (0..<config.nodes).map { try StorageName("sim\($0)") }
+        nodeIDs = ids
+        self.names = names
+        map = try ClusterMap(Dictionary(uniqueKeysWithValues: (0..<config.nodes).map { (ids[$0], [names[$0]]) }))
+        nodes = Array(repeating: nil, count: config.nodes)
+        options = NodeHost.Options()
+        options.workers = 1
+        options.electionTicks = 10
+        options.heartbeatTicks = 1
+        options.livenessIntervalTicks = 2
+        options.livenessTimeoutTicks = 10
+        options.quiesceAfterIdleTicks = 3
+        options.dormantAfterQuiescedTicks = 15
+        options.maxCampaignsPerTick = 4
+        options.requestTimeoutTicks = 60
+        options.seed = seed
+    }
+
+    deinit { directory.remove() }
+
+    func note(_ s: String) {
+        trace.append("step \(step): \(s)")
+        if trace.count > 400 { trace.removeFirst(100) }
+    }
+
+    func factory(for node: SimNode?, storage: Storage, slot: Int) -> (ShardContext, ReplicaFactory) {
+        let context = ShardContext(
+            options: options, nodes: nodeIDs, selfSlot: slot, logs: [storage.log], storageNames: [names[slot]])
+        let machines = self.machines
+        let f = ReplicaFactory(
+            context: context, cluster: map,
+            stateMachines: { replica, _, _ in machines.machine(node: slot, replica: replica) })
+        return (context, f)
+    }
+
+    func open(_ i: Int, fresh: Bool) throws {
+        let root = directory.file("node\(i)")
+        try FileManager.default.createDirectory(atPath: root, withIntermediateDirectories: true)
+        var wal = SharedLog.Options()
+        wal.segmentSize = 1 << 20
+        wal.maxBatchBytes = 256 << 10
+        wal.maxQueuedBytes = 4 << 20
+        let storage = try Storage(
+            root: root, clusterID: clusterID, name: names[i], nodeID: nodeIDs[i], createIfMissing: true, walOptions: wal)
+        let (context, f) = factory(for: nil, storage: storage, slot: i)
+        let shard = HostShard(index: 0, context: context, seed: rng.next())
+        shard.now = tickCount
+        let node = SimNode(
+            storage: storage, shard: shard,
+            liveness: NodeLiveness(peerCount: config.nodes, selfSlot: i, timeoutTicks: options.livenessTimeoutTicks, now: tickCount),
+            boot: rng.next() | 1)
+        if !fresh {
+            for r in try f.loadDormant(storage: storage, slot: 0) { shard.add(r, campaign: false) }
+        }
+        nodes[i] = node
+    }
+
+    func createGroups() throws {
+        keys = (0..<config.groups).map { PartitionKey(authority: names[0], partitionID: try! PartitionID(UInt64($0) + 2)) }
+        let route = (0..<config.nodes).map { RouteReplica(member: MemberID(UInt64($0 + 1)), storage: names[$0], role: .voter) }
+        for i in 0..<config.nodes {
+            let node = nodes[i]!
+            let (_, f) = factory(for: node, storage: node.storage, slot: i)
+            let stored = try StoredConfState(voters: route.map(\.member))
+            let records = try node.storage.metadata.createRaftReplicas(
+                keys.map { MetadataStore.NewReplica(key: $0, route: try! RouteEntry(version: RouteVersion(term: 0, index: 0), replicas: route), confState: stored) })
+            for (n, key) in keys.enumerated() {
+                let r = try f.makeReplica(
+                    key: ReplicaKey(partition: key, member: MemberID(UInt64(i + 1))), group: records[n].group,
+                    storageSlot: 0, route: route, confState: ConfState(stored), applied: .zero)
+                node.shard.add(r, campaign: n % config.nodes == i)
+            }
+        }
+    }
+
+    func crash(_ i: Int) {
+        guard let node = nodes[i] else { return }
+        crashes += 1
+        note("crash node \(i) (\(node.writes.count) WAL batches not yet durable are lost)")
+        // Requests in flight on the crashed node are never answered (the client sees a
+        // timeout); they are not acknowledged, so they carry no durability promise.
+        node.storage.close()
+        nodes[i] = nil
+        network.removeAll { $0.frame.to == nodeIDs[i] }
+    }
+
+    func deliver(_ frame: PeerFrame) {
+        guard let from = nodeIDs.firstIndex(of: frame.from), let to = nodeIDs.firstIndex(of: frame.to) else { return }
+        if cut.contains([from, to]) || rng.next(below: 100) < config.lossPercent { return }
+        network.append((step + 1 + rng.next(below: config.maxDelaySteps), frame))
+    }
+
+    func run(_ i: Int) {
+        guard let node = nodes[i] else { return }
+        // Durable WAL batches (completed in order, some late).
+        while let first = node.writes.first, first.due <= step {
+            node.writes.removeFirst()
+            for (slot, writes) in first.writes.enumerated() where !writes.isEmpty {
+                do { try node.storage.log.append(writes) } catch { fatalError("seed \(seed): WAL append failed: \(error)") }
+                node.shard.durable(token: first.token, slot: slot, result: .success(()))
+            }
+        }
+        // Apply jobs.
+        let jobs = node.jobs
+        node.jobs = []
+        for job in jobs {
+            let failure = job.run()
+            node.shard.applied(
+                job.replica, through: job.through, confState: job.confState,
+                entries: job.entries.count, failure: failure)
+        }
+        let out = node.shard.runTurn()
+        for slot in out.frames.indices where !out.frames[slot].isEmpty {
+            let frame = PeerFrame(from: nodeIDs[i], to: nodeIDs[slot], senderBoot: node.boot, messages: out.frames[slot])
+            if slot == i { node.shard.deliver(frame.messages) } else { deliver(frame) }
+        }
+        if out.hasWrites {
+            let due = max(step, node.writes.last?.due ?? 0) + rng.next(below: 3)
+            node.writes.append((due, out.token, out.writes))
+        }
+        node.jobs += out.applyJobs
+    }
+
+    func tick() {
+        tickCount += 1
+        for i in nodes.indices {
+            guard let node = nodes[i] else { continue }
+            for event in node.liveness.tick(now: tickCount) {
+                switch event {
+                case .down(let slot):
+                    note("node \(i) declares node \(slot) dead")
+                    node.shard.nodeDown(slot)
+                case .up(let slot):
+                    note("node \(i) sees node \(slot) alive")
+                    node.shard.nodeUp(slot)
+                }
+            }
+            if tickCount % UInt64(options.livenessIntervalTicks) == 0 {
+                for j in nodes.indices where j != i {
+                    deliver(PeerFrame(from: nodeIDs[i], to: nodeIDs[j], senderBoot: node.boot, messages: []))
+                }
+            }
+            node.shard.tick()
+        }
+    }
+
+    func propose() {
+        let key = keys[rng.next(below: keys.count)]
+        // Usually at a node that believes it leads; sometimes anywhere (NotLeader answers).
+        var target = rng.next(below: config.nodes)
+        for i in nodes.indices where nodes[i]?.shard.replica(for: key)?.node?.role == .leader {
+            if rng.next(below: 10) < 9 { target = i }
+        }
+        guard let node = nodes[target] else { return }
+        proposals += 1
+        let data = Array("s\(seed)-\(step)".utf8)
+        let outcomes = self.outcomes
+        node.shard.handle(.propose(key, data, deadline: node.shard.now + 60, { outcomes.record(key, data, $0) }))
+    }
+
+    /// Election safety: one leader per group and term, over the whole run.
+    func checkLeaders() -> String? {
+        for node in nodes {
+            guard let node else { continue }
+            for key in keys {
+                guard let r = node.shard.replica(for: key), let n = r.node, n.role == .leader else { continue }
+                if let other = leaders[key]?[n.term], other != r.key.member {
+                    return "\(key): members \(other) and \(r.key.member) both led term \(n.term)"
+                }
+                leaders[key, default: [:]][n.term] = r.key.member
+            }
+        }
+        return nil
+    }
+
+    /// State machine safety: replicas never apply different entries at one index.
+    func checkApplied(final: Bool) -> String? {
+        for key in keys {
+            var seen: [LogIndex: [UInt8]] = [:]
+            for i in 0..<config.nodes {
+                guard let sm = machines.existing(node: i, replica: ReplicaKey(partition: key, member: MemberID(UInt64(i + 1))))
+                else { continue }
+                if let v = sm.violations.first { return "\(key) on node \(i): \(v)" }
+                for w in sm.writes {
+                    if let other = seen[w.index], other != w.data { return "\(key): replicas applied different entries at \(w.index)" }
+                    seen[w.index] = w.data
+                }
+            }
+            if final {
+                for a in outcomes.acked where a.key == key {
+                    for i in 0..<config.nodes {
+                        let sm = machines.existing(node: i, replica: ReplicaKey(partition: key, member: MemberID(UInt64(i + 1))))!
+                        guard sm.writes.contains(where: { $0.index == a.index && $0.data == a.data }) else {
+                            return "\(key): acknowledged write at \(a.index) is not applied on node \(i)"
+                        }
+                    }
+                }
+            }
+        }
+        return nil
+    }
+
+    /// Runs the simulation; returns a failure description (with the seed and a trace) or nil.
+    func run() throws -> String? {
+        for i in 0..<config.nodes { try open(i, fresh: true) }
+        try createGroups()
+        let total = config.steps + config.quietSteps
+        while step < total {
+            step += 1
+            let faulty = step < config.steps
+            if faulty {
+                if rng.next(below: 100) < config.proposalPercent { propose() }
+                if crashedUntil.isEmpty && rng.next(below: 1000) < config.crashPercent * 10 / 2 {
+                    let victim = rng.next(below: config.nodes)
+                    crash(victim)
+                    crashedUntil[victim] = step + 40 + rng.next(below: 200)
+                }
+                if cut.isEmpty && rng.next(below: 1000) < config.partitionPercent * 10 / 2 {
+                    let victim = rng.next(below: config.nodes)
+                    for j in 0..<config.nodes where j != victim {
+                        cut.insert([victim, j])
+                        if rng.next(below: 3) > 0 { cut.insert([j, victim]) }
+                    }
+                    healAt = step + 40 + rng.next(below: 300)
+                    partitions += 1
+                    note("partition isolating node \(victim): \(cut.sorted { $0.lexicographicallyPrecedes($1) })")
+                }
+            } else if step == config.steps {
+                note("healing: every node up, no partitions")
+            }
+            if !cut.isEmpty && (step >= healAt || !faulty) {
+                cut = []
+                note("partition healed")
+            }
+            for (victim, until) in crashedUntil where until <= step || !faulty {
+                try open(victim, fresh: false)
+                crashedUntil.removeValue(forKey: victim)
+                note("restart node \(victim)")
+            }
+            // Deliver due frames.
+            var later: [(due: Int, frame: PeerFrame)] = []
+            for item in network {
+                if item.due > step {
+                    later.append(item)
+                    continue
+                }
+                guard let to = nodeIDs.firstIndex(of: item.frame.to), let node = nodes[to],
+                    let from = nodeIDs.firstIndex(of: item.frame.from)
+                else { continue }
+                node.liveness.heard(from: from, boot: item.frame.senderBoot, now: tickCount)
+                if !item.frame.messages.isEmpty { node.shard.deliver(item.frame.messages) }
+            }
+            network = later
+            for i in rng.permutation(config.nodes) { run(i) }
+            if step % config.ticksEvery == 0 { tick() }
+            if let problem = checkLeaders() { return failure(problem) }
+            if step % 50 == 0, let problem = checkApplied(final: false) { return failure(problem) }
+        }
+        if let problem = checkApplied(final: true) { return failure(problem) }
+        for i in nodes.indices { nodes[i]?.storage.close() }
+        nodes = Array(repeating: nil, count: config.nodes)
+        return nil
+    }
+
+    private func failure(_ problem: String) -> String {
+        for i in nodes.indices { nodes[i]?.storage.close() }
+        nodes = Array(repeating: nil, count: config.nodes)
+        return "seed \(seed): \(problem)\n(rerun with RAFT_HOST_SIM_SEED=\(seed))\n" + trace.suffix(60).joined(separator: "\n")
+    }
+}
+
+extension SplitMix64 {
+    mutating func next(below n: Int) -> Int { Int(next() % UInt64(n)) }
+
+    mutating func permutation(_ n: Int) -> [Int] {
+        var a = Array(0..<n)
+        for i in stride(from: n - 1, to: 0, by: -1) { a.swapAt(i, next(below: i + 1)) }
+        return a
+    }
+}
