@@ -5,7 +5,8 @@
 // and node restart time. Figures go to docs/BENCHMARKS.md.
 //
 //   .build/release/HostBench [--scenario all|idle|throughput|restart] [--groups N]
-//       [--idle-seconds S] [--seconds S] [--in-flight N] [--tick-ms MS] [--dir PATH] [--quick]
+//       [--idle-seconds S] [--seconds S] [--in-flight N] [--active 1,100,10000] [--tick-ms MS]
+//       [--dir PATH] [--quick]
 
 import Foundation
 import BenchSupport
@@ -27,6 +28,7 @@ struct Options {
     var tickMilliseconds = 100
     var directory = "bench-data/host"
     var entrySize = 256
+    var active = [1, 100, 10_000]
 
     static func parse(_ arguments: [String]) -> Options {
         var o = Options()
@@ -57,6 +59,10 @@ struct Options {
             case "--tick-ms":
                 guard let n = Int(value(flag)), n >= 1 else { fail("HostBench", "--tick-ms takes milliseconds") }
                 o.tickMilliseconds = n
+            case "--active":
+                let list = value(flag).split(separator: ",").compactMap { Int($0) }
+                guard !list.isEmpty, list.allSatisfy({ $0 >= 1 }) else { fail("HostBench", "--active takes a list of group counts") }
+                o.active = list
             case "--dir": o.directory = value(flag)
             case "--quick":
                 o.groups = 2_000
@@ -343,7 +349,7 @@ func throughput(_ cluster: Cluster, _ keys: [PartitionKey]) throws {
     print("")
     print("throughput, \(options.inFlight) proposals in flight, \(options.entrySize) B, \(format(options.seconds, 1)) s each; baseline one pwrite + fdatasync per write: \(format(base.perSecond)) writes/s (p50 \(format(base.p50)) µs)")
     print("active groups  writes/s   x baseline  entries/fdatasync  p50 µs   p99 µs   errors")
-    for active in [1, 100, 10_000] where active <= keys.count {
+    for active in options.active where active <= keys.count {
         let set = Array(keys.prefix(active))
         let leaders = try blocking { await cluster.leaders(set) }
         guard !leaders.contains(-1) else { fail("HostBench", "a group has no leader") }

@@ -33,6 +33,10 @@ public struct Progress: Sendable, CustomStringConvertible {
     public internal(set) var isLearner: Bool
     /// Highest commit index the member has told us it knows (for quiescing).
     public internal(set) var knownCommit: LogIndex = .zero
+    /// The member acknowledged an append since the last periodic heartbeat: it is alive
+    /// and follows this leader, and appends carry the commit, so that heartbeat is skipped
+    /// (busy groups would otherwise send both).
+    var ackedSinceHeartbeat = false
 
     init(next: LogIndex, inflights: Inflights, isLearner: Bool) {
         self.match = .zero

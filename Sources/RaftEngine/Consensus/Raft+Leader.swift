@@ -107,9 +107,22 @@ extension Raft {
                 context: context, quiesce: quiesce))
     }
 
-    func broadcastHeartbeat(quiesce: Bool = false) {
+    /// Sends a heartbeat to every other member. A periodic one skips streamed-to members that
+    /// acknowledged an append since the last periodic heartbeat, unless it carries a read
+    /// context.
+    func broadcastHeartbeat(quiesce: Bool = false, periodic: Bool = false) {
         let ctx = readOnly.lastContext ?? []
-        for mid in tracker.ids where mid != id { sendHeartbeat(to: mid, context: ctx, quiesce: quiesce) }
+        let skipBusy = periodic && ctx.isEmpty && !quiesce && config.skipHeartbeatsToAckingFollowers
+        var skipped: [MemberID] = []
+        tracker.forEach { mid, pr in
+            // Only a follower we stream to (replicate state) and that answered an append
+            // since the last one: a probed or silent one needs the heartbeat's answer.
+            if mid != id && skipBusy && pr.ackedSinceHeartbeat && pr.state == .replicate { skipped.append(mid) }
+            pr.ackedSinceHeartbeat = false
+        }
+        for mid in tracker.ids where mid != id && !skipped.contains(mid) {
+            sendHeartbeat(to: mid, context: ctx, quiesce: quiesce)
+        }
     }
 
     /// Advances the commit index from the tracker; true if it moved.
@@ -161,6 +174,7 @@ extension Raft {
         tracker.withProgress(from) { pr in
             pr.recentActive = true
             pr.knownCommit = max(pr.knownCommit, m.commit)
+            if !m.reject { pr.ackedSinceHeartbeat = true }
         }
         if m.reject {
             var probe = m.rejectHint

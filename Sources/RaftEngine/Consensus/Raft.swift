@@ -185,7 +185,7 @@ final class Raft {
         }
         if heartbeatElapsed >= config.heartbeatTick {
             heartbeatElapsed = 0
-            broadcastHeartbeat()
+            broadcastHeartbeat(periodic: true)
         }
     }
 

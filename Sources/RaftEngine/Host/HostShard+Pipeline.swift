@@ -46,6 +46,7 @@ extension HostShard {
         for r in batch.replicas {
             guard let rd = r.pendingReady, let node = r.node else { continue }
             r.pendingReady = nil
+            if let last = rd.entries.last { r.logStorage.durable(through: last.index, term: last.term) }
             complete(r, node, rd)
             markDirty(r)
         }

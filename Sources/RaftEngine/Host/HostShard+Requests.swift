@@ -86,6 +86,7 @@ extension HostShard {
         nextReadID += 1
         if consistency == .lease, node.term == r.leaseTerm, now < r.leaseUntil, let index = node.leaderCommitForRead {
             r.reads.append(PendingRead(id: id, issuedAt: now, deadline: deadline, index: index, promise: promise))
+            counters.leaseReads &+= 1
             trackRequests(r)
             var job: ApplyJob?
             releaseReads(r, into: &job)

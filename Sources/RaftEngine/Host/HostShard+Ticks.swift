@@ -111,12 +111,19 @@ extension HostShard {
         return voters[Int(Self.stableHash(r.key.partition) % UInt64(voters.count))]
     }
 
-    /// FNV-1a of the partition key's text: stable across processes and runs.
+    /// FNV-1a of the partition key (authority name bytes, then the ID's 8 bytes): stable
+    /// across processes and runs, and no allocation (it runs for every peer message).
     static func stableHash(_ key: PartitionKey) -> UInt64 {
         var h: UInt64 = 0xcbf2_9ce4_8422_2325
-        for b in key.description.utf8 {
+        for b in key.authority.rawValue.utf8 {
             h ^= UInt64(b)
             h = h &* 0x100_0000_01b3
+        }
+        var id = key.partitionID.rawValue
+        for _ in 0..<8 {
+            h ^= id & 0xFF
+            h = h &* 0x100_0000_01b3
+            id >>= 8
         }
         return h
     }

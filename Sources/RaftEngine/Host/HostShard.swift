@@ -50,6 +50,8 @@ public struct HostCounters: Sendable, Equatable {
     public var suspensions: UInt64 = 0
     public var rehydrations: UInt64 = 0
     public var wakesAfterReturn: UInt64 = 0
+    /// Reads answered from a leader lease, without a quorum round.
+    public var leaseReads: UInt64 = 0
     public var awake = 0
     public var dormant = 0
     public var replicas = 0
@@ -72,6 +74,7 @@ public struct HostCounters: Sendable, Equatable {
         suspensions += o.suspensions
         rehydrations += o.rehydrations
         wakesAfterReturn += o.wakesAfterReturn
+        leaseReads += o.leaseReads
         awake += o.awake
         dormant += o.dormant
         replicas += o.replicas
@@ -181,6 +184,7 @@ final class HostShard {
         c.maxInflightMsgs = options.maxInflightMessages
         c.maxUncommittedEntriesSize = options.maxUncommittedBytes
         c.maxCommittedSizePerReady = options.maxApplyBytesPerReady
+        c.skipHeartbeatsToAckingFollowers = true
         c.seed = rng.next()
         return c
     }

@@ -17,11 +17,30 @@ final class WALLogStorage: LogStorage {
     let log: SharedLog
     let group: GroupID
     var confState: ConfState
+    /// The durable bounds, cached: the core asks for them constantly, and only this
+    /// replica's own writes (reported by `durable(through:)`) and compaction move them.
+    /// Invariant: equal to the WAL's bounds for the group whenever the core reads them.
+    private(set) var firstIndex: LogIndex
+    private(set) var lastIndex: LogIndex
+    /// The term at `lastIndex` (asked for on every append sent and received).
+    private var lastTerm: Term
 
     init(log: SharedLog, group: GroupID, confState: ConfState) {
         self.log = log
         self.group = group
         self.confState = confState
+        firstIndex = log.firstIndex(of: group)
+        let last = log.lastIndex(of: group)
+        lastIndex = last
+        lastTerm = (try? log.term(of: group, at: last)) ?? .zero
+    }
+
+    /// A write of this group whose last entry is `last` is durable: the WAL truncated
+    /// anything after it (a conflicting suffix) and holds everything up to it.
+    func durable(through last: LogIndex, term: Term) {
+        lastIndex = last
+        lastTerm = term
+        assert(lastIndex == log.lastIndex(of: group), "cached last index out of step with the WAL")
     }
 
     func initialState() -> (HardState, ConfState) { (log.hardState(of: group) ?? .empty, confState) }
@@ -45,6 +64,7 @@ final class WALLogStorage: LogStorage {
     }
 
     func term(at index: LogIndex) -> Result<Term, StorageError> {
+        if index == lastIndex { return .success(lastTerm) }
         do {
             return .success(try log.term(of: group, at: index))
         } catch {
@@ -55,9 +75,6 @@ final class WALLogStorage: LogStorage {
             }
         }
     }
-
-    var firstIndex: LogIndex { log.firstIndex(of: group) }
-    var lastIndex: LogIndex { log.lastIndex(of: group) }
 
     /// Snapshots arrive with the snapshot issue; until then the log is never compacted
     /// below what followers need, so the core never asks.

@@ -212,12 +212,14 @@ public final class SharedLog: @unchecked Sendable {
     /// The term of the entry at `index`; the compacted index's term is known too.
     public func term(of group: GroupID, at index: LogIndex) throws(WALError) -> Term {
         let outcome: Result<Term, WALError> = lock.withLock {
-            let log = table.groups[group] ?? GroupLog()
-            if let term = log.term(at: index) { return .success(term) }
-            if index < log.base {
-                return .failure(.compacted(group: group, requested: index, firstIndex: log.firstIndex))
+            // Read in place: copying a group's log would retain its arrays on every lookup.
+            if let term = table.groups[group]?.term(at: index) { return .success(term) }
+            let base = table.groups[group]?.base ?? .zero
+            if index < base {
+                return .failure(.compacted(group: group, requested: index, firstIndex: base.next))
             }
-            return .failure(.unavailable(group: group, requested: index, lastIndex: log.lastIndex))
+            return .failure(
+                .unavailable(group: group, requested: index, lastIndex: table.groups[group]?.lastIndex ?? .zero))
         }
         return try outcome.get()
     }

@@ -47,6 +47,38 @@ struct HostQuiescingTests {
         try await waitAllQuiesced(cluster)
     }
 
+    @Test("Host: lease reads: a confirmed ReadIndex round opens a lease; reads within it need no round; later ones fall back")
+    func leaseReads() async throws {
+        var options = HostTestCluster.testOptions()
+        options.electionTicks = 40
+        options.livenessTimeoutTicks = 40
+        let cluster = try HostTestCluster(options: options)
+        defer { cluster.stopAll() }
+        try cluster.startAll()
+        let key = try cluster.createGroups(3)[0]
+        let written = try await cluster.write(key, Array("leased".utf8), within: 10)
+        let leader = await cluster.leader(of: key)!
+        let host = cluster.hosts[leader]!
+        let before = await cluster.counters(leader).leaseReads
+        // No lease yet: ReadIndex round, which opens one for 20 ticks.
+        #expect(try await host.read(key, consistency: .lease) >= written)
+        let tick = host.currentTick
+        let leased = try await host.read(key, consistency: .lease)
+        let within = host.currentTick < tick + 20
+        #expect(leased >= written)
+        if within { #expect(await cluster.counters(leader).leaseReads == before + 1) }
+        // Past the lease: a round again.
+        try await cluster.waitUntil("the lease ran out") { host.currentTick >= tick + 25 }
+        let after = await cluster.counters(leader).leaseReads
+        #expect(try await host.read(key, consistency: .lease) >= written)
+        #expect(await cluster.counters(leader).leaseReads == after)
+        // A follower never answers from a lease.
+        let follower = (leader + 1) % 3
+        let f0 = await cluster.counters(follower).leaseReads
+        _ = try? await cluster.hosts[follower]!.read(key, consistency: .lease)
+        #expect(await cluster.counters(follower).leaseReads == f0)
+    }
+
     @Test("Host: dormant groups are rebuilt on demand without an election and serve writes")
     func dormantRehydrates() async throws {
         var options = HostTestCluster.testOptions()

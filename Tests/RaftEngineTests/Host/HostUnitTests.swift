@@ -1,0 +1,95 @@
+import Foundation
+import RaftConsensus
+import Testing
+
+@testable import RaftEngine
+
+@Suite("Host: units")
+struct HostUnitTests {
+    @Test("Host: liveness: silence past the timeout is death; a frame revives; a new boot value is a restart")
+    func liveness() {
+        var l = NodeLiveness(peerCount: 3, selfSlot: 0, timeoutTicks: 5, now: 0)
+        #expect(l.tick(now: 4).isEmpty)
+        l.heard(from: 1, boot: 11, now: 4)
+        #expect(l.tick(now: 5) == [.down(2)], "node 2 silent for 5 ticks; the own slot is never reported")
+        #expect(l.tick(now: 6).isEmpty)
+        l.heard(from: 2, boot: 22, now: 7)
+        #expect(l.tick(now: 7) == [.up(2)])
+        l.heard(from: 1, boot: 12, now: 8)
+        #expect(l.tick(now: 8) == [.down(1), .up(1)], "a restarted peer led nothing any more")
+        #expect(l.tick(now: 13) == [.down(1), .down(2)])
+        #expect(!l.isAlive(1) && !l.isAlive(2))
+    }
+
+    @Test("Host: entry codec: entries and conf changes round-trip; damaged bytes are refused")
+    func codec() throws {
+        let cc = ConfChange([.addVoter(4), .addLearner(5), .remove(2)], transition: .jointExplicit)
+        let entries = [
+            Entry(term: 3, index: 7, payload: .normal(Array("data".utf8))),
+            Entry(term: 3, index: 8, payload: .normal([])),
+            Entry(term: 4, index: 9, payload: .confChange(cc)),
+        ]
+        for e in entries { #expect(try EntryCodec.entry(EntryCodec.walEntry(e)) == e) }
+        let good = EntryCodec.encode(cc)
+        #expect(throws: HostError.self) { try EntryCodec.decodeConfChange(Array(good.dropLast())) }
+        var badOp = good
+        badOp[3] = 9
+        #expect(throws: HostError.self) { try EntryCodec.decodeConfChange(badOp) }
+        var badTransition = good
+        badTransition[0] = 7
+        #expect(throws: HostError.self) { try EntryCodec.decodeConfChange(badTransition) }
+        var memberZero = EntryCodec.encode(ConfChange([.addVoter(1)]))
+        for i in 4..<12 { memberZero[i] = 0 }
+        #expect(throws: HostError.self) { try EntryCodec.decodeConfChange(memberZero) }
+        #expect(throws: HostError.self) {
+            try EntryCodec.entry(WALEntry(term: 1, index: 1, kind: 9, payload: []))
+        }
+    }
+
+    @Test("Host: options: inconsistent settings are refused")
+    func options() {
+        var o = NodeHost.Options()
+        #expect(o.validate() == nil)
+        o.livenessTimeoutTicks = o.electionTicks - 1
+        #expect(o.validate() != nil, "lease reads need liveness >= election timeout")
+        o = NodeHost.Options()
+        o.workers = 0
+        #expect(o.validate() != nil)
+        o = NodeHost.Options()
+        o.maxPendingRequests = 0
+        #expect(o.validate() != nil)
+    }
+
+    @Test("Host: cluster map: a storage on two nodes is refused")
+    func clusterMap() throws {
+        let a = NodeID.random()
+        let b = NodeID.random()
+        let s = try StorageName("shared")
+        #expect(throws: HostError.self) { try ClusterMap([a: [s], b: [s]]) }
+        let map = try ClusterMap([a: [s]])
+        #expect(map.node(serving: s) == a)
+        #expect(map.node(serving: try StorageName("other")) == nil)
+    }
+
+    @Test("Host: in-memory network: cut links and detached nodes drop frames")
+    func network() {
+        final class Sink: FrameReceiver, @unchecked Sendable {
+            var frames = 0
+            func receive(_ frame: PeerFrame) { frames += 1 }
+        }
+        let net = InMemoryNetwork()
+        let a = NodeID.random()
+        let b = NodeID.random()
+        let sa = Sink()
+        let sb = Sink()
+        let ta = net.attach(a, receiver: sa)
+        _ = net.attach(b, receiver: sb)
+        #expect(ta.send(PeerFrame(from: a, to: b, senderBoot: 1, messages: [])))
+        net.setLink(from: a, to: b, up: false)
+        #expect(!ta.send(PeerFrame(from: a, to: b, senderBoot: 1, messages: [])))
+        net.setLink(from: a, to: b, up: true)
+        net.detach(b)
+        #expect(!ta.send(PeerFrame(from: a, to: b, senderBoot: 1, messages: [])))
+        #expect(sb.frames == 1 && net.counters.frames == 1 && net.counters.dropped == 2)
+    }
+}
