@@ -74,9 +74,14 @@ struct QuiescingTests {
         #expect(suspended?.caughtUp.sorted() == [2, 3])
         let followerState = trio.nodes[2]!.suspend()
         #expect(followerState?.lead == 1 && followerState?.isLeader == false)
-        // Rebuild both from their storages.
-        trio.nodes[1] = RawNode(config: trio.config(1), storage: trio.storages[1]!, resuming: suspended!)
-        trio.nodes[2] = RawNode(config: trio.config(2), storage: trio.storages[2]!, resuming: followerState!)
+        // Rebuild both from their storages (the host passes the applied index it kept).
+        trio.sent = []
+        var c1 = trio.config(1)
+        c1.applied = suspended!.commit
+        var c2 = trio.config(2)
+        c2.applied = followerState!.commit
+        trio.nodes[1] = RawNode(config: c1, storage: trio.storages[1]!, resuming: suspended!)
+        trio.nodes[2] = RawNode(config: c2, storage: trio.storages[2]!, resuming: followerState!)
         #expect(trio.nodes[1]!.role == .leader && trio.nodes[1]!.term == term && trio.nodes[1]!.isQuiesced)
         #expect(trio.nodes[2]!.leader == 1 && trio.nodes[2]!.isQuiesced)
         #expect(!trio.nodes[1]!.hasReady, "resuming produces no Ready by itself")
