@@ -2,16 +2,16 @@ import ArgumentParser
 
 /// `raftd`: the daemon and its operator subcommands.
 @main
-struct RaftdCommand: ParsableCommand {
+struct RaftdCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "raftd",
         abstract: "A multi-Raft replication engine for storage nodes hosting thousands of Git repository partitions.",
         discussion: """
-            Subcommands that exist today: io-probe, wal verify, wal dump, simulate. The cluster (serve, demo, \
-            cluster/partition admin) arrives with the node host and daemon issues; \
-            see docs/ROADMAP.md in the repository.
+            Subcommands that exist today: demo (a 3-node cluster in one process), io-probe, wal verify, \
+            wal dump, simulate. serve and the cluster/partition admin commands arrive with the daemon \
+            issue; see docs/ROADMAP.md in the repository.
             """,
-        subcommands: [IOProbeCommand.self, WALCommand.self, SimulateCommand.self]
+        subcommands: [DemoCommand.self, IOProbeCommand.self, WALCommand.self, SimulateCommand.self]
     )
 }
 
