@@ -12,9 +12,10 @@ swift format lint --strict --recursive Package.swift Sources Tests Benchmarks
 echo "==> swift build (all targets, tests included)"
 swift build --build-tests
 
-echo "==> raftd io-probe, raftd simulate (smoke)"
+echo "==> raftd io-probe, raftd simulate, raftd demo (smoke)"
 "$(swift build --show-bin-path)/raftd" io-probe --directory "${TMPDIR:-/tmp}"
 "$(swift build --show-bin-path)/raftd" simulate --seeds 20 --seed 1000000
+"$(swift build --show-bin-path)/raftd" demo --groups 200 --seconds 1 --format json
 
 echo "==> swift test"
 swift test --skip-build

@@ -8,9 +8,9 @@
 //       [--idle-seconds S] [--seconds S] [--in-flight N] [--active 1,100,10000] [--tick-ms MS]
 //       [--dir PATH] [--quick]
 
-import Foundation
 import BenchSupport
 import CRaftIO
+import Foundation
 import RaftConsensus
 import RaftEngine
 import Synchronization
@@ -45,7 +45,9 @@ struct Options {
                     fail("HostBench", "--scenario takes all, idle, throughput or restart")
                 }
             case "--groups":
-                guard let n = Int(value(flag)), n >= 1, n <= 200_000 else { fail("HostBench", "--groups takes 1...200000") }
+                guard let n = Int(value(flag)), n >= 1, n <= 200_000 else {
+                    fail("HostBench", "--groups takes 1...200000")
+                }
                 o.groups = n
             case "--idle-seconds":
                 guard let s = Double(value(flag)), s > 0 else { fail("HostBench", "--idle-seconds takes seconds") }
@@ -54,14 +56,18 @@ struct Options {
                 guard let s = Double(value(flag)), s > 0 else { fail("HostBench", "--seconds takes seconds") }
                 o.seconds = s
             case "--in-flight":
-                guard let n = Int(value(flag)), n >= 1, n <= 65_536 else { fail("HostBench", "--in-flight takes 1...65536") }
+                guard let n = Int(value(flag)), n >= 1, n <= 65_536 else {
+                    fail("HostBench", "--in-flight takes 1...65536")
+                }
                 o.inFlight = n
             case "--tick-ms":
                 guard let n = Int(value(flag)), n >= 1 else { fail("HostBench", "--tick-ms takes milliseconds") }
                 o.tickMilliseconds = n
             case "--active":
                 let list = value(flag).split(separator: ",").compactMap { Int($0) }
-                guard !list.isEmpty, list.allSatisfy({ $0 >= 1 }) else { fail("HostBench", "--active takes a list of group counts") }
+                guard !list.isEmpty, list.allSatisfy({ $0 >= 1 }) else {
+                    fail("HostBench", "--active takes a list of group counts")
+                }
                 o.active = list
             case "--dir": o.directory = value(flag)
             case "--quick":
@@ -140,7 +146,8 @@ final class Cluster: @unchecked Sendable {
     func start(_ i: Int) throws {
         let root = "\(options.directory)/node\(i)"
         try FileManager.default.createDirectory(atPath: root, withIntermediateDirectories: true)
-        let storage = try Storage(root: root, clusterID: clusterID, name: names[i], nodeID: nodeIDs[i], createIfMissing: true)
+        let storage = try Storage(
+            root: root, clusterID: clusterID, name: names[i], nodeID: nodeIDs[i], createIfMissing: true)
         var o = hostOptions
         o.seed = UInt64(i + 1)
         let host = try NodeHost(
@@ -156,7 +163,9 @@ final class Cluster: @unchecked Sendable {
         hosts[i] = nil
     }
 
-    func key(_ n: Int) -> PartitionKey { PartitionKey(authority: names[0], partitionID: try! PartitionID(UInt64(n) + 2)) }
+    func key(_ n: Int) -> PartitionKey {
+        PartitionKey(authority: names[0], partitionID: try! PartitionID(UInt64(n) + 2))
+    }
 
     func create(_ count: Int) throws -> [PartitionKey] {
         let keys = (0..<count).map(key)
@@ -216,7 +225,9 @@ final class Cluster: @unchecked Sendable {
 }
 
 /// Closed-loop writers: `inFlight` proposals outstanding over `keys` at their leaders.
-func drive(_ cluster: Cluster, _ keys: [PartitionKey], leaders: [Int], inFlight: Int, seconds: Double, size: Int)
+func drive(
+    _ cluster: Cluster, _ keys: [PartitionKey], leaders: [Int], inFlight: Int, seconds: Double, size: Int
+)
     -> (perSecond: Double, p50: Double, p99: Double, errors: Int)
 {
     final class State: @unchecked Sendable {
@@ -281,7 +292,9 @@ func baseline(_ directory: String, size: Int) throws -> (perSecond: Double, p50:
 
 let options = Options.parse(Array(CommandLine.arguments.dropFirst()))
 print("HostBench: 3 nodes in one process, in-memory transport, real WAL + metadata per node in \(options.directory)")
-print("machine: \(ProcessInfo.processInfo.activeProcessorCount) cores; tick \(options.tickMilliseconds) ms; \(options.groups) groups x 3 replicas")
+print(
+    "machine: \(ProcessInfo.processInfo.activeProcessorCount) cores; tick \(options.tickMilliseconds) ms; \(options.groups) groups x 3 replicas"
+)
 
 func idleAndMemory(_ cluster: Cluster) throws -> [PartitionKey] {
     let heap0 = heapInUse()
@@ -306,8 +319,11 @@ func idleAndMemory(_ cluster: Cluster) throws -> [PartitionKey] {
     let frames = cluster.network.counters.frames - frames0.frames
     print("")
     print("idle: \(options.groups) quiesced groups x 3 nodes for \(format(wall, 1)) s")
-    print("  CPU \(format(cpu, 3)) s = \(format(100 * cpu / wall, 3)) % of one core for all three nodes (target <= 1 %)")
-    print("  member ticks given \(after.ticksGiven - before.ticksGiven), raft messages sent \(after.messagesSent - before.messagesSent), liveness frames \(frames)")
+    print(
+        "  CPU \(format(cpu, 3)) s = \(format(100 * cpu / wall, 3)) % of one core for all three nodes (target <= 1 %)")
+    print(
+        "  member ticks given \(after.ticksGiven - before.ticksGiven), raft messages sent \(after.messagesSent - before.messagesSent), liveness frames \(frames)"
+    )
     let quiescedPer = Double(heapQuiesced - heap0) / Double(3 * options.groups)
     let n = try blocking {
         var total = 0
@@ -341,20 +357,26 @@ func rehydrate(_ cluster: Cluster, _ keys: [PartitionKey]) throws {
     let warm = try once()
     print("")
     print("cold write to a dormant group (rebuilt, no election) vs warm write, \(sample.count) groups, one writer:")
-    print("  cold p50 \(format(percentile(cold, 0.5))) µs p99 \(format(percentile(cold, 0.99))) µs; warm p50 \(format(percentile(warm, 0.5))) µs p99 \(format(percentile(warm, 0.99))) µs; cold/warm p50 \(format(percentile(cold, 0.5) / percentile(warm, 0.5), 2)) (target <= 1.5)")
+    print(
+        "  cold p50 \(format(percentile(cold, 0.5))) µs p99 \(format(percentile(cold, 0.99))) µs; warm p50 \(format(percentile(warm, 0.5))) µs p99 \(format(percentile(warm, 0.99))) µs; cold/warm p50 \(format(percentile(cold, 0.5) / percentile(warm, 0.5), 2)) (target <= 1.5)"
+    )
 }
 
 func throughput(_ cluster: Cluster, _ keys: [PartitionKey]) throws {
     let base = try baseline(options.directory, size: options.entrySize)
     print("")
-    print("throughput, \(options.inFlight) proposals in flight, \(options.entrySize) B, \(format(options.seconds, 1)) s each; baseline one pwrite + fdatasync per write: \(format(base.perSecond)) writes/s (p50 \(format(base.p50)) µs)")
+    print(
+        "throughput, \(options.inFlight) proposals in flight, \(options.entrySize) B, \(format(options.seconds, 1)) s each; baseline one pwrite + fdatasync per write: \(format(base.perSecond)) writes/s (p50 \(format(base.p50)) µs)"
+    )
     print("active groups  writes/s   x baseline  entries/fdatasync  p50 µs   p99 µs   errors")
     for active in options.active where active <= keys.count {
         let set = Array(keys.prefix(active))
         let leaders = try blocking { await cluster.leaders(set) }
         guard !leaders.contains(-1) else { fail("HostBench", "a group has no leader") }
         let w0 = cluster.walStatistics
-        let r = drive(cluster, set, leaders: leaders, inFlight: options.inFlight, seconds: options.seconds, size: options.entrySize)
+        let r = drive(
+            cluster, set, leaders: leaders, inFlight: options.inFlight, seconds: options.seconds,
+            size: options.entrySize)
         let w1 = cluster.walStatistics
         let perFsync = Double(w1.entries - w0.entries) / Double(max(1, w1.fsyncs - w0.fsyncs))
         print(
@@ -382,7 +404,9 @@ func restart(_ cluster: Cluster, _ keys: [PartitionKey]) throws {
     let serving = now() - t0
     let c = try blocking { await host.counters() }
     print("")
-    print("restart of a node with \(keys.count) replicas: open storage + WAL recovery + load dormant \(format(loaded, 2)) s; first replicated write applied on it after \(format(serving, 2)) s (target <= 5 s); \(c.dormant) dormant, \(c.campaigns) campaigns")
+    print(
+        "restart of a node with \(keys.count) replicas: open storage + WAL recovery + load dormant \(format(loaded, 2)) s; first replicated write applied on it after \(format(serving, 2)) s (target <= 5 s); \(c.dormant) dormant, \(c.campaigns) campaigns"
+    )
 }
 
 do {
@@ -395,7 +419,9 @@ do {
     case "throughput":
         keys = try cluster.create(options.groups)
         try blocking {
-            try await cluster.waitUntil("leaders", seconds: 600) { await cluster.totals().leadershipsGained >= UInt64(options.groups) }
+            try await cluster.waitUntil("leaders", seconds: 600) {
+                await cluster.totals().leadershipsGained >= UInt64(options.groups)
+            }
         }
         try throughput(cluster, keys)
     case "restart":

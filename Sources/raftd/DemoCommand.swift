@@ -26,7 +26,10 @@ struct DemoCommand: AsyncParsableCommand {
     @Option(help: "Concurrent writers.")
     var writers: Int = 64
 
-    @Option(help: "Directory for the three storages (default: a fresh one under the system temporary directory, removed at the end).")
+    @Option(
+        help:
+            "Directory for the three storages (default: a fresh one under the system temporary directory, removed at the end)."
+    )
     var dir: String?
 
     @Option(help: "Output format: text or json.")
@@ -62,13 +65,17 @@ struct DemoCommand: AsyncParsableCommand {
         let first = try await demo.writeLoad(keys, writers: writers, seconds: seconds, tag: "a") { n, rate in
             say("  writing: \(n) committed, \(Int(rate)) writes/s")
         }
-        say("phase 1: \(first.count) writes committed in \(ms(since: t0)) ms (\(Int(Double(first.count) / seconds)) writes/s)")
+        say(
+            "phase 1: \(first.count) writes committed in \(ms(since: t0)) ms (\(Int(Double(first.count) / seconds)) writes/s)"
+        )
 
         try await demo.waitUntil("every group quiesced", seconds: 60) { await demo.totals().awake == 0 }
         let idle0 = await demo.totals()
         try await Task.sleep(nanoseconds: 1_000_000_000)
         let idle1 = await demo.totals()
-        say("quiesced: all groups idle; in 1 s they took \(idle1.ticksGiven - idle0.ticksGiven) ticks and sent \(idle1.messagesSent - idle0.messagesSent) messages")
+        say(
+            "quiesced: all groups idle; in 1 s they took \(idle1.ticksGiven - idle0.ticksGiven) ticks and sent \(idle1.messagesSent - idle0.messagesSent) messages"
+        )
 
         // Failover: stop the node leading the groups n % 3 == 0 first.
         let victim = 0
@@ -95,7 +102,9 @@ struct DemoCommand: AsyncParsableCommand {
         try demo.start(victim)
         let loaded = ms(since: t0)
         let restarted = await demo.hosts[victim]!.counters()
-        say("restarted node \(victim): \(restarted.dormant) replicas loaded dormant in \(loaded) ms, \(restarted.campaigns) campaigns")
+        say(
+            "restarted node \(victim): \(restarted.dormant) replicas loaded dormant in \(loaded) ms, \(restarted.campaigns) campaigns"
+        )
         let third = try await demo.writeLoad(keys, writers: writers, seconds: seconds / 2, tag: "c") { n, rate in
             say("  writing after the restart: \(n) committed, \(Int(rate)) writes/s")
         }
@@ -182,7 +191,8 @@ final class DemoCluster: @unchecked Sendable {
     func start(_ i: Int) throws {
         let path = "\(root)/node\(i)"
         try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
-        let storage = try Storage(root: path, clusterID: clusterID, name: names[i], nodeID: nodeIDs[i], createIfMissing: true)
+        let storage = try Storage(
+            root: path, clusterID: clusterID, name: names[i], nodeID: nodeIDs[i], createIfMissing: true)
         var options = NodeHost.Options()
         options.tickMilliseconds = 20
         options.maxCampaignsPerTick = 128
@@ -205,7 +215,9 @@ final class DemoCluster: @unchecked Sendable {
     func stopAll() { for i in 0..<3 { crash(i) } }
 
     func create(_ count: Int) throws -> [PartitionKey] {
-        let keys = try (0..<count).map { PartitionKey(authority: names[0], partitionID: try PartitionID(UInt64($0) + 2)) }
+        let keys = try (0..<count).map {
+            PartitionKey(authority: names[0], partitionID: try PartitionID(UInt64($0) + 2))
+        }
         let replicas = (0..<3).map { RouteReplica(member: MemberID(UInt64($0 + 1)), storage: names[$0], role: .voter) }
         for i in 0..<3 {
             try hosts[i]!.createReplicas(
@@ -251,7 +263,8 @@ final class DemoCluster: @unchecked Sendable {
     /// Writers propose unique entries to random groups for `seconds`, following NotLeader
     /// answers; returns the acknowledged writes.
     func writeLoad(
-        _ keys: [PartitionKey], writers: Int, seconds: Double, tag: String, progress: @escaping @Sendable (Int, Double) -> Void
+        _ keys: [PartitionKey], writers: Int, seconds: Double, tag: String,
+        progress: @escaping @Sendable (Int, Double) -> Void
     ) async throws -> [(PartitionKey, [UInt8])] {
         let stopAt = Date().addingTimeInterval(seconds)
         let counter = Committed()
@@ -281,7 +294,9 @@ final class DemoCluster: @unchecked Sendable {
                                 break
                             } catch let error as HostError {
                                 guard error.isRetryable else { throw error }
-                                if case .notLeader(_, let leaderNode?) = error, let i = nodeIDs.firstIndex(of: leaderNode) {
+                                if case .notLeader(_, let leaderNode?) = error,
+                                    let i = nodeIDs.firstIndex(of: leaderNode)
+                                {
                                     node = i
                                 } else {
                                     node = (node + 1) % 3
@@ -311,7 +326,9 @@ final class DemoCluster: @unchecked Sendable {
 
     /// Waits until every replica of every group applied as far as the most advanced one,
     /// then compares checksums and looks up every acknowledged write.
-    func verify(_ keys: [PartitionKey], acknowledged: [(PartitionKey, [UInt8])]) async throws -> (
+    func verify(
+        _ keys: [PartitionKey], acknowledged: [(PartitionKey, [UInt8])]
+    ) async throws -> (
         replicas: Int, problems: [String]
     ) {
         func summaries(_ key: PartitionKey) -> [(applied: LogIndex, checksum: UInt64, outOfOrder: Int)] {
@@ -326,12 +343,15 @@ final class DemoCluster: @unchecked Sendable {
         var problems: [String] = []
         for key in keys {
             let s = summaries(key)
-            if !s.allSatisfy({ $0.checksum == s[0].checksum }) { problems.append("\(key): replicas applied different entries") }
+            if !s.allSatisfy({ $0.checksum == s[0].checksum }) {
+                problems.append("\(key): replicas applied different entries")
+            }
             if s.contains(where: { $0.outOfOrder > 0 }) { problems.append("\(key): entries applied out of order") }
         }
         for (key, data) in acknowledged {
             for i in 0..<3 where !machine(i, key, MemberID(UInt64(i + 1))).contains(data) {
-                problems.append("\(key): acknowledged write \(String(decoding: data, as: UTF8.self)) missing on node \(i)")
+                problems.append(
+                    "\(key): acknowledged write \(String(decoding: data, as: UTF8.self)) missing on node \(i)")
             }
         }
         return (keys.count * 3, problems)

@@ -117,7 +117,9 @@ struct QuiescingTests {
         #expect(trio.nodes[1]!.quiesce(ignoring: [3]))
     }
 
-    @Test("Consensus: a quiesced follower refuses a candidate while its leader is known; forgetting the leader lets it vote")
+    @Test(
+        "Consensus: a quiesced follower refuses a candidate while its leader is known; forgetting the leader lets it vote"
+    )
     func forgetLeaderLetsVote() {
         let trio = Trio()
         trio.electOne()

@@ -62,7 +62,9 @@ extension NodeHost {
             if workers < 1 || workers > 256 { return "workers must be in 1...256" }
             if applyWorkers < 1 || applyWorkers > 256 { return "applyWorkers must be in 1...256" }
             if tickMilliseconds < 1 { return "tickMilliseconds must be positive" }
-            if heartbeatTicks < 1 || electionTicks <= heartbeatTicks { return "electionTicks must exceed heartbeatTicks" }
+            if heartbeatTicks < 1 || electionTicks <= heartbeatTicks {
+                return "electionTicks must exceed heartbeatTicks"
+            }
             if livenessIntervalTicks < 1 || livenessTimeoutTicks <= livenessIntervalTicks {
                 return "livenessTimeoutTicks must exceed livenessIntervalTicks"
             }

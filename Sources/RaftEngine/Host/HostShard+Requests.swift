@@ -39,7 +39,9 @@ extension HostShard {
         return .notLeader(leader: leader, node: slot >= 0 ? context.nodes[slot] : nil)
     }
 
-    private func propose(_ partition: PartitionKey, payload: EntryPayload, deadline: UInt64, _ promise: @escaping Promise<LogIndex>) {
+    private func propose(
+        _ partition: PartitionKey, payload: EntryPayload, deadline: UInt64, _ promise: @escaping Promise<LogIndex>
+    ) {
         let (r, node): (Replica, RawNode)
         switch target(partition) {
         case .failure(let error): return promise(.failure(error))
@@ -75,7 +77,10 @@ extension HostShard {
         }
     }
 
-    private func read(_ partition: PartitionKey, _ consistency: ReadConsistency, deadline: UInt64, _ promise: @escaping Promise<LogIndex>) {
+    private func read(
+        _ partition: PartitionKey, _ consistency: ReadConsistency, deadline: UInt64,
+        _ promise: @escaping Promise<LogIndex>
+    ) {
         let (r, node): (Replica, RawNode)
         switch target(partition) {
         case .failure(let error): return promise(.failure(error))
@@ -125,7 +130,9 @@ extension HostShard {
         case .success(let t): (r, node) = t
         }
         guard node.role == .leader else { return promise(.failure(notLeader(r, node))) }
-        guard r.members.contains(target) else { return promise(.failure(.invalid("member \(target) is not in the group"))) }
+        guard r.members.contains(target) else {
+            return promise(.failure(.invalid("member \(target) is not in the group")))
+        }
         r.lastActivity = now
         switch node.transferLeadership(to: target) {
         case .dropped(let reason): promise(.failure(.refused(reason)))

@@ -219,7 +219,8 @@ extension HostShard {
     func suspendAllQuiesced() -> Int {
         var n = 0
         for key in replicas.keys.sorted() {
-            for r in replicas[key]! where r.residency == .quiesced && r.pendingReady == nil && !r.hasRequests
+            for r in replicas[key]!
+            where r.residency == .quiesced && r.pendingReady == nil && !r.hasRequests
                 && r.applyJobsInFlight == 0 && !r.isDirty
             {
                 guard let node = r.node, let state = node.suspend() else { continue }

@@ -17,69 +17,36 @@ final class HostWorker: @unchecked Sendable {
     }
 
     let shard: HostShard
-    private let lock = ConditionLock()
-    private var events: [Event] = []
-    private var stopping = false
-    private let maxEvents: Int
-    private var thread: OSThread?
+    private let inbox: WorkQueue<Event>
 
     init(shard: HostShard, maxEvents: Int) {
         self.shard = shard
-        self.maxEvents = maxEvents
+        inbox = WorkQueue(capacity: maxEvents)
     }
 
     /// Queues an external input; false when the inbox is full (the caller refuses or drops).
-    func offer(_ event: Event) -> Bool {
-        lock.withLock {
-            guard !stopping, events.count < maxEvents else { return false }
-            events.append(event)
-            if events.count == 1 { lock.broadcast() }
-            return true
-        }
-    }
+    func offer(_ event: Event) -> Bool { inbox.offer(event) }
 
     /// Queues an internal event (completions, ticks): never refused, or the pipeline would
     /// lose track of its own work. Its volume is bounded by the work that produced it.
-    func post(_ event: Event) {
-        lock.withLock {
-            events.append(event)
-            if events.count == 1 { lock.broadcast() }
-        }
-    }
+    func post(_ event: Event) { inbox.post(CollectionOfOne(event)) }
 
     func start(host: NodeHost) {
-        thread = OSThread(name: "raftd-host-\(shard.index)") { [self] in run(host) }
-    }
-
-    func stop() {
-        lock.withLock {
-            stopping = true
-            lock.broadcast()
-        }
-        thread?.join()
-        thread = nil
-    }
-
-    private func run(_ host: NodeHost) {
-        while true {
-            var batch: [Event] = []
-            let stop: Bool = lock.withLock {
-                while events.isEmpty && !stopping { lock.wait() }
-                swap(&batch, &events)
-                return stopping && batch.isEmpty
-            }
-            if stop { return }
+        inbox.start(name: "raftd-host-\(shard.index)") { [self] batch in
             // Ticks queued while the worker was busy collapse into one: a burst of ticks with
             // no turn between them could fire CheckQuorum with no chance to hear answers.
-            let lastTick = batch.lastIndex { if case .tick = $0 { return true } else { return false } }
+            let lastTick = batch.lastIndex {
+                if case .tick = $0 { return true } else { return false }
+            }
             for (i, event) in batch.enumerated() {
                 if case .tick = event, i != lastTick { continue }
                 handle(event)
             }
-            let output = shard.runTurn()
-            host.carryOut(output, from: self)
+            host.carryOut(shard.runTurn(), from: self)
         }
     }
+
+    func stop() { inbox.stop() }
 
     private func handle(_ event: Event) {
         switch event {
@@ -100,46 +67,17 @@ final class HostWorker: @unchecked Sendable {
 /// A thread applying committed entries to state machines. A replica always goes to the
 /// same apply worker, so its jobs run in order.
 final class ApplyWorker: @unchecked Sendable {
-    private let lock = ConditionLock()
-    private var jobs: [ApplyJob] = []
-    private var stopping = false
-    private var thread: OSThread?
+    private let queue = WorkQueue<ApplyJob>()
     let index: Int
 
     init(index: Int) { self.index = index }
 
-    func enqueue(_ batch: [ApplyJob]) {
-        lock.withLock {
-            let wasEmpty = jobs.isEmpty
-            jobs.append(contentsOf: batch)
-            if wasEmpty { lock.broadcast() }
-        }
-    }
+    func enqueue(_ batch: [ApplyJob]) { queue.post(batch) }
 
     func start(host: NodeHost) {
-        thread = OSThread(name: "raftd-apply-\(index)") { [self] in run(host) }
+        queue.start(name: "raftd-apply-\(index)") { batch in for job in batch { host.run(job) } }
     }
 
     /// Stops after the queued jobs ran.
-    func stop() {
-        lock.withLock {
-            stopping = true
-            lock.broadcast()
-        }
-        thread?.join()
-        thread = nil
-    }
-
-    private func run(_ host: NodeHost) {
-        while true {
-            var batch: [ApplyJob] = []
-            let stop: Bool = lock.withLock {
-                while jobs.isEmpty && !stopping { lock.wait() }
-                swap(&batch, &jobs)
-                return stopping && batch.isEmpty
-            }
-            if stop { return }
-            for job in batch { host.run(job) }
-        }
-    }
+    func stop() { queue.stop() }
 }

@@ -76,10 +76,13 @@ public final class NodeHost: FrameReceiver, @unchecked Sendable {
             storageNames: storages.map(\.metadata.identity.storageName))
         self.context = context
         workers = (0..<options.workers).map { i in
-            HostWorker(shard: HostShard(index: i, context: context, seed: options.seed), maxEvents: options.maxInboxEvents)
+            HostWorker(
+                shard: HostShard(index: i, context: context, seed: options.seed), maxEvents: options.maxInboxEvents)
         }
         appliers = (0..<options.applyWorkers).map { ApplyWorker(index: $0) }
-        liveness = Mutex(NodeLiveness(peerCount: cluster.nodes.count, selfSlot: selfSlot, timeoutTicks: options.livenessTimeoutTicks, now: 0))
+        liveness = Mutex(
+            NodeLiveness(
+                peerCount: cluster.nodes.count, selfSlot: selfSlot, timeoutTicks: options.livenessTimeoutTicks, now: 0))
         pendingApplied.withLock { $0 = Array(repeating: [:], count: storages.count) }
         try loadReplicas()
     }
@@ -135,7 +138,8 @@ public final class NodeHost: FrameReceiver, @unchecked Sendable {
             var confs: [ConfState] = []
             for spec in list {
                 do {
-                    let route = try RouteEntry(version: RouteVersion(term: .zero, index: .zero), replicas: spec.replicas)
+                    let route = try RouteEntry(
+                        version: RouteVersion(term: .zero, index: .zero), replicas: spec.replicas)
                     let voters = spec.replicas.filter { $0.role == .voter }.map(\.member)
                     let learners = spec.replicas.filter { $0.role == .learner }.map(\.member)
                     let stored = try StoredConfState(voters: voters, learners: learners)
@@ -181,7 +185,9 @@ public final class NodeHost: FrameReceiver, @unchecked Sendable {
     /// Proposes `data` to the partition's group. Returns the entry's index once it is
     /// committed and applied by this node's state machine; a retryable error when this
     /// replica does not lead, is overloaded, or lost leadership before the entry committed.
-    public func propose(_ partition: PartitionKey, _ data: [UInt8], timeoutTicks: Int? = nil) async throws(HostError)
+    public func propose(
+        _ partition: PartitionKey, _ data: [UInt8], timeoutTicks: Int? = nil
+    ) async throws(HostError)
         -> LogIndex
     {
         try await awaiting { propose(partition, data, timeoutTicks: timeoutTicks, completion: $0) }
@@ -203,16 +209,22 @@ public final class NodeHost: FrameReceiver, @unchecked Sendable {
 
     /// Returns an index at which a read of the partition's state machine is linearizable,
     /// once this node's state machine has applied through it.
-    public func read(_ partition: PartitionKey, consistency: ReadConsistency = .readIndex, timeoutTicks: Int? = nil)
+    public func read(
+        _ partition: PartitionKey, consistency: ReadConsistency = .readIndex, timeoutTicks: Int? = nil
+    )
         async throws(HostError) -> LogIndex
     {
         try await awaiting { completion in
-            submit(partition, completion, timeoutTicks: timeoutTicks) { .read(partition, consistency, deadline: $0, $1) }
+            submit(partition, completion, timeoutTicks: timeoutTicks) {
+                .read(partition, consistency, deadline: $0, $1)
+            }
         }
     }
 
     /// Proposes a membership change; returns its index once applied here.
-    public func changeMembership(_ partition: PartitionKey, _ change: ConfChange, timeoutTicks: Int? = nil)
+    public func changeMembership(
+        _ partition: PartitionKey, _ change: ConfChange, timeoutTicks: Int? = nil
+    )
         async throws(HostError) -> LogIndex
     {
         try await awaiting { completion in
@@ -233,7 +245,8 @@ public final class NodeHost: FrameReceiver, @unchecked Sendable {
     /// The state of the local replica of `partition`.
     public func status(of partition: PartitionKey) async throws(HostError) -> ReplicaStatus {
         let result: Result<ReplicaStatus, HostError> = await withCheckedContinuation { continuation in
-            let ok = workers[shardIndex(partition)].offer(.request(.status(partition) { continuation.resume(returning: $0) }))
+            let ok = workers[shardIndex(partition)].offer(
+                .request(.status(partition) { continuation.resume(returning: $0) }))
             if !ok { continuation.resume(returning: .failure(.overloaded("worker inbox full"))) }
         }
         return try result.get()
@@ -399,7 +412,9 @@ public final class NodeHost: FrameReceiver, @unchecked Sendable {
     /// Runs one apply job on an apply worker thread.
     func run(_ job: ApplyJob) {
         let failure = job.run()
-        if let failure { logger.error("replica \(job.replica.key) stopped: its state machine failed to apply: \(failure)") }
+        if let failure {
+            logger.error("replica \(job.replica.key) stopped: its state machine failed to apply: \(failure)")
+        }
         applyBacklog.wrappingSubtract(job.bytes, ordering: .relaxed)
         workers[shardIndex(job.replica.key.partition)].post(
             .applied(job.replica, job.through, job.confState, entries: job.entries.count, failure: failure))

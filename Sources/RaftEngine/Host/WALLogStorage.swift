@@ -51,7 +51,9 @@ final class WALLogStorage: LogStorage {
             var entries: [Entry] = []
             entries.reserveCapacity(stored.count)
             for wal in stored {
-                do { entries.append(try EntryCodec.entry(wal)) } catch { fail("decoding \(group) entry \(wal.index)", error) }
+                do { entries.append(try EntryCodec.entry(wal)) } catch {
+                    fail("decoding \(group) entry \(wal.index)", error)
+                }
             }
             return .success(entries)
         } catch {

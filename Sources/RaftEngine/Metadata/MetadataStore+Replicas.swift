@@ -43,7 +43,8 @@ extension MetadataStore {
                 var reverse = ByteWriter(version: 1)
                 reverse.append(replica.key.encoded)
                 try txn.set(databases.groups, Self.groupKey(record.group), reverse.bytes)
-                if let stored = try Self.storedRoute(txn, databases, replica.key), !(stored.version < replica.route.version)
+                if let stored = try Self.storedRoute(txn, databases, replica.key),
+                    !(stored.version < replica.route.version)
                 {
                     // Another replica of the partition on this storage recorded it: keep it.
                 } else {
@@ -96,7 +97,9 @@ extension MetadataStore {
                 let route = try Self.storedRoute(txn, databases, record.key)
                 let confState: StoredConfState? = try {
                     () throws(MetadataError) -> StoredConfState? in
-                    guard let bytes = try txn.value(databases.confStates, Self.groupKey(record.group)) else { return nil }
+                    guard let bytes = try txn.value(databases.confStates, Self.groupKey(record.group)) else {
+                        return nil
+                    }
                     return try Self.decode("conf_states", record.group.description) { () throws(DecodeFailure) in
                         try StoredConfState(decoding: bytes)
                     }

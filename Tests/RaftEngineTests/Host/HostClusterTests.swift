@@ -38,7 +38,8 @@ struct HostClusterTests {
             for (key, writes) in byKey {
                 let last = writes.map(\.2).max()!
                 for node in 0..<3 {
-                    let sm = cluster.machines.existing(node: node, replica: ReplicaKey(partition: key, member: MemberID(UInt64(node + 1))))
+                    let sm = cluster.machines.existing(
+                        node: node, replica: ReplicaKey(partition: key, member: MemberID(UInt64(node + 1))))
                     guard let sm, sm.appliedIndex >= last else { return false }
                 }
             }
@@ -46,16 +47,22 @@ struct HostClusterTests {
         }
         for (key, writes) in byKey {
             let sequences = (0..<3).map { node in
-                cluster.machines.existing(node: node, replica: ReplicaKey(partition: key, member: MemberID(UInt64(node + 1))))!
+                cluster.machines.existing(
+                    node: node, replica: ReplicaKey(partition: key, member: MemberID(UInt64(node + 1))))!
             }
             for sm in sequences { #expect(sm.violations.isEmpty, "\(key): \(sm.violations)") }
             let reference = sequences[0].writes
             for sm in sequences.dropFirst() {
                 let other = sm.writes
-                #expect(other.count == reference.count && zip(other, reference).allSatisfy { $0.index == $1.index && $0.data == $1.data }, "\(key): replicas applied different sequences")
+                #expect(
+                    other.count == reference.count
+                        && zip(other, reference).allSatisfy { $0.index == $1.index && $0.data == $1.data },
+                    "\(key): replicas applied different sequences")
             }
             let applied = Dictionary(uniqueKeysWithValues: reference.map { ($0.index, $0.data) })
-            for (_, data, index) in writes { #expect(applied[index] == data, "\(key): write at \(index) missing or different") }
+            for (_, data, index) in writes {
+                #expect(applied[index] == data, "\(key): write at \(index) missing or different")
+            }
         }
         var walWrites: UInt64 = 0
         for i in 0..<3 { walWrites += await cluster.counters(i).walWrites }

@@ -47,7 +47,9 @@ struct HostQuiescingTests {
         try await waitAllQuiesced(cluster)
     }
 
-    @Test("Host: lease reads: a confirmed ReadIndex round opens a lease; reads within it need no round; later ones fall back")
+    @Test(
+        "Host: lease reads: a confirmed ReadIndex round opens a lease; reads within it need no round; later ones fall back"
+    )
     func leaseReads() async throws {
         var options = HostTestCluster.testOptions()
         options.electionTicks = 40
@@ -175,9 +177,12 @@ struct HostQuiescingTests {
         }
         let elapsed = cluster.hosts[1]!.currentTick - start
         let after = [await cluster.counters(1), await cluster.counters(2)]
-        let gained = (after[0].leadershipsGained - before[0].leadershipsGained)
+        let gained =
+            (after[0].leadershipsGained - before[0].leadershipsGained)
             + (after[1].leadershipsGained - before[1].leadershipsGained)
-        print("failover: \(ledByVictim.count) groups re-elected in \(elapsed) ticks; campaigns per tick max \(after[0].maxCampaignsInATick), \(after[1].maxCampaignsInATick); campaigns \(after[0].campaigns - before[0].campaigns) + \(after[1].campaigns - before[1].campaigns)")
+        print(
+            "failover: \(ledByVictim.count) groups re-elected in \(elapsed) ticks; campaigns per tick max \(after[0].maxCampaignsInATick), \(after[1].maxCampaignsInATick); campaigns \(after[0].campaigns - before[0].campaigns) + \(after[1].campaigns - before[1].campaigns)"
+        )
         #expect(gained == UInt64(ledByVictim.count), "exactly the dead node's groups elect")
         #expect(elapsed <= UInt64(3 * options.electionTicks), "re-election took \(elapsed) ticks")
         let perShard = UInt64(max(1, options.maxCampaignsPerTick / options.workers))

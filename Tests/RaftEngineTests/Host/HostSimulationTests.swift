@@ -12,7 +12,9 @@ struct HostSimulationTests {
         return (0..<UInt64(count)).map { 0x5EED_0000 + $0 }
     }
 
-    @Test("Host: simulation: crashes, partitions, loss and late WAL batches keep every group safe; acknowledged writes survive")
+    @Test(
+        "Host: simulation: crashes, partitions, loss and late WAL batches keep every group safe; acknowledged writes survive"
+    )
     func simulate() throws {
         var failures: [String] = []
         var crashes = 0
@@ -31,7 +33,9 @@ struct HostSimulationTests {
         }
         #expect(failures.isEmpty, "\(failures.joined(separator: "\n\n"))")
         // Not vacuous: faults happened and most proposals were acknowledged.
-        print("host simulation: \(Self.seeds.count) seeds, \(crashes) crashes, \(partitions) partitions, \(acked) of \(proposals) proposals acknowledged")
+        print(
+            "host simulation: \(Self.seeds.count) seeds, \(crashes) crashes, \(partitions) partitions, \(acked) of \(proposals) proposals acknowledged"
+        )
         #expect(crashes >= Self.seeds.count / 2 && partitions >= Self.seeds.count / 2)
         #expect(acked * 3 >= proposals)
     }

@@ -128,13 +128,15 @@ final class HostSimulator {
         wal.maxBatchBytes = 256 << 10
         wal.maxQueuedBytes = 4 << 20
         let storage = try Storage(
-            root: root, clusterID: clusterID, name: names[i], nodeID: nodeIDs[i], createIfMissing: true, walOptions: wal)
+            root: root, clusterID: clusterID, name: names[i], nodeID: nodeIDs[i], createIfMissing: true, walOptions: wal
+        )
         let (context, f) = factory(for: nil, storage: storage, slot: i)
         let shard = HostShard(index: 0, context: context, seed: rng.next())
         shard.now = tickCount
         let node = SimNode(
             storage: storage, shard: shard,
-            liveness: NodeLiveness(peerCount: config.nodes, selfSlot: i, timeoutTicks: options.livenessTimeoutTicks, now: tickCount),
+            liveness: NodeLiveness(
+                peerCount: config.nodes, selfSlot: i, timeoutTicks: options.livenessTimeoutTicks, now: tickCount),
             boot: rng.next() | 1)
         if !fresh {
             for r in try f.loadDormant(storage: storage, slot: 0) { shard.add(r, campaign: false) }
@@ -143,14 +145,22 @@ final class HostSimulator {
     }
 
     func createGroups() throws {
-        keys = (0..<config.groups).map { PartitionKey(authority: names[0], partitionID: try! PartitionID(UInt64($0) + 2)) }
-        let route = (0..<config.nodes).map { RouteReplica(member: MemberID(UInt64($0 + 1)), storage: names[$0], role: .voter) }
+        keys = (0..<config.groups).map {
+            PartitionKey(authority: names[0], partitionID: try! PartitionID(UInt64($0) + 2))
+        }
+        let route = (0..<config.nodes).map {
+            RouteReplica(member: MemberID(UInt64($0 + 1)), storage: names[$0], role: .voter)
+        }
         for i in 0..<config.nodes {
             let node = nodes[i]!
             let (_, f) = factory(for: node, storage: node.storage, slot: i)
             let stored = try StoredConfState(voters: route.map(\.member))
             let records = try node.storage.metadata.createRaftReplicas(
-                keys.map { MetadataStore.NewReplica(key: $0, route: try! RouteEntry(version: RouteVersion(term: 0, index: 0), replicas: route), confState: stored) })
+                keys.map {
+                    MetadataStore.NewReplica(
+                        key: $0, route: try! RouteEntry(version: RouteVersion(term: 0, index: 0), replicas: route),
+                        confState: stored)
+                })
             for (n, key) in keys.enumerated() {
                 let r = try f.makeReplica(
                     key: ReplicaKey(partition: key, member: MemberID(UInt64(i + 1))), group: records[n].group,
@@ -183,7 +193,9 @@ final class HostSimulator {
         while let first = node.writes.first, first.due <= step {
             node.writes.removeFirst()
             for (slot, writes) in first.writes.enumerated() where !writes.isEmpty {
-                do { try node.storage.log.append(writes) } catch { fatalError("seed \(seed): WAL append failed: \(error)") }
+                do { try node.storage.log.append(writes) } catch {
+                    fatalError("seed \(seed): WAL append failed: \(error)")
+                }
                 node.shard.durable(token: first.token, slot: slot, result: .success(()))
             }
         }
@@ -198,7 +210,8 @@ final class HostSimulator {
         }
         let out = node.shard.runTurn()
         for slot in out.frames.indices where !out.frames[slot].isEmpty {
-            let frame = PeerFrame(from: nodeIDs[i], to: nodeIDs[slot], senderBoot: node.boot, messages: out.frames[slot])
+            let frame = PeerFrame(
+                from: nodeIDs[i], to: nodeIDs[slot], senderBoot: node.boot, messages: out.frames[slot])
             if slot == i { node.shard.deliver(frame.messages) } else { deliver(frame) }
         }
         if out.hasWrites {
@@ -265,18 +278,23 @@ final class HostSimulator {
         for key in keys {
             var seen: [LogIndex: [UInt8]] = [:]
             for i in 0..<config.nodes {
-                guard let sm = machines.existing(node: i, replica: ReplicaKey(partition: key, member: MemberID(UInt64(i + 1))))
+                guard
+                    let sm = machines.existing(
+                        node: i, replica: ReplicaKey(partition: key, member: MemberID(UInt64(i + 1))))
                 else { continue }
                 if let v = sm.violations.first { return "\(key) on node \(i): \(v)" }
                 for w in sm.writes {
-                    if let other = seen[w.index], other != w.data { return "\(key): replicas applied different entries at \(w.index)" }
+                    if let other = seen[w.index], other != w.data {
+                        return "\(key): replicas applied different entries at \(w.index)"
+                    }
                     seen[w.index] = w.data
                 }
             }
             if final {
                 for a in outcomes.acked where a.key == key {
                     for i in 0..<config.nodes {
-                        let sm = machines.existing(node: i, replica: ReplicaKey(partition: key, member: MemberID(UInt64(i + 1))))!
+                        let sm = machines.existing(
+                            node: i, replica: ReplicaKey(partition: key, member: MemberID(UInt64(i + 1))))!
                         guard sm.writes.contains(where: { $0.index == a.index && $0.data == a.data }) else {
                             return "\(key): acknowledged write at \(a.index) is not applied on node \(i)"
                         }
@@ -352,7 +370,8 @@ final class HostSimulator {
     private func failure(_ problem: String) -> String {
         for i in nodes.indices { nodes[i]?.storage.close() }
         nodes = Array(repeating: nil, count: config.nodes)
-        return "seed \(seed): \(problem)\n(rerun with RAFT_HOST_SIM_SEED=\(seed))\n" + trace.suffix(60).joined(separator: "\n")
+        return "seed \(seed): \(problem)\n(rerun with RAFT_HOST_SIM_SEED=\(seed))\n"
+            + trace.suffix(60).joined(separator: "\n")
     }
 }
 
