@@ -205,3 +205,38 @@ struct MetadataRegistryTests {
         #expect(try store.pathMappings().isEmpty)
     }
 }
+
+@Suite("Metadata: bulk replica operations")
+struct MetadataBulkTests {
+    @Test("Metadata: creating 20,000 replicas in one transaction grows the map instead of failing")
+    func bulkCreateGrowsTheMap() throws {
+        let fixture = try MetadataFixture()
+        defer { fixture.remove() }
+        let store = try fixture.open()
+        let name = try StorageName("default")
+        let route = try RouteEntry(
+            version: RouteVersion(term: .zero, index: .zero),
+            replicas: [RouteReplica(member: 1, storage: name, role: .voter)])
+        let conf = try StoredConfState(voters: [1])
+        let replicas = try (0..<20_000).map {
+            MetadataStore.NewReplica(
+                key: PartitionKey(authority: name, partitionID: try PartitionID(UInt64($0) + 2)), route: route,
+                confState: conf)
+        }
+        let records = try store.createRaftReplicas(replicas)
+        #expect(records.count == 20_000)
+        #expect(Set(records.map(\.group)).count == 20_000)
+        let loaded = try store.loadRaftReplicas()
+        #expect(loaded.count == 20_000)
+        #expect(loaded.allSatisfy { $0.route == route && $0.confState == conf && $0.applied == .zero })
+        // Applied indices with configurations, in one transaction; no regression.
+        try store.recordApplied(records.prefix(100).map { ($0.group, LogIndex(5), nil) })
+        #expect(throws: MetadataError.self) { try store.recordApplied([(records[0].group, LogIndex(4), nil)]) }
+        let conf2 = try StoredConfState(voters: [1, 2])
+        try store.recordApplied([(records[1].group, LogIndex(9), conf2)])
+        #expect(try store.confState(for: records[1].group) == conf2)
+        #expect(try store.appliedIndex(for: records[1].group) == LogIndex(9))
+        // A second registration of a key refuses the whole batch.
+        #expect(throws: MetadataError.self) { try store.createRaftReplicas([replicas[0]]) }
+    }
+}

@@ -106,6 +106,9 @@ public struct Message: Hashable, Sendable, CustomStringConvertible {
     /// Marker placed in `context` of vote requests triggered by a leadership transfer.
     static let transferContext: [UInt8] = Array("transfer".utf8)
 
+    /// True for a vote request of a leadership transfer (which skips PreVote and leases).
+    public var isTransferVote: Bool { kind == .vote && context == Message.transferContext }
+
     /// Stable text for golden tests.
     public var description: String {
         var s = "\(from)->\(to) \(kind)"

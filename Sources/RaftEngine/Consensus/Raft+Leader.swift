@@ -290,6 +290,7 @@ extension Raft {
         // A newer request replaces an older one; the election timer bounds how long we wait.
         electionElapsed = 0
         leadTransferee = target
+        transferStartedInTerm = true
         if pr.match == log.lastIndex { sendTimeoutNow(to: target) } else { sendAppend(to: target) }
         return .accepted
     }

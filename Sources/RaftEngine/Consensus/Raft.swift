@@ -42,6 +42,10 @@ final class Raft {
 
     /// Quiesced: ticks are ignored until something wakes us.
     var quiesced = false
+    /// A leadership transfer was started in this term: another member may have been told
+    /// to campaign at once (bypassing every lease), so no lease read may be served any
+    /// more in this term.
+    var transferStartedInTerm = false
 
     init(config: RaftConfig, storage: any LogStorage) {
         if let problem = config.validate() { preconditionFailure("invalid RaftConfig: \(problem)") }
@@ -98,6 +102,7 @@ final class Raft {
     }
 
     func reset(_ newTerm: Term) {
+        transferStartedInTerm = false
         if newTerm != term {
             term = newTerm
             vote = .none

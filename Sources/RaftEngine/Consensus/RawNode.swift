@@ -164,9 +164,10 @@ public final class RawNode {
 
     /// The commit index if this member leads and may answer a read at it once the caller
     /// has confirmed its leadership some other way (a lease the caller keeps): it committed
-    /// an entry in its term and no transfer is under way. Nil otherwise.
+    /// an entry in its term and started no leadership transfer in it (a transferee
+    /// campaigns at once, past every lease). Nil otherwise.
     public var leaderCommitForRead: LogIndex? {
-        guard raft.role == .leader, raft.committedEntryInCurrentTerm, raft.leadTransferee == .none else { return nil }
+        guard raft.role == .leader, raft.committedEntryInCurrentTerm, !raft.transferStartedInTerm else { return nil }
         return raft.log.committed
     }
 

@@ -18,13 +18,19 @@ public struct SuspendedState: Hashable, Sendable, CustomStringConvertible {
     public var isLeader: Bool
     /// Leader only: members known to hold the whole log when it was suspended.
     public var caughtUp: [MemberID]
+    /// Leader only: it started a leadership transfer in this term (no lease reads).
+    public var transferStarted: Bool
 
-    public init(term: Term, commit: LogIndex, lead: MemberID, isLeader: Bool, caughtUp: [MemberID]) {
+    public init(
+        term: Term, commit: LogIndex, lead: MemberID, isLeader: Bool, caughtUp: [MemberID],
+        transferStarted: Bool = false
+    ) {
         self.term = term
         self.commit = commit
         self.lead = lead
         self.isLeader = isLeader
         self.caughtUp = caughtUp
+        self.transferStarted = transferStarted
     }
 
     public var description: String {
@@ -42,7 +48,9 @@ extension Raft {
             let last = log.lastIndex
             var caught: [MemberID] = []
             tracker.forEach { mid, pr in if mid != id && pr.match == last { caught.append(mid) } }
-            return SuspendedState(term: term, commit: log.committed, lead: id, isLeader: true, caughtUp: caught)
+            return SuspendedState(
+                term: term, commit: log.committed, lead: id, isLeader: true, caughtUp: caught,
+                transferStarted: transferStartedInTerm)
         case .follower:
             return SuspendedState(term: term, commit: log.committed, lead: lead, isLeader: false, caughtUp: [])
         case .candidate, .preCandidate:
@@ -70,6 +78,7 @@ extension Raft {
             }
             // Conf changes at or below applied are done (quiescing required that).
             pendingConfIndex = log.applied
+            transferStartedInTerm = state.transferStarted
         } else if !state.isLeader {
             lead = state.lead
         }

@@ -12,6 +12,16 @@ extension HostShard {
                 counters.messagesDropped &+= 1
                 continue
             }
+            // For an election timeout after start, vote requests are dropped (transfers
+            // excepted): a restarted member knows no leader, and granting at once could
+            // elect a new leader while the old one still holds a read lease it confirmed
+            // with this member before the restart.
+            if now < r.refuseVotesUntil,
+                pm.message.kind == .preVote || (pm.message.kind == .vote && !pm.message.isTransferVote)
+            {
+                counters.messagesDropped &+= 1
+                continue
+            }
             // A dormant replica stays dormant for a repeat of its own leader's quiescing
             // heartbeat (same term, same sender); anything else rebuilds it.
             if let d = r.suspended, pm.message.kind == .heartbeat, pm.message.quiesce, pm.message.term == d.term,
@@ -43,7 +53,7 @@ extension HostShard {
             return
         }
         inflight.removeValue(forKey: token)
-        for r in batch.replicas {
+        for r in batch.replicas where r.failure == nil {
             guard let rd = r.pendingReady, let node = r.node else { continue }
             r.pendingReady = nil
             if let last = rd.entries.last { r.logStorage.durable(through: last.index, term: last.term) }
@@ -102,16 +112,13 @@ extension HostShard {
                 // Entries and every hard state change are durable before anything that depends
                 // on them is sent or applied (the commit too: nothing is applied beyond a
                 // durable commit, so a restart never finds applied > commit).
-                var write = GroupWrite(group: r.group, entries: [], hardState: rd.hardState)
-                write.entries.reserveCapacity(rd.entries.count)
-                for entry in rd.entries { write.entries.append(EntryCodec.walEntry(entry)) }
                 if output.token == 0 || inflight[output.token] == nil {
                     output.token = nextToken
                     nextToken += 1
                     inflight[output.token] = (remaining: 0, replicas: [])
                 }
                 if output.writes[r.storageSlot].isEmpty { inflight[output.token]!.remaining += 1 }
-                output.writes[r.storageSlot].append(write)
+                appendWrites(of: r, rd)
                 inflight[output.token]!.replicas.append(r)
                 counters.walWrites &+= 1
                 counters.entriesWritten &+= UInt64(rd.entries.count)
@@ -121,6 +128,29 @@ extension HostShard {
             complete(r, node, rd)
         }
         markDirty(r)
+    }
+
+    /// Adds a Ready's entries and hard state to this turn's writes for the replica's
+    /// storage, cut into consecutive writes of at most half a WAL batch (a Ready gathers
+    /// everything proposed or received during the previous fdatasync, which can exceed one
+    /// batch); the hard state goes with the last piece.
+    private func appendWrites(of r: Replica, _ rd: Ready) {
+        let limit = context.logs[r.storageSlot].options.maxBatchBytes / 2
+        var write = GroupWrite(group: r.group, entries: [], hardState: nil)
+        var bytes = 0
+        for entry in rd.entries {
+            let wal = EntryCodec.walEntry(entry)
+            let size = WALFormat.recordSize(payload: wal.payload.count)
+            if bytes + size > limit && !write.entries.isEmpty {
+                output.writes[r.storageSlot].append(write)
+                write = GroupWrite(group: r.group, entries: [], hardState: nil)
+                bytes = 0
+            }
+            write.entries.append(wal)
+            bytes += size
+        }
+        write.hardState = rd.hardState
+        output.writes[r.storageSlot].append(write)
     }
 
     /// Finishes a Ready whose writes are durable: sends what waited for them, hands

@@ -89,8 +89,9 @@ extension HostShard {
         r.lastActivity = now
         let id = nextReadID
         nextReadID += 1
-        if consistency == .lease, node.term == r.leaseTerm, now < r.leaseUntil, let index = node.leaderCommitForRead {
-            r.reads.append(PendingRead(id: id, issuedAt: now, deadline: deadline, index: index, promise: promise))
+        let clock = context.clock()
+        if consistency == .lease, node.term == r.leaseTerm, clock < r.leaseUntil, let index = node.leaderCommitForRead {
+            r.reads.append(PendingRead(id: id, issuedAt: clock, deadline: deadline, index: index, promise: promise))
             counters.leaseReads &+= 1
             trackRequests(r)
             var job: ApplyJob?
@@ -110,7 +111,7 @@ extension HostShard {
         withUnsafeBytes(of: id.littleEndian) { context.append(contentsOf: $0) }
         switch node.readIndex(context: context) {
         case .accepted, .forwarded:
-            r.reads.append(PendingRead(id: id, issuedAt: now, deadline: deadline, index: nil, promise: promise))
+            r.reads.append(PendingRead(id: id, issuedAt: clock, deadline: deadline, index: nil, promise: promise))
             trackRequests(r)
         case .dropped(.notLeader):
             promise(.failure(notLeader(r, node)))
@@ -134,6 +135,7 @@ extension HostShard {
             return promise(.failure(.invalid("member \(target) is not in the group")))
         }
         r.lastActivity = now
+        r.leaseUntil = 0
         switch node.transferLeadership(to: target) {
         case .dropped(let reason): promise(.failure(.refused(reason)))
         default: promise(.success(node.logBounds.commit))
@@ -185,8 +187,8 @@ extension HostShard {
         for i in r.reads.indices where r.reads[i].id == id && r.reads[i].index == nil {
             r.reads[i].index = state.index
             if node.role == .leader {
-                // A quorum acknowledged a heartbeat sent no earlier than the read's issue tick.
-                let until = r.reads[i].issuedAt + UInt64(max(1, options.electionTicks / 2))
+                // A quorum acknowledged a heartbeat sent no earlier than the read's issue time.
+                let until = r.reads[i].issuedAt + options.electionTicks * options.tickMilliseconds * 500_000
                 if r.leaseTerm != node.term { r.leaseUntil = 0 }
                 r.leaseTerm = node.term
                 r.leaseUntil = max(r.leaseUntil, until)

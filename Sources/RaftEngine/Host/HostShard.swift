@@ -9,6 +9,9 @@ struct ShardContext: Sendable {
     /// This node's storages: slots index these arrays.
     let logs: [SharedLog]
     let storageNames: [StorageName]
+    /// Monotonic nanoseconds (leases are measured in real time, not in ticks, which a stalled
+    /// worker merges and a stalled tick thread skips). The simulation injects its own.
+    let clock: @Sendable () -> Int
 }
 
 /// The work a turn produced, for the driver to carry out: one frame per peer node, one
@@ -148,6 +151,8 @@ final class HostShard {
         counters.replicas += 1
         if replica.suspended != nil {
             counters.dormant += 1
+            // Loaded from disk at start: see `deliver` on vote requests.
+            replica.refuseVotesUntil = now + UInt64(options.electionTicks)
         } else if replica.node == nil {
             // A fresh member: nothing stored yet, so it starts as a follower in term 0.
             replica.node = RawNode(config: makeConfig(for: replica), storage: replica.logStorage)
@@ -267,6 +272,7 @@ final class HostShard {
     func fail(_ r: Replica, _ reason: String) {
         guard r.failure == nil else { return }
         r.failure = reason
+        r.pendingReady = nil
         setNotAwake(r, as: .failed)
         let error = HostError.replicaFailed(reason)
         for p in r.proposals { p.promise(.failure(error)) }

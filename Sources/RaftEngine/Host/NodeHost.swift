@@ -21,7 +21,8 @@ public final class NodeHost: FrameReceiver, @unchecked Sendable {
     public let nodeID: NodeID
     public let options: Options
     public let cluster: ClusterMap
-    /// Random per start; peers notice a restart by it.
+    /// Grows with each start (start time in milliseconds, then 16 random bits): peers notice
+    /// a restart by a larger value and drop late frames of an older one.
     public let boot: UInt64
     let storages: [Storage]
     let context: ShardContext
@@ -37,6 +38,8 @@ public final class NodeHost: FrameReceiver, @unchecked Sendable {
     private let applyBacklog = Atomic<Int>(0)
     private let pendingApplied = Mutex<[[GroupID: (index: LogIndex, confState: ConfState?)]]>([])
     private let stopped = Atomic<Bool>(false)
+    /// WAL chunks refused as overloaded, resubmitted on the next tick.
+    private let parkedChunks = Mutex<[@Sendable () -> Void]>([])
     private var tickThread: OSThread?
     private let tickLock = ConditionLock()
     private var tickStopping = false
@@ -70,10 +73,13 @@ public final class NodeHost: FrameReceiver, @unchecked Sendable {
         self.storages = storages
         self.stateMachines = stateMachines
         var random = SystemRandomNumberGenerator()
-        boot = random.next() | 1
+        var now = timespec()
+        clock_gettime(CLOCK_REALTIME, &now)
+        let startMilliseconds = UInt64(now.tv_sec) &* 1000 &+ UInt64(now.tv_nsec / 1_000_000)
+        boot = (startMilliseconds << 16) | (random.next() & 0xFFFF)
         let context = ShardContext(
             options: options, nodes: cluster.nodes, selfSlot: selfSlot, logs: storages.map(\.log),
-            storageNames: storages.map(\.metadata.identity.storageName))
+            storageNames: storages.map(\.metadata.identity.storageName), clock: { monotonicNanoseconds() })
         self.context = context
         workers = (0..<options.workers).map { i in
             HostWorker(
@@ -324,7 +330,7 @@ public final class NodeHost: FrameReceiver, @unchecked Sendable {
         else { return }
         if slot != context.selfSlot {
             let now = currentTick
-            liveness.withLock { $0.heard(from: slot, boot: frame.senderBoot, now: now) }
+            guard liveness.withLock({ $0.heard(from: slot, boot: frame.senderBoot, now: now) }) else { return }
         }
         guard !frame.messages.isEmpty else { return }
         if workers.count == 1 {
@@ -402,7 +408,9 @@ public final class NodeHost: FrameReceiver, @unchecked Sendable {
     ) {
         log.append(chunk) { [self] result in
             if case .failure(.overloaded) = result, !stopped.load(ordering: .relaxed) {
-                worker.post(.call { [self] _ in submit(chunk, to: log, worker: worker, finish) })
+                // Parked until the next tick: retrying at once would spin this worker and
+                // take the CPU the WAL writer needs to drain its queue.
+                parkedChunks.withLock { $0.append({ [self] in submit(chunk, to: log, worker: worker, finish) }) }
                 return
             }
             finish(result)
@@ -445,6 +453,11 @@ public final class NodeHost: FrameReceiver, @unchecked Sendable {
 
     private func tick() {
         let now = tickCount.wrappingAdd(1, ordering: .relaxed).newValue
+        let parked = parkedChunks.withLock { list in
+            defer { list = [] }
+            return list
+        }
+        for resubmit in parked { resubmit() }
         let events = liveness.withLock { $0.tick(now: now) }
         for event in events {
             switch event {

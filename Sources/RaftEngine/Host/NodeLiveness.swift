@@ -31,9 +31,13 @@ struct NodeLiveness {
         peers = Array(repeating: Peer(lastHeard: now), count: peerCount)
     }
 
-    /// Records a frame from `peer` at `now`.
-    mutating func heard(from peer: Int, boot: UInt64, now: UInt64) {
+    /// Records a frame from `peer` at `now`. Returns false for a frame of an older boot of
+    /// the peer (boot values grow with each start): it is late traffic of a dead process,
+    /// to be dropped, not a sign of life.
+    @discardableResult
+    mutating func heard(from peer: Int, boot: UInt64, now: UInt64) -> Bool {
         var p = peers[peer]
+        if let known = p.boot, boot < known { return false }
         p.lastHeard = now
         if let known = p.boot, known != boot {
             if p.isAlive { events.append(.down(peer)) }
@@ -45,6 +49,7 @@ struct NodeLiveness {
         }
         p.boot = boot
         peers[peer] = p
+        return true
     }
 
     /// Declares peers dead whose silence reached the timeout; returns every event since the

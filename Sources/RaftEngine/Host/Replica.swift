@@ -14,8 +14,8 @@ struct PendingProposal {
 /// A read waiting for its read index, then for the state machine to reach it.
 struct PendingRead {
     var id: UInt64
-    /// Tick at which the read was issued (its ReadIndex heartbeat left no earlier).
-    var issuedAt: UInt64
+    /// Monotonic time at which the read was issued (its ReadIndex heartbeat left no earlier).
+    var issuedAt: Int
     var deadline: UInt64
     var index: LogIndex?
     var promise: Promise<LogIndex>
@@ -64,12 +64,16 @@ final class Replica: @unchecked Sendable {
     var laggingNodes: [Int] = []
     /// The node slot of the known leader, or -1.
     var leaderNode = -1
-    /// Leader lease for reads: a ReadIndex round issued at tick S and confirmed by a quorum
-    /// in `leaseTerm` lets this leader answer reads without a round until S + E/2 (see
-    /// docs/HOST.md: followers refuse votes, and liveness forgets a leader, only E ticks
-    /// after they last heard from its node).
+    /// Until this tick vote requests are dropped: set for an election timeout when the
+    /// replica is loaded at start.
+    var refuseVotesUntil: UInt64 = 0
+    /// Leader lease for reads: a ReadIndex round issued at time S and confirmed by a quorum
+    /// in `leaseTerm` lets this leader answer reads without a round until S plus half an
+    /// election timeout, in monotonic nanoseconds (see docs/HOST.md: followers refuse votes,
+    /// and liveness forgets a leader, only an election timeout after they last heard from
+    /// its node).
     var leaseTerm = Term.zero
-    var leaseUntil: UInt64 = 0
+    var leaseUntil = 0
 
     // MARK: Apply
 

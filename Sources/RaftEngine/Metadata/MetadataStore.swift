@@ -216,7 +216,15 @@ public final class MetadataStore: Sendable {
         _ environment: LMDBEnvironment, _ body: (LMDBWriteTransaction) throws(MetadataError) -> T
     ) throws(MetadataError) -> T {
         do {
-            return try environment.write { (txn: LMDBWriteTransaction) throws -> T in try body(txn) }
+            return try environment.write { (txn: LMDBWriteTransaction) throws -> T in
+                do {
+                    return try body(txn)
+                } catch MetadataError.lmdb(let error) where error.kind == .mapFull {
+                    // Handed back as it came, so the environment grows the map and runs
+                    // the whole transaction again (wrapped, it would just fail).
+                    throw error
+                }
+            }
         } catch {
             throw metadataError(error)
         }

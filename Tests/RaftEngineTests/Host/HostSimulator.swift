@@ -71,6 +71,9 @@ final class HostSimulator {
     var crashedUntil: [Int: Int] = [:]
     var healAt = 0
     var options: NodeHost.Options
+    /// The simulated monotonic clock: one tick is `tickMilliseconds` (leases use it).
+    final class Clock: @unchecked Sendable { var nanoseconds = 0 }
+    let clockBox = Clock()
     /// What the run did (so a test can tell a vacuous run from a real one).
     var crashes = 0
     var partitions = 0
@@ -112,7 +115,8 @@ final class HostSimulator {
 
     func factory(for node: SimNode?, storage: Storage, slot: Int) -> (ShardContext, ReplicaFactory) {
         let context = ShardContext(
-            options: options, nodes: nodeIDs, selfSlot: slot, logs: [storage.log], storageNames: [names[slot]])
+            options: options, nodes: nodeIDs, selfSlot: slot, logs: [storage.log], storageNames: [names[slot]],
+            clock: { [clockBox] in clockBox.nanoseconds })
         let machines = self.machines
         let f = ReplicaFactory(
             context: context, cluster: map,
@@ -137,7 +141,7 @@ final class HostSimulator {
             storage: storage, shard: shard,
             liveness: NodeLiveness(
                 peerCount: config.nodes, selfSlot: i, timeoutTicks: options.livenessTimeoutTicks, now: tickCount),
-            boot: rng.next() | 1)
+            boot: UInt64(step + 1) << 16 | (rng.next() & 0xFFFF))
         if !fresh {
             for r in try f.loadDormant(storage: storage, slot: 0) { shard.add(r, campaign: false) }
         }
@@ -223,6 +227,7 @@ final class HostSimulator {
 
     func tick() {
         tickCount += 1
+        clockBox.nanoseconds = Int(tickCount) * options.tickMilliseconds * 1_000_000
         for i in nodes.indices {
             guard let node = nodes[i] else { continue }
             for event in node.liveness.tick(now: tickCount) {
@@ -352,7 +357,7 @@ final class HostSimulator {
                 guard let to = nodeIDs.firstIndex(of: item.frame.to), let node = nodes[to],
                     let from = nodeIDs.firstIndex(of: item.frame.from)
                 else { continue }
-                node.liveness.heard(from: from, boot: item.frame.senderBoot, now: tickCount)
+                guard node.liveness.heard(from: from, boot: item.frame.senderBoot, now: tickCount) else { continue }
                 if !item.frame.messages.isEmpty { node.shard.deliver(item.frame.messages) }
             }
             network = later

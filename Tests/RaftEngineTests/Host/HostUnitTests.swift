@@ -19,6 +19,13 @@ struct HostUnitTests {
         #expect(l.tick(now: 8) == [.down(1), .up(1)], "a restarted peer led nothing any more")
         #expect(l.tick(now: 13) == [.down(1), .down(2)])
         #expect(!l.isAlive(1) && !l.isAlive(2))
+        // A late frame of an older boot is no sign of life.
+        let stale = l.heard(from: 1, boot: 11, now: 14)
+        #expect(!stale)
+        #expect(l.tick(now: 14).isEmpty && !l.isAlive(1))
+        let fresh = l.heard(from: 1, boot: 12, now: 15)
+        #expect(fresh)
+        #expect(l.tick(now: 15) == [.up(1)])
     }
 
     @Test("Host: entry codec: entries and conf changes round-trip; damaged bytes are refused")
