@@ -109,4 +109,43 @@ struct HostClusterTests {
             replicas: [RouteReplica(member: 1, storage: cluster.storageNames[0], role: .voter)])
         #expect(throws: HostError.self) { try host.createReplicas([notAMember]) }
     }
+
+    @Test("Host: a membership change commits, applies, is recorded with its index and survives a restart")
+    func membershipChange() async throws {
+        let cluster = try HostTestCluster()
+        defer { cluster.stopAll() }
+        try cluster.startAll()
+        let key = try cluster.createGroups(3)[1]  // led first by member 2 on node 1
+        _ = try await cluster.write(key, Array("before".utf8), within: 10)
+        let leader = await cluster.leader(of: key)!
+        let host = cluster.hosts[leader]!
+        // Remove member 3 (node 2), unless it leads; then remove member 1.
+        let removed: MemberID = leader == 2 ? 1 : 3
+        let index = try await host.changeMembership(key, ConfChange([.remove(removed)]))
+        #expect(index > .zero)
+        // A change with more edits than a log entry may carry is refused before proposing.
+        do {
+            _ = try await host.changeMembership(key, ConfChange((10...80).map { .addLearner(MemberID(UInt64($0))) }))
+            Issue.record("an oversized membership change was accepted")
+        } catch {
+            #expect(!error.isRetryable, "\(error)")
+        }
+        _ = try await cluster.write(key, Array("after".utf8), within: 10)
+        // The applied index and the configuration are recorded together; after a restart
+        // the replica starts from them.
+        let survivor = (0..<3).first { $0 != leader && MemberID(UInt64($0 + 1)) != removed }!
+        try await cluster.waitUntil("applied indices recorded") {
+            cluster.hosts[survivor]!.currentTick > 30
+        }
+        try await Task.sleep(nanoseconds: 300_000_000)
+        cluster.crash(survivor)
+        try cluster.start(survivor)
+        let restarted = cluster.hosts[survivor]!
+        let conf: ConfState = await withCheckedContinuation { continuation in
+            restarted.workers[restarted.shardIndex(key)].post(
+                .call { shard in continuation.resume(returning: shard.replica(for: key)!.logStorage.confState) })
+        }
+        #expect(!conf.voters.contains(removed) && conf.voters.count == 2, "\(conf)")
+        _ = try await cluster.write(key, Array("after restart".utf8), within: 10)
+    }
 }
