@@ -81,6 +81,50 @@ struct HostQuiescingTests {
         #expect(await cluster.counters(follower).leaseReads == f0)
     }
 
+    @Test(
+        "Host: lease reads: an isolated quiesced leader's lease runs out before the others can elect; it never serves a stale read"
+    )
+    func leaseNeverStale() async throws {
+        var options = HostTestCluster.testOptions()
+        options.electionTicks = 40  // lease: 20 ticks = 200 ms; no election before 40 ticks of silence
+        options.livenessTimeoutTicks = 40
+        let cluster = try HostTestCluster(options: options)
+        defer { cluster.stopAll() }
+        try cluster.startAll()
+        let key = try cluster.createGroups(3)[0]  // led first by node 0
+        _ = try await cluster.write(key, Array("one".utf8), within: 10)
+        let old = await cluster.leader(of: key)!
+        let oldHost = cluster.hosts[old]!
+        _ = try await oldHost.read(key)  // opens a lease
+        try await waitAllQuiesced(cluster)
+        // Cut the leader off; the others declare its node dead and elect.
+        cluster.network.isolate(cluster.nodeIDs[old], from: cluster.nodeIDs)
+        let others = (0..<3).filter { $0 != old }
+        try await cluster.waitUntil("a new leader on the majority side", within: 20) {
+            for i in others {
+                if let s = try? await cluster.hosts[i]!.status(of: key), s.role == .leader { return true }
+            }
+            return false
+        }
+        let newLeader = await {
+            for i in others {
+                if let s = try? await cluster.hosts[i]!.status(of: key), s.role == .leader { return i }
+            }
+            return others[0]
+        }()
+        let written = try await cluster.hosts[newLeader]!.propose(key, Array("two".utf8))
+        // The deposed leader still believes it leads (quiesced, it does not tick), but its
+        // lease is over: it must not answer below `written`.
+        #expect(try await oldHost.status(of: key).role == .leader)
+        do {
+            let index = try await oldHost.read(key, consistency: .lease, timeoutTicks: 20)
+            #expect(index >= written, "stale lease read: \(index) < \(written)")
+        } catch {
+            #expect(error.isRetryable, "\(error)")
+        }
+        cluster.network.isolate(cluster.nodeIDs[old], from: cluster.nodeIDs, false)
+    }
+
     @Test("Host: dormant groups are rebuilt on demand without an election and serve writes")
     func dormantRehydrates() async throws {
         var options = HostTestCluster.testOptions()

@@ -13,7 +13,7 @@ struct HostSimulationTests {
     }
 
     @Test(
-        "Host: simulation: crashes, partitions, loss and late WAL batches keep every group safe; acknowledged writes survive"
+        "Host: simulation: crashes, partitions, loss and late WAL batches keep every group safe; acknowledged writes survive; reads are linearizable"
     )
     func simulate() throws {
         var failures: [String] = []
@@ -21,6 +21,8 @@ struct HostSimulationTests {
         var partitions = 0
         var acked = 0
         var proposals = 0
+        var reads = 0
+        var leaseReads = 0
         for seed in Self.seeds {
             // Printed first: a consensus precondition stops the process, and this names the seed.
             print("host simulation: seed \(seed) (RAFT_HOST_SIM_SEED=\(seed) reruns it)")
@@ -30,13 +32,16 @@ struct HostSimulationTests {
             partitions += sim.partitions
             acked += sim.outcomes.acked.count
             proposals += sim.proposals
+            reads += sim.outcomes.reads
+            leaseReads += sim.outcomes.leaseReads
         }
         #expect(failures.isEmpty, "\(failures.joined(separator: "\n\n"))")
         // Not vacuous: faults happened and most proposals were acknowledged.
         print(
-            "host simulation: \(Self.seeds.count) seeds, \(crashes) crashes, \(partitions) partitions, \(acked) of \(proposals) proposals acknowledged"
+            "host simulation: \(Self.seeds.count) seeds, \(crashes) crashes, \(partitions) partitions, \(acked) of \(proposals) proposals acknowledged, \(reads) reads (\(leaseReads) from a lease) all linearizable"
         )
         #expect(crashes >= Self.seeds.count / 2 && partitions >= Self.seeds.count / 2)
         #expect(acked * 3 >= proposals)
+        #expect(leaseReads > 0, "no read was served from a lease: the lease path went untested")
     }
 }

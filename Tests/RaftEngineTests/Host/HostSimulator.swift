@@ -42,10 +42,38 @@ final class HostSimulator {
     final class Outcomes: @unchecked Sendable {
         let lock = NSLock()
         var acked: [(key: PartitionKey, index: LogIndex, data: [UInt8])] = []
+        /// Per group, the highest index acknowledged so far (reads issued later must see it).
+        var highestAcked: [PartitionKey: LogIndex] = [:]
+        var reads = 0
+        var leaseReads = 0
+        var staleReads: [String] = []
+
         func record(_ key: PartitionKey, _ data: [UInt8], _ result: Result<LogIndex, HostError>) {
             guard case .success(let index) = result else { return }
             lock.lock()
             acked.append((key, index, data))
+            highestAcked[key] = max(highestAcked[key] ?? .zero, index)
+            lock.unlock()
+        }
+
+        func required(_ key: PartitionKey) -> LogIndex {
+            lock.lock()
+            defer { lock.unlock() }
+            return highestAcked[key] ?? .zero
+        }
+
+        /// A read issued when `required` was the highest acknowledged write must return an
+        /// index at or above it (linearizable reads see every write acknowledged before them).
+        func recordRead(_ key: PartitionKey, lease: Bool, required: LogIndex, _ result: Result<LogIndex, HostError>) {
+            guard case .success(let index) = result else { return }
+            lock.lock()
+            reads += 1
+            if lease { leaseReads += 1 }
+            if index < required {
+                staleReads.append(
+                    "\(key): \(lease ? "lease" : "ReadIndex") read returned \(index), below \(required) acknowledged before it was issued"
+                )
+            }
             lock.unlock()
         }
     }
@@ -249,8 +277,32 @@ final class HostSimulator {
         }
     }
 
+    /// Half the requests go to three hot groups, so that leadership changes meet traffic.
+    func pickKey() -> PartitionKey {
+        rng.next(below: 2) == 0 ? keys[rng.next(below: min(3, keys.count))] : keys[rng.next(below: keys.count)]
+    }
+
+    /// A read at a node that believes it leads (lease or ReadIndex, at random).
+    func read() {
+        let key = pickKey()
+        // Any node that believes it leads, a deposed one included: that is where a stale
+        // read would come from.
+        let believers = nodes.indices.filter { nodes[$0]?.shard.replica(for: key)?.node?.role == .leader }
+        let target = believers.isEmpty ? rng.next(below: config.nodes) : believers[rng.next(below: believers.count)]
+        guard let node = nodes[target] else { return }
+        let lease = rng.next(below: 4) != 0
+        let required = outcomes.required(key)
+        let outcomes = self.outcomes
+        node.shard.handle(
+            .read(
+                key, lease ? .lease : .readIndex, deadline: node.shard.now + 60,
+                {
+                    outcomes.recordRead(key, lease: lease, required: required, $0)
+                }))
+    }
+
     func propose() {
-        let key = keys[rng.next(below: keys.count)]
+        let key = pickKey()
         // Usually at a node that believes it leads; sometimes anywhere (NotLeader answers).
         var target = rng.next(below: config.nodes)
         for i in nodes.indices where nodes[i]?.shard.replica(for: key)?.node?.role == .leader {
@@ -320,6 +372,7 @@ final class HostSimulator {
             let faulty = step < config.steps
             if faulty {
                 if rng.next(below: 100) < config.proposalPercent { propose() }
+                if rng.next(below: 100) < config.proposalPercent / 2 { read() }
                 if crashedUntil.isEmpty && rng.next(below: 1000) < config.crashPercent * 10 / 2 {
                     let victim = rng.next(below: config.nodes)
                     crash(victim)
@@ -364,6 +417,7 @@ final class HostSimulator {
             for i in rng.permutation(config.nodes) { run(i) }
             if step % config.ticksEvery == 0 { tick() }
             if let problem = checkLeaders() { return failure(problem) }
+            if let stale = outcomes.staleReads.first { return failure(stale) }
             if step % 50 == 0, let problem = checkApplied(final: false) { return failure(problem) }
         }
         if let problem = checkApplied(final: true) { return failure(problem) }
