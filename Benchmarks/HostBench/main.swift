@@ -90,6 +90,20 @@ final class CountingStateMachine: StateMachine, @unchecked Sendable {
     }
 }
 
+/// The state machines of every node, kept across restarts.
+final class Machines: Sendable {
+    private let all = Mutex<[Int: [ReplicaKey: CountingStateMachine]]>([:])
+
+    func machine(node: Int, _ replica: ReplicaKey) -> CountingStateMachine {
+        all.withLock { m in
+            if let existing = m[node]?[replica] { return existing }
+            let fresh = CountingStateMachine()
+            m[node, default: [:]][replica] = fresh
+            return fresh
+        }
+    }
+}
+
 /// Heap bytes in use (glibc mallinfo2): exact, unlike RSS, which keeps freed pages.
 func heapInUse() -> Int { Int(craft_heap_in_use()) }
 
@@ -126,6 +140,7 @@ final class Cluster: @unchecked Sendable {
     let network = InMemoryNetwork()
     var hosts: [NodeHost?] = [nil, nil, nil]
     var hostOptions = NodeHost.Options()
+    let machines = Machines()
 
     init(_ options: Options) throws {
         self.options = options
@@ -155,9 +170,12 @@ final class Cluster: @unchecked Sendable {
         let t1 = now()
         var o = hostOptions
         o.seed = UInt64(i + 1)
+        // One state machine per replica for the whole run, so a restarted node finds them
+        // as a durable state machine would be (nothing to re-apply).
+        let machines = self.machines
         let host = try NodeHost(
             nodeID: nodeIDs[i], cluster: map, storages: [storage], options: o,
-            stateMachines: { _, _, _ in CountingStateMachine() })
+            stateMachines: { replica, _, _ in machines.machine(node: i, replica) })
         let t2 = now()
         host.start(transport: network.attach(nodeIDs[i], receiver: host))
         hosts[i] = host

@@ -32,6 +32,7 @@ extension HostShard {
         }
         runCampaigns()
         runWakes()
+        runCatchUps()
         suspendIdle()
         expireRequests()
     }
@@ -182,6 +183,18 @@ extension HostShard {
             markDirty(r)
         }
         wakeQueue.removeFirst(n)
+    }
+
+    /// Rebuilds replicas loaded with committed entries left to apply, so their next Ready
+    /// hands them out; they stay quiesced (no tick, no election timer).
+    private func runCatchUps() {
+        guard !catchUpQueue.isEmpty else { return }
+        let n = min(wakeBudget, catchUpQueue.count)
+        for r in catchUpQueue.prefix(n) where r.failure == nil {
+            guard resident(r) != nil else { continue }
+            markDirty(r)
+        }
+        catchUpQueue.removeFirst(n)
     }
 
     /// Shrinks replicas quiesced long enough to dormant records (bounded per tick).

@@ -115,6 +115,8 @@ final class HostShard {
     var campaignQueue: [Replica] = []
     /// Replicas to wake because a node they ignored came back.
     var wakeQueue: [Replica] = []
+    /// Replicas loaded at start with committed entries left to apply.
+    var catchUpQueue: [Replica] = []
     /// Replicas that quiesced, oldest first, with the tick they quiesced at.
     var quiescedQueue: [(replica: Replica, at: UInt64)] = []
     var quiescedHead = 0
@@ -149,10 +151,14 @@ final class HostShard {
     func add(_ replica: Replica, campaign: Bool) {
         replicas[replica.key.partition, default: []].append(replica)
         counters.replicas += 1
-        if replica.suspended != nil {
+        if let suspended = replica.suspended {
             counters.dormant += 1
             // Loaded from disk at start: see `deliver` on vote requests.
             replica.refuseVotesUntil = now + UInt64(options.electionTicks)
+            // Committed entries its state machine does not hold yet (a crash between the
+            // durable commit and the apply) are applied soon, paced, without waiting for
+            // traffic: a replica left dormant would serve stale reads indefinitely.
+            if replica.stateMachine.appliedIndex < suspended.commit { catchUpQueue.append(replica) }
         } else if replica.node == nil {
             // A fresh member: nothing stored yet, so it starts as a follower in term 0.
             replica.node = RawNode(config: makeConfig(for: replica), storage: replica.logStorage)

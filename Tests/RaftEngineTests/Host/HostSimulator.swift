@@ -426,10 +426,30 @@ final class HostSimulator {
         return nil
     }
 
+    /// Every replica of `key` as its node sees it (printed with a failure).
+    func describe(_ key: PartitionKey) -> String {
+        var lines: [String] = []
+        for i in nodes.indices {
+            guard let node = nodes[i], let r = node.shard.replica(for: key) else {
+                lines.append("  node \(i): down")
+                continue
+            }
+            var line = "  node \(i): \(r.residency.rawValue) handed=\(r.handedOut) applied=\(r.applied) lagging=\(r.laggingNodes) down=\(node.shard.downNodes.sorted())"
+            if let n = r.node {
+                line += " \(n.status)".replacingOccurrences(of: "\n", with: "\n    ")
+            } else if let d = r.suspended {
+                line += " dormant(\(d))"
+            }
+            lines.append(line)
+        }
+        return lines.joined(separator: "\n")
+    }
+
     private func failure(_ problem: String) -> String {
+        let detail = keys.filter { problem.hasPrefix("\($0):") }.map { "\($0):\n" + describe($0) }.joined(separator: "\n")
         for i in nodes.indices { nodes[i]?.storage.close() }
         nodes = Array(repeating: nil, count: config.nodes)
-        return "seed \(seed): \(problem)\n(rerun with RAFT_HOST_SIM_SEED=\(seed))\n"
+        return "seed \(seed): \(problem)\n(rerun with RAFT_HOST_SIM_SEED=\(seed))\n" + detail + "\n"
             + trace.suffix(60).joined(separator: "\n")
     }
 }
