@@ -31,18 +31,18 @@ public final class NodeHost: FrameReceiver, @unchecked Sendable {
     let stateMachines: StateMachineFactory
     let logger = Logger(label: "raftd.host")
 
-    private let transportBox = Mutex<(any Transport)?>(nil)
-    private let liveness: Mutex<NodeLiveness>
-    private let tickCount = Atomic<UInt64>(0)
-    private let pendingRequests = Atomic<Int>(0)
-    private let applyBacklog = Atomic<Int>(0)
-    private let pendingApplied = Mutex<[[GroupID: (index: LogIndex, confState: ConfState?)]]>([])
-    private let stopped = Atomic<Bool>(false)
+    let transportBox = Mutex<(any Transport)?>(nil)
+    let liveness: Mutex<NodeLiveness>
+    let tickCount = Atomic<UInt64>(0)
+    let pendingRequests = Atomic<Int>(0)
+    let applyBacklog = Atomic<Int>(0)
+    let pendingApplied = Mutex<[[GroupID: (index: LogIndex, confState: ConfState?)]]>([])
+    let stopped = Atomic<Bool>(false)
     /// WAL chunks refused as overloaded, resubmitted on the next tick.
-    private let parkedChunks = Mutex<[@Sendable () -> Void]>([])
-    private var tickThread: OSThread?
-    private let tickLock = ConditionLock()
-    private var tickStopping = false
+    let parkedChunks = Mutex<[@Sendable () -> Void]>([])
+    var tickThread: OSThread?
+    let tickLock = ConditionLock()
+    var tickStopping = false
 
     /// Opens a host over opened storages (it owns them from now on and closes them in
     /// `stop()`). Every Raft replica registered in their metadata is loaded dormant: no
@@ -186,141 +186,6 @@ public final class NodeHost: FrameReceiver, @unchecked Sendable {
         Int(HostShard.stableHash(partition) % UInt64(workers.count))
     }
 
-    // MARK: - Requests
-
-    /// Proposes `data` to the partition's group. Returns the entry's index once it is
-    /// committed and applied by this node's state machine; a retryable error when this
-    /// replica does not lead, is overloaded, or lost leadership before the entry committed.
-    public func propose(
-        _ partition: PartitionKey, _ data: [UInt8], timeoutTicks: Int? = nil
-    ) async throws(HostError)
-        -> LogIndex
-    {
-        try await awaiting { propose(partition, data, timeoutTicks: timeoutTicks, completion: $0) }
-    }
-
-    /// Callback form of `propose` (the completion runs on a host thread; keep it short).
-    public func propose(
-        _ partition: PartitionKey, _ data: [UInt8], timeoutTicks: Int? = nil,
-        completion: @escaping @Sendable (Result<LogIndex, HostError>) -> Void
-    ) {
-        guard data.count <= options.maxProposalBytes else {
-            return completion(.failure(.invalid("proposal of \(data.count) bytes exceeds \(options.maxProposalBytes)")))
-        }
-        guard applyBacklog.load(ordering: .relaxed) <= options.maxApplyBacklogBytes else {
-            return completion(.failure(.overloaded("apply backlog over \(options.maxApplyBacklogBytes) bytes")))
-        }
-        submit(partition, completion) { .propose(partition, data, deadline: $0, $1) }
-    }
-
-    /// Returns an index at which a read of the partition's state machine is linearizable,
-    /// once this node's state machine has applied through it.
-    public func read(
-        _ partition: PartitionKey, consistency: ReadConsistency = .readIndex, timeoutTicks: Int? = nil
-    )
-        async throws(HostError) -> LogIndex
-    {
-        try await awaiting { completion in
-            submit(partition, completion, timeoutTicks: timeoutTicks) {
-                .read(partition, consistency, deadline: $0, $1)
-            }
-        }
-    }
-
-    /// Proposes a membership change; returns its index once applied here.
-    public func changeMembership(
-        _ partition: PartitionKey, _ change: ConfChange, timeoutTicks: Int? = nil
-    )
-        async throws(HostError) -> LogIndex
-    {
-        try await awaiting { completion in
-            submit(partition, completion, timeoutTicks: timeoutTicks) {
-                .changeMembership(partition, change, deadline: $0, $1)
-            }
-        }
-    }
-
-    /// Asks the leader (this replica) to hand leadership to `member`; returns once the
-    /// transfer started (watch `status` for its end).
-    public func transferLeadership(_ partition: PartitionKey, to member: MemberID) async throws(HostError) {
-        _ = try await awaiting { completion in
-            submit(partition, completion) { _, promise in .transferLeadership(partition, member, promise) }
-        }
-    }
-
-    /// The state of the local replica of `partition`.
-    public func status(of partition: PartitionKey) async throws(HostError) -> ReplicaStatus {
-        let result: Result<ReplicaStatus, HostError> = await withCheckedContinuation { continuation in
-            let ok = workers[shardIndex(partition)].offer(
-                .request(.status(partition) { continuation.resume(returning: $0) }))
-            if !ok { continuation.resume(returning: .failure(.overloaded("worker inbox full"))) }
-        }
-        return try result.get()
-    }
-
-    /// Counters summed over the workers (read on their threads).
-    public func counters() async -> HostCounters {
-        var total = HostCounters()
-        for w in workers {
-            let c: HostCounters = await withCheckedContinuation { continuation in
-                let accepted = w.offer(.call { shard in continuation.resume(returning: shard.snapshotCounters) })
-                if !accepted { continuation.resume(returning: HostCounters()) }
-            }
-            total.add(c)
-        }
-        return total
-    }
-
-    /// Shrinks every quiesced replica to a dormant record now (benchmarks, tests and
-    /// operators who want memory back before the timer does it). Returns how many.
-    public func suspendQuiescedReplicas() async -> Int {
-        var total = 0
-        for w in workers {
-            total += await withCheckedContinuation { continuation in
-                let accepted = w.offer(.call { shard in continuation.resume(returning: shard.suspendAllQuiesced()) })
-                if !accepted { continuation.resume(returning: 0) }
-            }
-        }
-        return total
-    }
-
-    /// The current tick.
-    public var currentTick: UInt64 { tickCount.load(ordering: .relaxed) }
-
-    /// The WAL counters of each storage (batches, fdatasyncs, entries, bytes).
-    public var walStatistics: [(storage: StorageName, statistics: WALStatistics)] {
-        storages.map { ($0.metadata.identity.storageName, $0.log.statistics) }
-    }
-
-    private func submit(
-        _ partition: PartitionKey, _ completion: @escaping @Sendable (Result<LogIndex, HostError>) -> Void,
-        timeoutTicks: Int? = nil, _ make: (UInt64, @escaping Promise<LogIndex>) -> HostRequest
-    ) {
-        guard !stopped.load(ordering: .relaxed) else { return completion(.failure(.stopped)) }
-        let count = pendingRequests.wrappingAdd(1, ordering: .relaxed).newValue
-        guard count <= options.maxPendingRequests else {
-            pendingRequests.wrappingSubtract(1, ordering: .relaxed)
-            return completion(.failure(.overloaded("\(options.maxPendingRequests) requests in flight")))
-        }
-        let promise: Promise<LogIndex> = { [self] result in
-            pendingRequests.wrappingSubtract(1, ordering: .relaxed)
-            completion(result)
-        }
-        let deadline = currentTick + UInt64(max(1, timeoutTicks ?? options.requestTimeoutTicks))
-        if !workers[shardIndex(partition)].offer(.request(make(deadline, promise))) {
-            promise(.failure(.overloaded("worker inbox full")))
-        }
-    }
-
-    private func awaiting(
-        _ start: (@escaping @Sendable (Result<LogIndex, HostError>) -> Void) -> Void
-    ) async throws(HostError) -> LogIndex {
-        let result: Result<LogIndex, HostError> = await withCheckedContinuation { continuation in
-            start { continuation.resume(returning: $0) }
-        }
-        return try result.get()
-    }
-
     // MARK: - Peer frames
 
     /// Takes a frame from a peer: notes the peer alive, then hands each worker its messages.
@@ -428,95 +293,6 @@ public final class NodeHost: FrameReceiver, @unchecked Sendable {
             .applied(job.replica, job.through, job.confState, entries: job.entries.count, failure: failure))
     }
 
-    // MARK: - Ticks and liveness
-
-    private func runTicks() {
-        let interval = options.tickMilliseconds * 1_000_000
-        var next = monotonicNanoseconds() + interval
-        while true {
-            let stop: Bool = tickLock.withLock {
-                while !tickStopping {
-                    let wait = next - monotonicNanoseconds()
-                    if wait <= 0 { break }
-                    _ = tickLock.wait(nanoseconds: wait)
-                }
-                return tickStopping
-            }
-            if stop { return }
-            next += interval
-            // After a stall (a suspended VM), do not replay missed ticks in a burst.
-            let now = monotonicNanoseconds()
-            if next < now { next = now + interval }
-            tick()
-        }
-    }
-
-    private func tick() {
-        let now = tickCount.wrappingAdd(1, ordering: .relaxed).newValue
-        let parked = parkedChunks.withLock { list in
-            defer { list = [] }
-            return list
-        }
-        for resubmit in parked { resubmit() }
-        let events = liveness.withLock { $0.tick(now: now) }
-        for event in events {
-            switch event {
-            case .down(let slot):
-                logger.warning(
-                    "peer node \(context.nodes[slot]) declared dead after \(options.livenessTimeoutTicks) silent ticks; groups it led campaign (paced)"
-                )
-                for w in workers { w.post(.nodeDown(slot)) }
-            case .up(let slot):
-                logger.notice("peer node \(context.nodes[slot]) is alive")
-                for w in workers { w.post(.nodeUp(slot)) }
-            }
-        }
-        if now % UInt64(options.livenessIntervalTicks) == 0, let transport = transportBox.withLock({ $0 }) {
-            for (slot, peer) in context.nodes.enumerated() where slot != context.selfSlot {
-                transport.send(PeerFrame(from: nodeID, to: peer, senderBoot: boot, messages: []))
-            }
-        }
-        for w in workers { w.post(.tick) }
-        if now % UInt64(options.appliedFlushTicks) == 0 {
-            for w in workers { w.post(.call { [self] shard in mergeApplied(shard.takeAppliedUpdates()) }) }
-            flushApplied()
-        }
-    }
-
-    private func mergeApplied(_ updates: [[GroupID: (index: LogIndex, confState: ConfState?)]]) {
-        pendingApplied.withLock { pending in
-            for (slot, map) in updates.enumerated() {
-                for (group, update) in map {
-                    var merged = pending[slot][group] ?? update
-                    merged.index = max(merged.index, update.index)
-                    if let conf = update.confState { merged.confState = conf }
-                    pending[slot][group] = merged
-                }
-            }
-        }
-    }
-
-    /// Records applied indices (with configurations) in each storage's metadata store.
-    private func flushApplied() {
-        let pending = pendingApplied.withLock { p -> [[GroupID: (index: LogIndex, confState: ConfState?)]] in
-            defer { p = Array(repeating: [:], count: storages.count) }
-            return p
-        }
-        for (slot, map) in pending.enumerated() where !map.isEmpty {
-            var updates: [(group: GroupID, index: LogIndex, confState: StoredConfState?)] = []
-            for group in map.keys.sorted() {
-                let u = map[group]!
-                updates.append((group, u.index, u.confState.flatMap { try? StoredConfState($0) }))
-            }
-            do {
-                try storages[slot].metadata.recordApplied(updates)
-            } catch {
-                logger.error(
-                    "recording applied indices on \(context.storageNames[slot]) failed: \(error); a restart re-applies more entries"
-                )
-            }
-        }
-    }
 }
 
 func monotonicNanoseconds() -> Int {

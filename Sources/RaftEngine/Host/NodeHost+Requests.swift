@@ -1,0 +1,139 @@
+import RaftConsensus
+
+extension NodeHost {
+    // MARK: - Requests
+
+    /// Proposes `data` to the partition's group. Returns the entry's index once it is
+    /// committed and applied by this node's state machine; a retryable error when this
+    /// replica does not lead, is overloaded, or lost leadership before the entry committed.
+    public func propose(
+        _ partition: PartitionKey, _ data: [UInt8], timeoutTicks: Int? = nil
+    ) async throws(HostError)
+        -> LogIndex
+    {
+        try await awaiting { propose(partition, data, timeoutTicks: timeoutTicks, completion: $0) }
+    }
+
+    /// Callback form of `propose` (the completion runs on a host thread; keep it short).
+    public func propose(
+        _ partition: PartitionKey, _ data: [UInt8], timeoutTicks: Int? = nil,
+        completion: @escaping @Sendable (Result<LogIndex, HostError>) -> Void
+    ) {
+        guard data.count <= options.maxProposalBytes else {
+            return completion(.failure(.invalid("proposal of \(data.count) bytes exceeds \(options.maxProposalBytes)")))
+        }
+        guard applyBacklog.load(ordering: .relaxed) <= options.maxApplyBacklogBytes else {
+            return completion(.failure(.overloaded("apply backlog over \(options.maxApplyBacklogBytes) bytes")))
+        }
+        submit(partition, completion) { .propose(partition, data, deadline: $0, $1) }
+    }
+
+    /// Returns an index at which a read of the partition's state machine is linearizable,
+    /// once this node's state machine has applied through it.
+    public func read(
+        _ partition: PartitionKey, consistency: ReadConsistency = .readIndex, timeoutTicks: Int? = nil
+    )
+        async throws(HostError) -> LogIndex
+    {
+        try await awaiting { completion in
+            submit(partition, completion, timeoutTicks: timeoutTicks) {
+                .read(partition, consistency, deadline: $0, $1)
+            }
+        }
+    }
+
+    /// Proposes a membership change; returns its index once applied here.
+    public func changeMembership(
+        _ partition: PartitionKey, _ change: ConfChange, timeoutTicks: Int? = nil
+    )
+        async throws(HostError) -> LogIndex
+    {
+        try await awaiting { completion in
+            submit(partition, completion, timeoutTicks: timeoutTicks) {
+                .changeMembership(partition, change, deadline: $0, $1)
+            }
+        }
+    }
+
+    /// Asks the leader (this replica) to hand leadership to `member`; returns once the
+    /// transfer started (watch `status` for its end).
+    public func transferLeadership(_ partition: PartitionKey, to member: MemberID) async throws(HostError) {
+        _ = try await awaiting { completion in
+            submit(partition, completion) { _, promise in .transferLeadership(partition, member, promise) }
+        }
+    }
+
+    /// The state of the local replica of `partition`.
+    public func status(of partition: PartitionKey) async throws(HostError) -> ReplicaStatus {
+        let result: Result<ReplicaStatus, HostError> = await withCheckedContinuation { continuation in
+            let ok = workers[shardIndex(partition)].offer(
+                .request(.status(partition) { continuation.resume(returning: $0) }))
+            if !ok { continuation.resume(returning: .failure(.overloaded("worker inbox full"))) }
+        }
+        return try result.get()
+    }
+
+    /// Counters summed over the workers (read on their threads).
+    public func counters() async -> HostCounters {
+        var total = HostCounters()
+        for w in workers {
+            let c: HostCounters = await withCheckedContinuation { continuation in
+                let accepted = w.offer(.call { shard in continuation.resume(returning: shard.snapshotCounters) })
+                if !accepted { continuation.resume(returning: HostCounters()) }
+            }
+            total.add(c)
+        }
+        return total
+    }
+
+    /// Shrinks every quiesced replica to a dormant record now (benchmarks, tests and
+    /// operators who want memory back before the timer does it). Returns how many.
+    public func suspendQuiescedReplicas() async -> Int {
+        var total = 0
+        for w in workers {
+            total += await withCheckedContinuation { continuation in
+                let accepted = w.offer(.call { shard in continuation.resume(returning: shard.suspendAllQuiesced()) })
+                if !accepted { continuation.resume(returning: 0) }
+            }
+        }
+        return total
+    }
+
+    /// The current tick.
+    public var currentTick: UInt64 { tickCount.load(ordering: .relaxed) }
+
+    /// The WAL counters of each storage (batches, fdatasyncs, entries, bytes).
+    public var walStatistics: [(storage: StorageName, statistics: WALStatistics)] {
+        storages.map { ($0.metadata.identity.storageName, $0.log.statistics) }
+    }
+
+    func submit(
+        _ partition: PartitionKey, _ completion: @escaping @Sendable (Result<LogIndex, HostError>) -> Void,
+        timeoutTicks: Int? = nil, _ make: (UInt64, @escaping Promise<LogIndex>) -> HostRequest
+    ) {
+        guard !stopped.load(ordering: .relaxed) else { return completion(.failure(.stopped)) }
+        let count = pendingRequests.wrappingAdd(1, ordering: .relaxed).newValue
+        guard count <= options.maxPendingRequests else {
+            pendingRequests.wrappingSubtract(1, ordering: .relaxed)
+            return completion(.failure(.overloaded("\(options.maxPendingRequests) requests in flight")))
+        }
+        let promise: Promise<LogIndex> = { [self] result in
+            pendingRequests.wrappingSubtract(1, ordering: .relaxed)
+            completion(result)
+        }
+        let deadline = currentTick + UInt64(max(1, timeoutTicks ?? options.requestTimeoutTicks))
+        if !workers[shardIndex(partition)].offer(.request(make(deadline, promise))) {
+            promise(.failure(.overloaded("worker inbox full")))
+        }
+    }
+
+    func awaiting(
+        _ start: (@escaping @Sendable (Result<LogIndex, HostError>) -> Void) -> Void
+    ) async throws(HostError) -> LogIndex {
+        let result: Result<LogIndex, HostError> = await withCheckedContinuation { continuation in
+            start { continuation.resume(returning: $0) }
+        }
+        return try result.get()
+    }
+
+}

@@ -1,0 +1,94 @@
+import RaftConsensus
+import Synchronization
+
+extension NodeHost {
+    // MARK: - Ticks and liveness
+
+    func runTicks() {
+        let interval = options.tickMilliseconds * 1_000_000
+        var next = monotonicNanoseconds() + interval
+        while true {
+            let stop: Bool = tickLock.withLock {
+                while !tickStopping {
+                    let wait = next - monotonicNanoseconds()
+                    if wait <= 0 { break }
+                    _ = tickLock.wait(nanoseconds: wait)
+                }
+                return tickStopping
+            }
+            if stop { return }
+            next += interval
+            // After a stall (a suspended VM), do not replay missed ticks in a burst.
+            let now = monotonicNanoseconds()
+            if next < now { next = now + interval }
+            tick()
+        }
+    }
+
+    func tick() {
+        let now = tickCount.wrappingAdd(1, ordering: .relaxed).newValue
+        let parked = parkedChunks.withLock { list in
+            defer { list = [] }
+            return list
+        }
+        for resubmit in parked { resubmit() }
+        let events = liveness.withLock { $0.tick(now: now) }
+        for event in events {
+            switch event {
+            case .down(let slot):
+                logger.warning(
+                    "peer node \(context.nodes[slot]) declared dead after \(options.livenessTimeoutTicks) silent ticks; groups it led campaign (paced)"
+                )
+                for w in workers { w.post(.nodeDown(slot)) }
+            case .up(let slot):
+                logger.notice("peer node \(context.nodes[slot]) is alive")
+                for w in workers { w.post(.nodeUp(slot)) }
+            }
+        }
+        if now % UInt64(options.livenessIntervalTicks) == 0, let transport = transportBox.withLock({ $0 }) {
+            for (slot, peer) in context.nodes.enumerated() where slot != context.selfSlot {
+                transport.send(PeerFrame(from: nodeID, to: peer, senderBoot: boot, messages: []))
+            }
+        }
+        for w in workers { w.post(.tick) }
+        if now % UInt64(options.appliedFlushTicks) == 0 {
+            for w in workers { w.post(.call { [self] shard in mergeApplied(shard.takeAppliedUpdates()) }) }
+            flushApplied()
+        }
+    }
+
+    func mergeApplied(_ updates: [[GroupID: (index: LogIndex, confState: ConfState?)]]) {
+        pendingApplied.withLock { pending in
+            for (slot, map) in updates.enumerated() {
+                for (group, update) in map {
+                    var merged = pending[slot][group] ?? update
+                    merged.index = max(merged.index, update.index)
+                    if let conf = update.confState { merged.confState = conf }
+                    pending[slot][group] = merged
+                }
+            }
+        }
+    }
+
+    /// Records applied indices (with configurations) in each storage's metadata store.
+    func flushApplied() {
+        let pending = pendingApplied.withLock { p -> [[GroupID: (index: LogIndex, confState: ConfState?)]] in
+            defer { p = Array(repeating: [:], count: storages.count) }
+            return p
+        }
+        for (slot, map) in pending.enumerated() where !map.isEmpty {
+            var updates: [(group: GroupID, index: LogIndex, confState: StoredConfState?)] = []
+            for group in map.keys.sorted() {
+                let u = map[group]!
+                updates.append((group, u.index, u.confState.flatMap { try? StoredConfState($0) }))
+            }
+            do {
+                try storages[slot].metadata.recordApplied(updates)
+            } catch {
+                logger.error(
+                    "recording applied indices on \(context.storageNames[slot]) failed: \(error); a restart re-applies more entries"
+                )
+            }
+        }
+    }
+}
