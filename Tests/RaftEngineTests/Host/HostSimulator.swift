@@ -434,7 +434,8 @@ final class HostSimulator {
                 lines.append("  node \(i): down")
                 continue
             }
-            var line = "  node \(i): \(r.residency.rawValue) handed=\(r.handedOut) applied=\(r.applied) lagging=\(r.laggingNodes) down=\(node.shard.downNodes.sorted())"
+            var line = "  node \(i): \(r.residency.rawValue) handed=\(r.handedOut) applied=\(r.applied)"
+            line += " lagging=\(r.laggingNodes) down=\(node.shard.downNodes.sorted())"
             if let n = r.node {
                 line += " \(n.status)".replacingOccurrences(of: "\n", with: "\n    ")
             } else if let d = r.suspended {
@@ -446,7 +447,9 @@ final class HostSimulator {
     }
 
     private func failure(_ problem: String) -> String {
-        let detail = keys.filter { problem.hasPrefix("\($0):") }.map { "\($0):\n" + describe($0) }.joined(separator: "\n")
+        let detail = keys.filter { problem.hasPrefix("\($0):") }
+            .map { "\($0):\n" + describe($0) }
+            .joined(separator: "\n")
         for i in nodes.indices { nodes[i]?.storage.close() }
         nodes = Array(repeating: nil, count: config.nodes)
         return "seed \(seed): \(problem)\n(rerun with RAFT_HOST_SIM_SEED=\(seed))\n" + detail + "\n"
