@@ -6,7 +6,7 @@
 //
 //   .build/release/HostBench [--scenario all|idle|throughput|restart] [--groups N]
 //       [--idle-seconds S] [--seconds S] [--in-flight N] [--active 1,100,10000] [--tick-ms MS]
-//       [--dir PATH] [--quick]
+//       [--workers N] [--dir PATH] [--quick]
 
 import BenchSupport
 import CRaftIO
@@ -29,6 +29,7 @@ struct Options {
     var directory = "bench-data/host"
     var entrySize = 256
     var active = [1, 100, 10_000]
+    var workers = 2
 
     static func parse(_ arguments: [String]) -> Options {
         var o = Options()
@@ -69,6 +70,9 @@ struct Options {
                     fail("HostBench", "--active takes a list of group counts")
                 }
                 o.active = list
+            case "--workers":
+                guard let n = Int(value(flag)), (1...64).contains(n) else { fail("HostBench", "--workers takes 1...64") }
+                o.workers = n
             case "--dir": o.directory = value(flag)
             case "--quick":
                 o.groups = 2_000
@@ -150,7 +154,7 @@ final class Cluster: @unchecked Sendable {
         self.names = names
         map = try ClusterMap(Dictionary(uniqueKeysWithValues: (0..<3).map { (ids[$0], [names[$0]]) }))
         hostOptions.tickMilliseconds = options.tickMilliseconds
-        hostOptions.workers = 2
+        hostOptions.workers = options.workers
         hostOptions.applyWorkers = 1
         hostOptions.dormantAfterQuiescedTicks = 0
         hostOptions.maxCampaignsPerTick = NodeHost.Options().maxCampaignsPerTick

@@ -194,6 +194,9 @@ final class DemoCluster: @unchecked Sendable {
         let storage = try Storage(
             root: path, clusterID: clusterID, name: names[i], nodeID: nodeIDs[i], createIfMissing: true)
         var options = NodeHost.Options()
+        // Three nodes share this machine's cores: one turn thread each (the default, the
+        // core count, is for one node per machine).
+        options.workers = 1
         options.tickMilliseconds = 20
         options.maxCampaignsPerTick = 128
         let host = try NodeHost(
