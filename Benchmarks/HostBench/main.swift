@@ -71,7 +71,9 @@ struct Options {
                 }
                 o.active = list
             case "--workers":
-                guard let n = Int(value(flag)), (1...64).contains(n) else { fail("HostBench", "--workers takes 1...64") }
+                guard let n = Int(value(flag)), (1...64).contains(n) else {
+                    fail("HostBench", "--workers takes 1...64")
+                }
                 o.workers = n
             case "--dir": o.directory = value(flag)
             case "--quick":
