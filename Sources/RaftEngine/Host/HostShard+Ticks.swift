@@ -174,7 +174,9 @@ extension HostShard {
         let n = min(wakeBudget, wakeQueue.count)
         for r in wakeQueue.prefix(n) where r.failure == nil {
             guard let node = resident(r) else { continue }
-            if node.isQuiesced {
+            // Only a replica that still leads has someone to catch up; an ex-leader that now
+            // follows would just tick and pre-vote against its leader.
+            if node.isQuiesced && node.role == .leader {
                 node.wake()
                 r.lastActivity = now
                 counters.wakesAfterReturn &+= 1
