@@ -54,4 +54,32 @@ struct StorageTests {
             }
         }
     }
+
+    @Test("Storage: close releases the lock at once; the closed store refuses further use with a clear error")
+    func closeReleasesTheLock() throws {
+        let root = try TemporaryDirectory("raftd-storage")
+        defer { root.remove() }
+        let cluster = ClusterID.random()
+        let node = NodeID.random()
+        let name = try StorageName("default")
+        let first = try Storage(
+            root: root.path, clusterID: cluster, name: name, nodeID: node, createIfMissing: true,
+            walOptions: testLogOptions())
+        let key = try PartitionKey(parsing: "default:7")
+        _ = try first.metadata.registerPartition(key, mode: .raft)
+        // Still referenced, but closed: the storage opens again, in this process.
+        first.close()
+        let second = try Storage(
+            root: root.path, clusterID: cluster, name: name, nodeID: node, createIfMissing: false,
+            walOptions: testLogOptions())
+        defer { second.close() }
+        #expect(try second.metadata.partition(key) != nil)
+        do {
+            _ = try first.metadata.partition(key)
+            Issue.record("a closed metadata store answered")
+        } catch {
+            #expect(error.description.contains("closed"), "\(error)")
+        }
+        first.close()  // idempotent
+    }
 }

@@ -43,6 +43,10 @@ public final class Storage: Sendable {
         }
     }
 
-    /// Stops the WAL writer once everything queued is durable.
-    public func close() { log.close() }
+    /// Stops the WAL writer once everything queued is durable, then closes the metadata
+    /// store and releases the storage's lock (the storage may be opened again).
+    public func close() {
+        log.close()
+        metadata.close()
+    }
 }

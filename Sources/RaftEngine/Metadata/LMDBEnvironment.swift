@@ -33,8 +33,10 @@ public final class LMDBEnvironment: @unchecked Sendable {
     public let directory: String
     public let options: Options
     private let env: OpaquePointer
-    /// Shared by transactions, exclusive while the map is resized.
+    /// Shared by transactions, exclusive while the map is resized or the environment closed.
     private let resizeLock = ReadWriteLock()
+    /// Set once by `close()`. Invariant: read and written only under `resizeLock`.
+    private nonisolated(unsafe) var isClosed = false
 
     /// Opens (creating the files if the directory has none) the environment in `directory`,
     /// which must exist. A foreign or damaged `data.mdb` is refused with `.notAnLMDBFile`,
@@ -58,13 +60,26 @@ public final class LMDBEnvironment: @unchecked Sendable {
         self.options = options
     }
 
-    deinit { mdb_env_close(env) }
+    deinit { if !isClosed { mdb_env_close(env) } }
 
-    /// The current map size in bytes.
+    /// Closes the environment once every transaction in progress has finished; later
+    /// operations fail with `.closed`. Idempotent.
+    public func close() {
+        resizeLock.withExclusive {
+            guard !isClosed else { return }
+            mdb_env_close(env)
+            isClosed = true
+        }
+    }
+
+    /// The current map size in bytes (0 once closed).
     public var mapSize: Int {
-        var info = MDB_envinfo()
-        mdb_env_info(env, &info)
-        return info.me_mapsize
+        resizeLock.withShared {
+            guard !isClosed else { return 0 }
+            var info = MDB_envinfo()
+            mdb_env_info(env, &info)
+            return info.me_mapsize
+        }
     }
 
     /// Opens the named database, creating it when `create` is set.
@@ -131,6 +146,8 @@ public final class LMDBEnvironment: @unchecked Sendable {
     }
 
     private func begin(flags: UInt32) throws(LMDBError) -> OpaquePointer {
+        // Called under the shared lock, so `close()` cannot run concurrently.
+        if isClosed { throw LMDBError(closedFor: "begin transaction", path: directory) }
         var txn: OpaquePointer?
         var rc = mdb_txn_begin(env, nil, flags, &txn)
         if rc == MDB_MAP_RESIZED {
@@ -149,12 +166,14 @@ public final class LMDBEnvironment: @unchecked Sendable {
             throw LMDBError("grow metadata map beyond \(options.maxMapSize) bytes", path: directory, code: MDB_MAP_FULL)
         }
         let wanted = min(current * 2, options.maxMapSize)
-        let rc = resizeLock.withExclusive { mdb_env_set_mapsize(env, wanted) }
+        let rc = resizeLock.withExclusive { isClosed ? EBADF : mdb_env_set_mapsize(env, wanted) }
+        if rc == EBADF { throw LMDBError(closedFor: "grow metadata map", path: directory) }
         if rc != 0 { throw LMDBError("grow metadata map to \(wanted) bytes", path: directory, code: rc) }
     }
 
     private func adoptResize() throws(LMDBError) {
-        let rc = resizeLock.withExclusive { mdb_env_set_mapsize(env, 0) }
+        let rc = resizeLock.withExclusive { isClosed ? EBADF : mdb_env_set_mapsize(env, 0) }
+        if rc == EBADF { throw LMDBError(closedFor: "adopt the metadata map size", path: directory) }
         if rc != 0 { throw LMDBError("adopt the metadata map size", path: directory, code: rc) }
     }
 }

@@ -27,6 +27,9 @@ public struct LMDBError: Error, Equatable, Sendable, CustomStringConvertible {
         case badValueSize
         /// An errno from the operating system.
         case system(IOError.Kind)
+        /// The environment was closed (its storage was closed); nothing more can be read
+        /// or written through it.
+        case closed
         case other
     }
 
@@ -53,7 +56,16 @@ public struct LMDBError: Error, Equatable, Sendable, CustomStringConvertible {
         }
     }
 
+    /// The error for an operation on a closed environment.
+    init(closedFor operation: String, path: String) {
+        self.operation = operation
+        self.path = path
+        self.code = 0
+        self.kind = .closed
+    }
+
     public var description: String {
+        if kind == .closed { return "\(operation) \(path): the metadata store is closed (its storage was closed)" }
         let message = String(cString: mdb_strerror(code))
         let advice: String
         switch kind {

@@ -26,8 +26,8 @@ public final class MetadataStore: Sendable {
     public static let partitionIDLeaseSize: UInt64 = 1024
 
     public let layout: StorageLayout
-    /// Holds the exclusive lock on `+raft/lock` for the store's lifetime. Never used after
-    /// `open`; closing it (when the store is released) releases the lock.
+    /// Holds the exclusive lock on `+raft/lock` until `close()` (or until the store is
+    /// released). Never used after `open` otherwise.
     private nonisolated(unsafe) let lockFile: DiskFile
     let environment: LMDBEnvironment
     let databases: Databases
@@ -177,6 +177,14 @@ public final class MetadataStore: Sendable {
 
     /// The storage's identity as recorded.
     public var identity: StorageIdentity { state.withLock { $0.identity } }
+
+    /// Closes the LMDB environment and releases the storage's exclusive lock, so the storage
+    /// can be opened again (by this process or another). Later calls fail with a `.closed`
+    /// LMDB error. Idempotent.
+    public func close() {
+        environment.close()
+        try? lockFile.close()
+    }
 
     /// Records that the storage left the cluster and joined again: the incarnation goes up
     /// by one, so data and messages of the old incarnation are recognised as stale.
