@@ -9,7 +9,7 @@ final class HostWorker: @unchecked Sendable {
         case request(HostRequest)
         case tick
         case durable(token: UInt64, slot: Int, Result<Void, WALError>)
-        case applied(Replica, LogIndex, ConfState?, entries: Int, failure: String?)
+        case applied([AppliedReport])
         case nodeDown(Int)
         case nodeUp(Int)
         case add([(Replica, Bool)])
@@ -54,8 +54,11 @@ final class HostWorker: @unchecked Sendable {
         case .request(let request): shard.handle(request)
         case .tick: shard.tick()
         case .durable(let token, let slot, let result): shard.durable(token: token, slot: slot, result: result)
-        case .applied(let r, let index, let conf, let entries, let failure):
-            shard.applied(r, through: index, confState: conf, entries: entries, failure: failure)
+        case .applied(let reports):
+            for a in reports {
+                shard.applied(
+                    a.replica, through: a.through, confState: a.confState, entries: a.entries, failure: a.failure)
+            }
         case .nodeDown(let slot): shard.nodeDown(slot)
         case .nodeUp(let slot): shard.nodeUp(slot)
         case .add(let list): for (r, campaign) in list { shard.add(r, campaign: campaign) }
@@ -75,7 +78,7 @@ final class ApplyWorker: @unchecked Sendable {
     func enqueue(_ batch: [ApplyJob]) { queue.post(batch) }
 
     func start(host: NodeHost) {
-        queue.start(name: "raftd-apply-\(index)") { batch in for job in batch { host.run(job) } }
+        queue.start(name: "raftd-apply-\(index)") { batch in host.run(batch) }
     }
 
     /// Stops after the queued jobs ran.

@@ -283,14 +283,24 @@ public final class NodeHost: FrameReceiver, @unchecked Sendable {
     }
 
     /// Runs one apply job on an apply worker thread.
-    func run(_ job: ApplyJob) {
-        let failure = job.run()
-        if let failure {
-            logger.error("replica \(job.replica.key) stopped: its state machine failed to apply: \(failure)")
+    /// Runs a batch of apply jobs on an apply worker thread, then tells each worker what
+    /// its replicas applied, in one event per worker (not one per job).
+    func run(_ jobs: [ApplyJob]) {
+        var reports: [[AppliedReport]] = Array(repeating: [], count: workers.count)
+        var bytes = 0
+        for job in jobs {
+            let failure = job.run()
+            if let failure {
+                logger.error("replica \(job.replica.key) stopped: its state machine failed to apply: \(failure)")
+            }
+            bytes += job.bytes
+            reports[shardIndex(job.replica.key.partition)].append(
+                AppliedReport(
+                    replica: job.replica, through: job.through, confState: job.confState, entries: job.entries.count,
+                    failure: failure))
         }
-        applyBacklog.wrappingSubtract(job.bytes, ordering: .relaxed)
-        workers[shardIndex(job.replica.key.partition)].post(
-            .applied(job.replica, job.through, job.confState, entries: job.entries.count, failure: failure))
+        applyBacklog.wrappingSubtract(bytes, ordering: .relaxed)
+        for (i, list) in reports.enumerated() where !list.isEmpty { workers[i].post(.applied(list)) }
     }
 
 }

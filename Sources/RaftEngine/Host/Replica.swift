@@ -116,6 +116,15 @@ final class Replica: @unchecked Sendable {
     var knownLeader: MemberID { node?.leader ?? suspended?.lead ?? .none }
 }
 
+/// What an apply worker reports back to a replica's shard after a job.
+struct AppliedReport {
+    let replica: Replica
+    let through: LogIndex
+    let confState: ConfState?
+    let entries: Int
+    let failure: String?
+}
+
 /// Committed entries for one replica's state machine, with the requests they answer.
 final class ApplyJob: @unchecked Sendable {
     let replica: Replica
