@@ -60,7 +60,7 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
-        .target(name: "BenchSupport", path: "Benchmarks/BenchSupport"),
+        .target(name: "BenchSupport", dependencies: ["RaftEngine"], path: "Benchmarks/BenchSupport"),
         .executableTarget(
             name: "WALIOBench",
             dependencies: ["RaftEngine", "CRaftIO", "BenchSupport"],

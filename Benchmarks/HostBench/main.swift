@@ -296,29 +296,6 @@ func drive(
     return (Double(sorted.count) / elapsed, percentile(sorted, 0.5), percentile(sorted, 0.99), state.errors)
 }
 
-/// One pwrite + one fdatasync per write, one writer, in the same directory.
-func baseline(_ directory: String, size: Int) throws -> (perSecond: Double, p50: Double) {
-    let path = "\(directory)/baseline.log"
-    let file = try DiskFile.open(path, .createNew)
-    try file.allocate(offset: 0, length: 64 << 20)
-    let record = [UInt8](repeating: 7, count: size + 40)
-    var latencies: [Double] = []
-    var offset: UInt64 = 0
-    let start = now()
-    while now() - start < 3 {
-        let t0 = now()
-        try record.withUnsafeBytes { try file.write(toAbsoluteOffset: offset, $0) }
-        try file.syncData()
-        latencies.append((now() - t0) * 1e6)
-        offset += UInt64(record.count)
-    }
-    let elapsed = now() - start
-    try file.close()
-    unlink(path)
-    latencies.sort()
-    return (Double(latencies.count) / elapsed, percentile(latencies, 0.5))
-}
-
 // MARK: - Scenarios
 
 let options = Options.parse(Array(CommandLine.arguments.dropFirst()))
@@ -394,7 +371,8 @@ func rehydrate(_ cluster: Cluster, _ keys: [PartitionKey]) throws {
 }
 
 func throughput(_ cluster: Cluster, _ keys: [PartitionKey]) throws {
-    let base = try baseline(options.directory, size: options.entrySize)
+    let base = try measureSyncBaseline(
+        path: "\(options.directory)/baseline.log", recordBytes: options.entrySize + 40, seconds: 3)
     print("")
     print(
         "throughput, \(options.inFlight) proposals in flight, \(options.entrySize) B, \(format(options.seconds, 1)) s each; baseline one pwrite + fdatasync per write: \(format(base.perSecond)) writes/s (p50 \(format(base.p50)) µs)"

@@ -80,26 +80,9 @@ func freshDirectory(_ path: String) {
 
 /// One pwrite + one fdatasync per entry, one writer: what a log without group commit does.
 func baseline(_ options: Options) throws -> (perSecond: Double, p50: Double, p99: Double) {
-    let path = "\(options.directory)/baseline"
-    freshDirectory(path)
-    let file = try DiskFile.open("\(path)/log", .createNew)
-    try file.allocate(offset: 0, length: 256 << 20)
-    let record = [UInt8](repeating: 7, count: options.entrySize + 40)
-    var latencies: [Double] = []
-    var offset: UInt64 = 0
-    let start = now()
-    while now() - start < min(options.seconds, 3) {
-        let t0 = now()
-        try record.withUnsafeBytes { try file.write(toAbsoluteOffset: offset, $0) }
-        try file.syncData()
-        latencies.append((now() - t0) * 1e6)
-        offset += UInt64(record.count)
-    }
-    let elapsed = now() - start
-    latencies.sort()
-    try file.close()
-    freshDirectory(path)
-    return (Double(latencies.count) / elapsed, percentile(latencies, 0.5), percentile(latencies, 0.99))
+    try measureSyncBaseline(
+        path: "\(options.directory)/baseline.log", recordBytes: options.entrySize + 40,
+        seconds: min(options.seconds, 3))
 }
 
 /// Closed loop: `inFlight` appends outstanding at all times over all `groups`: slot `s`

@@ -33,8 +33,10 @@ extension HostShard {
         return .success((r, node))
     }
 
-    private func notLeader(_ r: Replica, _ node: RawNode) -> HostError {
-        let leader = node.leader
+    private func notLeader(_ r: Replica, _ node: RawNode) -> HostError { notLeader(r, leader: node.leader) }
+
+    /// The redirect to `leader`, with its node when the replica knows it.
+    private func notLeader(_ r: Replica, leader: MemberID) -> HostError {
         let slot = leader == .none ? -1 : r.nodeSlot(of: leader)
         return .notLeader(leader: leader, node: slot >= 0 ? context.nodes[slot] : nil)
     }
@@ -217,8 +219,7 @@ extension HostShard {
 
     func failUnansweredReads(_ r: Replica, leader: MemberID) {
         guard r.reads.contains(where: { $0.index == nil }) else { return }
-        let slot = leader == .none ? -1 : r.nodeSlot(of: leader)
-        let error = HostError.notLeader(leader: leader, node: slot >= 0 ? context.nodes[slot] : nil)
+        let error = notLeader(r, leader: leader)
         r.reads.removeAll { read in
             guard read.index == nil else { return false }
             read.promise(.failure(error))

@@ -210,19 +210,9 @@ extension HostShard {
             quiescedHead += 1
             budget -= 1
             // Still the same quiet period, nothing in flight?
-            guard r.residency == .quiesced, r.quiescedAt == at, let node = r.node else { continue }
-            guard r.pendingReady == nil, !r.hasRequests, r.applyJobsInFlight == 0, !r.isDirty,
-                let state = node.suspend()
-            else {
-                // Busy at this moment: try again after another quiet period.
-                noteQuiesced(r)
-                continue
-            }
-            r.suspended = state
-            r.node = nil
-            r.residency = .dormant
-            counters.dormant += 1
-            counters.suspensions &+= 1
+            guard r.residency == .quiesced, r.quiescedAt == at else { continue }
+            // Busy at this moment: try again after another quiet period.
+            if !suspend(r) { noteQuiesced(r) }
         }
         if quiescedHead > 4096 && quiescedHead * 2 > quiescedQueue.count {
             quiescedQueue.removeFirst(quiescedHead)
@@ -230,22 +220,25 @@ extension HostShard {
         }
     }
 
+    /// Shrinks a quiesced replica with nothing in flight to its dormant record; false when
+    /// it is busy or its member cannot be suspended now.
+    private func suspend(_ r: Replica) -> Bool {
+        guard r.pendingReady == nil, !r.hasRequests, r.applyJobsInFlight == 0, !r.isDirty,
+            let state = r.node?.suspend()
+        else { return false }
+        r.suspended = state
+        r.node = nil
+        r.residency = .dormant
+        counters.dormant += 1
+        counters.suspensions &+= 1
+        return true
+    }
+
     /// Shrinks every quiesced replica now (benchmarks and tests; bypasses the timer).
     func suspendAllQuiesced() -> Int {
         var n = 0
         for key in replicas.keys.sorted() {
-            for r in replicas[key]!
-            where r.residency == .quiesced && r.pendingReady == nil && !r.hasRequests
-                && r.applyJobsInFlight == 0 && !r.isDirty
-            {
-                guard let node = r.node, let state = node.suspend() else { continue }
-                r.suspended = state
-                r.node = nil
-                r.residency = .dormant
-                counters.dormant += 1
-                counters.suspensions &+= 1
-                n += 1
-            }
+            for r in replicas[key]! where r.residency == .quiesced && suspend(r) { n += 1 }
         }
         return n
     }

@@ -7,11 +7,15 @@ extension MetadataStore {
     /// The stored configuration of `group`, or nil when none was stored yet.
     public func confState(for group: GroupID) throws(MetadataError) -> StoredConfState? {
         let databases = self.databases
-        return try read { (txn) throws(MetadataError) -> StoredConfState? in
-            guard let bytes = try txn.value(databases.confStates, Self.groupKey(group)) else { return nil }
-            return try Self.decode("conf_states", group.description) { () throws(DecodeFailure) in
-                try StoredConfState(decoding: bytes)
-            }
+        return try read { (txn) throws(MetadataError) in try Self.storedConfState(txn, databases, group) }
+    }
+
+    static func storedConfState(
+        _ txn: some LMDBReadable, _ databases: Databases, _ group: GroupID
+    ) throws(MetadataError) -> StoredConfState? {
+        guard let bytes = try txn.value(databases.confStates, groupKey(group)) else { return nil }
+        return try decode("conf_states", group.description) { () throws(DecodeFailure) in
+            try StoredConfState(decoding: bytes)
         }
     }
 

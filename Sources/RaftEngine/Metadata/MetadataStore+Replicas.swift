@@ -95,15 +95,7 @@ extension MetadataStore {
             loaded.reserveCapacity(records.count)
             for record in records where record.mode == .raft && (record.state == .active || record.state == .leaving) {
                 let route = try Self.storedRoute(txn, databases, record.key)
-                let confState: StoredConfState? = try {
-                    () throws(MetadataError) -> StoredConfState? in
-                    guard let bytes = try txn.value(databases.confStates, Self.groupKey(record.group)) else {
-                        return nil
-                    }
-                    return try Self.decode("conf_states", record.group.description) { () throws(DecodeFailure) in
-                        try StoredConfState(decoding: bytes)
-                    }
-                }()
+                let confState = try Self.storedConfState(txn, databases, record.group)
                 let applied = try Self.storedApplied(txn, databases, record.group)
                 loaded.append(LoadedReplica(record: record, route: route, confState: confState, applied: applied))
             }
