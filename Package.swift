@@ -32,8 +32,7 @@ let package = Package(
         // Pure Raft for one group: standard library only (no Foundation, clock, I/O or
         // threads). Its own target so that the compiler enforces that.
         .target(
-            name: "RaftConsensus",
-            path: "Sources/RaftEngine/Consensus"
+            name: "RaftConsensus"
         ),
         // The deterministic cluster simulator and linearizability checker: library code, so
         // that `raftd simulate` and the tests share it. Standard library only.
@@ -48,8 +47,7 @@ let package = Package(
                 "CRaftIO",
                 "RaftConsensus",
                 .product(name: "Logging", package: "swift-log"),
-            ],
-            exclude: ["Consensus"]
+            ]
         ),
         .executableTarget(
             name: "raftd",

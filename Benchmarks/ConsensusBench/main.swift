@@ -1,5 +1,5 @@
 // ConsensusBench: throughput of the pure consensus core. Three members in one process, no
-// I/O, no threads: "persisting" is an append to MemoryStorage and "sending" is a direct
+// I/O, no threads: "persisting" is an append to MemoryStableLog and "sending" is a direct
 // `step` call. The leader proposes batches of 256-byte entries; we count entries committed
 // and applied on all three members per second of wall time (one core).
 import RaftConsensus
@@ -17,16 +17,16 @@ func runBenchmark() {
     let maxUncommittedBatches = 8
 
     let ids: [MemberID] = [1, 2, 3]
-    var storages: [MemoryStorage] = []
+    var storages: [MemoryStableLog] = []
     var nodes: [RawNode] = []
     for id in ids {
-        let s = MemoryStorage(confState: ConfState(voters: ids))
+        let s = MemoryStableLog(confState: ConfState(voters: ids))
         var cfg = RaftConfig(id: id)
         cfg.maxSizePerMsg = 1 << 20
         cfg.maxInflightMsgs = 64
         cfg.seed = 1
         storages.append(s)
-        nodes.append(RawNode(config: cfg, storage: s))
+        nodes.append(RawNode(config: cfg, log: s))
     }
 
     var inbox: [Message] = []

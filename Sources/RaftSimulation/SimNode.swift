@@ -40,7 +40,7 @@ enum CommandResult: Equatable {
 /// One simulated member: durable storage survives crashes; the node and state machine do not.
 final class SimNode {
     let id: MemberID
-    let storage: MemoryStorage
+    let storage: MemoryStableLog
     var node: RawNode?
     var config: RaftConfig
     /// Register values (the state machine).
@@ -59,7 +59,7 @@ final class SimNode {
     init(id: MemberID, config: RaftConfig, initialConf: ConfState, keys: Int) {
         self.id = id
         self.config = config
-        self.storage = MemoryStorage(confState: initialConf)
+        self.storage = MemoryStableLog(confState: initialConf)
         self.registers = Array(repeating: 0, count: keys)
         self.confState = initialConf
         start()
@@ -75,7 +75,7 @@ final class SimNode {
         confState = snap.metadata.confState
         var cfg = config
         cfg.applied = applied
-        node = RawNode(config: cfg, storage: storage)
+        node = RawNode(config: cfg, log: storage)
         lastSoftRole = .follower
     }
 

@@ -4,7 +4,7 @@ import RaftConsensus
 /// says so (ticks, Ready processing and message delivery are explicit).
 final class InteractionEnv {
     struct Member {
-        var storage: MemoryStorage
+        var storage: MemoryStableLog
         var node: RawNode
         var config: RaftConfig
         var applied: [Entry] = []
@@ -101,7 +101,7 @@ final class InteractionEnv {
             var m = members[nums[0]]!
             var cfg = m.config
             cfg.applied = m.storage.latestSnapshot.metadata.index
-            m.node = RawNode(config: cfg, storage: m.storage)
+            m.node = RawNode(config: cfg, log: m.storage)
             members[nums[0]] = m
         case "quiesce": out("quiesced=\(members[nums[0]]!.node.quiesce())")
         case "quiescable": out("\(members[nums[0]]!.node.isQuiescable)")
@@ -140,9 +140,9 @@ final class InteractionEnv {
             cfg.readOnlyOption = kv["read-only"] == "lease" ? .leaseBased : .safe
             cfg.forwardProposals = kv["forward"] == "true"
             cfg.seed = 7
-            let storage = MemoryStorage(confState: conf)
+            let storage = MemoryStableLog(confState: conf)
             members[MemberID(raw)] = Member(
-                storage: storage, node: RawNode(config: cfg, storage: storage),
+                storage: storage, node: RawNode(config: cfg, log: storage),
                 config: cfg, confState: conf)
         }
     }

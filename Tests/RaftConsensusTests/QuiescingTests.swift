@@ -5,7 +5,7 @@ import Testing
 /// Three members over memory storages with a synchronous network that can drop a member.
 private final class Trio {
     var nodes: [MemberID: RawNode] = [:]
-    var storages: [MemberID: MemoryStorage] = [:]
+    var storages: [MemberID: MemoryStableLog] = [:]
     var down: Set<MemberID> = []
     var sent: [Message] = []
     let ids: [MemberID] = [1, 2, 3]
@@ -14,9 +14,9 @@ private final class Trio {
     init(configure: @escaping (inout RaftConfig) -> Void = { _ in }) {
         self.configure = configure
         for id in ids {
-            let storage = MemoryStorage(confState: ConfState(voters: ids))
+            let storage = MemoryStableLog(confState: ConfState(voters: ids))
             storages[id] = storage
-            nodes[id] = RawNode(config: config(id), storage: storage)
+            nodes[id] = RawNode(config: config(id), log: storage)
         }
     }
 
@@ -80,8 +80,8 @@ struct QuiescingTests {
         c1.applied = suspended!.commit
         var c2 = trio.config(2)
         c2.applied = followerState!.commit
-        trio.nodes[1] = RawNode(config: c1, storage: trio.storages[1]!, resuming: suspended!)
-        trio.nodes[2] = RawNode(config: c2, storage: trio.storages[2]!, resuming: followerState!)
+        trio.nodes[1] = RawNode(config: c1, log: trio.storages[1]!, resuming: suspended!)
+        trio.nodes[2] = RawNode(config: c2, log: trio.storages[2]!, resuming: followerState!)
         #expect(trio.nodes[1]!.role == .leader && trio.nodes[1]!.term == term && trio.nodes[1]!.isQuiesced)
         #expect(trio.nodes[2]!.leader == 1 && trio.nodes[2]!.isQuiesced)
         #expect(!trio.nodes[1]!.hasReady, "resuming produces no Ready by itself")

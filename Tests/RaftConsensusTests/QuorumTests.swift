@@ -140,12 +140,12 @@ func unstableLog() {
 
 @Test("Consensus: log: fast back-off finds the last index with a term not above the hint")
 func findConflictByTerm() {
-    let storage = MemoryStorage(confState: ConfState(voters: [1]))
+    let storage = MemoryStableLog(confState: ConfState(voters: [1]))
     storage.append(
         [1, 1, 2, 2, 2, 5].enumerated().map {
             Entry(term: Term(UInt64($0.element)), index: LogIndex(UInt64($0.offset + 1)), payload: .normal([]))
         })
-    let log = RaftLog(storage: storage, applied: .zero, maxApplyBytes: 1 << 20)
+    let log = RaftLog(stable: storage, applied: .zero, maxApplyBytes: 1 << 20)
     #expect(log.findConflictByTerm(6, 4) == (LogIndex(5), Term(2)))
     #expect(log.findConflictByTerm(6, 1) == (LogIndex(2), Term(1)))
     #expect(log.findConflictByTerm(6, 5) == (LogIndex(6), Term(5)))
@@ -154,7 +154,7 @@ func findConflictByTerm() {
 
 @Test("Consensus: memory storage: append truncates, compact keeps term of the cut point")
 func memoryStorage() throws {
-    let s = MemoryStorage(confState: ConfState(voters: [1]))
+    let s = MemoryStableLog(confState: ConfState(voters: [1]))
     s.append((1...5).map { Entry(term: 1, index: LogIndex(UInt64($0)), payload: .normal([UInt8($0)])) })
     s.append([Entry(term: 2, index: 4, payload: .normal([]))])
     #expect(s.lastIndex == 4)

@@ -2,9 +2,9 @@ import Testing
 
 @testable import RaftConsensus
 
-/// Drives one RawNode's Ready cycle against its MemoryStorage and returns the Ready.
+/// Drives one RawNode's Ready cycle against its MemoryStableLog and returns the Ready.
 @discardableResult
-private func handle(_ node: RawNode, _ storage: MemoryStorage) -> Ready {
+private func handle(_ node: RawNode, _ storage: MemoryStableLog) -> Ready {
     let rd = node.ready()
     if let s = rd.snapshot { storage.applySnapshot(s) }
     storage.append(rd.entries)
@@ -19,11 +19,11 @@ private func handle(_ node: RawNode, _ storage: MemoryStorage) -> Ready {
 private func makeNode(
     _ id: MemberID, voters: [MemberID], learners: [MemberID] = [],
     configure: (inout RaftConfig) -> Void = { _ in }
-) -> (RawNode, MemoryStorage) {
-    let storage = MemoryStorage(confState: ConfState(voters: voters, learners: learners))
+) -> (RawNode, MemoryStableLog) {
+    let storage = MemoryStableLog(confState: ConfState(voters: voters, learners: learners))
     var cfg = RaftConfig(id: id)
     configure(&cfg)
-    return (RawNode(config: cfg, storage: storage), storage)
+    return (RawNode(config: cfg, log: storage), storage)
 }
 
 @Test("Consensus: ready: a single voter commits only after its own write is durable")

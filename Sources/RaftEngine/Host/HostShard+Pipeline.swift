@@ -56,7 +56,7 @@ extension HostShard {
         for r in batch.replicas where r.failure == nil {
             guard let rd = r.pendingReady, let node = r.node else { continue }
             r.pendingReady = nil
-            if let last = rd.entries.last { r.logStorage.durable(through: last.index, term: last.term) }
+            if let last = rd.entries.last { r.stableLog.durable(through: last.index, term: last.term) }
             complete(r, node, rd)
             markDirty(r)
         }
@@ -177,7 +177,7 @@ extension HostShard {
         for entry in entries {
             if case .confChange(let change) = entry.payload {
                 let state = node.applyConfChange(change)
-                r.logStorage.confState = state
+                r.stableLog.confState = state
                 job.confState = state
                 updateMembers(r, state)
             }

@@ -150,7 +150,7 @@ extension HostShard {
         guard let r = replica(for: partition) else { return .failure(.partitionNotFound(partition)) }
         var s = ReplicaStatus(
             replica: r.key, group: r.group, storage: r.storageName, role: .follower, term: .zero, leader: .none,
-            commit: .zero, handedToApply: r.handedOut, applied: r.applied, lastIndex: r.logStorage.lastIndex,
+            commit: .zero, handedToApply: r.handedOut, applied: r.applied, lastIndex: r.stableLog.lastIndex,
             residency: r.residency)
         if let node = r.node {
             s.role = node.role

@@ -161,7 +161,7 @@ final class HostShard {
             if replica.stateMachine.appliedIndex < suspended.commit { catchUpQueue.append(replica) }
         } else if replica.node == nil {
             // A fresh member: nothing stored yet, so it starts as a follower in term 0.
-            replica.node = RawNode(config: makeConfig(for: replica), storage: replica.logStorage)
+            replica.node = RawNode(config: makeConfig(for: replica), log: replica.stableLog)
         }
         if campaign {
             replica.residency = .awaitingCampaign
@@ -205,7 +205,7 @@ final class HostShard {
     func resident(_ r: Replica) -> RawNode? {
         if let node = r.node { return node }
         guard r.failure == nil, let suspended = r.suspended else { return nil }
-        let node = RawNode(config: makeConfig(for: r), storage: r.logStorage, resuming: suspended)
+        let node = RawNode(config: makeConfig(for: r), log: r.stableLog, resuming: suspended)
         r.node = node
         r.suspended = nil
         r.residency = .quiesced

@@ -32,7 +32,7 @@ final class Replica: @unchecked Sendable {
     let storageSlot: Int
     let storageName: StorageName
     let stateMachine: any StateMachine
-    let logStorage: WALLogStorage
+    let stableLog: WALStableLog
 
     /// Members of the group and the node slot hosting each (-1: unknown node).
     var members: [MemberID]
@@ -91,14 +91,14 @@ final class Replica: @unchecked Sendable {
 
     init(
         key: ReplicaKey, group: GroupID, storageSlot: Int, storageName: StorageName, stateMachine: any StateMachine,
-        logStorage: WALLogStorage, members: [MemberID], memberNodes: [Int], applied: LogIndex
+        stableLog: WALStableLog, members: [MemberID], memberNodes: [Int], applied: LogIndex
     ) {
         self.key = key
         self.group = group
         self.storageSlot = storageSlot
         self.storageName = storageName
         self.stateMachine = stateMachine
-        self.logStorage = logStorage
+        self.stableLog = stableLog
         self.members = members
         self.memberNodes = memberNodes
         self.handedOut = applied

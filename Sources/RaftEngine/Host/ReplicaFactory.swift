@@ -22,10 +22,10 @@ struct ReplicaFactory {
             guard let node = cluster.node(serving: replica.storage) else { return -1 }
             return cluster.nodes.firstIndex(of: node) ?? -1
         }
-        let storage = WALLogStorage(log: context.logs[storageSlot], group: group, confState: confState)
+        let storage = WALStableLog(log: context.logs[storageSlot], group: group, confState: confState)
         return Replica(
             key: key, group: group, storageSlot: storageSlot, storageName: context.storageNames[storageSlot],
-            stateMachine: machine, logStorage: storage, members: sorted.map(\.member), memberNodes: nodes,
+            stateMachine: machine, stableLog: storage, members: sorted.map(\.member), memberNodes: nodes,
             applied: applied)
     }
 

@@ -143,7 +143,7 @@ struct HostClusterTests {
         let restarted = cluster.hosts[survivor]!
         let conf: ConfState = await withCheckedContinuation { continuation in
             restarted.workers[restarted.shardIndex(key)].post(
-                .call { shard in continuation.resume(returning: shard.replica(for: key)!.logStorage.confState) })
+                .call { shard in continuation.resume(returning: shard.replica(for: key)!.stableLog.confState) })
         }
         #expect(!conf.voters.contains(removed) && conf.voters.count == 2, "\(conf)")
         _ = try await cluster.write(key, Array("after restart".utf8), within: 10)

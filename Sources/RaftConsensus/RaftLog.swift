@@ -1,7 +1,7 @@
 /// The log as the consensus core sees it: a stable prefix in caller-owned storage followed
 /// by unstable entries held in memory, plus the commit and applied cursors.
 public struct RaftLog {
-    let storage: any LogStorage
+    let stable: any StableLog
     public private(set) var unstable: UnstableLog
     /// Highest index known to be committed (durably on a quorum).
     public private(set) var committed: LogIndex
@@ -12,18 +12,18 @@ public struct RaftLog {
     /// Cap on the bytes of committed entries returned in one Ready.
     let maxApplyBytes: Int
 
-    init(storage: any LogStorage, applied: LogIndex, maxApplyBytes: Int) {
-        self.storage = storage
-        let first = storage.firstIndex
-        unstable = UnstableLog(offset: storage.lastIndex.next)
+    init(stable: any StableLog, applied: LogIndex, maxApplyBytes: Int) {
+        self.stable = stable
+        let first = stable.firstIndex
+        unstable = UnstableLog(offset: stable.lastIndex.next)
         committed = first.previous
         self.applied = max(applied, first.previous)
         applying = self.applied
         self.maxApplyBytes = maxApplyBytes
     }
 
-    public var firstIndex: LogIndex { unstable.firstIndexIfKnown ?? storage.firstIndex }
-    public var lastIndex: LogIndex { unstable.lastIndexIfKnown ?? storage.lastIndex }
+    public var firstIndex: LogIndex { unstable.firstIndexIfKnown ?? stable.firstIndex }
+    public var lastIndex: LogIndex { unstable.lastIndexIfKnown ?? stable.lastIndex }
     public var lastTerm: Term { (try? term(at: lastIndex).get()) ?? .zero }
 
     /// Last index that is known durable (entries beyond it are only in memory).
@@ -33,12 +33,12 @@ public struct RaftLog {
     }
 
     /// Term at `index`, or why it cannot be known.
-    public func term(at index: LogIndex) -> Result<Term, StorageError> {
+    public func term(at index: LogIndex) -> Result<Term, StableLogError> {
         let dummy = firstIndex.previous
         if index < dummy { return .failure(.compacted) }
         if index > lastIndex { return .failure(.unavailable) }
         if let t = unstable.term(at: index) { return .success(t) }
-        return storage.term(at: index)
+        return stable.term(at: index)
     }
 
     /// Term at `index`, or zero if unknown (compacted or missing).
@@ -128,20 +128,20 @@ public struct RaftLog {
     }
 
     /// Entries from `low` on, capped by `maxBytes` (at least one entry if any exist).
-    func entries(from low: LogIndex, maxBytes: Int) -> Result<[Entry], StorageError> {
+    func entries(from low: LogIndex, maxBytes: Int) -> Result<[Entry], StableLogError> {
         if low > lastIndex { return .success([]) }
         return slice(low, lastIndex.next, maxBytes: maxBytes)
     }
 
     /// Entries in `[low, high)` across stable and unstable parts.
-    func slice(_ low: LogIndex, _ high: LogIndex, maxBytes: Int) -> Result<[Entry], StorageError> {
+    func slice(_ low: LogIndex, _ high: LogIndex, maxBytes: Int) -> Result<[Entry], StableLogError> {
         if low < firstIndex { return .failure(.compacted) }
         precondition(high <= lastIndex.next, "slice beyond last index")
         if low >= high { return .success([]) }
         var out: [Entry] = []
         if low < unstable.offset {
             let storedHigh = min(high, unstable.offset)
-            switch storage.entries(from: low, to: storedHigh, maxBytes: maxBytes) {
+            switch stable.entries(from: low, to: storedHigh, maxBytes: maxBytes) {
             case .failure(let e): return .failure(e)
             case .success(let got):
                 out = got
@@ -153,7 +153,7 @@ public struct RaftLog {
             let lo = max(low, unstable.offset)
             let part = unstable.slice(lo, high)
             if out.isEmpty {
-                out = MemoryStorage.limitSize(part, maxBytes: maxBytes)
+                out = MemoryStableLog.limitSize(part, maxBytes: maxBytes)
             } else {
                 var used = out.reduce(0) { $0 + $1.payloadSize }
                 for e in part {

@@ -17,16 +17,16 @@ public final class RawNode {
     private var readyOutstanding = false
 
     /// Creates a member over caller-owned storage (which may already hold state: restart).
-    public init(config: RaftConfig, storage: any LogStorage) {
-        raft = Raft(config: config, storage: storage)
+    public init(config: RaftConfig, log stable: any StableLog) {
+        raft = Raft(config: config, log: stable)
         prevSoftState = raft.softState
-        prevHardState = storage.initialState().0
+        prevHardState = stable.initialState().0
     }
 
     /// Rebuilds a member that was suspended with `RawNode.suspend()` (a dormant group),
     /// over the same stable storage. It comes back quiesced, in the same role and term.
-    public convenience init(config: RaftConfig, storage: any LogStorage, resuming state: SuspendedState) {
-        self.init(config: config, storage: storage)
+    public convenience init(config: RaftConfig, log stable: any StableLog, resuming state: SuspendedState) {
+        self.init(config: config, log: stable)
         raft.resume(state)
         prevSoftState = raft.softState
         prevHardState = raft.hardState
@@ -156,7 +156,7 @@ public final class RawNode {
 
     /// The state to keep when shrinking this quiesced member to a dormant record, or nil if
     /// it cannot be suspended now (not quiesced, a candidate, or work pending). After
-    /// suspending, the caller drops the member and rebuilds it with `init(config:storage:resuming:)`.
+    /// suspending, the caller drops the member and rebuilds it with `init(config:log:resuming:)`.
     public func suspend() -> SuspendedState? {
         guard !readyOutstanding, !hasReady else { return nil }
         return raft.suspendedState()

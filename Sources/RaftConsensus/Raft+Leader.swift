@@ -92,7 +92,7 @@ extension Raft {
     private func sendSnapshot(to mid: MemberID, recentActive: Bool) -> Bool {
         // Do not burn a snapshot on a member we have not heard from.
         if !recentActive { return false }
-        guard case .success(let snap) = log.storage.snapshot(), !snap.isEmpty else { return false }
+        guard case .success(let snap) = log.stable.snapshot(), !snap.isEmpty else { return false }
         send(Message(kind: .snapshot, from: id, to: mid, term: term, snapshot: snap))
         tracker.withProgress(mid) { $0.becomeSnapshot(snap.metadata.index) }
         return true

@@ -47,14 +47,14 @@ final class Raft {
     /// more in this term.
     var transferStartedInTerm = false
 
-    init(config: RaftConfig, storage: any LogStorage) {
+    init(config: RaftConfig, log stable: any StableLog) {
         if let problem = config.validate() { preconditionFailure("invalid RaftConfig: \(problem)") }
         self.id = config.id
         self.config = config
-        self.log = RaftLog(storage: storage, applied: config.applied, maxApplyBytes: config.maxCommittedSizePerReady)
+        self.log = RaftLog(stable: stable, applied: config.applied, maxApplyBytes: config.maxCommittedSizePerReady)
         self.tracker = ProgressTracker(maxInflight: config.maxInflightMsgs, maxInflightBytes: config.maxInflightBytes)
         self.rng = SplitMix64(seed: config.seed ^ (config.id.rawValue &* 0x9E37_79B9_7F4A_7C15))
-        let (hs, cs) = storage.initialState()
+        let (hs, cs) = stable.initialState()
         let (cfg, prs) = ConfChanger.restore(cs, tracker: tracker, lastIndex: log.lastIndex)
         tracker.apply(config: cfg, progress: prs)
         if hs != .empty {

@@ -1,6 +1,6 @@
 /// Entries (and at most one snapshot) the core has accepted but the caller has not yet
 /// persisted. `entries[i]` has index `offset + i`. Once the caller reports them durable via
-/// `advance`, they are dropped here and read from `LogStorage` instead.
+/// `advance`, they are dropped here and read from `StableLog` instead.
 public struct UnstableLog: Sendable {
     /// A snapshot received from the leader, waiting to be persisted.
     public private(set) var snapshot: Snapshot?

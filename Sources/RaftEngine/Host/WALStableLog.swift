@@ -13,7 +13,7 @@ import RaftConsensus
 /// WAL could not detect at recovery (its records are checksummed, so this is a bug or a
 /// failing disk); the core cannot continue without its log, so the process stops with the
 /// error, as it does when an fdatasync fails.
-final class WALLogStorage: LogStorage {
+final class WALStableLog: StableLog {
     let log: SharedLog
     let group: GroupID
     var confState: ConfState
@@ -45,7 +45,7 @@ final class WALLogStorage: LogStorage {
 
     func initialState() -> (HardState, ConfState) { (log.hardState(of: group) ?? .empty, confState) }
 
-    func entries(from low: LogIndex, to high: LogIndex, maxBytes: Int) -> Result<[Entry], StorageError> {
+    func entries(from low: LogIndex, to high: LogIndex, maxBytes: Int) -> Result<[Entry], StableLogError> {
         do {
             let stored = try log.entries(of: group, from: low, to: high, maxBytes: maxBytes)
             var entries: [Entry] = []
@@ -65,7 +65,7 @@ final class WALLogStorage: LogStorage {
         }
     }
 
-    func term(at index: LogIndex) -> Result<Term, StorageError> {
+    func term(at index: LogIndex) -> Result<Term, StableLogError> {
         if index == lastIndex { return .success(lastTerm) }
         do {
             return .success(try log.term(of: group, at: index))
@@ -80,7 +80,7 @@ final class WALLogStorage: LogStorage {
 
     /// Snapshots arrive with the snapshot issue; until then the log is never compacted
     /// below what followers need, so the core never asks.
-    func snapshot() -> Result<Snapshot, StorageError> { .failure(.snapshotTemporarilyUnavailable) }
+    func snapshot() -> Result<Snapshot, StableLogError> { .failure(.snapshotTemporarilyUnavailable) }
 
     private func fail(_ what: String, _ error: some Error) -> Never {
         Logger(label: "raftd.host").critical(

@@ -1,6 +1,6 @@
-/// An in-memory `LogStorage` used by tests, the simulator and the benchmark. It also models
+/// An in-memory `StableLog` used by tests, the simulator and the benchmark. It also models
 /// what survives a crash: everything written here is "durable".
-public final class MemoryStorage: LogStorage {
+public final class MemoryStableLog: StableLog {
     /// Persisted hard state.
     public private(set) var hardState = HardState.empty
     /// Latest snapshot; its metadata also gives the index/term preceding `entriesStore`.
@@ -21,13 +21,13 @@ public final class MemoryStorage: LogStorage {
     public var firstIndex: LogIndex { offset.next }
     public var lastIndex: LogIndex { LogIndex(offset.rawValue + UInt64(entriesStore.count - 1)) }
 
-    public func term(at index: LogIndex) -> Result<Term, StorageError> {
+    public func term(at index: LogIndex) -> Result<Term, StableLogError> {
         if index < offset { return .failure(.compacted) }
         if index > lastIndex { return .failure(.unavailable) }
         return .success(entriesStore[Int(index.rawValue - offset.rawValue)].term)
     }
 
-    public func entries(from low: LogIndex, to high: LogIndex, maxBytes: Int) -> Result<[Entry], StorageError> {
+    public func entries(from low: LogIndex, to high: LogIndex, maxBytes: Int) -> Result<[Entry], StableLogError> {
         if low <= offset { return .failure(.compacted) }
         precondition(high <= lastIndex.next, "entries(\(low)..<\(high)) beyond last index \(lastIndex)")
         if low >= high { return .success([]) }
@@ -47,7 +47,7 @@ public final class MemoryStorage: LogStorage {
         return Array(slice[slice.startIndex..<end])
     }
 
-    public func snapshot() -> Result<Snapshot, StorageError> { .success(latestSnapshot) }
+    public func snapshot() -> Result<Snapshot, StableLogError> { .success(latestSnapshot) }
 
     /// Persists the hard state.
     public func setHardState(_ hs: HardState) { hardState = hs }
