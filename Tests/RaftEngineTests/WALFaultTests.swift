@@ -12,10 +12,15 @@ final class FaultyDevice: WALDevice, @unchecked Sendable {
         case allocateFails(Int32)
         case writeFails(Int32)
         case syncFails(Int32)
+        /// Preallocation fails from the `n`th call on (counting from 1 after it is set).
+        case allocateFailsFrom(Int, Int32)
     }
 
     private let inner: BatchWriter
     let fault = Mutex<Fault>(.none)
+    /// While set, `wait` holds every batch (the disk is slow): the WAL queue fills.
+    let stalled = Atomic<Bool>(false)
+    private let allocations = Mutex(0)
     /// Tickets whose wait must fail, and how.
     private var failing: [BatchTicket: IOError] = [:]
 
@@ -35,13 +40,22 @@ final class FaultyDevice: WALDevice, @unchecked Sendable {
     }
 
     func wait(for ticket: BatchTicket) throws(IOError) {
+        while stalled.load(ordering: .acquiring) { usleep(1_000) }
         try inner.wait(for: ticket)
         if let failure = failing.removeValue(forKey: ticket) { throw failure }
     }
 
     func allocate(_ file: DiskFile, length: UInt64) throws(IOError) {
-        if case .allocateFails(let code) = fault.withLock({ $0 }) {
+        let current = fault.withLock { $0 }
+        if case .allocateFails(let code) = current {
             throw IOError("fallocate", path: file.path, code: code)
+        }
+        if case .allocateFailsFrom(let n, let code) = current {
+            let count = allocations.withLock {
+                $0 += 1
+                return $0
+            }
+            if count >= n { throw IOError("fallocate", path: file.path, code: code) }
         }
         try inner.allocate(file, length: length)
     }
@@ -123,8 +137,9 @@ struct WALFaultTests {
                 try log.append([GroupWrite(group: GroupID(2), entries: [entry(index + 1, term: 1, payload)])])
                 index += 1
             } catch {
-                guard case .io(let io) = error else { Issue.record("\(error)"); return }
+                guard case .segmentUnavailable(let io) = error else { Issue.record("\(error)"); return }
                 #expect(io.kind == .noSpace)
+                #expect(error.disposition == WALError.Disposition.retry)
                 sawNoSpace = true
             }
         }

@@ -131,25 +131,12 @@ extension HostShard {
     }
 
     /// Adds a Ready's entries and hard state to this turn's writes for the replica's
-    /// storage, cut into consecutive writes of at most half a WAL batch (a Ready gathers
-    /// everything proposed or received during the previous fdatasync, which can exceed one
-    /// batch); the hard state goes with the last piece.
+    /// storage. The turn's writes for one storage are one ordered unit for the WAL, which
+    /// cuts it into batches itself.
     private func appendWrites(of r: Replica, _ rd: Ready) {
-        let limit = context.logs[r.storageSlot].options.maxBatchBytes / 2
-        var write = GroupWrite(group: r.group, entries: [], hardState: nil)
-        var bytes = 0
-        for entry in rd.entries {
-            let wal = EntryCodec.walEntry(entry)
-            let size = WALFormat.recordSize(payload: wal.payload.count)
-            if bytes + size > limit && !write.entries.isEmpty {
-                output.writes[r.storageSlot].append(write)
-                write = GroupWrite(group: r.group, entries: [], hardState: nil)
-                bytes = 0
-            }
-            write.entries.append(wal)
-            bytes += size
-        }
-        write.hardState = rd.hardState
+        var write = GroupWrite(group: r.group, entries: [], hardState: rd.hardState)
+        write.entries.reserveCapacity(rd.entries.count)
+        for entry in rd.entries { write.entries.append(EntryCodec.walEntry(entry)) }
         output.writes[r.storageSlot].append(write)
     }
 

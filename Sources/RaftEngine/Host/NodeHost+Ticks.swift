@@ -27,7 +27,7 @@ extension NodeHost {
 
     func tick() {
         let now = tickCount.wrappingAdd(1, ordering: .relaxed).newValue
-        let parked = parkedChunks.withLock { list in
+        let parked = parkedUnits.withLock { list in
             defer { list = [] }
             return list
         }

@@ -38,8 +38,12 @@ public final class NodeHost: FrameReceiver, @unchecked Sendable {
     let applyBacklog = Atomic<Int>(0)
     let pendingApplied = Mutex<[[GroupID: (index: LogIndex, confState: ConfState?)]]>([])
     let stopped = Atomic<Bool>(false)
-    /// WAL chunks refused as overloaded, resubmitted on the next tick.
-    let parkedChunks = Mutex<[@Sendable () -> Void]>([])
+    /// WAL units refused for a retryable reason, submitted again on the next tick.
+    let parkedUnits = Mutex<[@Sendable () -> Void]>([])
+    /// Storage slots whose WAL refuses writes right now (logged once per run of refusals).
+    let walRefusing = Mutex<Set<Int>>([])
+    /// Retryable WAL refusals so far.
+    let walRetries = Atomic<UInt64>(0)
     var tickThread: OSThread?
     let tickLock = ConditionLock()
     var tickStopping = false
@@ -60,10 +64,10 @@ public final class NodeHost: FrameReceiver, @unchecked Sendable {
             guard cluster.node(serving: name) == nodeID else {
                 throw .invalid("storage \(name) is not served by node \(nodeID) in the cluster map")
             }
-            // A proposal, with its record overhead, must fit one WAL batch with room to spare.
-            guard options.maxProposalBytes <= storage.log.options.maxBatchBytes / 2 else {
+            // A proposal is one entry, and one entry must fit one WAL batch.
+            guard options.maxProposalBytes <= storage.log.maxEntryPayloadBytes else {
                 throw .invalid(
-                    "maxProposalBytes \(options.maxProposalBytes) must be at most half the WAL batch limit of \(name) (\(storage.log.options.maxBatchBytes))"
+                    "maxProposalBytes \(options.maxProposalBytes) must fit one WAL batch of \(name) (entries up to \(storage.log.maxEntryPayloadBytes) bytes)"
                 )
             }
         }
@@ -236,49 +240,48 @@ public final class NodeHost: FrameReceiver, @unchecked Sendable {
         }
     }
 
-    /// Appends one turn's writes for one storage, in chunks the WAL accepts (each within
-    /// half its batch limit), and reports the storage durable once every chunk is. A
-    /// chunk refused as `.overloaded` is queued again from the worker: that is backpressure,
-    /// not a failure. Any other error fails the storage's replicas in this batch.
-    private func appendWrites(_ writes: [GroupWrite], token: UInt64, slot: Int, worker: HostWorker) {
-        let log = context.logs[slot]
-        let limit = log.options.maxBatchBytes / 2
-        var chunks: [[GroupWrite]] = [[]]
-        var bytes = 0
-        for write in writes {
-            let size = write.encodedSize
-            if bytes + size > limit && !chunks[chunks.count - 1].isEmpty {
-                chunks.append([])
-                bytes = 0
+    /// Appends one turn's writes for one storage as one unit (the WAL cuts it into
+    /// batches, and accepts or refuses it whole) and reports the storage durable. A unit
+    /// refused for a retryable reason (queue full, no space for a new segment) is parked
+    /// and submitted again on the next tick: backpressure, not failure; its replicas wait
+    /// meanwhile, and no other write of theirs can overtake it (they take no Ready until it
+    /// is durable). A refusal that means the host built a bad write is a bug: trap.
+    func appendWrites(_ writes: [GroupWrite], token: UInt64, slot: Int, worker: HostWorker) {
+        context.logs[slot].append(writes) { [self] result in
+            if case .failure(let error) = result {
+                switch error.disposition {
+                case .retry where !stopped.load(ordering: .relaxed):
+                    walRefused(slot, error)
+                    parkedUnits.withLock {
+                        $0.append({ [self] in appendWrites(writes, token: token, slot: slot, worker: worker) })
+                    }
+                    return
+                case .callerBug:
+                    preconditionFailure("the host built a write the WAL of \(context.storageNames[slot]) refuses: \(error)")
+                default:
+                    break
+                }
+            } else {
+                walAccepted(slot)
             }
-            chunks[chunks.count - 1].append(write)
-            bytes += size
+            worker.post(.durable(token: token, slot: slot, result))
         }
-        let remaining = Mutex((count: chunks.count, error: WALError?.none))
-        let finish: @Sendable (Result<Void, WALError>) -> Void = { result in
-            let done: (Bool, WALError?) = remaining.withLock { state in
-                if case .failure(let error) = result, state.error == nil { state.error = error }
-                state.count -= 1
-                return (state.count == 0, state.error)
-            }
-            guard done.0 else { return }
-            worker.post(.durable(token: token, slot: slot, done.1.map { .failure($0) } ?? .success(())))
-        }
-        for chunk in chunks { submit(chunk, to: log, worker: worker, finish) }
     }
 
-    private func submit(
-        _ chunk: [GroupWrite], to log: SharedLog, worker: HostWorker,
-        _ finish: @escaping @Sendable (Result<Void, WALError>) -> Void
-    ) {
-        log.append(chunk) { [self] result in
-            if case .failure(.overloaded) = result, !stopped.load(ordering: .relaxed) {
-                // Parked until the next tick: retrying at once would spin this worker and
-                // take the CPU the WAL writer needs to drain its queue.
-                parkedChunks.withLock { $0.append({ [self] in submit(chunk, to: log, worker: worker, finish) }) }
-                return
-            }
-            finish(result)
+    /// Counts a retryable WAL refusal; logs the first of a run per storage.
+    private func walRefused(_ slot: Int, _ error: WALError) {
+        walRetries.wrappingAdd(1, ordering: .relaxed)
+        let first = walRefusing.withLock { refusing in refusing.insert(slot).inserted }
+        if first {
+            logger.warning(
+                "WAL of \(context.storageNames[slot]) refuses writes for now (\(error)); they are retried every tick")
+        }
+    }
+
+    private func walAccepted(_ slot: Int) {
+        guard walRefusing.withLock({ !$0.isEmpty }) else { return }
+        if walRefusing.withLock({ $0.remove(slot) }) != nil {
+            logger.notice("WAL of \(context.storageNames[slot]) accepts writes again")
         }
     }
 

@@ -40,7 +40,10 @@ final class WALStableLog: StableLog {
     func durable(through last: LogIndex, term: Term) {
         lastIndex = last
         lastTerm = term
-        assert(lastIndex == log.lastIndex(of: group), "cached last index out of step with the WAL")
+        // The WAL holds every write of one turn and storage as one ordered unit; were they
+        // ever durable out of order, the cache and the WAL would disagree here.
+        let durable = log.lastIndex(of: group)
+        precondition(lastIndex == durable, "\(group): durable through \(last) reported, the WAL holds \(durable)")
     }
 
     func initialState() -> (HardState, ConfState) { (log.hardState(of: group) ?? .empty, confState) }

@@ -32,6 +32,16 @@ extension SharedLog {
 
         deinit { buffer.deallocate() }
 
+        /// Bytes this batch can hold, its header included.
+        var capacity: Int { buffer.count }
+
+        /// Drops the records added after the first `records` (an undone unit).
+        func truncate(length: Int, records count: Int, entries: Int) {
+            self.length = length
+            records.removeLast(records.count - count)
+            entryCount = entries
+        }
+
         /// Appends one record; returns nothing, the record is remembered for `apply`.
         func add(
             _ header: RecordHeader, payload: UnsafeRawBufferPointer, vote: MemberID = .none, entry: WALEntry? = nil
@@ -62,15 +72,27 @@ extension SharedLog {
     func runWriter() {
         writerThread.store(UInt(pthread_self()), ordering: .releasing)
         var inFlight: (batch: PreparedBatch, ticket: BatchTicket)?
+        // Batches encoded and not yet submitted, in order: one caller's unit may need several.
+        var encoded: [PreparedBatch] = []
+        var encodedHead = 0
         while true {
             let closing = lock.withLock { isClosing }
             var next: PreparedBatch?
-            if !compactionPending {
+            if encodedHead < encoded.count {
+                next = encoded[encodedHead]
+                encodedHead += 1
+            } else if !compactionPending {
+                encoded = []
+                encodedHead = 0
                 guard let taken = takeRequests(waitForWork: inFlight == nil) else {
                     if inFlight == nil { return }  // closing, all durable
                     break
                 }
-                next = prepare(taken)
+                encoded = prepare(taken)
+                if !encoded.isEmpty {
+                    next = encoded[0]
+                    encodedHead = 1
+                }
             }
             // 1. Wait until the batch in flight is durable.
             var durable: PreparedBatch?
@@ -79,8 +101,9 @@ extension SharedLog {
                 do {
                     try device.wait(for: current.ticket)
                 } catch {
-                    // The next batch was already taken off the queue: its waiters fail too.
-                    stop(.io(error), failing: current.batch.requests + (next?.requests ?? []))
+                    // Batches already encoded were taken off the queue: their waiters fail too.
+                    let rest = encoded[encodedHead...].flatMap(\.requests)
+                    stop(.io(error), failing: current.batch.requests + (next?.requests ?? []) + rest)
                     return
                 }
                 durable = current.batch
@@ -102,7 +125,7 @@ extension SharedLog {
             // 3. Publish the durable batch (index, cache, waiters) while the next one is written.
             if let durable { finish(durable) }
             if let submitFailure, let batch = next {
-                stop(.io(submitFailure), failing: batch.requests)
+                stop(.io(submitFailure), failing: batch.requests + encoded[encodedHead...].flatMap(\.requests))
                 return
             }
             if let batch = next, batch.records.isEmpty {
@@ -177,59 +200,183 @@ extension SharedLog {
         }
     }
 
-    /// Encodes `requests` into a batch, refusing the invalid ones at once. Rotates to a new
-    /// segment first when the batch may not fit.
-    private func prepare(_ requests: [Request]) -> PreparedBatch? {
-        guard !requests.isEmpty else { return nil }
-        let bound = WALFormat.batchHeaderSize + requests.reduce(0) { $0 + $1.size }
-        if writeOffset + bound > options.segmentSize {
-            do {
-                try rotate()
-            } catch {
-                // Typically ENOSPC preallocating: nothing was written, the log stays usable.
-                logger.error("cannot start a new WAL segment: \(error)")
-                for request in requests { request.completion(.failure(error)) }
-                return nil
-            }
-        }
-        let batch = PreparedBatch(
-            sequence: nextBatchSequence, segment: currentSegment, offset: writeOffset, capacity: bound)
+    /// Batches being filled by `prepare`. The open batch takes records until the next one
+    /// does not fit (`maxBatchBytes`, or what is left of its segment); then it is sealed and
+    /// a new batch starts, in a new segment when this one is full. One caller's unit may
+    /// thus span several batches: they are submitted in order, each durable before the next
+    /// is written, so a crash leaves a prefix of the unit.
+    struct Packing {
+        var batches: [PreparedBatch] = []
+        var open: PreparedBatch?
+        /// Upper bound of the record bytes still to encode (sizes the next buffer).
+        var remainingBound: Int
+    }
+
+    /// Where `prepare` was before a unit, to undo that unit alone.
+    private struct PackingMark {
+        var batchCount: Int
+        var open: PreparedBatch?
+        var openLength: Int
+        var openRecords: Int
+        var openEntries: Int
+        var sequence: UInt64
+        var segment: UInt64
+        var offset: Int
+        var shadow: [GroupID: ShadowState?]
+    }
+
+    /// Encodes `requests` into batches, refusing the invalid ones at once. A unit of writes
+    /// is validated whole, then encoded whole (over as many batches as it needs) or, when
+    /// no new segment can be started, refused whole with nothing of it kept.
+    private func prepare(_ requests: [Request]) -> [PreparedBatch] {
+        guard !requests.isEmpty else { return [] }
+        var packing = Packing(remainingBound: requests.reduce(0) { $0 + $1.size })
+        var noRecords: [Request] = []
         for request in requests {
+            defer { packing.remainingBound -= request.size }
             switch request.operation {
             case .writes(let writes):
                 if let refusal = validate(writes) {
                     request.completion(.failure(refusal))
                     continue
                 }
-                for write in writes { encode(write, into: batch) }
-                batch.requests.append(request)
+                let mark = self.mark(packing, groups: writes.map(\.group))
+                do {
+                    for write in writes { try encode(write, into: &packing) }
+                } catch {
+                    undo(&packing, to: mark)
+                    request.completion(.failure(error))
+                    continue
+                }
+                attach(request, to: packing, orLater: &noRecords)
             case .compact(let group, let index, let term):
                 let state = shadow[group] ?? ShadowState(base: .zero, last: .zero, lastTerm: .zero)
                 if index > state.base {
                     let header = RecordHeader(
                         length: 0, type: .compact, kind: 0, group: group, term: term, index: index)
-                    batch.add(header, payload: UnsafeRawBufferPointer(start: nil, count: 0))
+                    do {
+                        try room(for: WALFormat.recordSize(payload: 0), in: &packing)
+                            .add(header, payload: UnsafeRawBufferPointer(start: nil, count: 0))
+                    } catch {
+                        request.completion(.failure(error))
+                        continue
+                    }
                     shadow[group] = ShadowState(
                         base: index, last: max(index, state.last), lastTerm: index >= state.last ? term : state.lastTerm
                     )
                 }
-                batch.requests.append(request)
+                attach(request, to: packing, orLater: &noRecords)
             case .remove(let group):
                 let header = RecordHeader(
                     length: 0, type: .removeGroup, kind: 0, group: group, term: .zero, index: .zero)
-                batch.add(header, payload: UnsafeRawBufferPointer(start: nil, count: 0))
+                do {
+                    try room(for: WALFormat.recordSize(payload: 0), in: &packing)
+                        .add(header, payload: UnsafeRawBufferPointer(start: nil, count: 0))
+                } catch {
+                    request.completion(.failure(error))
+                    continue
+                }
                 shadow[group] = nil
-                batch.requests.append(request)
+                attach(request, to: packing, orLater: &noRecords)
             case .collectGarbage:
                 compactionPending = true
                 gcWaiters.append(request)
             }
         }
-        if !batch.records.isEmpty {
-            nextBatchSequence += 1
-            writeOffset += WALFormat.aligned(batch.length)
+        if let open = packing.open { seal(open, in: &packing) }
+        if !noRecords.isEmpty {
+            // Requests that wrote nothing: answered with the last batch, or at once.
+            if let last = packing.batches.last {
+                last.requests.append(contentsOf: noRecords)
+            } else {
+                packing.batches.append(
+                    PreparedBatch(sequence: 0, segment: currentSegment, offset: writeOffset, capacity: 0))
+                packing.batches[0].requests = noRecords
+            }
         }
+        return packing.batches
+    }
+
+    /// A request is answered when the batch holding its last record is durable (or, when
+    /// it wrote nothing and nothing precedes it, at once).
+    private func attach(_ request: Request, to packing: Packing, orLater noRecords: inout [Request]) {
+        if let open = packing.open {
+            open.requests.append(request)
+        } else if let last = packing.batches.last {
+            last.requests.append(request)
+        } else {
+            noRecords.append(request)
+        }
+    }
+
+    /// The open batch if a record of `size` bytes fits it; else a new batch (in a new
+    /// segment when this one is full). Throws `.segmentUnavailable` when a new segment
+    /// cannot be started (typically ENOSPC preallocating it).
+    private func room(for size: Int, in packing: inout Packing) throws(WALError) -> PreparedBatch {
+        if let open = packing.open {
+            if open.length + size <= open.capacity { return open }
+            seal(open, in: &packing)
+        }
+        if writeOffset + WALFormat.batchHeaderSize + size > options.segmentSize {
+            do {
+                try rotate()
+            } catch {
+                logger.error("cannot start a new WAL segment: \(error)")
+                if case .io(let io) = error { throw .segmentUnavailable(io) }
+                throw error
+            }
+        }
+        // Within the batch limit and the segment; the buffer no larger than what is left to
+        // encode (an upper bound: sizes count a possible truncation record per write).
+        let body = min(
+            options.maxBatchBytes, options.segmentSize - writeOffset - WALFormat.batchHeaderSize,
+            max(size, packing.remainingBound))
+        let batch = PreparedBatch(
+            sequence: nextBatchSequence, segment: currentSegment, offset: writeOffset,
+            capacity: WALFormat.batchHeaderSize + body)
+        nextBatchSequence += 1
+        packing.open = batch
         return batch
+    }
+
+    /// Closes the open batch: the next one starts after it.
+    private func seal(_ batch: PreparedBatch, in packing: inout Packing) {
+        precondition(packing.open === batch)
+        writeOffset = batch.offset + WALFormat.aligned(batch.length)
+        packing.batches.append(batch)
+        packing.open = nil
+    }
+
+    private func mark(_ packing: Packing, groups: [GroupID]) -> PackingMark {
+        var saved: [GroupID: ShadowState?] = [:]
+        for group in groups where saved[group] == nil { saved[group] = .some(shadow[group]) }
+        return PackingMark(
+            batchCount: packing.batches.count, open: packing.open, openLength: packing.open?.length ?? 0,
+            openRecords: packing.open?.records.count ?? 0, openEntries: packing.open?.entryCount ?? 0,
+            sequence: nextBatchSequence, segment: currentSegment, offset: writeOffset, shadow: saved)
+    }
+
+    /// Forgets everything encoded since `mark` (a unit that could not be placed whole).
+    private func undo(_ packing: inout Packing, to mark: PackingMark) {
+        for (group, state) in mark.shadow { shadow[group] = state }
+        packing.batches.removeLast(packing.batches.count - mark.batchCount)
+        nextBatchSequence = mark.sequence
+        if let open = mark.open {
+            open.truncate(length: mark.openLength, records: mark.openRecords, entries: mark.openEntries)
+            packing.open = open
+            if currentSegment != mark.segment {
+                // Segments were started for the undone records: the open batch stays in its
+                // segment, closed; the next batch starts in the new one.
+                packing.batches.append(open)
+                packing.open = nil
+                writeOffset = WALFormat.segmentHeaderSize
+            } else {
+                writeOffset = mark.offset
+            }
+        } else {
+            packing.open = nil
+            writeOffset = currentSegment == mark.segment ? mark.offset : WALFormat.segmentHeaderSize
+        }
     }
 
     /// Why `writes` cannot be written, checked against everything encoded so far.
@@ -272,26 +419,30 @@ extension SharedLog {
         return nil
     }
 
-    private func encode(_ write: GroupWrite, into batch: PreparedBatch) {
+    private func encode(_ write: GroupWrite, into packing: inout Packing) throws(WALError) {
         var state = shadow[write.group] ?? ShadowState(base: .zero, last: .zero, lastTerm: .zero)
         if let first = write.entries.first {
             if first.index <= state.last {
                 let header = RecordHeader(
                     length: 0, type: .truncate, kind: 0, group: write.group, term: first.term, index: first.index)
-                batch.add(header, payload: UnsafeRawBufferPointer(start: nil, count: 0))
+                try room(for: WALFormat.recordSize(payload: 0), in: &packing)
+                    .add(header, payload: UnsafeRawBufferPointer(start: nil, count: 0))
             }
             for entry in write.entries {
                 let header = RecordHeader(
                     length: entry.payload.count, type: .entry, kind: entry.kind, group: write.group, term: entry.term,
                     index: entry.index)
+                let batch = try room(for: WALFormat.recordSize(payload: entry.payload.count), in: &packing)
                 entry.payload.withUnsafeBytes { batch.add(header, payload: $0, entry: entry) }
             }
             state.last = write.entries.last!.index
             state.lastTerm = write.entries.last!.term
         }
         if let hardState = write.hardState {
+            // After the entries: a commit never names an entry that is not durable before it.
             let header = RecordHeader(
                 length: 8, type: .hardState, kind: 0, group: write.group, term: hardState.term, index: hardState.commit)
+            let batch = try room(for: WALFormat.recordSize(payload: 8), in: &packing)
             withUnsafeBytes(of: hardState.vote.rawValue.littleEndian) {
                 batch.add(header, payload: $0, vote: hardState.vote)
             }

@@ -22,7 +22,8 @@ public final class SharedLog: @unchecked Sendable {
     public struct Options: Sendable {
         /// Size each segment is preallocated to.
         public var segmentSize = 64 << 20
-        /// Bounds of one batch; a single write larger than `maxBatchBytes` is refused.
+        /// Bounds of one batch (a caller's unit larger than this spans several batches; an
+        /// entry larger than one batch is refused).
         public var maxBatchBytes = 8 << 20
         public var maxBatchWrites = 16_384
         /// How long the writer waits for more work after the first request when the disk
@@ -124,7 +125,13 @@ public final class SharedLog: @unchecked Sendable {
     // MARK: - Writing
 
     /// Makes `writes` durable; `completion` runs on the writer thread once they are (or
-    /// with the error). Writes queued together become durable in one batch.
+    /// with the error).
+    ///
+    /// `writes` is one ordered unit of any size: the WAL cuts it into batches itself (a
+    /// caller never sizes records), accepts or refuses it whole (`.overloaded` when the
+    /// queue is full, `.segmentUnavailable` when no new segment can be started: nothing of
+    /// it is written then), and makes its batches durable in order, each before the next is
+    /// written. Writes queued together share batches (group commit).
     public func append(_ writes: [GroupWrite], completion: @escaping @Sendable (Result<Void, WALError>) -> Void) {
         enqueue(.writes(writes), completion: completion)
     }
@@ -170,16 +177,23 @@ public final class SharedLog: @unchecked Sendable {
     }
 
     func enqueue(_ operation: Request.Operation, completion: @escaping @Sendable (Result<Void, WALError>) -> Void) {
-        let size: Int
-        switch operation {
-        case .writes(let writes): size = writes.reduce(0) { $0 + $1.encodedSize }
-        default: size = WALFormat.recordSize(payload: 8)
+        var size = WALFormat.recordSize(payload: 8)
+        if case .writes(let writes) = operation {
+            size = 0
+            for write in writes {
+                size += write.encodedSize
+                // Every record must fit one batch on its own.
+                for entry in write.entries where entry.payload.count > maxEntryPayloadBytes {
+                    return completion(.failure(.tooLarge(bytes: entry.payload.count, limit: maxEntryPayloadBytes)))
+                }
+            }
         }
         let refusal: WALError? = lock.withLock {
             if let stoppedBy { return .stopped(cause: "\(stoppedBy)") }
             if isClosing { return .closed }
-            if size > options.maxBatchBytes { return .tooLarge(bytes: size, limit: options.maxBatchBytes) }
-            if queuedBytes + size > options.maxQueuedBytes {
+            // A unit larger than the queue bound is taken when the queue is empty, so that
+            // any unit can make progress; the bound holds otherwise.
+            if queuedBytes > 0 && queuedBytes + size > options.maxQueuedBytes {
                 return .overloaded(queuedBytes: queuedBytes, limit: options.maxQueuedBytes)
             }
             queue.append(Request(operation: operation, size: size, completion: completion))
@@ -188,6 +202,11 @@ public final class SharedLog: @unchecked Sendable {
             return nil
         }
         if let refusal { completion(.failure(refusal)) }
+    }
+
+    /// The largest entry payload: one entry record must fit a batch on its own.
+    public var maxEntryPayloadBytes: Int {
+        min(WALFormat.maxPayloadSize, options.maxBatchBytes - WALFormat.recordSize(payload: 0))
     }
 
     // MARK: - Reading (durable state only)

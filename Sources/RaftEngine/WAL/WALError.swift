@@ -22,8 +22,30 @@ public enum WALError: Error, Equatable, Sendable, CustomStringConvertible {
     case unavailable(group: GroupID, requested: LogIndex, lastIndex: LogIndex)
     /// The write queue is full; retry after some writes complete.
     case overloaded(queuedBytes: Int, limit: Int)
+    /// A new segment could not be started (typically ENOSPC preallocating it). Nothing of
+    /// the refused writes was written and the log stays usable: retry once space is freed.
+    case segmentUnavailable(IOError)
     /// The log was closed.
     case closed
+
+    /// What a caller does with the error: retry later (`overloaded`, `segmentUnavailable`:
+    /// backpressure, nothing was written), stop (`io`, `stopped`, `corrupt`: the log cannot go
+    /// on in this process), or treat it as a bug in the caller (`invalidWrite`, `tooLarge`).
+    public var disposition: Disposition {
+        switch self {
+        case .overloaded, .segmentUnavailable: .retry
+        case .invalidWrite, .tooLarge: .callerBug
+        case .closed: .closed
+        case .io, .stopped, .corrupt, .foreignFile, .compacted, .unavailable: .fatal
+        }
+    }
+
+    public enum Disposition: Sendable, Equatable {
+        case retry
+        case fatal
+        case callerBug
+        case closed
+    }
 
     public var description: String {
         switch self {
@@ -40,6 +62,8 @@ public enum WALError: Error, Equatable, Sendable, CustomStringConvertible {
         case .unavailable(let group, let requested, let last):
             "group \(group): index \(requested) is beyond the last index \(last)"
         case .overloaded(let queued, let limit): "WAL queue full (\(queued) of \(limit) bytes); retry"
+        case .segmentUnavailable(let error):
+            "cannot start a new WAL segment (\(error)); nothing was written: free space on the storage, writes are retried"
         case .closed: "WAL closed"
         }
     }

@@ -8,11 +8,19 @@ import Testing
 struct HostQuiescingTests {
     /// Waits until no replica on any live node is ticked.
     private func waitAllQuiesced(_ cluster: HostTestCluster, within seconds: Double = 20) async throws {
-        try await cluster.waitUntil("every replica quiesced", within: seconds) {
-            for i in cluster.hosts.indices where cluster.hosts[i] != nil {
-                if await cluster.counters(i).awake != 0 { return false }
+        do {
+            try await cluster.waitUntil("every replica quiesced", within: seconds) {
+                for i in cluster.hosts.indices where cluster.hosts[i] != nil {
+                    if await cluster.counters(i).awake != 0 { return false }
+                }
+                return true
             }
-            return true
+        } catch {
+            // Say which replicas stayed awake, and why (printed with the failure).
+            var lines: [String] = []
+            for i in cluster.hosts.indices { lines += await cluster.describeAwake(i).prefix(6) }
+            print("replicas still awake:\n" + lines.joined(separator: "\n"))
+            throw error
         }
     }
 

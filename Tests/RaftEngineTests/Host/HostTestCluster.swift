@@ -199,6 +199,26 @@ final class HostTestCluster: @unchecked Sendable {
     }
 
     func counters(_ i: Int) async -> HostCounters { await hosts[i]!.counters() }
+
+    /// Every awake replica of node `i`, described (printed when a wait for quiescence fails).
+    func describeAwake(_ i: Int) async -> [String] {
+        guard let host = hosts[i] else { return [] }
+        var lines: [String] = []
+        for w in host.workers {
+            let part: [String] = await withCheckedContinuation { continuation in
+                let ok = w.offer(
+                    .call { shard in
+                        let d = shard.awake.map { r in
+                            "node \(i) \(r.key) \(r.residency) lastActivity=\(r.lastActivity) now=\(shard.now) pending=\(r.pendingReady != nil) requests=\(r.hasRequests) applyJobs=\(r.applyJobsInFlight) down=\(shard.downNodes.sorted()) \(r.node.map { "\($0.status)" } ?? "dormant")"
+                        }
+                        continuation.resume(returning: d)
+                    })
+                if !ok { continuation.resume(returning: ["worker inbox full"]) }
+            }
+            lines += part
+        }
+        return lines
+    }
 }
 
 struct HostTestFailure: Error, CustomStringConvertible {
