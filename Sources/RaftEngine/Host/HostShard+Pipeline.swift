@@ -8,7 +8,13 @@ extension HostShard {
     func deliver(_ messages: [PeerMessage]) {
         counters.messagesReceived &+= UInt64(messages.count)
         for pm in messages {
-            guard let r = replica(ReplicaKey(partition: pm.partition, member: pm.message.to)), r.failure == nil else {
+            guard let r = replica(ReplicaKey(partition: pm.partition, member: pm.message.to)) else {
+                counters.messagesDropped &+= 1
+                continue
+            }
+            if r.isFailed {
+                // A newer term means the group went on without it: its resignation is done.
+                if pm.message.term > r.resignTerm { r.resignTerm = .zero }
                 counters.messagesDropped &+= 1
                 continue
             }
@@ -16,7 +22,7 @@ extension HostShard {
             // excepted): a restarted member knows no leader, and granting at once could
             // elect a new leader while the old one still holds a read lease it confirmed
             // with this member before the restart.
-            if now < r.refuseVotesUntil,
+            if now < r.refuseVotesUntilTick,
                 pm.message.kind == .preVote || (pm.message.kind == .vote && !pm.message.isTransferVote)
             {
                 counters.messagesDropped &+= 1
@@ -53,7 +59,7 @@ extension HostShard {
             return
         }
         inflight.removeValue(forKey: token)
-        for r in batch.replicas where r.failure == nil {
+        for r in batch.replicas where !r.isFailed {
             guard let rd = r.pendingReady, let node = r.node else { continue }
             r.pendingReady = nil
             if let last = rd.entries.last { r.stableLog.durable(through: last.index, term: last.term) }
@@ -62,9 +68,10 @@ extension HostShard {
         }
     }
 
-    /// The apply worker applied `r` through `index` (`confState`: the configuration after it,
-    /// when a change was among the entries).
-    func applied(_ r: Replica, through index: LogIndex, confState: ConfState?, entries: Int, failure: String?) {
+    /// The apply worker applied the replica `key` through `index` (`confState`: the
+    /// configuration after it, when a change was among the entries).
+    func applied(_ key: ReplicaKey, through index: LogIndex, confState: ConfState?, entries: Int, failure: String?) {
+        guard let r = replica(key) else { preconditionFailure("apply report for \(key), which this shard does not host") }
         r.applyJobsInFlight -= 1
         // A replica held back by its apply backlog may take Readies again.
         if r.applyJobsInFlight == options.maxApplyJobsPerReplica - 1 { markDirty(r) }
@@ -74,7 +81,7 @@ extension HostShard {
         }
         r.applied = max(r.applied, index)
         counters.entriesApplied &+= UInt64(entries)
-        var update = appliedUpdates[r.storageSlot][r.group] ?? (index, nil)
+        var update = appliedUpdates[r.storageSlot][r.group] ?? AppliedUpdate(index: index, confState: nil)
         update.index = max(update.index, index)
         if let confState { update.confState = confState }
         appliedUpdates[r.storageSlot][r.group] = update
@@ -97,7 +104,7 @@ extension HostShard {
     }
 
     private func process(_ r: Replica) {
-        guard r.failure == nil, r.pendingReady == nil, let node = r.node else { return }
+        guard r.pendingReady == nil, let node = r.node else { return }
         // Backpressure: a replica whose state machine is behind takes no more Readies (its
         // acknowledgements stop, so its leader's in-flight window fills and waits).
         guard r.applyJobsInFlight < options.maxApplyJobsPerReplica else { return }
@@ -160,7 +167,7 @@ extension HostShard {
     /// member now (the core needs them before its next Ready) and attaches the proposals
     /// these entries decide.
     private func handOut(_ r: Replica, _ node: RawNode, _ entries: [Entry]) -> ApplyJob {
-        let job = ApplyJob(replica: r, entries: entries, through: entries[entries.count - 1].index)
+        let job = ApplyJob(target: r.applyTarget, entries: entries, through: entries[entries.count - 1].index)
         for entry in entries {
             if case .confChange(let change) = entry.payload {
                 let state = node.applyConfChange(change)
@@ -194,21 +201,13 @@ extension HostShard {
     /// their messages are dropped.
     private func updateMembers(_ r: Replica, _ state: ConfState) {
         let all = Set(state.voters + state.votersOutgoing + state.learners + state.learnersNext)
-        var members: [MemberID] = []
-        var nodes: [Int] = []
-        for m in all.sorted() {
-            members.append(m)
-            nodes.append(r.nodeSlot(of: m))
-        }
-        r.members = members
-        r.memberNodes = nodes
+        r.members = all.sorted().map { GroupMember(member: $0, nodeSlot: r.nodeSlot(of: $0)) }
     }
 
     private func leaderChanged(_ r: Replica, _ node: RawNode, _ soft: SoftState) {
-        r.leaderNode = soft.leader == .none ? -1 : r.nodeSlot(of: soft.leader)
         if soft.role == .leader {
             counters.leadershipsGained &+= 1
-            r.lastActivity = now
+            r.lastActivityTick = now
         } else {
             // A read accepted while leading is answered only by that leadership.
             failUnansweredReads(r, leader: soft.leader)
@@ -219,8 +218,7 @@ extension HostShard {
     func route(_ messages: [Message], of r: Replica) {
         guard !messages.isEmpty else { return }
         for m in messages {
-            let slot = r.nodeSlot(of: m.to)
-            guard slot >= 0 else {
+            guard let slot = r.nodeSlot(of: m.to) else {
                 counters.messagesDropped &+= 1
                 continue
             }

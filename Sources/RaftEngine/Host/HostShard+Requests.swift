@@ -2,9 +2,10 @@ import RaftConsensus
 
 /// A request handed to a shard.
 enum HostRequest {
-    case propose(PartitionKey, [UInt8], deadline: UInt64, Promise<LogIndex>)
-    case read(PartitionKey, ReadConsistency, deadline: UInt64, Promise<LogIndex>)
-    case changeMembership(PartitionKey, ConfChange, deadline: UInt64, Promise<LogIndex>)
+    /// Deadlines are monotonic nanoseconds (`ShardContext.clock`).
+    case propose(PartitionKey, [UInt8], deadlineNanoseconds: Int, Promise<LogIndex>)
+    case read(PartitionKey, ReadConsistency, deadlineNanoseconds: Int, Promise<LogIndex>)
+    case changeMembership(PartitionKey, ConfChange, deadlineNanoseconds: Int, Promise<LogIndex>)
     case transferLeadership(PartitionKey, MemberID, Promise<LogIndex>)
     case status(PartitionKey, @Sendable (Result<ReplicaStatus, HostError>) -> Void)
 }
@@ -37,12 +38,12 @@ extension HostShard {
 
     /// The redirect to `leader`, with its node when the replica knows it.
     private func notLeader(_ r: Replica, leader: MemberID) -> HostError {
-        let slot = leader == .none ? -1 : r.nodeSlot(of: leader)
-        return .notLeader(leader: leader, node: slot >= 0 ? context.nodes[slot] : nil)
+        let slot = leader == .none ? nil : r.nodeSlot(of: leader)
+        return .notLeader(leader: leader, node: slot.map { context.nodes[$0] })
     }
 
     private func propose(
-        _ partition: PartitionKey, payload: EntryPayload, deadline: UInt64, _ promise: @escaping Promise<LogIndex>
+        _ partition: PartitionKey, payload: EntryPayload, deadline: Int, _ promise: @escaping Promise<LogIndex>
     ) {
         let (r, node): (Replica, RawNode)
         switch target(partition) {
@@ -63,12 +64,12 @@ extension HostShard {
         case .normal(let data): outcome = node.propose(data)
         case .confChange(let change): outcome = node.proposeConfChange(change)
         }
-        r.lastActivity = now
+        r.lastActivityTick = now
         syncResidency(r)
         markDirty(r)
         switch outcome {
         case .appended(let index, let term):
-            r.proposals.append(PendingProposal(index: index, term: term, deadline: deadline, promise: promise))
+            r.proposals.append(PendingProposal(index: index, term: term, deadlineNanoseconds: deadline, promise: promise))
             trackRequests(r)
         case .dropped(.notLeader):
             promise(.failure(notLeader(r, node)))
@@ -80,7 +81,7 @@ extension HostShard {
     }
 
     private func read(
-        _ partition: PartitionKey, _ consistency: ReadConsistency, deadline: UInt64,
+        _ partition: PartitionKey, _ consistency: ReadConsistency, deadline: Int,
         _ promise: @escaping Promise<LogIndex>
     ) {
         let (r, node): (Replica, RawNode)
@@ -88,12 +89,16 @@ extension HostShard {
         case .failure(let error): return promise(.failure(error))
         case .success(let t): (r, node) = t
         }
-        r.lastActivity = now
+        r.lastActivityTick = now
         let id = nextReadID
         nextReadID += 1
-        let clock = context.clock()
-        if consistency == .lease, node.term == r.leaseTerm, clock < r.leaseUntil, let index = node.leaderCommitForRead {
-            r.reads.append(PendingRead(id: id, issuedAt: clock, deadline: deadline, index: index, promise: promise))
+        let clock = context.clock.nanoseconds
+        if consistency == .lease, node.term == r.leaseTerm, clock < r.leaseUntilNanoseconds,
+            let index = node.leaderCommitForRead
+        {
+            r.reads.append(
+                PendingRead(
+                    id: id, issuedAtNanoseconds: clock, deadlineNanoseconds: deadline, index: index, promise: promise))
             counters.leaseReads &+= 1
             trackRequests(r)
             var job: ApplyJob?
@@ -108,12 +113,13 @@ extension HostShard {
             findLeader(r, node)
             return promise(.failure(notLeader(r, node)))
         }
-        var context: [UInt8] = []
-        context.reserveCapacity(8)
-        withUnsafeBytes(of: id.littleEndian) { context.append(contentsOf: $0) }
-        switch node.readIndex(context: context) {
+        let readContext = ReadContext(
+            nodeSlot: self.context.selfSlot, shard: index, boot: self.context.boot, counter: id)
+        switch node.readIndex(context: readContext.bytes) {
         case .accepted, .forwarded:
-            r.reads.append(PendingRead(id: id, issuedAt: clock, deadline: deadline, index: nil, promise: promise))
+            r.reads.append(
+                PendingRead(
+                    id: id, issuedAtNanoseconds: clock, deadlineNanoseconds: deadline, index: nil, promise: promise))
             trackRequests(r)
         case .dropped(.notLeader):
             promise(.failure(notLeader(r, node)))
@@ -133,11 +139,11 @@ extension HostShard {
         case .success(let t): (r, node) = t
         }
         guard node.role == .leader else { return promise(.failure(notLeader(r, node))) }
-        guard r.members.contains(target) else {
+        guard r.members.contains(where: { $0.member == target }) else {
             return promise(.failure(.invalid("member \(target) is not in the group")))
         }
-        r.lastActivity = now
-        r.leaseUntil = 0
+        r.lastActivityTick = now
+        r.leaseUntilNanoseconds = 0
         switch node.transferLeadership(to: target) {
         case .dropped(let reason): promise(.failure(.refused(reason)))
         default: promise(.success(node.logBounds.commit))
@@ -177,23 +183,25 @@ extension HostShard {
     private func findLeader(_ r: Replica, _ node: RawNode) {
         guard node.leader == .none, r.residency != .awake, r.residency != .awaitingCampaign else { return }
         node.wake()
-        r.lastActivity = now
+        r.lastActivityTick = now
         setAwake(r)
         markDirty(r)
     }
 
     func readIndexKnown(_ r: Replica, _ node: RawNode, _ state: ReadState) {
-        guard state.context.count == 8 else { return }
-        var id: UInt64 = 0
-        for (i, b) in state.context.enumerated() { id |= UInt64(b) << (8 * UInt64(i)) }
+        guard let readContext = ReadContext(bytes: state.context), readContext.nodeSlot == context.selfSlot,
+            readContext.shard == index, readContext.boot == context.boot
+        else { return }
+        let id = readContext.counter
         for i in r.reads.indices where r.reads[i].id == id && r.reads[i].index == nil {
             r.reads[i].index = state.index
             if node.role == .leader {
                 // A quorum acknowledged a heartbeat sent no earlier than the read's issue time.
-                let until = r.reads[i].issuedAt + options.electionTicks * options.tickMilliseconds * 500_000
-                if r.leaseTerm != node.term { r.leaseUntil = 0 }
+                let until =
+                    r.reads[i].issuedAtNanoseconds + options.electionTicks * options.tickMilliseconds * 500_000
+                if r.leaseTerm != node.term { r.leaseUntilNanoseconds = 0 }
                 r.leaseTerm = node.term
-                r.leaseUntil = max(r.leaseUntil, until)
+                r.leaseUntilNanoseconds = max(r.leaseUntilNanoseconds, until)
             }
             return
         }
@@ -206,7 +214,7 @@ extension HostShard {
         var kept = 0
         for read in r.reads {
             if let index = read.index, index <= r.handedOut {
-                if job == nil { job = ApplyJob(replica: r, entries: [], through: r.handedOut) }
+                if job == nil { job = ApplyJob(target: r.applyTarget, entries: [], through: r.handedOut) }
                 job!.reads.append((read.promise, index))
             } else {
                 r.reads[kept] = read
@@ -231,14 +239,15 @@ extension HostShard {
     /// Answers requests whose deadline passed. A timed-out proposal may still commit.
     func expireRequests() {
         guard !withRequests.isEmpty else { return }
+        let now = context.clock.nanoseconds
         for r in withRequests.values.sorted(by: { ($0.group, $0.storageSlot) < ($1.group, $1.storageSlot) }) {
             r.proposals.removeAll { p in
-                guard p.deadline <= now else { return false }
+                guard p.deadlineNanoseconds <= now else { return false }
                 p.promise(.failure(.timedOut))
                 return true
             }
             r.reads.removeAll { read in
-                guard read.deadline <= now else { return false }
+                guard read.deadlineNanoseconds <= now else { return false }
                 read.promise(.failure(.timedOut))
                 return true
             }

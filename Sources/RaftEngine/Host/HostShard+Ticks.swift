@@ -18,7 +18,7 @@ extension HostShard {
             guard let node = r.node else { continue }
             // An idle leader quiesces instead of ticking (a tick would queue heartbeats,
             // which make it not quiescable until they are sent).
-            if node.role == .leader && now >= r.lastActivity + UInt64(options.quiesceAfterIdleTicks)
+            if node.role == .leader && now >= r.lastActivityTick + UInt64(options.quiesceAfterIdleTicks)
                 && r.pendingReady == nil && !r.hasRequests && quiesceLeader(r, node)
             {
                 // The slot of `r` was refilled by swap-remove: look at it again.
@@ -31,6 +31,7 @@ extension HostShard {
             markDirty(r)
         }
         runCampaigns()
+        runResignations()
         runWakes()
         runCatchUps()
         suspendIdle()
@@ -44,8 +45,7 @@ extension HostShard {
         guard node.quiesce(ignoring: down) else { return false }
         counters.quiesces &+= 1
         for m in down {
-            let slot = r.nodeSlot(of: m)
-            if slot >= 0 && !r.laggingNodes.contains(slot) {
+            if let slot = r.nodeSlot(of: m), !r.laggingNodes.contains(slot) {
                 r.laggingNodes.append(slot)
                 laggingByNode[slot].append(r)
             }
@@ -56,7 +56,7 @@ extension HostShard {
     }
 
     func noteQuiesced(_ r: Replica) {
-        r.quiescedAt = now
+        r.quiescedAtTick = now
         guard options.dormantAfterQuiescedTicks > 0 else { return }
         quiescedQueue.append((r, now))
     }
@@ -72,17 +72,16 @@ extension HostShard {
         downNodes.insert(slot)
         let e = UInt64(options.electionTicks)
         for key in replicas.keys.sorted() {
-            for r in replicas[key]! where r.failure == nil && r.residency != .awaitingCampaign {
+            for r in replicas[key]! where !r.isFailed && r.residency != .awaitingCampaign {
                 let leader = r.knownLeader
                 guard leader != .none, leader != r.key.member, r.nodeSlot(of: leader) == slot else { continue }
                 guard let node = resident(r) else { continue }
                 node.forgetLeader()
-                r.leaderNode = -1
                 setNotAwake(r, as: .awaitingCampaign)
                 let preferred = preferredCampaigner(r)
                 let jitter = UInt64(rng.next(below: max(1, Int(e / 2))))
                 let delay: UInt64 = preferred == r.key.member ? jitter : e + jitter
-                r.campaignAt = now + delay
+                r.campaignAtTick = now + delay
                 campaignQueue.append(r)
                 markDirty(r)
             }
@@ -105,8 +104,8 @@ extension HostShard {
     func preferredCampaigner(_ r: Replica) -> MemberID {
         guard let node = r.node else { return .none }
         let voters = node.confState.voters.filter { m in
-            let slot = r.nodeSlot(of: m)
-            return slot >= 0 && !downNodes.contains(slot)
+            guard let slot = r.nodeSlot(of: m) else { return false }
+            return !downNodes.contains(slot)
         }
         guard !voters.isEmpty else { return .none }
         return voters[Int(Self.stableHash(r.key.partition) % UInt64(voters.count))]
@@ -134,11 +133,11 @@ extension HostShard {
         var budget = campaignBudget
         var waiting: [Replica] = []
         // Earliest slot first; ties in queue order (deterministic).
-        let due = campaignQueue.enumerated().filter { $0.element.campaignAt <= now }
-            .sorted { ($0.element.campaignAt, $0.offset) < ($1.element.campaignAt, $1.offset) }.map(\.element)
+        let due = campaignQueue.enumerated().filter { $0.element.campaignAtTick <= now }
+            .sorted { ($0.element.campaignAtTick, $0.offset) < ($1.element.campaignAtTick, $1.offset) }.map(\.element)
         var started: Set<ObjectIdentifier> = []
         for r in due {
-            guard r.failure == nil, r.residency == .awaitingCampaign, let node = r.node else {
+            guard case .awaitingCampaign(let node) = r.state else {
                 started.insert(ObjectIdentifier(r))
                 continue
             }
@@ -146,7 +145,7 @@ extension HostShard {
                 // Someone else won (or this one is already running): just resume; the new
                 // leader may already have quiesced the group.
                 started.insert(ObjectIdentifier(r))
-                r.residency = .quiesced
+                r.state = .quiesced(node)
                 if node.isQuiesced {
                     noteQuiesced(r)
                 } else {
@@ -157,7 +156,7 @@ extension HostShard {
             guard budget > 0 else { break }
             budget -= 1
             started.insert(ObjectIdentifier(r))
-            r.residency = .quiesced
+            r.state = .quiesced(node)
             setAwake(r)
             node.campaign()
             markDirty(r)
@@ -169,16 +168,26 @@ extension HostShard {
         counters.maxCampaignsInATick = max(counters.maxCampaignsInATick, campaignsThisTick)
     }
 
+    /// Failed leaders ask again every election timeout until a newer term is seen.
+    private func runResignations() {
+        guard !resigning.isEmpty else { return }
+        resigning.removeAll { $0.resignTerm == .zero }
+        for r in resigning where now >= r.resignedAtTick + UInt64(options.electionTicks) {
+            r.resignedAtTick = now
+            resign(r)
+        }
+    }
+
     private func runWakes() {
         guard !wakeQueue.isEmpty else { return }
         let n = min(wakeBudget, wakeQueue.count)
-        for r in wakeQueue.prefix(n) where r.failure == nil {
+        for r in wakeQueue.prefix(n) where !r.isFailed {
             guard let node = resident(r) else { continue }
             // Only a replica that still leads has someone to catch up; an ex-leader that now
             // follows would just tick and pre-vote against its leader.
             if node.isQuiesced && node.role == .leader {
                 node.wake()
-                r.lastActivity = now
+                r.lastActivityTick = now
                 counters.wakesAfterReturn &+= 1
             }
             syncResidency(r)
@@ -192,7 +201,7 @@ extension HostShard {
     private func runCatchUps() {
         guard !catchUpQueue.isEmpty else { return }
         let n = min(wakeBudget, catchUpQueue.count)
-        for r in catchUpQueue.prefix(n) where r.failure == nil {
+        for r in catchUpQueue.prefix(n) where !r.isFailed {
             guard resident(r) != nil else { continue }
             markDirty(r)
         }
@@ -210,7 +219,7 @@ extension HostShard {
             quiescedHead += 1
             budget -= 1
             // Still the same quiet period, nothing in flight?
-            guard r.residency == .quiesced, r.quiescedAt == at else { continue }
+            guard r.residency == .quiesced, r.quiescedAtTick == at else { continue }
             // Busy at this moment: try again after another quiet period.
             if !suspend(r) { noteQuiesced(r) }
         }
@@ -226,9 +235,7 @@ extension HostShard {
         guard r.pendingReady == nil, !r.hasRequests, r.applyJobsInFlight == 0, !r.isDirty,
             let state = r.node?.suspend()
         else { return false }
-        r.suspended = state
-        r.node = nil
-        r.residency = .dormant
+        r.state = .dormant(state)
         counters.dormant += 1
         counters.suspensions &+= 1
         return true

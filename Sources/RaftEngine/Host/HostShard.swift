@@ -9,9 +9,37 @@ struct ShardContext: Sendable {
     /// This node's storages: slots index these arrays.
     let logs: [SharedLog]
     let storageNames: [StorageName]
-    /// Monotonic nanoseconds (leases are measured in real time, not in ticks, which a stalled
-    /// worker merges and a stalled tick thread skips). The simulation injects its own.
-    let clock: @Sendable () -> Int
+    /// Leases and request deadlines are measured in real time, not in ticks (which a
+    /// stalled worker merges and a stalled tick thread skips). The simulation injects its own.
+    let clock: MonotonicClock
+    /// This start's boot value (unique per node and start): ReadIndex contexts carry it.
+    let boot: UInt64
+}
+
+extension ShardContext {
+    /// The consensus configuration of every member the host runs.
+    func raftConfig(member: MemberID, applied: LogIndex, seed: UInt64) -> RaftConfig {
+        var c = RaftConfig(id: member)
+        c.electionTick = options.electionTicks
+        c.heartbeatTick = options.heartbeatTicks
+        c.applied = applied
+        c.preVote = true
+        c.checkQuorum = true
+        c.maxSizePerMsg = options.maxSizePerMessage
+        c.maxInflightMsgs = options.maxInflightMessages
+        c.maxUncommittedEntriesSize = options.maxUncommittedBytes
+        c.maxCommittedSizePerReady = options.maxApplyBytesPerReady
+        c.skipHeartbeatsToAckingFollowers = true
+        c.seed = seed
+        return c
+    }
+}
+
+/// An applied index to record in the metadata store, with the configuration as of that
+/// index when one of the entries changed it.
+struct AppliedUpdate {
+    var index: LogIndex
+    var confState: ConfState?
 }
 
 /// The work a turn produced, for the driver to carry out: one frame per peer node, one
@@ -129,10 +157,14 @@ final class HostShard {
     /// WAL batches not yet durable: token -> (storages left, replicas waiting).
     var inflight: [UInt64: (remaining: Int, replicas: [Replica])] = [:]
     var nextToken: UInt64 = 1
+    /// Counter of this shard's ReadIndex requests (see `ReadContext`).
     var nextReadID: UInt64 = 1
     var output: TurnOutput
     /// Applied indices to record in the metadata store, per storage slot.
-    var appliedUpdates: [[GroupID: (index: LogIndex, confState: ConfState?)]]
+    var appliedUpdates: [[GroupID: AppliedUpdate]]
+    /// Failed replicas that led when they failed: they ask a caught-up member to take over,
+    /// again every election timeout, until a newer term shows that someone did.
+    var resigning: [Replica] = []
 
     init(index: Int, context: ShardContext, seed: UInt64) {
         self.index = index
@@ -154,18 +186,15 @@ final class HostShard {
         if let suspended = replica.suspended {
             counters.dormant += 1
             // Loaded from disk at start: see `deliver` on vote requests.
-            replica.refuseVotesUntil = now + UInt64(options.electionTicks)
+            replica.refuseVotesUntilTick = now + UInt64(options.electionTicks)
             // Committed entries its state machine does not hold yet (a crash between the
             // durable commit and the apply) are applied soon, paced, without waiting for
             // traffic: a replica left dormant would serve stale reads indefinitely.
             if replica.stateMachine.appliedIndex < suspended.commit { catchUpQueue.append(replica) }
-        } else if replica.node == nil {
-            // A fresh member: nothing stored yet, so it starts as a follower in term 0.
-            replica.node = RawNode(config: makeConfig(for: replica), log: replica.stableLog)
         }
-        if campaign {
-            replica.residency = .awaitingCampaign
-            replica.campaignAt = now
+        if campaign, let node = replica.node {
+            replica.state = .awaitingCampaign(node)
+            replica.campaignAtTick = now
             campaignQueue.append(replica)
         }
     }
@@ -185,30 +214,16 @@ final class HostShard {
     }
 
     func makeConfig(for r: Replica) -> RaftConfig {
-        var c = RaftConfig(id: r.key.member)
-        c.electionTick = options.electionTicks
-        c.heartbeatTick = options.heartbeatTicks
-        c.applied = r.handedOut
-        c.preVote = true
-        c.checkQuorum = true
-        c.maxSizePerMsg = options.maxSizePerMessage
-        c.maxInflightMsgs = options.maxInflightMessages
-        c.maxUncommittedEntriesSize = options.maxUncommittedBytes
-        c.maxCommittedSizePerReady = options.maxApplyBytesPerReady
-        c.skipHeartbeatsToAckingFollowers = true
-        c.seed = rng.next()
-        return c
+        context.raftConfig(member: r.key.member, applied: r.handedOut, seed: rng.next())
     }
 
     /// Makes the consensus member resident (rebuilding it from the log if dormant).
     @discardableResult
     func resident(_ r: Replica) -> RawNode? {
         if let node = r.node { return node }
-        guard r.failure == nil, let suspended = r.suspended else { return nil }
+        guard let suspended = r.suspended else { return nil }
         let node = RawNode(config: makeConfig(for: r), log: r.stableLog, resuming: suspended)
-        r.node = node
-        r.suspended = nil
-        r.residency = .quiesced
+        r.state = .quiesced(node)
         counters.dormant -= 1
         counters.rehydrations += 1
         // Rebuilt quiesced: it shrinks again after a quiet period unless something wakes it.
@@ -218,35 +233,52 @@ final class HostShard {
 
     // MARK: - Ticked set
 
+    /// Ticks the replica from now on (a resident, not failed replica).
     func setAwake(_ r: Replica) {
-        guard r.awakeSlot < 0 else { return }
-        r.awakeSlot = awake.count
+        guard r.awakeSlot == nil, let node = r.node else { return }
+        r.state = .awake(node, slot: awake.count)
         awake.append(r)
-        r.residency = .awake
     }
 
-    func setNotAwake(_ r: Replica, as residency: ReplicaResidency) {
-        r.residency = residency
-        guard r.awakeSlot >= 0 else { return }
-        let slot = r.awakeSlot
+    /// The states a resident replica rests in, not ticked.
+    enum Resting {
+        case quiesced
+        case awaitingCampaign
+    }
+
+    /// Stops ticking the replica.
+    func setNotAwake(_ r: Replica, as resting: Resting) {
+        removeFromAwake(r)
+        guard let node = r.node else { return }
+        switch resting {
+        case .quiesced: r.state = .quiesced(node)
+        case .awaitingCampaign: r.state = .awaitingCampaign(node)
+        }
+    }
+
+    /// Takes the replica off the ticked list (swap-remove: the last one takes its slot).
+    private func removeFromAwake(_ r: Replica) {
+        guard let slot = r.awakeSlot else { return }
         let last = awake.removeLast()
         if last !== r {
             awake[slot] = last
-            last.awakeSlot = slot
+            if case .awake(let node, _) = last.state { last.state = .awake(node, slot: slot) }
         }
-        r.awakeSlot = -1
+        if case .awake(let node, _) = r.state { r.state = .quiesced(node) }
     }
 
     /// After the member changed: tick it if it is not quiesced, stop ticking it if it is.
     func syncResidency(_ r: Replica) {
-        guard let node = r.node, r.residency != .awaitingCampaign, r.failure == nil else { return }
-        if node.isQuiesced {
-            if r.residency == .awake {
+        switch r.state {
+        case .awake(let node, _):
+            if node.isQuiesced {
                 setNotAwake(r, as: .quiesced)
                 noteQuiesced(r)
             }
-        } else if r.residency != .awake {
-            setAwake(r)
+        case .quiesced(let node):
+            if !node.isQuiesced { setAwake(r) }
+        case .awaitingCampaign, .dormant, .failed:
+            break
         }
     }
 
@@ -268,24 +300,50 @@ final class HostShard {
     func downMembers(of r: Replica) -> Set<MemberID> {
         guard !downNodes.isEmpty else { return [] }
         var down: Set<MemberID> = []
-        for i in r.members.indices where r.memberNodes[i] >= 0 && downNodes.contains(r.memberNodes[i]) {
-            down.insert(r.members[i])
+        for m in r.members {
+            if let slot = m.nodeSlot, downNodes.contains(slot) { down.insert(m.member) }
         }
         return down
     }
 
-    /// Stops a replica for good after a storage or state machine failure.
+    /// Stops a replica for good after a storage or state machine failure. A failed leader
+    /// hands its group over (see `resign`): its followers may be quiesced, and would never
+    /// notice a leader that just went silent on a live node.
     func fail(_ r: Replica, _ reason: String) {
-        guard r.failure == nil else { return }
-        r.failure = reason
+        guard !r.isFailed else { return }
+        let node = r.node
+        removeFromAwake(r)
+        r.state = .failed(reason: reason, member: node)
         r.pendingReady = nil
-        setNotAwake(r, as: .failed)
+        if let node, node.role == .leader {
+            r.resignTerm = node.term
+            r.resignedAtTick = now
+            resigning.append(r)
+            resign(r)
+        }
         let error = HostError.replicaFailed(reason)
         for p in r.proposals { p.promise(.failure(error)) }
         for read in r.reads { read.promise(.failure(error)) }
         r.proposals = []
         r.reads = []
         trackRequests(r)
+    }
+
+    /// A failed leader asks the most caught-up voter on a live node to campaign at once
+    /// (TimeoutNow, as a leadership transfer ends). Its campaign, at a higher term, wakes
+    /// the whole group; if its log is behind, the group elects another member after an
+    /// election timeout. Nothing is persisted: the failed member takes no further part.
+    func resign(_ r: Replica) {
+        guard case .failed(_, let member?) = r.state else { return }
+        let node = member
+        var best: (member: MemberID, match: LogIndex)?
+        for m in node.confState.voters where m != r.key.member {
+            guard let slot = r.nodeSlot(of: m), !downNodes.contains(slot) else { continue }
+            let match = node.progress(of: m)?.match ?? .zero
+            if best == nil || match > best!.match { best = (m, match) }
+        }
+        guard let target = best?.member else { return }
+        route([Message(kind: .timeoutNow, from: r.key.member, to: target, term: r.resignTerm)], of: r)
     }
 
     /// Takes the output accumulated since the last call.
@@ -296,9 +354,25 @@ final class HostShard {
     }
 
     /// Takes the applied indices to record, per storage slot.
-    func takeAppliedUpdates() -> [[GroupID: (index: LogIndex, confState: ConfState?)]] {
+    func takeAppliedUpdates() -> [[GroupID: AppliedUpdate]] {
         defer { appliedUpdates = Array(repeating: [:], count: context.logs.count) }
         return appliedUpdates
+    }
+
+    /// Checks every replica's invariants and the ticked list (the host simulation runs it
+    /// after every turn).
+    func checkInvariants() {
+        for (i, r) in awake.enumerated() {
+            precondition(r.awakeSlot == i, "\(r.key) is in the ticked list at \(i) but its state is \(r.residency)")
+        }
+        var dormant = 0
+        for list in replicas.values {
+            for r in list {
+                r.checkInvariants()
+                if r.suspended != nil { dormant += 1 }
+            }
+        }
+        precondition(dormant == counters.dormant, "dormant count \(counters.dormant), found \(dormant)")
     }
 
     var snapshotCounters: HostCounters {

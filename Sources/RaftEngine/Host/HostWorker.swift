@@ -57,7 +57,7 @@ final class HostWorker: @unchecked Sendable {
         case .applied(let reports):
             for a in reports {
                 shard.applied(
-                    a.replica, through: a.through, confState: a.confState, entries: a.entries, failure: a.failure)
+                    a.key, through: a.through, confState: a.confState, entries: a.entries, failure: a.failure)
             }
         case .nodeDown(let slot): shard.nodeDown(slot)
         case .nodeUp(let slot): shard.nodeUp(slot)

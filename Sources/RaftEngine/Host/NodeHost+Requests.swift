@@ -25,7 +25,7 @@ extension NodeHost {
         guard applyBacklog.load(ordering: .relaxed) <= options.maxApplyBacklogBytes else {
             return completion(.failure(.overloaded("apply backlog over \(options.maxApplyBacklogBytes) bytes")))
         }
-        submit(partition, completion) { .propose(partition, data, deadline: $0, $1) }
+        submit(partition, completion, timeoutTicks: timeoutTicks) { .propose(partition, data, deadlineNanoseconds: $0, $1) }
     }
 
     /// Returns an index at which a read of the partition's state machine is linearizable,
@@ -37,7 +37,7 @@ extension NodeHost {
     {
         try await awaiting { completion in
             submit(partition, completion, timeoutTicks: timeoutTicks) {
-                .read(partition, consistency, deadline: $0, $1)
+                .read(partition, consistency, deadlineNanoseconds: $0, $1)
             }
         }
     }
@@ -50,7 +50,7 @@ extension NodeHost {
     {
         try await awaiting { completion in
             submit(partition, completion, timeoutTicks: timeoutTicks) {
-                .changeMembership(partition, change, deadline: $0, $1)
+                .changeMembership(partition, change, deadlineNanoseconds: $0, $1)
             }
         }
     }
@@ -109,7 +109,7 @@ extension NodeHost {
 
     func submit(
         _ partition: PartitionKey, _ completion: @escaping @Sendable (Result<LogIndex, HostError>) -> Void,
-        timeoutTicks: Int? = nil, _ make: (UInt64, @escaping Promise<LogIndex>) -> HostRequest
+        timeoutTicks: Int? = nil, _ make: (Int, @escaping Promise<LogIndex>) -> HostRequest
     ) {
         guard !stopped.load(ordering: .relaxed) else { return completion(.failure(.stopped)) }
         let count = pendingRequests.wrappingAdd(1, ordering: .relaxed).newValue
@@ -121,7 +121,9 @@ extension NodeHost {
             pendingRequests.wrappingSubtract(1, ordering: .relaxed)
             completion(result)
         }
-        let deadline = currentTick + UInt64(max(1, timeoutTicks ?? options.requestTimeoutTicks))
+        // On the monotonic clock, as the shard expires it: ticks are merged under load.
+        let timeout = max(1, timeoutTicks ?? options.requestTimeoutTicks) * options.tickMilliseconds * 1_000_000
+        let deadline = clock.nanoseconds + timeout
         if !workers[shardIndex(partition)].offer(.request(make(deadline, promise))) {
             promise(.failure(.overloaded("worker inbox full")))
         }

@@ -6,11 +6,11 @@ extension NodeHost {
 
     func runTicks() {
         let interval = options.tickMilliseconds * 1_000_000
-        var next = monotonicNanoseconds() + interval
+        var next = clock.nanoseconds + interval
         while true {
             let stop: Bool = tickLock.withLock {
                 while !tickStopping {
-                    let wait = next - monotonicNanoseconds()
+                    let wait = next - clock.nanoseconds
                     if wait <= 0 { break }
                     _ = tickLock.wait(nanoseconds: wait)
                 }
@@ -19,7 +19,7 @@ extension NodeHost {
             if stop { return }
             next += interval
             // After a stall (a suspended VM), do not replay missed ticks in a burst.
-            let now = monotonicNanoseconds()
+            let now = clock.nanoseconds
             if next < now { next = now + interval }
             tick()
         }
@@ -32,12 +32,13 @@ extension NodeHost {
             return list
         }
         for resubmit in parked { resubmit() }
-        let events = liveness.withLock { $0.tick(now: now) }
+        let nanoseconds = clock.nanoseconds
+        let events = liveness.withLock { $0.tick(now: nanoseconds) }
         for event in events {
             switch event {
             case .down(let slot):
                 logger.warning(
-                    "peer node \(context.nodes[slot]) declared dead after \(options.livenessTimeoutTicks) silent ticks; groups it led campaign (paced)"
+                    "peer node \(context.nodes[slot]) declared dead after \(options.livenessTimeoutTicks * options.tickMilliseconds) ms of silence; groups it led campaign (paced)"
                 )
                 for w in workers { w.post(.nodeDown(slot)) }
             case .up(let slot):
@@ -52,31 +53,25 @@ extension NodeHost {
         }
         for w in workers { w.post(.tick) }
         if now % UInt64(options.appliedFlushTicks) == 0 {
-            for w in workers { w.post(.call { [self] shard in mergeApplied(shard.takeAppliedUpdates()) }) }
-            flushApplied()
+            for w in workers { w.post(.call { [self] shard in appliedFlusher.post(CollectionOfOne(shard.takeAppliedUpdates())) }) }
         }
     }
 
-    func mergeApplied(_ updates: [[GroupID: (index: LogIndex, confState: ConfState?)]]) {
-        pendingApplied.withLock { pending in
+    /// Records applied indices (with configurations) in each storage's metadata store, one
+    /// transaction per storage for everything the workers handed over since the last time.
+    func flushApplied(_ batches: [[[GroupID: AppliedUpdate]]]) {
+        var merged: [[GroupID: AppliedUpdate]] = Array(repeating: [:], count: storages.count)
+        for updates in batches {
             for (slot, map) in updates.enumerated() {
                 for (group, update) in map {
-                    var merged = pending[slot][group] ?? update
-                    merged.index = max(merged.index, update.index)
-                    if let conf = update.confState { merged.confState = conf }
-                    pending[slot][group] = merged
+                    var m = merged[slot][group] ?? update
+                    m.index = max(m.index, update.index)
+                    if let conf = update.confState { m.confState = conf }
+                    merged[slot][group] = m
                 }
             }
         }
-    }
-
-    /// Records applied indices (with configurations) in each storage's metadata store.
-    func flushApplied() {
-        let pending = pendingApplied.withLock { p -> [[GroupID: (index: LogIndex, confState: ConfState?)]] in
-            defer { p = Array(repeating: [:], count: storages.count) }
-            return p
-        }
-        for (slot, map) in pending.enumerated() where !map.isEmpty {
+        for (slot, map) in merged.enumerated() where !map.isEmpty {
             var updates: [(group: GroupID, index: LogIndex, confState: StoredConfState?)] = []
             for group in map.keys.sorted() {
                 let u = map[group]!

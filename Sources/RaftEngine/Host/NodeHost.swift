@@ -21,8 +21,9 @@ public final class NodeHost: FrameReceiver, @unchecked Sendable {
     public let nodeID: NodeID
     public let options: Options
     public let cluster: ClusterMap
-    /// Grows with each start (start time in milliseconds, then 16 random bits): peers notice
-    /// a restart by a larger value and drop late frames of an older one.
+    /// Grows by one with each start, recorded in every storage's metadata before the host
+    /// serves (never the wall clock, which can step back across a restart): peers notice a
+    /// restart by a larger value and drop late frames of an older one.
     public let boot: UInt64
     let storages: [Storage]
     let context: ShardContext
@@ -33,10 +34,13 @@ public final class NodeHost: FrameReceiver, @unchecked Sendable {
 
     let transportBox = Mutex<(any Transport)?>(nil)
     let liveness: Mutex<NodeLiveness>
+    let clock: MonotonicClock
+    /// Records applied indices in the metadata stores, off the tick thread (an LMDB write
+    /// transaction can wait behind a long one, such as a bulk `createReplicas`).
+    let appliedFlusher = WorkQueue<[[GroupID: AppliedUpdate]]>()
     let tickCount = Atomic<UInt64>(0)
     let pendingRequests = Atomic<Int>(0)
     let applyBacklog = Atomic<Int>(0)
-    let pendingApplied = Mutex<[[GroupID: (index: LogIndex, confState: ConfState?)]]>([])
     let stopped = Atomic<Bool>(false)
     /// WAL units refused for a retryable reason, submitted again on the next tick.
     let parkedUnits = Mutex<[@Sendable () -> Void]>([])
@@ -53,7 +57,7 @@ public final class NodeHost: FrameReceiver, @unchecked Sendable {
     /// replica campaigns at start; leaders are confirmed lazily by traffic.
     public init(
         nodeID: NodeID, cluster: ClusterMap, storages: [Storage], options: Options = Options(),
-        stateMachines: @escaping StateMachineFactory
+        clock: MonotonicClock = .system, stateMachines: @escaping StateMachineFactory
     ) throws(HostError) {
         if let problem = options.validate() { throw .invalid("host options: \(problem)") }
         guard let selfSlot = cluster.nodes.firstIndex(of: nodeID) else {
@@ -76,14 +80,11 @@ public final class NodeHost: FrameReceiver, @unchecked Sendable {
         self.cluster = cluster
         self.storages = storages
         self.stateMachines = stateMachines
-        var random = SystemRandomNumberGenerator()
-        var now = timespec()
-        clock_gettime(CLOCK_REALTIME, &now)
-        let startMilliseconds = UInt64(now.tv_sec) &* 1000 &+ UInt64(now.tv_nsec / 1_000_000)
-        boot = (startMilliseconds << 16) | (random.next() & 0xFFFF)
+        self.clock = clock
+        boot = try Self.nextBoot(storages)
         let context = ShardContext(
             options: options, nodes: cluster.nodes, selfSlot: selfSlot, logs: storages.map(\.log),
-            storageNames: storages.map(\.metadata.identity.storageName), clock: { monotonicNanoseconds() })
+            storageNames: storages.map(\.metadata.identity.storageName), clock: clock, boot: boot)
         self.context = context
         workers = (0..<options.workers).map { i in
             HostWorker(
@@ -92,9 +93,23 @@ public final class NodeHost: FrameReceiver, @unchecked Sendable {
         appliers = (0..<options.applyWorkers).map { ApplyWorker(index: $0) }
         liveness = Mutex(
             NodeLiveness(
-                peerCount: cluster.nodes.count, selfSlot: selfSlot, timeoutTicks: options.livenessTimeoutTicks, now: 0))
-        pendingApplied.withLock { $0 = Array(repeating: [:], count: storages.count) }
+                peerCount: cluster.nodes.count, selfSlot: selfSlot,
+                timeoutNanoseconds: options.livenessTimeoutTicks * options.tickMilliseconds * 1_000_000,
+                now: clock.nanoseconds))
         try loadReplicas()
+    }
+
+    /// One more than the largest boot value any of the storages recorded, recorded in all
+    /// of them before the host sends anything.
+    private static func nextBoot(_ storages: [Storage]) throws(HostError) -> UInt64 {
+        var last: UInt64 = 0
+        do {
+            for s in storages { last = max(last, try s.metadata.lastBoot()) }
+            for s in storages { try s.metadata.recordBoot(last + 1) }
+        } catch {
+            throw .invalid("recording the node's boot value: \(error)")
+        }
+        return last + 1
     }
 
     /// Connects the host to its transport and starts its threads.
@@ -102,6 +117,7 @@ public final class NodeHost: FrameReceiver, @unchecked Sendable {
         transportBox.withLock { $0 = transport }
         for w in workers { w.start(host: self) }
         for a in appliers { a.start(host: self) }
+        appliedFlusher.start(name: "raftd-applied") { [self] batches in flushApplied(batches) }
         tickThread = OSThread(name: "raftd-tick") { [self] in runTicks() }
     }
 
@@ -119,9 +135,9 @@ public final class NodeHost: FrameReceiver, @unchecked Sendable {
         for a in appliers { a.stop() }
         for w in workers {
             w.shard.failAllRequests(.stopped)
-            mergeApplied(w.shard.takeAppliedUpdates())
+            appliedFlusher.post(CollectionOfOne(w.shard.takeAppliedUpdates()))
         }
-        flushApplied()
+        appliedFlusher.stop()
         for s in storages { s.close() }
     }
 
@@ -198,7 +214,7 @@ public final class NodeHost: FrameReceiver, @unchecked Sendable {
             let slot = context.nodes.firstIndex(of: frame.from)
         else { return }
         if slot != context.selfSlot {
-            let now = currentTick
+            let now = clock.nanoseconds
             guard liveness.withLock({ $0.heard(from: slot, boot: frame.senderBoot, now: now) }) else { return }
         }
         guard !frame.messages.isEmpty else { return }
@@ -233,7 +249,7 @@ public final class NodeHost: FrameReceiver, @unchecked Sendable {
             var bytes = 0
             for job in out.applyJobs {
                 bytes += job.bytes
-                perApplier[Int(HostShard.stableHash(job.replica.key.partition) % UInt64(appliers.count))].append(job)
+                perApplier[Int(HostShard.stableHash(job.target.key.partition) % UInt64(appliers.count))].append(job)
             }
             applyBacklog.wrappingAdd(bytes, ordering: .relaxed)
             for (i, jobs) in perApplier.enumerated() where !jobs.isEmpty { appliers[i].enqueue(jobs) }
@@ -294,24 +310,18 @@ public final class NodeHost: FrameReceiver, @unchecked Sendable {
         for job in jobs {
             let failure = job.run()
             if let failure {
-                logger.error("replica \(job.replica.key) stopped: its state machine failed to apply: \(failure)")
+                logger.error("replica \(job.target.key) stopped: its state machine failed to apply: \(failure)")
             }
             bytes += job.bytes
-            reports[shardIndex(job.replica.key.partition)].append(
+            reports[shardIndex(job.target.key.partition)].append(
                 AppliedReport(
-                    replica: job.replica, through: job.through, confState: job.confState, entries: job.entries.count,
+                    key: job.target.key, through: job.through, confState: job.confState, entries: job.entries.count,
                     failure: failure))
         }
         applyBacklog.wrappingSubtract(bytes, ordering: .relaxed)
         for (i, list) in reports.enumerated() where !list.isEmpty { workers[i].post(.applied(list)) }
     }
 
-}
-
-func monotonicNanoseconds() -> Int {
-    var ts = timespec()
-    clock_gettime(CLOCK_MONOTONIC, &ts)
-    return Int(ts.tv_sec) * 1_000_000_000 + Int(ts.tv_nsec)
 }
 
 #if canImport(Glibc)

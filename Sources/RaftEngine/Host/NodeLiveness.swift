@@ -1,9 +1,15 @@
 /// Failure detection between nodes, not groups: every node sends each peer one liveness
 /// frame per interval whatever the number of groups (any frame counts), and declares a peer
-/// dead when nothing arrived for `timeoutTicks`. A frame with a new boot value means the
-/// peer restarted: it is reported dead (its leaderships ended) and alive again at once.
+/// dead when nothing arrived for `timeoutNanoseconds` of monotonic time. A frame with a new
+/// boot value means the peer restarted: it is reported dead (its leaderships ended) and
+/// alive again at once.
 ///
-/// Deterministic: time is the caller's tick count.
+/// Time is real time, not ticks: ticks are merged by busy workers and skipped by a stalled
+/// tick thread, so a count of them says little about how long a peer was silent. When the
+/// checks themselves stall (this process was not scheduled for a while), the stall is not
+/// counted as the peers' silence: frames may be waiting unread in this node's own queues.
+///
+/// Deterministic: time is the caller's.
 struct NodeLiveness {
     enum Event: Equatable {
         case down(Int)
@@ -11,34 +17,36 @@ struct NodeLiveness {
     }
 
     private struct Peer {
-        var lastHeard: UInt64
+        var lastHeardNanoseconds: Int
         var boot: UInt64?
         var isAlive = true
     }
 
-    let timeoutTicks: UInt64
+    let timeoutNanoseconds: Int
+    let selfSlot: Int
     private var peers: [Peer]
     private var events: [Event] = []
-
-    let selfSlot: Int
+    /// When `tick` last ran.
+    private var lastCheckNanoseconds: Int
 
     /// Peers start alive, heard at `now`: a starting node gives them a full timeout. The
     /// node's own slot is never reported.
-    init(peerCount: Int, selfSlot: Int, timeoutTicks: Int, now: UInt64) {
-        precondition(timeoutTicks > 0)
-        self.timeoutTicks = UInt64(timeoutTicks)
+    init(peerCount: Int, selfSlot: Int, timeoutNanoseconds: Int, now: Int) {
+        precondition(timeoutNanoseconds > 0)
+        self.timeoutNanoseconds = timeoutNanoseconds
         self.selfSlot = selfSlot
-        peers = Array(repeating: Peer(lastHeard: now), count: peerCount)
+        peers = Array(repeating: Peer(lastHeardNanoseconds: now), count: peerCount)
+        lastCheckNanoseconds = now
     }
 
     /// Records a frame from `peer` at `now`. Returns false for a frame of an older boot of
     /// the peer (boot values grow with each start): it is late traffic of a dead process,
     /// to be dropped, not a sign of life.
     @discardableResult
-    mutating func heard(from peer: Int, boot: UInt64, now: UInt64) -> Bool {
+    mutating func heard(from peer: Int, boot: UInt64, now: Int) -> Bool {
         var p = peers[peer]
         if let known = p.boot, boot < known { return false }
-        p.lastHeard = now
+        p.lastHeardNanoseconds = max(p.lastHeardNanoseconds, now)
         if let known = p.boot, known != boot {
             if p.isAlive { events.append(.down(peer)) }
             events.append(.up(peer))
@@ -53,9 +61,16 @@ struct NodeLiveness {
     }
 
     /// Declares peers dead whose silence reached the timeout; returns every event since the
-    /// last call, in order.
-    mutating func tick(now: UInt64) -> [Event] {
-        for i in peers.indices where i != selfSlot && peers[i].isAlive && now >= peers[i].lastHeard + timeoutTicks {
+    /// last call, in order. A gap of more than half the timeout since the previous check is
+    /// this node's own stall: it is credited to every peer.
+    mutating func tick(now: Int) -> [Event] {
+        let gap = now - lastCheckNanoseconds
+        lastCheckNanoseconds = max(lastCheckNanoseconds, now)
+        if gap > timeoutNanoseconds / 2 {
+            for i in peers.indices { peers[i].lastHeardNanoseconds += gap }
+        }
+        for i in peers.indices
+        where i != selfSlot && peers[i].isAlive && now >= peers[i].lastHeardNanoseconds + timeoutNanoseconds {
             peers[i].isAlive = false
             events.append(.down(i))
         }

@@ -7,26 +7,33 @@ typealias Promise<T> = @Sendable (Result<T, HostError>) -> Void
 struct PendingProposal {
     var index: LogIndex
     var term: Term
-    var deadline: UInt64
+    var deadlineNanoseconds: Int
     var promise: Promise<LogIndex>
 }
 
 /// A read waiting for its read index, then for the state machine to reach it.
 struct PendingRead {
+    /// This shard's counter in the read's `ReadContext`.
     var id: UInt64
     /// Monotonic time at which the read was issued (its ReadIndex heartbeat left no earlier).
-    var issuedAt: Int
-    var deadline: UInt64
+    var issuedAtNanoseconds: Int
+    var deadlineNanoseconds: Int
     var index: LogIndex?
     var promise: Promise<LogIndex>
 }
 
-/// One replica hosted by a shard: its consensus member (or the dormant record that replaces
-/// it), its state machine and the requests in flight.
+/// A member of a replica's group and the node slot hosting it (nil: not known yet, e.g. a
+/// member added by a configuration change before routing knows its storage).
+struct GroupMember {
+    let member: MemberID
+    let nodeSlot: Int?
+}
+
+/// One replica hosted by a shard: its state, its state machine and the requests in flight.
 ///
-/// Owned by one shard and touched only on that shard's worker thread, except the immutable
-/// `key`, `group`, `storage*` and `stateMachine`, which apply workers read. Hence unchecked.
-final class Replica: @unchecked Sendable {
+/// Owned by one shard and touched only on that shard's worker thread. Apply workers get
+/// an `ApplyTarget` (its key and state machine), never the replica.
+final class Replica {
     let key: ReplicaKey
     let group: GroupID
     let storageSlot: Int
@@ -34,17 +41,34 @@ final class Replica: @unchecked Sendable {
     let stateMachine: any StateMachine
     let stableLog: WALStableLog
 
-    /// Members of the group and the node slot hosting each (-1: unknown node).
-    var members: [MemberID]
-    var memberNodes: [Int]
+    /// Where a replica is in its life: exactly one of these at a time.
+    ///
+    /// ```
+    ///  fresh ─────────────────────────────────┐      loaded at start ──> dormant
+    ///                                         ▼                            │ message, request
+    ///   awaitingCampaign ──(slot due)──> awake <──(tick stops / a message)──> quiesced <─┘
+    ///        ▲  (its leader's node died)      │                                │ quiet period
+    ///        └────────────────────────────────┴──────────(either)              └──> dormant
+    ///   any state ──(storage or state machine failure)──> failed
+    /// ```
+    enum State {
+        /// Ticked; `slot` is its position in the shard's list of ticked replicas.
+        case awake(RawNode, slot: Int)
+        /// Not ticked: its group is quiet, or it waits for its group's first traffic.
+        case quiesced(RawNode)
+        /// Its leader's node died: not ticked until its paced campaign slot.
+        case awaitingCampaign(RawNode)
+        /// Shrunk to the record it is rebuilt from.
+        case dormant(SuspendedState)
+        /// Stopped for good after a storage or state machine failure. The member is kept only
+        /// to hand leadership over (see `HostShard.resign`).
+        case failed(reason: String, member: RawNode?)
+    }
 
-    /// The consensus member; nil while dormant.
-    var node: RawNode?
-    /// The dormant record; set exactly when `node` is nil.
-    var suspended: SuspendedState?
-    var residency: ReplicaResidency
-    /// Stop reason after a storage or state machine failure.
-    var failure: String?
+    /// Members of the group, sorted, each with its node.
+    var members: [GroupMember]
+
+    var state: State
 
     // MARK: Pipeline
 
@@ -52,28 +76,28 @@ final class Replica: @unchecked Sendable {
     /// from the member until it is completed (the core requires advance before ready).
     var pendingReady: Ready?
     var isDirty = false
-    /// Position in the shard's list of ticked replicas, or -1.
-    var awakeSlot = -1
     /// Tick of the last request, for idle detection.
-    var lastActivity: UInt64 = 0
+    var lastActivityTick: UInt64 = 0
     /// Tick at which it quiesced (for dormancy), when quiesced.
-    var quiescedAt: UInt64 = 0
+    var quiescedAtTick: UInt64 = 0
     /// When a campaign is scheduled (awaitingCampaign).
-    var campaignAt: UInt64 = 0
+    var campaignAtTick: UInt64 = 0
     /// Node slots whose members were ignored when the group quiesced: wake when they return.
     var laggingNodes: [Int] = []
-    /// The node slot of the known leader, or -1.
-    var leaderNode = -1
     /// Until this tick vote requests are dropped: set for an election timeout when the
     /// replica is loaded at start.
-    var refuseVotesUntil: UInt64 = 0
+    var refuseVotesUntilTick: UInt64 = 0
     /// Leader lease for reads: a ReadIndex round issued at time S and confirmed by a quorum
     /// in `leaseTerm` lets this leader answer reads without a round until S plus half an
     /// election timeout, in monotonic nanoseconds (see docs/HOST.md: followers refuse votes,
     /// and liveness forgets a leader, only an election timeout after they last heard from
     /// its node).
     var leaseTerm = Term.zero
-    var leaseUntil = 0
+    var leaseUntilNanoseconds = 0
+    /// The term this replica led in when it failed (it resigns from it).
+    var resignTerm = Term.zero
+    /// The tick of its last resignation message.
+    var resignedAtTick: UInt64 = 0
 
     // MARK: Apply
 
@@ -91,7 +115,7 @@ final class Replica: @unchecked Sendable {
 
     init(
         key: ReplicaKey, group: GroupID, storageSlot: Int, storageName: StorageName, stateMachine: any StateMachine,
-        stableLog: WALStableLog, members: [MemberID], memberNodes: [Int], applied: LogIndex
+        stableLog: WALStableLog, members: [GroupMember], state: State, applied: LogIndex
     ) {
         self.key = key
         self.group = group
@@ -100,25 +124,100 @@ final class Replica: @unchecked Sendable {
         self.stateMachine = stateMachine
         self.stableLog = stableLog
         self.members = members
-        self.memberNodes = memberNodes
+        self.state = state
         self.handedOut = applied
         self.applied = applied
-        self.residency = .quiesced
     }
 
-    /// The node slot hosting `member`, or -1.
-    func nodeSlot(of member: MemberID) -> Int {
-        for i in members.indices where members[i] == member { return memberNodes[i] }
-        return -1
+    /// The node slot hosting `member`, if known.
+    func nodeSlot(of member: MemberID) -> Int? {
+        for m in members where m.member == member { return m.nodeSlot }
+        return nil
     }
+
+    // MARK: State, read
+
+    /// The consensus member, when resident and not failed.
+    var node: RawNode? {
+        switch state {
+        case .awake(let node, _), .quiesced(let node), .awaitingCampaign(let node): node
+        case .dormant, .failed: nil
+        }
+    }
+
+    /// The dormant record, when dormant.
+    var suspended: SuspendedState? {
+        if case .dormant(let record) = state { return record }
+        return nil
+    }
+
+    /// Why it stopped, when failed.
+    var failure: String? {
+        if case .failed(let reason, _) = state { return reason }
+        return nil
+    }
+
+    var isFailed: Bool { failure != nil }
+
+    /// Its position in the shard's ticked list, when awake.
+    var awakeSlot: Int? {
+        if case .awake(_, let slot) = state { return slot }
+        return nil
+    }
+
+    var residency: ReplicaResidency {
+        switch state {
+        case .awake: .awake
+        case .quiesced: .quiesced
+        case .awaitingCampaign: .awaitingCampaign
+        case .dormant: .dormant
+        case .failed: .failed
+        }
+    }
+
+    /// What an apply worker needs of it.
+    var applyTarget: ApplyTarget { ApplyTarget(key: key, stateMachine: stateMachine) }
 
     /// The leader known from the member or the dormant record.
     var knownLeader: MemberID { node?.leader ?? suspended?.lead ?? .none }
+
+    /// The node slot of the known leader, if known.
+    var leaderNodeSlot: Int? {
+        let leader = knownLeader
+        return leader == .none ? nil : nodeSlot(of: leader)
+    }
+
+    /// Checks what its state implies (the shard checks the ticked list); the host
+    /// simulation runs it after every turn.
+    func checkInvariants() {
+        switch state {
+        case .awake(let node, _):
+            precondition(!node.isQuiesced, "\(key): ticked while its member is quiesced")
+        case .quiesced, .awaitingCampaign:
+            break
+        case .dormant:
+            precondition(pendingReady == nil && !hasRequests, "\(key): dormant with work in flight")
+            precondition(applyJobsInFlight == 0, "\(key): dormant with apply jobs in flight")
+        case .failed:
+            precondition(pendingReady == nil && !hasRequests, "\(key): failed with requests or a Ready")
+        }
+        precondition(applied <= handedOut, "\(key): applied \(applied) beyond handed out \(handedOut)")
+        if let node {
+            precondition(handedOut <= node.logBounds.commit, "\(key): handed out \(handedOut) beyond the commit")
+        }
+    }
+}
+
+/// What an apply worker needs of a replica: its key (to route the report back) and its
+/// state machine. Immutable.
+struct ApplyTarget: Sendable {
+    let key: ReplicaKey
+    let stateMachine: any StateMachine
 }
 
 /// What an apply worker reports back to a replica's shard after a job.
-struct AppliedReport {
-    let replica: Replica
+struct AppliedReport: Sendable {
+    let key: ReplicaKey
     let through: LogIndex
     let confState: ConfState?
     let entries: Int
@@ -127,7 +226,7 @@ struct AppliedReport {
 
 /// Committed entries for one replica's state machine, with the requests they answer.
 final class ApplyJob: @unchecked Sendable {
-    let replica: Replica
+    let target: ApplyTarget
     let entries: [Entry]
     /// The replica's handed-out index when the job was made (its last entry, or the index
     /// reads wait for); the apply worker reports it back.
@@ -140,8 +239,8 @@ final class ApplyJob: @unchecked Sendable {
     var confState: ConfState?
     let bytes: Int
 
-    init(replica: Replica, entries: [Entry], through: LogIndex) {
-        self.replica = replica
+    init(target: ApplyTarget, entries: [Entry], through: LogIndex) {
+        self.target = target
         self.entries = entries
         self.through = through
         var total = 0

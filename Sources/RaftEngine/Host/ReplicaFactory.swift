@@ -9,7 +9,7 @@ struct ReplicaFactory {
 
     func makeReplica(
         key: ReplicaKey, group: GroupID, storageSlot: Int, route: [RouteReplica], confState: ConfState,
-        applied: LogIndex
+        applied: LogIndex, suspended: SuspendedState? = nil
     ) throws(HostError) -> Replica {
         let machine: any StateMachine
         do {
@@ -17,16 +17,25 @@ struct ReplicaFactory {
         } catch {
             throw .replicaFailed("opening the state machine of \(key): \(error)")
         }
-        let sorted = route.sorted { $0.member < $1.member }
-        let nodes = sorted.map { replica -> Int in
-            guard let node = cluster.node(serving: replica.storage) else { return -1 }
-            return cluster.nodes.firstIndex(of: node) ?? -1
+        let members = route.sorted { $0.member < $1.member }.map { replica in
+            GroupMember(
+                member: replica.member,
+                nodeSlot: cluster.node(serving: replica.storage).flatMap { cluster.nodes.firstIndex(of: $0) })
         }
-        let storage = WALStableLog(log: context.logs[storageSlot], group: group, confState: confState)
+        let stable = WALStableLog(log: context.logs[storageSlot], group: group, confState: confState)
+        let state: Replica.State
+        if let suspended {
+            state = .dormant(suspended)
+        } else {
+            // A fresh member: nothing stored yet, so it starts as a follower in term 0, not
+            // ticked until its group's first traffic (or its paced campaign).
+            let seed = context.options.seed ^ HostShard.stableHash(key.partition) ^ key.member.rawValue
+            state = .quiesced(
+                RawNode(config: context.raftConfig(member: key.member, applied: applied, seed: seed), log: stable))
+        }
         return Replica(
             key: key, group: group, storageSlot: storageSlot, storageName: context.storageNames[storageSlot],
-            stateMachine: machine, stableLog: storage, members: sorted.map(\.member), memberNodes: nodes,
-            applied: applied)
+            stateMachine: machine, stableLog: stable, members: members, state: state, applied: applied)
     }
 
     /// Every registered Raft replica of `storage`, dormant, as a follower that knows no
@@ -46,16 +55,16 @@ struct ReplicaFactory {
                 throw .invalid(
                     "replica \(item.record.key) on \(storageName) has no route or configuration in the metadata store")
             }
-            let replica = try makeReplica(
-                key: ReplicaKey(partition: item.record.key, member: me.member), group: item.record.group,
-                storageSlot: slot, route: route.replicas, confState: ConfState(conf), applied: item.applied)
             let hs = storage.log.hardState(of: item.record.group) ?? .empty
             // Applied never passes the durable commit (commits are durable before apply).
-            replica.suspended = SuspendedState(
+            let record = SuspendedState(
                 term: hs.term, commit: max(hs.commit, min(item.applied, storage.log.lastIndex(of: item.record.group))),
                 lead: .none, isLeader: false, caughtUp: [])
-            replica.residency = .dormant
-            out.append(replica)
+            out.append(
+                try makeReplica(
+                    key: ReplicaKey(partition: item.record.key, member: me.member), group: item.record.group,
+                    storageSlot: slot, route: route.replicas, confState: ConfState(conf), applied: item.applied,
+                    suspended: record))
         }
         return out
     }
@@ -66,7 +75,7 @@ extension ApplyJob {
     /// applied index are re-offered after a restart and skipped), then answers the
     /// requests. Returns the failure, if the state machine failed.
     func run() -> String? {
-        let r = replica
+        let r = target
         var failure: String?
         if let last = entries.last {
             let have = r.stateMachine.appliedIndex

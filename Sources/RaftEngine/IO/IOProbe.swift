@@ -44,18 +44,16 @@ public struct IOProbe: Sendable {
             let file = try DiskFile.open(scratch, .createNew)
             let writer = try BatchWriter(backend: choice.kind, depth: 8)
             let block = [UInt8](repeating: 0x5A, count: 4096)
-            var start = timespec()
-            var end = timespec()
-            clock_gettime(CLOCK_MONOTONIC, &start)
+            let start = MonotonicClock.system.nanoseconds
             try block.withUnsafeBytes { bytes in
                 try writer.writeAndSync(
                     file, [PositionedWrite(offset: 0, bytes: bytes), PositionedWrite(offset: 4096, bytes: bytes)])
             }
-            clock_gettime(CLOCK_MONOTONIC, &end)
+            let end = MonotonicClock.system.nanoseconds
             var back = [UInt8](repeating: 0, count: 8192)
             let n = try back.withUnsafeMutableBytes { try file.readFully(fromAbsoluteOffset: 0, into: $0) }
             try file.close()
-            probe.writeMicros = (end.tv_sec - start.tv_sec) * 1_000_000 + (end.tv_nsec - start.tv_nsec) / 1000
+            probe.writeMicros = (end - start) / 1000
             if n == 8192 && back == block + block {
                 probe.writeSucceeded = true
                 probe.writeDetail = "2 × 4 KiB batched write + fdatasync via \(choice.kind), read back byte-equal"

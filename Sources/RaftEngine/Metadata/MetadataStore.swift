@@ -74,6 +74,8 @@ public final class MetadataStore: Sendable {
         static let partitionIDLease = Array("partition_id_lease".utf8)
         /// The next local group ID.
         static let nextGroupID = Array("group_id_next".utf8)
+        /// The last boot value of the node serving this storage (absent before its first).
+        static let nodeBoot = Array("node_boot".utf8)
     }
 
     struct State {
@@ -203,6 +205,32 @@ public final class MetadataStore: Sendable {
             }
             state.identity = updated
             return updated.incarnation
+        }
+    }
+
+    /// The last boot value recorded on this storage (0 before the first start).
+    public func lastBoot() throws(MetadataError) -> UInt64 {
+        let databases = self.databases
+        return try read { (txn) throws(MetadataError) -> UInt64 in
+            guard let bytes = try txn.value(databases.meta, MetaKey.nodeBoot) else { return 0 }
+            return try Self.decode("meta", "node_boot") { () throws(DecodeFailure) in
+                var reader = ByteReader(bytes)
+                try reader.expectVersion(1)
+                let value = try reader.u64()
+                try reader.expectEnd()
+                return value
+            }
+        }
+    }
+
+    /// Records the node's boot value for this start (durable before it returns). Boot values
+    /// only grow: peers drop frames that carry an older one as late traffic of a dead process.
+    public func recordBoot(_ boot: UInt64) throws(MetadataError) {
+        let databases = self.databases
+        try write { (txn) throws(MetadataError) in
+            var writer = ByteWriter(version: 1)
+            writer.u64(boot)
+            try txn.set(databases.meta, MetaKey.nodeBoot, writer.bytes)
         }
     }
 

@@ -14,7 +14,13 @@ final class ConditionLock: @unchecked Sendable {
 
     init() {
         precondition(pthread_mutex_init(mutex, nil) == 0)
-        precondition(pthread_cond_init(condition, nil) == 0)
+        // Timed waits measure on the monotonic clock: a wall clock step must not stretch or
+        // cut them.
+        var attributes = pthread_condattr_t()
+        precondition(pthread_condattr_init(&attributes) == 0)
+        precondition(pthread_condattr_setclock(&attributes, CLOCK_MONOTONIC) == 0)
+        precondition(pthread_cond_init(condition, &attributes) == 0)
+        pthread_condattr_destroy(&attributes)
     }
 
     deinit {
@@ -37,13 +43,7 @@ final class ConditionLock: @unchecked Sendable {
 
     /// Waits at most `nanoseconds`; returns false on timeout.
     func wait(nanoseconds: Int) -> Bool {
-        var now = timespec()
-        clock_gettime(CLOCK_REALTIME, &now)
-        var total = Int(now.tv_nsec) + nanoseconds
-        var deadline = now
-        deadline.tv_sec += total / 1_000_000_000
-        total %= 1_000_000_000
-        deadline.tv_nsec = total
+        var deadline = MonotonicClock.systemDeadline(after: nanoseconds)
         return pthread_cond_timedwait(condition, mutex, &deadline) == 0
     }
 

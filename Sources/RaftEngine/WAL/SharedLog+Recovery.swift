@@ -278,14 +278,9 @@ extension SharedLog {
     /// Rebuilds the index from the segments and positions the writer after the last valid
     /// batch. See docs/WAL.md, "Recovery".
     func recover() throws(WALError) {
-        var start = timespec()
-        clock_gettime(CLOCK_MONOTONIC, &start)
+        let start = MonotonicClock.system.nanoseconds
         try segments.openExisting()
-        defer {
-            var end = timespec()
-            clock_gettime(CLOCK_MONOTONIC, &end)
-            recoveryReport.seconds = Double(end.tv_sec - start.tv_sec) + Double(end.tv_nsec - start.tv_nsec) / 1e9
-        }
+        defer { recoveryReport.seconds = Double(MonotonicClock.system.nanoseconds - start) / 1e9 }
         guard !segments.sequences.isEmpty else {
             _ = try segments.create(1)
             currentSegment = 1

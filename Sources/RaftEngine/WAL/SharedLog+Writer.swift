@@ -167,14 +167,9 @@ extension SharedLog {
             if options.maxBatchDelayMicroseconds > 0 && waitForWork {
                 // An idle disk: give concurrent writers a moment to join this batch (every
                 // enqueue wakes us, so wait again until the deadline or enough bytes).
-                var start = timespec()
-                clock_gettime(CLOCK_MONOTONIC, &start)
-                let deadline =
-                    Int(start.tv_sec) * 1_000_000_000 + Int(start.tv_nsec) + options.maxBatchDelayMicroseconds * 1000
+                let deadline = MonotonicClock.system.nanoseconds + options.maxBatchDelayMicroseconds * 1000
                 while queuedBytes < options.maxBatchBytes / 2 && !isClosing {
-                    var now = timespec()
-                    clock_gettime(CLOCK_MONOTONIC, &now)
-                    let remaining = deadline - (Int(now.tv_sec) * 1_000_000_000 + Int(now.tv_nsec))
+                    let remaining = deadline - MonotonicClock.system.nanoseconds
                     if remaining <= 0 { break }
                     _ = lock.wait(nanoseconds: remaining)
                 }

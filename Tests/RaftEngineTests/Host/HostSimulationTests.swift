@@ -18,7 +18,7 @@ struct HostSimulationTests {
     }
 
     @Test(
-        "Host: simulation: crashes, partitions, loss and late WAL batches keep every group safe; acknowledged writes survive; reads are linearizable"
+        "Host: simulation: crashes, partitions, loss, late, refused and half-durable WAL units, merged ticks keep every group safe; acknowledged writes survive; reads are linearizable"
     )
     func simulate() throws {
         var failures: [String] = []
@@ -28,6 +28,10 @@ struct HostSimulationTests {
         var proposals = 0
         var reads = 0
         var leaseReads = 0
+        var overloads = 0
+        var largeProposals = 0
+        var partialUnits = 0
+        var mergedTicks = 0
         for seed in Self.seeds {
             // Printed first: a consensus precondition stops the process, and this names the seed.
             print("host simulation: seed \(seed) (RAFT_HOST_SIM_SEED=\(seed) reruns it)")
@@ -39,12 +43,17 @@ struct HostSimulationTests {
             proposals += sim.proposals
             reads += sim.outcomes.reads
             leaseReads += sim.outcomes.leaseReads
+            overloads += sim.overloads
+            largeProposals += sim.largeProposals
+            partialUnits += sim.partialUnits
+            mergedTicks += sim.mergedTicks
         }
         #expect(failures.isEmpty, "\(failures.joined(separator: "\n\n"))")
         // Not vacuous: faults happened and most proposals were acknowledged.
         print(
-            "host simulation: \(Self.seeds.count) seeds, \(crashes) crashes, \(partitions) partitions, \(acked) of \(proposals) proposals acknowledged, \(reads) reads (\(leaseReads) from a lease) all linearizable"
+            "host simulation: \(Self.seeds.count) seeds, \(crashes) crashes, \(partitions) partitions, \(acked) of \(proposals) proposals acknowledged, \(reads) reads (\(leaseReads) from a lease) all linearizable; \(overloads) WAL units refused and retried, \(largeProposals) large proposals, \(partialUnits) units left half-durable by a crash, \(mergedTicks) merged ticks"
         )
+        #expect(overloads > 0 && largeProposals > 0 && mergedTicks > 0)
         #expect(crashes >= Self.seeds.count / 2 && partitions >= Self.seeds.count / 2)
         #expect(acked * 3 >= proposals)
         #expect(leaseReads > 0, "no read was served from a lease: the lease path went untested")

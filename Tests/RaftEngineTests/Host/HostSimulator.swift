@@ -6,9 +6,13 @@ import Synchronization
 
 /// A seeded simulation of several node hosts driving their shards directly (no threads
 /// but the WALs' writers, which the simulator waits for): a lossy, reordering network with
-/// partitions, WAL batches completed late (a crash loses those not yet completed), node
-/// crashes and restarts (storage reopened, replicas loaded dormant, a new boot value).
-/// The per-group safety invariants of the consensus simulator are checked after every step.
+/// partitions, WAL units completed late (a crash loses those not yet completed, and may
+/// leave a prefix of the next one durable), WAL units refused as overloaded and submitted
+/// again on the next tick while later units go ahead (as `NodeHost` does), Readies larger
+/// than a WAL batch, ticks merged by a busy worker, reads issued on several nodes at once,
+/// node crashes and restarts (storage reopened, replicas loaded dormant, a new boot value).
+/// The per-group safety invariants of the consensus simulator and the shards' own
+/// invariants are checked after every step.
 final class HostSimulator {
     struct Config {
         var nodes = 3
@@ -21,6 +25,14 @@ final class HostSimulator {
         var crashPercent = 1
         var partitionPercent = 1
         var quietSteps = 2_400
+        /// WAL units refused as overloaded (parked until the next tick).
+        var walOverloadPercent = 8
+        /// Proposals of a few KiB (WAL batches are 8 KiB: such Readies span batches).
+        var largeProposalPercent = 15
+        /// Ticks a busy worker merges (its shard is not ticked, the clock still moves).
+        var mergedTickPercent = 15
+        /// Reads issued on every node of a group at the same moment.
+        var readBurstPercent = 20
     }
 
     final class SimNode {
@@ -29,6 +41,8 @@ final class HostSimulator {
         var liveness: NodeLiveness
         let boot: UInt64
         var writes: [(due: Int, token: UInt64, writes: [[GroupWrite]])] = []
+        /// Units refused as overloaded, submitted again on the next tick.
+        var parked: [(token: UInt64, writes: [[GroupWrite]])] = []
         var jobs: [ApplyJob] = []
 
         init(storage: Storage, shard: HostShard, liveness: NodeLiveness, boot: UInt64) {
@@ -106,6 +120,10 @@ final class HostSimulator {
     var crashes = 0
     var partitions = 0
     var proposals = 0
+    var overloads = 0
+    var largeProposals = 0
+    var partialUnits = 0
+    var mergedTicks = 0
 
     init(seed: UInt64, config: Config = Config()) throws {
         self.seed = seed
@@ -141,10 +159,10 @@ final class HostSimulator {
         if trace.count > 400 { trace.removeFirst(100) }
     }
 
-    func factory(for node: SimNode?, storage: Storage, slot: Int) -> (ShardContext, ReplicaFactory) {
+    func factory(for node: SimNode?, storage: Storage, slot: Int, boot: UInt64 = 0) -> (ShardContext, ReplicaFactory) {
         let context = ShardContext(
             options: options, nodes: nodeIDs, selfSlot: slot, logs: [storage.log], storageNames: [names[slot]],
-            clock: { [clockBox] in clockBox.nanoseconds })
+            clock: MonotonicClock { [clockBox] in clockBox.nanoseconds }, boot: node?.boot ?? boot)
         let machines = self.machines
         let f = ReplicaFactory(
             context: context, cluster: map,
@@ -157,19 +175,24 @@ final class HostSimulator {
         try FileManager.default.createDirectory(atPath: root, withIntermediateDirectories: true)
         var wal = SharedLog.Options()
         wal.segmentSize = 1 << 20
-        wal.maxBatchBytes = 256 << 10
+        wal.maxBatchBytes = 8 << 10
         wal.maxQueuedBytes = 4 << 20
         let storage = try Storage(
             root: root, clusterID: clusterID, name: names[i], nodeID: nodeIDs[i], createIfMissing: true, walOptions: wal
         )
-        let (context, f) = factory(for: nil, storage: storage, slot: i)
+        // The boot value comes from the metadata store, as `NodeHost` takes it.
+        let boot = try storage.metadata.lastBoot() + 1
+        try storage.metadata.recordBoot(boot)
+        let (context, f) = factory(for: nil, storage: storage, slot: i, boot: boot)
         let shard = HostShard(index: 0, context: context, seed: rng.next())
         shard.now = tickCount
         let node = SimNode(
             storage: storage, shard: shard,
             liveness: NodeLiveness(
-                peerCount: config.nodes, selfSlot: i, timeoutTicks: options.livenessTimeoutTicks, now: tickCount),
-            boot: UInt64(step + 1) << 16 | (rng.next() & 0xFFFF))
+                peerCount: config.nodes, selfSlot: i,
+                timeoutNanoseconds: options.livenessTimeoutTicks * options.tickMilliseconds * 1_000_000,
+                now: clockBox.nanoseconds),
+            boot: boot)
         if !fresh {
             for r in try f.loadDormant(storage: storage, slot: 0) { shard.add(r, campaign: false) }
         }
@@ -205,7 +228,18 @@ final class HostSimulator {
     func crash(_ i: Int) {
         guard let node = nodes[i] else { return }
         crashes += 1
-        note("crash node \(i) (\(node.writes.count) WAL batches not yet durable are lost)")
+        note("crash node \(i) (\(node.writes.count) WAL units not yet durable are lost)")
+        // The WAL writes a unit's batches in order, each durable before the next: a crash
+        // can leave a prefix of the first unit not yet completed.
+        if let first = node.writes.first, rng.next(below: 2) == 0 {
+            for writes in first.writes where !writes.isEmpty {
+                let prefix = randomPrefix(of: writes)
+                if !prefix.isEmpty {
+                    partialUnits += 1
+                    try? node.storage.log.append(prefix)
+                }
+            }
+        }
         // Requests in flight on the crashed node are never answered (the client sees a
         // timeout); they are not acknowledged, so they carry no durability promise.
         node.storage.close()
@@ -237,20 +271,43 @@ final class HostSimulator {
         for job in jobs {
             let failure = job.run()
             node.shard.applied(
-                job.replica, through: job.through, confState: job.confState,
+                job.target.key, through: job.through, confState: job.confState,
                 entries: job.entries.count, failure: failure)
         }
         let out = node.shard.runTurn()
+        node.shard.checkInvariants()
         for slot in out.frames.indices where !out.frames[slot].isEmpty {
             let frame = PeerFrame(
                 from: nodeIDs[i], to: nodeIDs[slot], senderBoot: node.boot, messages: out.frames[slot])
             if slot == i { node.shard.deliver(frame.messages) } else { deliver(frame) }
         }
-        if out.hasWrites {
-            let due = max(step, node.writes.last?.due ?? 0) + rng.next(below: 3)
-            node.writes.append((due, out.token, out.writes))
-        }
+        if out.hasWrites { submit(node, token: out.token, writes: out.writes) }
         node.jobs += out.applyJobs
+    }
+
+    /// Hands a turn's WAL units to the (simulated) WAL: refused whole as overloaded now and
+    /// then (parked, submitted again on the next tick, as `NodeHost` does), else durable
+    /// after a random delay, in order.
+    func submit(_ node: SimNode, token: UInt64, writes: [[GroupWrite]]) {
+        if rng.next(below: 100) < config.walOverloadPercent {
+            overloads += 1
+            node.parked.append((token, writes))
+            return
+        }
+        let due = max(step, node.writes.last?.due ?? 0) + rng.next(below: 3)
+        node.writes.append((due, token, writes))
+    }
+
+    /// A prefix of a unit as the WAL could leave it durable: whole writes, then part of one
+    /// (some of its entries, without its hard state, which comes last).
+    func randomPrefix(of unit: [GroupWrite]) -> [GroupWrite] {
+        let cut = rng.next(below: unit.count)
+        var prefix = Array(unit.prefix(cut))
+        var partial = unit[cut]
+        partial.hardState = nil
+        partial.entries = Array(partial.entries.prefix(rng.next(below: partial.entries.count + 1)))
+        if !partial.entries.isEmpty { prefix.append(partial) }
+        return prefix
     }
 
     func tick() {
@@ -258,7 +315,10 @@ final class HostSimulator {
         clockBox.nanoseconds = Int(tickCount) * options.tickMilliseconds * 1_000_000
         for i in nodes.indices {
             guard let node = nodes[i] else { continue }
-            for event in node.liveness.tick(now: tickCount) {
+            let parked = node.parked
+            node.parked = []
+            for unit in parked { submit(node, token: unit.token, writes: unit.writes) }
+            for event in node.liveness.tick(now: clockBox.nanoseconds) {
                 switch event {
                 case .down(let slot):
                     note("node \(i) declares node \(slot) dead")
@@ -273,29 +333,49 @@ final class HostSimulator {
                     deliver(PeerFrame(from: nodeIDs[i], to: nodeIDs[j], senderBoot: node.boot, messages: []))
                 }
             }
+            // A busy worker merges queued ticks: its shard misses this one.
+            if rng.next(below: 100) < config.mergedTickPercent {
+                mergedTicks += 1
+                continue
+            }
             node.shard.tick()
         }
     }
+
+    /// A request deadline, 60 ticks from now on the shared clock.
+    var deadline: Int { clockBox.nanoseconds + 60 * options.tickMilliseconds * 1_000_000 }
 
     /// Half the requests go to three hot groups, so that leadership changes meet traffic.
     func pickKey() -> PartitionKey {
         rng.next(below: 2) == 0 ? keys[rng.next(below: min(3, keys.count))] : keys[rng.next(below: keys.count)]
     }
 
-    /// A read at a node that believes it leads (lease or ReadIndex, at random).
+    /// A read at a node that believes it leads (lease or ReadIndex, at random); sometimes
+    /// a read on every node of the group at once (followers forward theirs to the leader,
+    /// whose read queue must tell them all apart).
     func read() {
         let key = pickKey()
+        let required = outcomes.required(key)
+        let outcomes = self.outcomes
+        if rng.next(below: 100) < config.readBurstPercent {
+            for node in nodes {
+                guard let node else { continue }
+                node.shard.handle(
+                    .read(key, .readIndex, deadlineNanoseconds: deadline) {
+                        outcomes.recordRead(key, lease: false, required: required, $0)
+                    })
+            }
+            return
+        }
         // Any node that believes it leads, a deposed one included: that is where a stale
         // read would come from.
         let believers = nodes.indices.filter { nodes[$0]?.shard.replica(for: key)?.node?.role == .leader }
         let target = believers.isEmpty ? rng.next(below: config.nodes) : believers[rng.next(below: believers.count)]
         guard let node = nodes[target] else { return }
         let lease = rng.next(below: 4) != 0
-        let required = outcomes.required(key)
-        let outcomes = self.outcomes
         node.shard.handle(
             .read(
-                key, lease ? .lease : .readIndex, deadline: node.shard.now + 60,
+                key, lease ? .lease : .readIndex, deadlineNanoseconds: deadline,
                 {
                     outcomes.recordRead(key, lease: lease, required: required, $0)
                 }))
@@ -310,9 +390,15 @@ final class HostSimulator {
         }
         guard let node = nodes[target] else { return }
         proposals += 1
-        let data = Array("s\(seed)-\(step)".utf8)
+        var data = Array("s\(seed)-\(step)".utf8)
+        if rng.next(below: 100) < config.largeProposalPercent {
+            // 2-6 KiB: a few of these in one Ready exceed an 8 KiB WAL batch.
+            largeProposals += 1
+            data += [UInt8](repeating: UInt8(step & 0xFF), count: 2048 + rng.next(below: 4096))
+        }
         let outcomes = self.outcomes
-        node.shard.handle(.propose(key, data, deadline: node.shard.now + 60, { outcomes.record(key, data, $0) }))
+        let payload = data
+        node.shard.handle(.propose(key, payload, deadlineNanoseconds: deadline, { outcomes.record(key, payload, $0) }))
     }
 
     /// Election safety: one leader per group and term, over the whole run.
@@ -410,7 +496,8 @@ final class HostSimulator {
                 guard let to = nodeIDs.firstIndex(of: item.frame.to), let node = nodes[to],
                     let from = nodeIDs.firstIndex(of: item.frame.from)
                 else { continue }
-                guard node.liveness.heard(from: from, boot: item.frame.senderBoot, now: tickCount) else { continue }
+                guard node.liveness.heard(from: from, boot: item.frame.senderBoot, now: clockBox.nanoseconds)
+                else { continue }
                 if !item.frame.messages.isEmpty { node.shard.deliver(item.frame.messages) }
             }
             network = later

@@ -8,24 +8,52 @@ import Testing
 struct HostUnitTests {
     @Test("Host: liveness: silence past the timeout is death; a frame revives; a new boot value is a restart")
     func liveness() {
-        var l = NodeLiveness(peerCount: 3, selfSlot: 0, timeoutTicks: 5, now: 0)
-        #expect(l.tick(now: 4).isEmpty)
-        l.heard(from: 1, boot: 11, now: 4)
-        #expect(l.tick(now: 5) == [.down(2)], "node 2 silent for 5 ticks; the own slot is never reported")
-        #expect(l.tick(now: 6).isEmpty)
-        l.heard(from: 2, boot: 22, now: 7)
-        #expect(l.tick(now: 7) == [.up(2)])
-        l.heard(from: 1, boot: 12, now: 8)
-        #expect(l.tick(now: 8) == [.down(1), .up(1)], "a restarted peer led nothing any more")
-        #expect(l.tick(now: 13) == [.down(1), .down(2)])
+        // Time in arbitrary units; checks every unit (a gap over half the timeout is a stall).
+        var l = NodeLiveness(peerCount: 3, selfSlot: 0, timeoutNanoseconds: 10, now: 0)
+        var events: [NodeLiveness.Event] = []
+        func run(through end: Int, from start: Int) {
+            for t in start...end { events += l.tick(now: t) }
+        }
+        run(through: 8, from: 1)
+        #expect(events.isEmpty)
+        l.heard(from: 1, boot: 11, now: 8)
+        run(through: 10, from: 9)
+        #expect(events == [.down(2)], "node 2 silent for 10; the own slot is never reported")
+        events = []
+        l.heard(from: 2, boot: 22, now: 11)
+        run(through: 11, from: 11)
+        #expect(events == [.up(2)])
+        events = []
+        l.heard(from: 1, boot: 12, now: 12)
+        run(through: 12, from: 12)
+        #expect(events == [.down(1), .up(1)], "a restarted peer led nothing any more")
+        events = []
+        run(through: 22, from: 13)
+        #expect(events == [.down(2), .down(1)])
         #expect(!l.isAlive(1) && !l.isAlive(2))
         // A late frame of an older boot is no sign of life.
-        let stale = l.heard(from: 1, boot: 11, now: 14)
+        let stale = l.heard(from: 1, boot: 11, now: 23)
         #expect(!stale)
-        #expect(l.tick(now: 14).isEmpty && !l.isAlive(1))
-        let fresh = l.heard(from: 1, boot: 12, now: 15)
+        events = []
+        run(through: 23, from: 23)
+        #expect(events.isEmpty && !l.isAlive(1))
+        let fresh = l.heard(from: 1, boot: 12, now: 24)
         #expect(fresh)
-        #expect(l.tick(now: 15) == [.up(1)])
+        run(through: 24, from: 24)
+        #expect(events == [.up(1)])
+    }
+
+    @Test("Host: liveness: a stall of this node's own checks is not counted as its peers' silence")
+    func livenessStall() {
+        var l = NodeLiveness(peerCount: 2, selfSlot: 0, timeoutNanoseconds: 100, now: 0)
+        for t in stride(from: 10, through: 50, by: 10) { #expect(l.tick(now: t).isEmpty) }
+        // This node stopped for 500 (a paused VM, a starved tick thread): no false death.
+        #expect(l.tick(now: 550).isEmpty)
+        #expect(l.isAlive(1))
+        // Real silence after the stall still counts.
+        var events: [NodeLiveness.Event] = []
+        for t in stride(from: 560, through: 700, by: 10) { events += l.tick(now: t) }
+        #expect(events == [.down(1)])
     }
 
     @Test("Host: entry codec: entries and conf changes round-trip; damaged bytes are refused")
