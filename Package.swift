@@ -12,6 +12,7 @@ let package = Package(
         .library(name: "RaftEngine", targets: ["RaftEngine"]),
         .library(name: "RaftConsensus", targets: ["RaftConsensus"]),
         .library(name: "RaftSimulation", targets: ["RaftSimulation"]),
+        .library(name: "RaftTesting", targets: ["RaftTesting"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
@@ -49,11 +50,21 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
+        // The one in-process cluster harness (LocalCluster), the in-memory network, the
+        // recording state machine and agreement checker, and the seeded host simulation:
+        // shared by the tests, `raftd demo`, `raftd simulate --host` and HostBench. Nothing
+        // test-only ships in RaftEngine's public API; the simulation reaches the host's
+        // shards through `package` access.
+        .target(
+            name: "RaftTesting",
+            dependencies: ["RaftEngine", "RaftConsensus"]
+        ),
         .executableTarget(
             name: "raftd",
             dependencies: [
                 "RaftEngine",
                 "RaftSimulation",
+                "RaftTesting",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]
@@ -71,7 +82,7 @@ let package = Package(
         ),
         .executableTarget(
             name: "HostBench",
-            dependencies: ["RaftEngine", "RaftConsensus", "CRaftIO", "BenchSupport"],
+            dependencies: ["RaftEngine", "RaftConsensus", "CRaftIO", "BenchSupport", "RaftTesting"],
             path: "Benchmarks/HostBench"
         ),
         .executableTarget(
@@ -90,7 +101,7 @@ let package = Package(
         ),
         .testTarget(
             name: "RaftEngineTests",
-            dependencies: ["RaftEngine", "CRaftIO", "RaftConsensus", "WALCrashSupport"]
+            dependencies: ["RaftEngine", "CRaftIO", "RaftConsensus", "WALCrashSupport", "RaftTesting"]
         ),
         // The WAL crash test kills this child with SIGKILL at random points.
         .target(

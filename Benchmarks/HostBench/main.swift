@@ -13,6 +13,7 @@ import CRaftIO
 import Foundation
 import RaftConsensus
 import RaftEngine
+import RaftTesting
 import Synchronization
 
 #if canImport(Glibc)
@@ -87,29 +88,6 @@ struct Options {
     }
 }
 
-/// Applies by counting: the cheapest state machine, so the figures are the host's.
-final class CountingStateMachine: StateMachine, @unchecked Sendable {
-    private let last = Atomic<UInt64>(0)
-    var appliedIndex: LogIndex { LogIndex(last.load(ordering: .relaxed)) }
-    func apply(_ entries: [Entry]) throws(StateMachineError) {
-        last.store(entries.last!.index.rawValue, ordering: .relaxed)
-    }
-}
-
-/// The state machines of every node, kept across restarts.
-final class Machines: Sendable {
-    private let all = Mutex<[Int: [ReplicaKey: CountingStateMachine]]>([:])
-
-    func machine(node: Int, _ replica: ReplicaKey) -> CountingStateMachine {
-        all.withLock { m in
-            if let existing = m[node]?[replica] { return existing }
-            let fresh = CountingStateMachine()
-            m[node, default: [:]][replica] = fresh
-            return fresh
-        }
-    }
-}
-
 /// Heap bytes in use (glibc mallinfo2): exact, unlike RSS, which keeps freed pages.
 func heapInUse() -> Int { Int(craft_heap_in_use()) }
 
@@ -137,121 +115,33 @@ func blocking<T: Sendable>(_ body: @escaping @Sendable () async throws -> T) thr
     return try box.withLock { $0! }.get()
 }
 
-final class Cluster: @unchecked Sendable {
-    let options: Options
-    let clusterID = ClusterID.random()
-    let nodeIDs: [NodeID]
-    let names: [StorageName]
-    let map: ClusterMap
-    let network = InMemoryNetwork()
-    var hosts: [NodeHost?] = [nil, nil, nil]
-    var hostOptions = NodeHost.Options()
-    let machines = Machines()
+/// The benchmark's cluster: the shared `LocalCluster`, with state machines that only count
+/// (so the figures are the host's).
+typealias Cluster = LocalCluster<CountingStateMachine>
 
-    init(_ options: Options) throws {
-        self.options = options
-        let ids = (0..<3).map { _ in NodeID.random() }.sorted()
-        let names = try (0..<3).map { try StorageName("bench\($0)") }
-        nodeIDs = ids
-        self.names = names
-        map = try ClusterMap(Dictionary(uniqueKeysWithValues: (0..<3).map { (ids[$0], [names[$0]]) }))
-        hostOptions.tickMilliseconds = options.tickMilliseconds
-        hostOptions.workers = options.workers
-        hostOptions.applyWorkers = 1
-        hostOptions.dormantAfterQuiescedTicks = 0
-        hostOptions.maxCampaignsPerTick = NodeHost.Options().maxCampaignsPerTick
-        hostOptions.requestTimeoutTicks = max(50, 10_000 / options.tickMilliseconds)
-        try? FileManager.default.removeItem(atPath: options.directory)
-    }
+func makeCluster(_ options: Options) throws -> Cluster {
+    var c = Cluster.Configuration()
+    c.directory = options.directory
+    c.storagePrefix = "bench"
+    c.options.tickMilliseconds = options.tickMilliseconds
+    c.options.workers = options.workers
+    c.options.applyWorkers = 1
+    c.options.dormantAfterQuiescedTicks = 0
+    c.options.requestTimeoutTicks = max(50, 10_000 / options.tickMilliseconds)
+    try? FileManager.default.removeItem(atPath: options.directory)
+    return try Cluster(c, machines: MachineRegistry { CountingStateMachine() })
+}
 
-    /// Starts node `i`; returns the seconds spent opening its storage (metadata, WAL
-    /// recovery) and building its host (loading every replica dormant).
-    @discardableResult
-    func start(_ i: Int) throws -> (storage: Double, host: Double) {
-        let root = "\(options.directory)/node\(i)"
-        try FileManager.default.createDirectory(atPath: root, withIntermediateDirectories: true)
-        let t0 = now()
-        let storage = try Storage(
-            root: root, clusterID: clusterID, name: names[i], nodeID: nodeIDs[i], createIfMissing: true)
-        let t1 = now()
-        var o = hostOptions
-        o.seed = UInt64(i + 1)
-        // One state machine per replica for the whole run, so a restarted node finds them
-        // as a durable state machine would be (nothing to re-apply).
-        let machines = self.machines
-        let host = try NodeHost(
-            nodeID: nodeIDs[i], cluster: map, storages: [storage], options: o,
-            stateMachines: { replica, _, _ in machines.machine(node: i, replica) })
-        let t2 = now()
-        host.start(transport: network.attach(nodeIDs[i], receiver: host))
-        hosts[i] = host
-        return (t1 - t0, t2 - t1)
-    }
-
-    func stop(_ i: Int) {
-        network.detach(nodeIDs[i])
-        hosts[i]?.stop()
-        hosts[i] = nil
-    }
-
-    func key(_ n: Int) -> PartitionKey {
-        PartitionKey(authority: names[0], partitionID: try! PartitionID(UInt64(n) + 2))
-    }
-
-    func create(_ count: Int) throws -> [PartitionKey] {
-        let keys = (0..<count).map(key)
-        let replicas = (0..<3).map { RouteReplica(member: MemberID(UInt64($0 + 1)), storage: names[$0], role: .voter) }
-        for chunk in stride(from: 0, to: count, by: 10_000) {
-            for i in 0..<3 {
-                let specs = (chunk..<min(count, chunk + 10_000)).map { n in
-                    ReplicaSpec(
-                        partition: keys[n], member: MemberID(UInt64(i + 1)), storage: names[i], replicas: replicas,
-                        campaign: n % 3 == i)
-                }
-                try hosts[i]!.createReplicas(specs)
-            }
-        }
-        return keys
-    }
-
-    func totals() async -> HostCounters {
-        var t = HostCounters()
-        for h in hosts { if let h { t.add(await h.counters()) } }
-        return t
-    }
-
+extension LocalCluster {
     func waitUntil(_ what: String, seconds: Double, _ condition: () async -> Bool) async throws {
-        let deadline = now() + seconds
-        while now() < deadline {
-            if await condition() { return }
-            try await Task.sleep(nanoseconds: 20_000_000)
-        }
-        fail("HostBench", "timed out waiting until \(what)")
+        do { try await waitUntil(what, within: seconds, condition) } catch { fail("HostBench", "\(error)") }
     }
 
-    /// The node leading each group, from every node's status.
+    /// The node leading each group, from every node's status (-1: none).
     func leaders(_ keys: [PartitionKey]) async -> [Int] {
         var out: [Int] = []
-        for key in keys {
-            var found = -1
-            for (i, h) in hosts.enumerated() {
-                if let h, let s = try? await h.status(of: key), s.role == .leader { found = i }
-            }
-            out.append(found)
-        }
+        for key in keys { out.append(await leader(of: key) ?? -1) }
         return out
-    }
-
-    var walStatistics: (fsyncs: UInt64, entries: UInt64) {
-        var f: UInt64 = 0
-        var e: UInt64 = 0
-        for h in hosts {
-            for s in h?.walStatistics ?? [] {
-                f += s.statistics.fdatasyncs
-                e += s.statistics.entries
-            }
-        }
-        return (f, e)
     }
 }
 
@@ -307,7 +197,7 @@ print(
 func idleAndMemory(_ cluster: Cluster) throws -> [PartitionKey] {
     let heap0 = heapInUse()
     let t0 = now()
-    let keys = try cluster.create(options.groups)
+    let keys = try cluster.createGroups(options.groups)
     try blocking {
         try await cluster.waitUntil("every group has a leader and quiesced", seconds: 600) {
             let t = await cluster.totals()
@@ -387,7 +277,7 @@ func throughput(_ cluster: Cluster, _ keys: [PartitionKey]) throws {
             cluster, set, leaders: leaders, inFlight: options.inFlight, seconds: options.seconds,
             size: options.entrySize)
         let w1 = cluster.walStatistics
-        let perFsync = Double(w1.entries - w0.entries) / Double(max(1, w1.fsyncs - w0.fsyncs))
+        let perFsync = Double(w1.entries - w0.entries) / Double(max(1, w1.fdatasyncs - w0.fdatasyncs))
         print(
             "\(String(active).padded(15))\(format(r.perSecond).padded(11))\(format(r.perSecond / base.perSecond, 1).padded(12))\(format(perFsync, 1).padded(19))\(format(r.p50).padded(9))\(format(r.p99).padded(9))\(r.errors)"
         )
@@ -404,7 +294,7 @@ func restart(_ cluster: Cluster, _ keys: [PartitionKey]) throws {
     try blocking {
         try await cluster.waitUntil("quiet again", seconds: 600) { await cluster.totals().awake == 0 }
     }
-    for i in 0..<3 { cluster.stop(i) }
+    for i in 0..<3 { cluster.crash(i) }
     let t0 = now()
     let alone = try cluster.start(2)
     let ready = now() - t0
@@ -429,13 +319,13 @@ func restart(_ cluster: Cluster, _ keys: [PartitionKey]) throws {
     }
     let first = now() - t1
     print(
-        "restart of the whole cluster: the node with \(keys.count) replicas alone: open storage + WAL recovery \(format(alone.storage, 2)) s, load \(format(alone.host, 2)) s: ready to serve after \(format(ready, 2)) s (target <= 5 s); first write after all three started: \(format(first, 2)) s (one lazy election)"
+        "restart of the whole cluster: the node with \(keys.count) replicas alone: open storage + WAL recovery \(format(alone.storageSeconds, 2)) s, load \(format(alone.hostSeconds, 2)) s: ready to serve after \(format(ready, 2)) s (target <= 5 s); first write after all three started: \(format(first, 2)) s (one lazy election)"
     )
 }
 
 /// Restarts node 2 while the others run; prints the phases.
 func restartOne(_ cluster: Cluster, _ key: PartitionKey, replicas: Int) throws {
-    cluster.stop(2)
+    cluster.crash(2)
     let t0 = now()
     let phases = try cluster.start(2)
     let loaded = now() - t0
@@ -453,19 +343,19 @@ func restartOne(_ cluster: Cluster, _ key: PartitionKey, replicas: Int) throws {
     print("")
     print("restart of a node with \(replicas) replicas while the other two fail over its groups:")
     print(
-        "  open storage + WAL recovery \(format(phases.storage, 2)) s, load replicas dormant \(format(phases.host, 2)) s: ready to serve after \(format(loaded, 2)) s (target <= 5 s); first write (at its leader elsewhere) applied on it after \(format(serving, 2)) s; still dormant \(c.dormant), campaigns \(c.campaigns)"
+        "  open storage + WAL recovery \(format(phases.storageSeconds, 2)) s, load replicas dormant \(format(phases.hostSeconds, 2)) s: ready to serve after \(format(loaded, 2)) s (target <= 5 s); first write (at its leader elsewhere) applied on it after \(format(serving, 2)) s; still dormant \(c.dormant), campaigns \(c.campaigns)"
     )
 }
 
 do {
-    let cluster = try Cluster(options)
+    let cluster = try makeCluster(options)
     for i in 0..<3 { try cluster.start(i) }
     var keys: [PartitionKey] = []
     switch options.scenario {
     case "idle":
         keys = try idleAndMemory(cluster)
     case "throughput":
-        keys = try cluster.create(options.groups)
+        keys = try cluster.createGroups(options.groups)
         try blocking {
             try await cluster.waitUntil("leaders", seconds: 600) {
                 await cluster.totals().leadershipsGained >= UInt64(options.groups)
@@ -473,7 +363,7 @@ do {
         }
         try throughput(cluster, keys)
     case "restart":
-        keys = try cluster.create(options.groups)
+        keys = try cluster.createGroups(options.groups)
         try blocking {
             try await cluster.waitUntil("leaders and quiescence", seconds: 1200) {
                 let t = await cluster.totals()
@@ -487,7 +377,7 @@ do {
         try throughput(cluster, keys)
         try restart(cluster, keys)
     }
-    for i in 0..<3 { cluster.stop(i) }
+    for i in 0..<3 { cluster.crash(i) }
     try? FileManager.default.removeItem(atPath: options.directory)
 } catch {
     fail("HostBench", "\(error)")

@@ -52,7 +52,12 @@ extension Raft {
     /// knows the commit index, and nothing is pending. Members in `down` (on nodes the
     /// caller's liveness declared dead) are not waited for: a dead follower must not keep
     /// every group it belongs to awake; the caller wakes the group when the node returns.
+    ///
+    /// A group with lease-based reads never quiesces: the lease rests on CheckQuorum, which
+    /// runs on the leader's ticks, and a quiesced leader does not tick, so it would go on
+    /// answering reads from a lease nobody confirms while a partition elects another leader.
     func isQuiescable(ignoring down: Set<MemberID>) -> Bool {
+        guard config.readOnlyOption == .safe else { return false }
         guard role == .leader, leadTransferee == .none, readOnly.isEmpty, pendingReadIndexMessages.isEmpty else {
             return false
         }

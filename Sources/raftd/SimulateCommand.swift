@@ -1,5 +1,6 @@
 import ArgumentParser
 import RaftSimulation
+import RaftTesting
 
 /// `raftd simulate`: runs the deterministic consensus simulator over a range of seeds.
 ///
@@ -22,6 +23,12 @@ struct SimulateCommand: ParsableCommand {
     @Option(help: "Members per group: 3 or 5.")
     var members: Int = 3
 
+    @Flag(
+        help:
+            "Run the multi-group host simulation instead (3 node hosts x 24 groups with real WALs: crashes, partitions, loss, refused and half-durable WAL units, merged ticks, lease and ReadIndex reads)."
+    )
+    var host = false
+
     @Option(help: "Output format: text or json.")
     var format: OutputFormat = .text
 
@@ -31,6 +38,7 @@ struct SimulateCommand: ParsableCommand {
     }
 
     func run() throws {
+        if host { return try runHost() }
         let first = seed ?? 1
         let count = seeds ?? (seed == nil ? 100 : 1)
         let single = seed != nil && seeds == nil
@@ -62,6 +70,38 @@ struct SimulateCommand: ParsableCommand {
             let seedsFailed = failures.map { "\($0.seed)" }.joined(separator: ",")
             print(
                 "{\"seeds\":\(count),\"first\":\(first),\"members\":\(members),\"passed\":\(count - failures.count),\"failed\":\(failures.count),\"failedSeeds\":[\(seedsFailed)],\"committed\":\(committed)}"
+            )
+        }
+        if !failures.isEmpty { throw ExitCode(1) }
+    }
+
+    /// The host simulation: `--seed S` replays one seed (a failure prints its replicas and
+    /// the trace's tail).
+    private func runHost() throws {
+        let first = seed ?? 0x5EED_0000
+        let count = seeds ?? (seed == nil ? 6 : 1)
+        var failures: [String] = []
+        var acked = 0
+        for offset in 0..<count {
+            let s = first &+ UInt64(offset)
+            let sim = try HostSimulator(seed: s)
+            if let failure = try sim.run() { failures.append(failure) }
+            acked += sim.outcomes.acked.count
+            if format == .text {
+                print(
+                    "seed \(s): \(sim.crashes) crashes, \(sim.partitions) partitions, \(sim.outcomes.acked.count) of \(sim.proposals) proposals acknowledged, \(sim.outcomes.reads) reads, \(sim.overloads) WAL units refused and retried"
+                )
+            }
+        }
+        switch format {
+        case .text:
+            for failure in failures { print(failure) }
+            print(
+                "host simulation: \(count - failures.count) of \(count) seeds passed (seeds \(first)..<\(first &+ UInt64(count)), \(acked) writes acknowledged)"
+            )
+        case .json:
+            print(
+                "{\"host\":true,\"seeds\":\(count),\"first\":\(first),\"passed\":\(count - failures.count),\"failed\":\(failures.count),\"acknowledged\":\(acked)}"
             )
         }
         if !failures.isEmpty { throw ExitCode(1) }

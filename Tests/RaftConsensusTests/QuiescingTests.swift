@@ -96,6 +96,19 @@ struct QuiescingTests {
         #expect(!trio.sent.contains { $0.kind == .vote || $0.kind == .preVote })
     }
 
+    @Test("Consensus: a group with lease-based reads never quiesces (its lease needs the leader's ticks)")
+    func leaseBasedNeverQuiesces() {
+        let trio = Trio { $0.readOnlyOption = .leaseBased }
+        trio.electOne()
+        #expect(!trio.nodes[1]!.isQuiescable(ignoring: []))
+        #expect(!trio.nodes[1]!.quiesce())
+        #expect(!trio.nodes[1]!.isQuiesced)
+        // The same group with safe reads quiesces.
+        let safe = Trio()
+        safe.electOne()
+        #expect(safe.nodes[1]!.quiesce())
+    }
+
     @Test("Consensus: only a quiesced member can be suspended")
     func suspendNeedsQuiesced() {
         let trio = Trio()

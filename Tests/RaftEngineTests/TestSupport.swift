@@ -1,19 +1,5 @@
 import Foundation
-
-/// A fresh directory under the system temporary directory, removed by `remove()`.
-struct TemporaryDirectory {
-    let path: String
-
-    init(_ label: String = "raftd-test") throws {
-        let base = FileManager.default.temporaryDirectory.path
-        path = "\(base)/\(label)-\(UUID().uuidString)"
-        try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
-    }
-
-    func file(_ name: String) -> String { "\(path)/\(name)" }
-
-    func remove() { try? FileManager.default.removeItem(atPath: path) }
-}
+@_exported import RaftTesting
 
 /// A small deterministic PRNG (SplitMix64), so test data is reproducible from its seed.
 struct SplitMix64: RandomNumberGenerator {

@@ -99,7 +99,7 @@ enum EntryCodec {
 
 extension ConfState {
     /// The consensus form of a stored configuration.
-    init(_ stored: StoredConfState) {
+    package init(_ stored: StoredConfState) {
         self.init(
             voters: stored.voters, votersOutgoing: stored.votersOutgoing, learners: stored.learners,
             learnersNext: stored.learnersNext, autoLeave: stored.autoLeave)

@@ -57,6 +57,9 @@ extension NodeHost {
 
         public init() {}
 
+        /// The smallest election timeout, in ticks, whose lease leaves a margin (see `validate`).
+        public static let minimumElectionTicks = 4
+
         /// Why these options cannot work, or nil.
         public func validate() -> String? {
             if workers < 1 || workers > 256 { return "workers must be in 1...256" }
@@ -64,6 +67,14 @@ extension NodeHost {
             if tickMilliseconds < 1 { return "tickMilliseconds must be positive" }
             if heartbeatTicks < 1 || electionTicks <= heartbeatTicks {
                 return "electionTicks must exceed heartbeatTicks"
+            }
+            // Lease reads: a follower may stop refusing votes E - 1 ticks after it last heard
+            // from the leader (it can hear just before a tick), and a lease lasts E / 2 ticks
+            // from the leader's ReadIndex heartbeat. The margin left for clock drift and
+            // scheduling, E - 1 - E / 2, must be at least one tick: E >= 4.
+            if electionTicks < Self.minimumElectionTicks {
+                return
+                    "electionTicks must be at least \(Self.minimumElectionTicks) (the lease needs a margin of a tick)"
             }
             if livenessIntervalTicks < 1 || livenessTimeoutTicks <= livenessIntervalTicks {
                 return "livenessTimeoutTicks must exceed livenessIntervalTicks"

@@ -5,7 +5,7 @@ extension HostShard {
 
     /// Steps peer messages into their replicas. Messages for replicas not hosted here are
     /// dropped (counted): a late message for a removed replica, or a misrouted one.
-    func deliver(_ messages: [PeerMessage]) {
+    package func deliver(_ messages: [PeerMessage]) {
         counters.messagesReceived &+= UInt64(messages.count)
         for pm in messages {
             guard let r = replica(ReplicaKey(partition: pm.partition, member: pm.message.to)) else {
@@ -43,7 +43,7 @@ extension HostShard {
     }
 
     /// The WAL appends of turn `token` finished on storage `slot`.
-    func durable(token: UInt64, slot: Int, result: Result<Void, WALError>) {
+    package func durable(token: UInt64, slot: Int, result: Result<Void, WALError>) {
         guard var batch = inflight[token] else { preconditionFailure("unknown WAL token \(token)") }
         if case .failure(let error) = result {
             // The WAL stops for good after a write or fdatasync failure (the process stops
@@ -70,8 +70,12 @@ extension HostShard {
 
     /// The apply worker applied the replica `key` through `index` (`confState`: the
     /// configuration after it, when a change was among the entries).
-    func applied(_ key: ReplicaKey, through index: LogIndex, confState: ConfState?, entries: Int, failure: String?) {
-        guard let r = replica(key) else { preconditionFailure("apply report for \(key), which this shard does not host") }
+    package func applied(
+        _ key: ReplicaKey, through index: LogIndex, confState: ConfState?, entries: Int, failure: String?
+    ) {
+        guard let r = replica(key) else {
+            preconditionFailure("apply report for \(key), which this shard does not host")
+        }
         r.applyJobsInFlight -= 1
         // A replica held back by its apply backlog may take Readies again.
         if r.applyJobsInFlight == options.maxApplyJobsPerReplica - 1 { markDirty(r) }
@@ -90,7 +94,7 @@ extension HostShard {
     // MARK: - Turn
 
     /// Takes one Ready from every replica with work and returns what to do with them.
-    func runTurn() -> TurnOutput {
+    package func runTurn() -> TurnOutput {
         counters.turns &+= 1
         var i = 0
         while i < dirty.count {

@@ -1,7 +1,7 @@
 import RaftConsensus
 
 /// A request handed to a shard.
-enum HostRequest {
+package enum HostRequest {
     /// Deadlines are monotonic nanoseconds (`ShardContext.clock`).
     case propose(PartitionKey, [UInt8], deadlineNanoseconds: Int, Promise<LogIndex>)
     case read(PartitionKey, ReadConsistency, deadlineNanoseconds: Int, Promise<LogIndex>)
@@ -11,7 +11,7 @@ enum HostRequest {
 }
 
 extension HostShard {
-    func handle(_ request: HostRequest) {
+    package func handle(_ request: HostRequest) {
         switch request {
         case .propose(let partition, let data, let deadline, let promise):
             propose(partition, payload: .normal(data), deadline: deadline, promise)
@@ -69,7 +69,8 @@ extension HostShard {
         markDirty(r)
         switch outcome {
         case .appended(let index, let term):
-            r.proposals.append(PendingProposal(index: index, term: term, deadlineNanoseconds: deadline, promise: promise))
+            r.proposals.append(
+                PendingProposal(index: index, term: term, deadlineNanoseconds: deadline, promise: promise))
             trackRequests(r)
         case .dropped(.notLeader):
             promise(.failure(notLeader(r, node)))

@@ -8,7 +8,7 @@ extension HostShard {
     /// One tick: only awake replicas are ticked; idle leaders quiesce; due campaigns start
     /// (paced); quiesced replicas past their time are shrunk to dormant records; requests
     /// past their deadline are answered.
-    func tick() {
+    package func tick() {
         now += 1
         campaignsThisTick = 0
         var i = 0
@@ -68,7 +68,7 @@ extension HostShard {
     /// hash of the partition prefers among the live voters goes within half an election
     /// timeout; the others only after a full one, if no leader emerged, so two survivors
     /// rarely split the vote.
-    func nodeDown(_ slot: Int) {
+    package func nodeDown(_ slot: Int) {
         downNodes.insert(slot)
         let e = UInt64(options.electionTicks)
         for key in replicas.keys.sorted() {
@@ -90,7 +90,7 @@ extension HostShard {
 
     /// A peer node is alive again: groups that quiesced without it wake (paced) so their
     /// leaders catch it up.
-    func nodeUp(_ slot: Int) {
+    package func nodeUp(_ slot: Int) {
         downNodes.remove(slot)
         let lagging = laggingByNode[slot]
         laggingByNode[slot] = []

@@ -1,7 +1,7 @@
 import RaftConsensus
 
 /// What a shard needs to know about its node; shared by all shards, immutable.
-struct ShardContext: Sendable {
+package struct ShardContext: Sendable {
     let options: NodeHost.Options
     /// Every node of the cluster, sorted; slots index this array.
     let nodes: [NodeID]
@@ -14,6 +14,19 @@ struct ShardContext: Sendable {
     let clock: MonotonicClock
     /// This start's boot value (unique per node and start): ReadIndex contexts carry it.
     let boot: UInt64
+
+    package init(
+        options: NodeHost.Options, nodes: [NodeID], selfSlot: Int, logs: [SharedLog], storageNames: [StorageName],
+        clock: MonotonicClock, boot: UInt64
+    ) {
+        self.options = options
+        self.nodes = nodes
+        self.selfSlot = selfSlot
+        self.logs = logs
+        self.storageNames = storageNames
+        self.clock = clock
+        self.boot = boot
+    }
 }
 
 extension ShardContext {
@@ -44,20 +57,20 @@ struct AppliedUpdate {
 
 /// The work a turn produced, for the driver to carry out: one frame per peer node, one
 /// WAL append per storage, apply jobs.
-struct TurnOutput {
+package struct TurnOutput {
     /// Messages per destination node slot (the own slot loops back locally).
-    var frames: [[PeerMessage]]
+    package var frames: [[PeerMessage]]
     /// Writes per storage slot; all belong to `token`.
-    var writes: [[GroupWrite]]
-    var token: UInt64 = 0
-    var applyJobs: [ApplyJob] = []
+    package var writes: [[GroupWrite]]
+    package var token: UInt64 = 0
+    package var applyJobs: [ApplyJob] = []
 
     init(nodes: Int, storages: Int) {
         frames = Array(repeating: [], count: nodes)
         writes = Array(repeating: [], count: storages)
     }
 
-    var hasWrites: Bool { writes.contains { !$0.isEmpty } }
+    package var hasWrites: Bool { writes.contains { !$0.isEmpty } }
 }
 
 /// Counters a shard keeps (read by status, tests and benchmarks).
@@ -121,7 +134,7 @@ public struct HostCounters: Sendable, Equatable {
 /// returns the frames, WAL writes and apply jobs to carry out. A replica whose Ready waits
 /// for the WAL takes no further Ready until that batch is durable; every other replica
 /// continues, so stepping the next turn overlaps the previous batch's fdatasync.
-final class HostShard {
+package final class HostShard {
     let index: Int
     let context: ShardContext
     var options: NodeHost.Options { context.options }
@@ -133,12 +146,12 @@ final class HostShard {
     var awake: [Replica] = []
     /// Replicas stepped since the last turn.
     var dirty: [Replica] = []
-    var now: UInt64 = 0
+    package var now: UInt64 = 0
     var rng: SplitMix64
     var counters = HostCounters()
 
     /// Node slots currently declared dead.
-    var downNodes: Set<Int> = []
+    package var downNodes: Set<Int> = []
     /// Replicas whose leader's node died, waiting for their campaign slot.
     var campaignQueue: [Replica] = []
     /// Replicas to wake because a node they ignored came back.
@@ -166,7 +179,7 @@ final class HostShard {
     /// again every election timeout, until a newer term shows that someone did.
     var resigning: [Replica] = []
 
-    init(index: Int, context: ShardContext, seed: UInt64) {
+    package init(index: Int, context: ShardContext, seed: UInt64) {
         self.index = index
         self.context = context
         self.rng = SplitMix64(seed: seed ^ (UInt64(index) &* 0xD6E8_FEB8_6659_FD93))
@@ -180,7 +193,7 @@ final class HostShard {
     /// Adds a replica (created or loaded). Fresh replicas that should campaign are queued
     /// for a paced campaign; every other replica starts dormant or quiesced: not ticked
     /// until a message or request wakes it.
-    func add(_ replica: Replica, campaign: Bool) {
+    package func add(_ replica: Replica, campaign: Bool) {
         replicas[replica.key.partition, default: []].append(replica)
         counters.replicas += 1
         if let suspended = replica.suspended {
@@ -201,7 +214,7 @@ final class HostShard {
 
     /// The local replica of `partition` that should take a request: the leader if one is
     /// local, else the first.
-    func replica(for partition: PartitionKey) -> Replica? {
+    package func replica(for partition: PartitionKey) -> Replica? {
         guard let local = replicas[partition] else { return nil }
         if local.count == 1 { return local[0] }
         return local.first { $0.node?.role == .leader } ?? local[0]
@@ -361,7 +374,7 @@ final class HostShard {
 
     /// Checks every replica's invariants and the ticked list (the host simulation runs it
     /// after every turn).
-    func checkInvariants() {
+    package func checkInvariants() {
         for (i, r) in awake.enumerated() {
             precondition(r.awakeSlot == i, "\(r.key) is in the ticked list at \(i) but its state is \(r.residency)")
         }

@@ -25,7 +25,9 @@ extension NodeHost {
         guard applyBacklog.load(ordering: .relaxed) <= options.maxApplyBacklogBytes else {
             return completion(.failure(.overloaded("apply backlog over \(options.maxApplyBacklogBytes) bytes")))
         }
-        submit(partition, completion, timeoutTicks: timeoutTicks) { .propose(partition, data, deadlineNanoseconds: $0, $1) }
+        submit(partition, completion, timeoutTicks: timeoutTicks) {
+            .propose(partition, data, deadlineNanoseconds: $0, $1)
+        }
     }
 
     /// Returns an index at which a read of the partition's state machine is linearizable,

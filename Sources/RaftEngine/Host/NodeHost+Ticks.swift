@@ -53,7 +53,9 @@ extension NodeHost {
         }
         for w in workers { w.post(.tick) }
         if now % UInt64(options.appliedFlushTicks) == 0 {
-            for w in workers { w.post(.call { [self] shard in appliedFlusher.post(CollectionOfOne(shard.takeAppliedUpdates())) }) }
+            for w in workers {
+                w.post(.call { [self] shard in appliedFlusher.post(CollectionOfOne(shard.takeAppliedUpdates())) })
+            }
         }
     }
 

@@ -273,7 +273,8 @@ public final class NodeHost: FrameReceiver, @unchecked Sendable {
                     }
                     return
                 case .callerBug:
-                    preconditionFailure("the host built a write the WAL of \(context.storageNames[slot]) refuses: \(error)")
+                    preconditionFailure(
+                        "the host built a write the WAL of \(context.storageNames[slot]) refuses: \(error)")
                 default:
                     break
                 }

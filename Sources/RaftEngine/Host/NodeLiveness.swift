@@ -10,8 +10,8 @@
 /// counted as the peers' silence: frames may be waiting unread in this node's own queues.
 ///
 /// Deterministic: time is the caller's.
-struct NodeLiveness {
-    enum Event: Equatable {
+package struct NodeLiveness {
+    package enum Event: Equatable {
         case down(Int)
         case up(Int)
     }
@@ -31,7 +31,7 @@ struct NodeLiveness {
 
     /// Peers start alive, heard at `now`: a starting node gives them a full timeout. The
     /// node's own slot is never reported.
-    init(peerCount: Int, selfSlot: Int, timeoutNanoseconds: Int, now: Int) {
+    package init(peerCount: Int, selfSlot: Int, timeoutNanoseconds: Int, now: Int) {
         precondition(timeoutNanoseconds > 0)
         self.timeoutNanoseconds = timeoutNanoseconds
         self.selfSlot = selfSlot
@@ -43,7 +43,7 @@ struct NodeLiveness {
     /// the peer (boot values grow with each start): it is late traffic of a dead process,
     /// to be dropped, not a sign of life.
     @discardableResult
-    mutating func heard(from peer: Int, boot: UInt64, now: Int) -> Bool {
+    package mutating func heard(from peer: Int, boot: UInt64, now: Int) -> Bool {
         var p = peers[peer]
         if let known = p.boot, boot < known { return false }
         p.lastHeardNanoseconds = max(p.lastHeardNanoseconds, now)
@@ -63,7 +63,7 @@ struct NodeLiveness {
     /// Declares peers dead whose silence reached the timeout; returns every event since the
     /// last call, in order. A gap of more than half the timeout since the previous check is
     /// this node's own stall: it is credited to every peer.
-    mutating func tick(now: Int) -> [Event] {
+    package mutating func tick(now: Int) -> [Event] {
         let gap = now - lastCheckNanoseconds
         lastCheckNanoseconds = max(lastCheckNanoseconds, now)
         if gap > timeoutNanoseconds / 2 {
@@ -78,5 +78,5 @@ struct NodeLiveness {
         return events
     }
 
-    func isAlive(_ peer: Int) -> Bool { peers[peer].isAlive }
+    package func isAlive(_ peer: Int) -> Bool { peers[peer].isAlive }
 }

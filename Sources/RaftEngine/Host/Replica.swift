@@ -1,7 +1,7 @@
 import RaftConsensus
 
 /// Completion of a host request; called exactly once, from any thread.
-typealias Promise<T> = @Sendable (Result<T, HostError>) -> Void
+package typealias Promise<T> = @Sendable (Result<T, HostError>) -> Void
 
 /// A proposal appended to the leader's log, waiting for its index to be handed to apply.
 struct PendingProposal {
@@ -33,8 +33,8 @@ struct GroupMember {
 ///
 /// Owned by one shard and touched only on that shard's worker thread. Apply workers get
 /// an `ApplyTarget` (its key and state machine), never the replica.
-final class Replica {
-    let key: ReplicaKey
+package final class Replica {
+    package let key: ReplicaKey
     let group: GroupID
     let storageSlot: Int
     let storageName: StorageName
@@ -83,7 +83,7 @@ final class Replica {
     /// When a campaign is scheduled (awaitingCampaign).
     var campaignAtTick: UInt64 = 0
     /// Node slots whose members were ignored when the group quiesced: wake when they return.
-    var laggingNodes: [Int] = []
+    package var laggingNodes: [Int] = []
     /// Until this tick vote requests are dropped: set for an election timeout when the
     /// replica is loaded at start.
     var refuseVotesUntilTick: UInt64 = 0
@@ -102,9 +102,9 @@ final class Replica {
     // MARK: Apply
 
     /// Last index handed to the apply worker (the consensus core's applied index).
-    var handedOut: LogIndex
+    package var handedOut: LogIndex
     /// Last index the state machine applied.
-    var applied: LogIndex
+    package var applied: LogIndex
     var applyJobsInFlight = 0
 
     // MARK: Requests
@@ -138,7 +138,7 @@ final class Replica {
     // MARK: State, read
 
     /// The consensus member, when resident and not failed.
-    var node: RawNode? {
+    package var node: RawNode? {
         switch state {
         case .awake(let node, _), .quiesced(let node), .awaitingCampaign(let node): node
         case .dormant, .failed: nil
@@ -146,7 +146,7 @@ final class Replica {
     }
 
     /// The dormant record, when dormant.
-    var suspended: SuspendedState? {
+    package var suspended: SuspendedState? {
         if case .dormant(let record) = state { return record }
         return nil
     }
@@ -165,7 +165,7 @@ final class Replica {
         return nil
     }
 
-    var residency: ReplicaResidency {
+    package var residency: ReplicaResidency {
         switch state {
         case .awake: .awake
         case .quiesced: .quiesced
@@ -210,8 +210,8 @@ final class Replica {
 
 /// What an apply worker needs of a replica: its key (to route the report back) and its
 /// state machine. Immutable.
-struct ApplyTarget: Sendable {
-    let key: ReplicaKey
+package struct ApplyTarget: Sendable {
+    package let key: ReplicaKey
     let stateMachine: any StateMachine
 }
 
@@ -225,18 +225,18 @@ struct AppliedReport: Sendable {
 }
 
 /// Committed entries for one replica's state machine, with the requests they answer.
-final class ApplyJob: @unchecked Sendable {
-    let target: ApplyTarget
-    let entries: [Entry]
+package final class ApplyJob: @unchecked Sendable {
+    package let target: ApplyTarget
+    package let entries: [Entry]
     /// The replica's handed-out index when the job was made (its last entry, or the index
     /// reads wait for); the apply worker reports it back.
-    let through: LogIndex
+    package let through: LogIndex
     /// Proposals answered by these entries: success when the term matched.
     var proposals: [(promise: Promise<LogIndex>, result: Result<LogIndex, HostError>)] = []
     /// Reads that may be served once these entries are applied.
     var reads: [(promise: Promise<LogIndex>, index: LogIndex)] = []
     /// The configuration after these entries, when one of them changed it.
-    var confState: ConfState?
+    package var confState: ConfState?
     let bytes: Int
 
     init(target: ApplyTarget, entries: [Entry], through: LogIndex) {

@@ -2,12 +2,18 @@ import RaftConsensus
 
 /// Builds replicas: fresh ones for `createReplicas` and dormant ones from a storage's
 /// metadata at start. Shared by `NodeHost` and the host simulation.
-struct ReplicaFactory {
+package struct ReplicaFactory {
     let context: ShardContext
     let cluster: ClusterMap
     let stateMachines: StateMachineFactory
 
-    func makeReplica(
+    package init(context: ShardContext, cluster: ClusterMap, stateMachines: @escaping StateMachineFactory) {
+        self.context = context
+        self.cluster = cluster
+        self.stateMachines = stateMachines
+    }
+
+    package func makeReplica(
         key: ReplicaKey, group: GroupID, storageSlot: Int, route: [RouteReplica], confState: ConfState,
         applied: LogIndex, suspended: SuspendedState? = nil
     ) throws(HostError) -> Replica {
@@ -40,7 +46,7 @@ struct ReplicaFactory {
 
     /// Every registered Raft replica of `storage`, dormant, as a follower that knows no
     /// leader: no replica campaigns at start, leaders are learned from their traffic.
-    func loadDormant(storage: Storage, slot: Int) throws(HostError) -> [Replica] {
+    package func loadDormant(storage: Storage, slot: Int) throws(HostError) -> [Replica] {
         let loaded: [MetadataStore.LoadedReplica]
         do { loaded = try storage.metadata.loadRaftReplicas() } catch {
             throw .invalid("loading the replicas of \(context.storageNames[slot]): \(error)")
@@ -74,7 +80,7 @@ extension ApplyJob {
     /// Applies the entries the state machine does not hold yet (entries at or below its
     /// applied index are re-offered after a restart and skipped), then answers the
     /// requests. Returns the failure, if the state machine failed.
-    func run() -> String? {
+    package func run() -> String? {
         let r = target
         var failure: String?
         if let last = entries.last {

@@ -95,6 +95,33 @@ struct HostUnitTests {
         #expect(o.validate() != nil)
     }
 
+    @Test("Host: options: an election timeout too short for a lease margin is refused")
+    func leaseMargin() {
+        var o = NodeHost.Options()
+        o.heartbeatTicks = 1
+        o.livenessTimeoutTicks = 10
+        for e in 2..<NodeHost.Options.minimumElectionTicks {
+            o.electionTicks = e
+            #expect(o.validate()?.contains("electionTicks") == true, "electionTicks \(e): margin E - 1 - E/2 < 1 tick")
+        }
+        o.electionTicks = NodeHost.Options.minimumElectionTicks
+        #expect(o.validate() == nil)
+    }
+
+    @Test("Host: read contexts round-trip and tell nodes, shards and starts apart")
+    func readContexts() {
+        let a = ReadContext(nodeSlot: 1, shard: 0, boot: 7, counter: 1)
+        #expect(ReadContext(bytes: a.bytes) == a)
+        let others = [
+            ReadContext(nodeSlot: 2, shard: 0, boot: 7, counter: 1),
+            ReadContext(nodeSlot: 1, shard: 1, boot: 7, counter: 1),
+            ReadContext(nodeSlot: 1, shard: 0, boot: 8, counter: 1),
+        ]
+        for o in others { #expect(o.bytes != a.bytes) }
+        #expect(ReadContext(bytes: Array(a.bytes.dropLast())) == nil)
+        #expect(ReadContext(bytes: [1, 0, 0, 0, 0, 0, 0, 0]) == nil, "an old 8-byte context is not ours")
+    }
+
     @Test("Host: cluster map: a storage on two nodes is refused")
     func clusterMap() throws {
         let a = NodeID.random()

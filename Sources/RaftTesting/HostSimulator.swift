@@ -1,8 +1,7 @@
 import Foundation
 import RaftConsensus
+import RaftEngine
 import Synchronization
-
-@testable import RaftEngine
 
 /// A seeded simulation of several node hosts driving their shards directly (no threads
 /// but the WALs' writers, which the simulator waits for): a lossy, reordering network with
@@ -13,26 +12,27 @@ import Synchronization
 /// node crashes and restarts (storage reopened, replicas loaded dormant, a new boot value).
 /// The per-group safety invariants of the consensus simulator and the shards' own
 /// invariants are checked after every step.
-final class HostSimulator {
-    struct Config {
-        var nodes = 3
-        var groups = 24
-        var steps = 3_000
-        var ticksEvery = 4
-        var lossPercent = 5
-        var maxDelaySteps = 6
-        var proposalPercent = 30
-        var crashPercent = 1
-        var partitionPercent = 1
-        var quietSteps = 2_400
+public final class HostSimulator {
+    public struct Config: Sendable {
+        public init() {}
+        public var nodes = 3
+        public var groups = 24
+        public var steps = 3_000
+        public var ticksEvery = 4
+        public var lossPercent = 5
+        public var maxDelaySteps = 6
+        public var proposalPercent = 30
+        public var crashPercent = 1
+        public var partitionPercent = 1
+        public var quietSteps = 2_400
         /// WAL units refused as overloaded (parked until the next tick).
-        var walOverloadPercent = 8
+        public var walOverloadPercent = 8
         /// Proposals of a few KiB (WAL batches are 8 KiB: such Readies span batches).
-        var largeProposalPercent = 15
+        public var largeProposalPercent = 15
         /// Ticks a busy worker merges (its shard is not ticked, the clock still moves).
-        var mergedTickPercent = 15
+        public var mergedTickPercent = 15
         /// Reads issued on every node of a group at the same moment.
-        var readBurstPercent = 20
+        public var readBurstPercent = 20
     }
 
     final class SimNode {
@@ -53,14 +53,32 @@ final class HostSimulator {
         }
     }
 
-    final class Outcomes: @unchecked Sendable {
+    public final class Outcomes: @unchecked Sendable {
         let lock = NSLock()
-        var acked: [(key: PartitionKey, index: LogIndex, data: [UInt8])] = []
+        public var acked: [(key: PartitionKey, index: LogIndex, data: [UInt8])] = []
         /// Per group, the highest index acknowledged so far (reads issued later must see it).
         var highestAcked: [PartitionKey: LogIndex] = [:]
-        var reads = 0
-        var leaseReads = 0
+        public var reads = 0
+        public var leaseReads = 0
         var staleReads: [String] = []
+
+        /// Requests not answered yet: who took them and their deadline.
+        var unanswered: [Int: (node: Int, boot: UInt64, deadlineNanoseconds: Int)] = [:]
+        var nextRequest = 0
+
+        func issued(node: Int, boot: UInt64, deadline: Int) -> Int {
+            lock.lock()
+            defer { lock.unlock() }
+            nextRequest += 1
+            unanswered[nextRequest] = (node, boot, deadline)
+            return nextRequest
+        }
+
+        func answered(_ id: Int) {
+            lock.lock()
+            unanswered[id] = nil
+            lock.unlock()
+        }
 
         func record(_ key: PartitionKey, _ data: [UInt8], _ result: Result<LogIndex, HostError>) {
             guard case .success(let index) = result else { return }
@@ -92,21 +110,21 @@ final class HostSimulator {
         }
     }
 
-    let seed: UInt64
-    let config: Config
+    public let seed: UInt64
+    public let config: Config
     var rng: SplitMix64
     let directory: TemporaryDirectory
     let clusterID = ClusterID.random()
     let nodeIDs: [NodeID]
     let names: [StorageName]
     let map: ClusterMap
-    let machines = StateMachineRegistry()
+    let machines = MachineRegistry { RecordingStateMachine() }
     var nodes: [SimNode?]
     var network: [(due: Int, frame: PeerFrame)] = []
     var cut: Set<[Int]> = []
     var step = 0
     var tickCount: UInt64 = 0
-    let outcomes = Outcomes()
+    public let outcomes = Outcomes()
     var leaders: [PartitionKey: [Term: MemberID]] = [:]
     var keys: [PartitionKey] = []
     var trace: [String] = []
@@ -117,15 +135,15 @@ final class HostSimulator {
     final class Clock: @unchecked Sendable { var nanoseconds = 0 }
     let clockBox = Clock()
     /// What the run did (so a test can tell a vacuous run from a real one).
-    var crashes = 0
-    var partitions = 0
-    var proposals = 0
-    var overloads = 0
-    var largeProposals = 0
-    var partialUnits = 0
-    var mergedTicks = 0
+    public private(set) var crashes = 0
+    public private(set) var partitions = 0
+    public private(set) var proposals = 0
+    public private(set) var overloads = 0
+    public private(set) var largeProposals = 0
+    public private(set) var partialUnits = 0
+    public private(set) var mergedTicks = 0
 
-    init(seed: UInt64, config: Config = Config()) throws {
+    public init(seed: UInt64, config: Config = Config()) throws {
         self.seed = seed
         self.config = config
         rng = SplitMix64(seed: seed)
@@ -358,10 +376,12 @@ final class HostSimulator {
         let required = outcomes.required(key)
         let outcomes = self.outcomes
         if rng.next(below: 100) < config.readBurstPercent {
-            for node in nodes {
+            for (i, node) in nodes.enumerated() {
                 guard let node else { continue }
+                let id = outcomes.issued(node: i, boot: node.boot, deadline: deadline)
                 node.shard.handle(
                     .read(key, .readIndex, deadlineNanoseconds: deadline) {
+                        outcomes.answered(id)
                         outcomes.recordRead(key, lease: false, required: required, $0)
                     })
             }
@@ -373,10 +393,12 @@ final class HostSimulator {
         let target = believers.isEmpty ? rng.next(below: config.nodes) : believers[rng.next(below: believers.count)]
         guard let node = nodes[target] else { return }
         let lease = rng.next(below: 4) != 0
+        let id = outcomes.issued(node: target, boot: node.boot, deadline: deadline)
         node.shard.handle(
             .read(
                 key, lease ? .lease : .readIndex, deadlineNanoseconds: deadline,
                 {
+                    outcomes.answered(id)
                     outcomes.recordRead(key, lease: lease, required: required, $0)
                 }))
     }
@@ -398,7 +420,29 @@ final class HostSimulator {
         }
         let outcomes = self.outcomes
         let payload = data
-        node.shard.handle(.propose(key, payload, deadlineNanoseconds: deadline, { outcomes.record(key, payload, $0) }))
+        let id = outcomes.issued(node: target, boot: node.boot, deadline: deadline)
+        node.shard.handle(
+            .propose(
+                key, payload, deadlineNanoseconds: deadline,
+                {
+                    outcomes.answered(id)
+                    outcomes.record(key, payload, $0)
+                }))
+    }
+
+    /// Every request on a live node is answered by its deadline (on the clock, whatever
+    /// ticks its shard merged), give or take a few ticks.
+    func checkDeadlines() -> String? {
+        let slack = 5 * options.tickMilliseconds * 1_000_000
+        outcomes.lock.lock()
+        defer { outcomes.lock.unlock() }
+        for (id, r) in outcomes.unanswered.sorted(by: { $0.key < $1.key }) {
+            guard let node = nodes[r.node], node.boot == r.boot else { continue }  // lost with a crash
+            if clockBox.nanoseconds > r.deadlineNanoseconds + slack {
+                return "request \(id) on node \(r.node) not answered 5 ticks after its deadline"
+            }
+        }
+        return nil
     }
 
     /// Election safety: one leader per group and term, over the whole run.
@@ -449,7 +493,7 @@ final class HostSimulator {
     }
 
     /// Runs the simulation; returns a failure description (with the seed and a trace) or nil.
-    func run() throws -> String? {
+    public func run() throws -> String? {
         for i in 0..<config.nodes { try open(i, fresh: true) }
         try createGroups()
         let total = config.steps + config.quietSteps
@@ -504,6 +548,7 @@ final class HostSimulator {
             for i in rng.permutation(config.nodes) { run(i) }
             if step % config.ticksEvery == 0 { tick() }
             if let problem = checkLeaders() { return failure(problem) }
+            if let problem = checkDeadlines() { return failure(problem) }
             if let stale = outcomes.staleReads.first { return failure(stale) }
             if step % 50 == 0, let problem = checkApplied(final: false) { return failure(problem) }
         }
@@ -539,14 +584,14 @@ final class HostSimulator {
             .joined(separator: "\n")
         for i in nodes.indices { nodes[i]?.storage.close() }
         nodes = Array(repeating: nil, count: config.nodes)
-        return "seed \(seed): \(problem)\n(rerun with RAFT_HOST_SIM_SEED=\(seed))\n" + detail + "\n"
+        return
+            "seed \(seed): \(problem)\n(rerun with `raftd simulate --host --seed \(seed)` or RAFT_HOST_SIM_SEED=\(seed))\n"
+            + detail + "\n"
             + trace.suffix(60).joined(separator: "\n")
     }
 }
 
 extension SplitMix64 {
-    mutating func next(below n: Int) -> Int { Int(next() % UInt64(n)) }
-
     mutating func permutation(_ n: Int) -> [Int] {
         var a = Array(0..<n)
         for i in stride(from: n - 1, to: 0, by: -1) { a.swapAt(i, next(below: i + 1)) }

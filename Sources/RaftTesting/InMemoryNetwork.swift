@@ -1,3 +1,4 @@
+import RaftEngine
 import Synchronization
 
 /// A network inside one process, for tests, simulations and benchmarks: hosts register a
@@ -49,7 +50,7 @@ public final class InMemoryNetwork: Sendable {
 
     public var counters: Counters { counted.withLock { $0 } }
 
-    func deliver(_ frame: PeerFrame) -> Bool {
+    private func deliver(_ frame: PeerFrame) -> Bool {
         let receiver: (any FrameReceiver)? = state.withLock {
             $0.cut.contains([frame.from, frame.to]) ? nil : $0.receivers[frame.to]
         }

@@ -1,0 +1,86 @@
+import RaftConsensus
+import RaftEngine
+import Synchronization
+
+/// A state machine that records what it applies, checks the order, and folds every entry
+/// into a checksum: the stand-in for a partition in tests, the demo and the agreement
+/// checker (`LocalCluster.checkAgreement`).
+public final class RecordingStateMachine: StateMachine, Sendable {
+    private struct State {
+        var last = LogIndex.zero
+        var checksum: UInt64 = 0xcbf2_9ce4_8422_2325
+        var writes: [(index: LogIndex, data: [UInt8])] = []
+        var violations: [String] = []
+    }
+    private let state = Mutex(State())
+    /// An entry with exactly these bytes fails to apply (tests of apply failures).
+    private let poison = Mutex<[UInt8]?>(nil)
+
+    public init() {}
+
+    public var appliedIndex: LogIndex { state.withLock { $0.last } }
+    /// Non-empty application entries, in order, with their indexes.
+    public var writes: [(index: LogIndex, data: [UInt8])] { state.withLock { $0.writes } }
+    /// Applies out of order (each one a bug in the host).
+    public var violations: [String] { state.withLock { $0.violations } }
+    /// FNV-1a over every applied write's bytes, in order.
+    public var checksum: UInt64 { state.withLock { $0.checksum } }
+
+    public func contains(_ data: [UInt8]) -> Bool { state.withLock { $0.writes.contains { $0.data == data } } }
+
+    /// From now on, an entry with exactly `bytes` fails to apply.
+    public func failOn(_ bytes: [UInt8]?) { poison.withLock { $0 = bytes } }
+
+    public func apply(_ entries: [Entry]) throws(StateMachineError) {
+        let poison = self.poison.withLock { $0 }
+        let failed: LogIndex? = state.withLock { s in
+            for e in entries {
+                if case .normal(let data) = e.payload, let poison, data == poison { return e.index }
+                if e.index != s.last.next { s.violations.append("applied \(e.index) after \(s.last)") }
+                s.last = e.index
+                guard case .normal(let data) = e.payload, !data.isEmpty else { continue }
+                s.writes.append((e.index, data))
+                for b in data {
+                    s.checksum ^= UInt64(b)
+                    s.checksum = s.checksum &* 0x100_0000_01b3
+                }
+            }
+            return nil
+        }
+        if let failed { throw StateMachineError("entry \(failed) is poisoned (test)") }
+    }
+}
+
+/// Applies by counting: the cheapest state machine (benchmarks measure the host, not it).
+public final class CountingStateMachine: StateMachine, Sendable {
+    private let last = Atomic<UInt64>(0)
+
+    public init() {}
+
+    public var appliedIndex: LogIndex { LogIndex(last.load(ordering: .relaxed)) }
+
+    public func apply(_ entries: [Entry]) throws(StateMachineError) {
+        last.store(entries.last!.index.rawValue, ordering: .relaxed)
+    }
+}
+
+/// The state machines of every node of a local cluster, kept across restarts of a node, as
+/// durable state machines would be.
+public final class MachineRegistry<Machine: StateMachine>: Sendable {
+    private let all = Mutex<[Int: [ReplicaKey: Machine]]>([:])
+    private let make: @Sendable () -> Machine
+
+    public init(_ make: @escaping @Sendable () -> Machine) { self.make = make }
+
+    /// The machine of `replica` on node `node`, created on first use.
+    public func machine(node: Int, replica: ReplicaKey) -> Machine {
+        all.withLock { m in
+            if let existing = m[node]?[replica] { return existing }
+            let fresh = make()
+            m[node, default: [:]][replica] = fresh
+            return fresh
+        }
+    }
+
+    public func existing(node: Int, replica: ReplicaKey) -> Machine? { all.withLock { $0[node]?[replica] } }
+}
