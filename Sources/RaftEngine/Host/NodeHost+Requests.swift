@@ -101,6 +101,13 @@ extension NodeHost {
         return total
     }
 
+    /// Retryable WAL refusals (queue full, no space for a new segment) so far: each refused
+    /// unit was retried on the next tick.
+    public var walRetryCount: UInt64 { walRetries.load(ordering: .relaxed) }
+
+    /// Times this node declared a peer dead (a restart counts: the peer's leaderships ended).
+    public var peerDeathCount: UInt64 { peerDeaths.load(ordering: .relaxed) }
+
     /// The current tick.
     public var currentTick: UInt64 { tickCount.load(ordering: .relaxed) }
 

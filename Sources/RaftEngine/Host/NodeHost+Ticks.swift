@@ -37,6 +37,7 @@ extension NodeHost {
         for event in events {
             switch event {
             case .down(let slot):
+                peerDeaths.wrappingAdd(1, ordering: .relaxed)
                 logger.warning(
                     "peer node \(context.nodes[slot]) declared dead after \(options.livenessTimeoutTicks * options.tickMilliseconds) ms of silence; groups it led campaign (paced)"
                 )

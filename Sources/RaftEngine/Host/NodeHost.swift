@@ -48,6 +48,8 @@ public final class NodeHost: FrameReceiver, @unchecked Sendable {
     let walRefusing = Mutex<Set<Int>>([])
     /// Retryable WAL refusals so far.
     let walRetries = Atomic<UInt64>(0)
+    /// Times a peer node was declared dead (restarts included).
+    let peerDeaths = Atomic<UInt64>(0)
     var tickThread: OSThread?
     let tickLock = ConditionLock()
     var tickStopping = false

@@ -1,0 +1,205 @@
+import Foundation
+import RaftConsensus
+import Synchronization
+import Testing
+
+@testable import RaftEngine
+
+/// Regression tests for the defects an outside review found in the host (issue 9): each
+/// fails without its fix.
+@Suite("Host: review fixes", .serialized)
+struct HostReviewFixTests {
+    @Test(
+        "Host: WAL overload with Readies larger than a WAL batch: every write commits in order, no replica fails, replicas agree"
+    )
+    func overloadWithLargeReadies() async throws {
+        var c = HostTestCluster.Configuration()
+        c.options = HostTestCluster.testOptions()
+        c.options.maxProposalBytes = 48 << 10
+        c.walOptions.segmentSize = 4 << 20
+        c.walOptions.maxBatchBytes = 64 << 10
+        c.walOptions.maxQueuedBytes = 64 << 10
+        let cluster = try HostTestCluster(c)
+        defer { cluster.stopAll() }
+        try cluster.startAll()
+        let keys = try cluster.createGroups(4)
+        // 64 writers, 40 KiB each: one turn's Ready holds several (more than a batch), and
+        // the 64 KiB queue overflows: whole units are refused and retried.
+        let acked = try await withThrowingTaskGroup(of: [(PartitionKey, [UInt8])].self) { group in
+            for w in 0..<64 {
+                group.addTask {
+                    var mine: [(PartitionKey, [UInt8])] = []
+                    for n in 0..<5 {
+                        let key = keys[(w + n) % keys.count]
+                        let data = Array("w\(w)-\(n)-".utf8) + [UInt8](repeating: UInt8(w), count: 40 << 10)
+                        _ = try await cluster.write(key, data, within: 120)
+                        mine.append((key, data))
+                    }
+                    return mine
+                }
+            }
+            var all: [(PartitionKey, [UInt8])] = []
+            for try await part in group { all += part }
+            return all
+        }
+        #expect(acked.count == 64 * 5)
+        try await cluster.waitUntilApplied(keys)
+        let problems = cluster.checkAgreement(keys, acknowledged: acked)
+        #expect(problems.isEmpty, "\(problems.prefix(5))")
+        var retries: UInt64 = 0
+        for host in cluster.hosts {
+            retries += host!.walRetryCount
+            for key in keys { #expect(try await host!.status(of: key).residency != .failed) }
+        }
+        print("overload: \(retries) WAL units refused and retried")
+        #expect(retries > 0, "the WAL queue never overflowed: the test did not exercise refusal")
+    }
+
+    @Test("Host: reads issued at the same moment on every node are all answered (ReadIndex contexts never collide)")
+    func simultaneousReadsOnEveryNode() async throws {
+        let cluster = try HostTestCluster()
+        defer { cluster.stopAll() }
+        try cluster.startAll()
+        let keys = try cluster.createGroups(3)
+        var written: [PartitionKey: LogIndex] = [:]
+        for key in keys { written[key] = try await cluster.write(key, Array("w".utf8)) }
+        let hosts = cluster.hosts.map { $0! }
+        // Each shard's read counter starts at 1 on every node: before the fix, a follower's
+        // forwarded read and the leader's own read carried the same context, and the
+        // leader dropped one of them (it then timed out).
+        for round in 0..<20 {
+            for key in keys {
+                let results = await withTaskGroup(of: Result<LogIndex, HostError>.self) { group in
+                    for host in hosts {
+                        group.addTask {
+                            do { return .success(try await host.read(key, timeoutTicks: 100)) } catch let error
+                                as HostError
+                            {
+                                return .failure(error)
+                            } catch {
+                                return .failure(.invalid("\(error)"))
+                            }
+                        }
+                    }
+                    var all: [Result<LogIndex, HostError>] = []
+                    for await r in group { all.append(r) }
+                    return all
+                }
+                for r in results {
+                    switch r {
+                    case .success(let index): #expect(index >= written[key]!)
+                    case .failure(let error): Issue.record("round \(round), \(key): a read failed: \(error)")
+                    }
+                }
+            }
+        }
+    }
+
+    @Test("Host: a leader whose state machine fails hands its group over at once; the others elect and serve")
+    func failedLeaderResigns() async throws {
+        var options = HostTestCluster.testOptions()
+        // A long election timeout (1 s): without the hand-over, the followers would wait it out.
+        options.electionTicks = 100
+        options.livenessTimeoutTicks = 100
+        let cluster = try HostTestCluster(options: options)
+        defer { cluster.stopAll() }
+        try cluster.startAll()
+        let key = try cluster.createGroups(1)[0]
+        _ = try await cluster.write(key, Array("one".utf8))
+        let old = await cluster.leader(of: key)!
+        let oldTerm = try await cluster.hosts[old]!.status(of: key).term
+        let poison = Array("poison".utf8)
+        cluster.machine(old, key).failOn(poison)
+        let others = (0..<3).filter { $0 != old }
+        let tick0 = cluster.hosts[others[0]]!.currentTick
+        do {
+            _ = try await cluster.hosts[old]!.propose(key, poison)
+            Issue.record("the poisoned entry was acknowledged by the replica that failed on it")
+        } catch {
+            guard case .replicaFailed = error else { throw error }
+        }
+        #expect(try await cluster.hosts[old]!.status(of: key).residency == .failed)
+        try await cluster.waitUntil("another member leads", within: 20) {
+            for i in others {
+                if let s = try? await cluster.hosts[i]!.status(of: key), s.role == .leader, s.term > oldTerm {
+                    return true
+                }
+            }
+            return false
+        }
+        let elapsed = cluster.hosts[others[0]]!.currentTick - tick0
+        #expect(
+            elapsed < UInt64(options.electionTicks / 2), "took \(elapsed) ticks: the followers waited for a timeout")
+        // The group serves on the others.
+        let newLeader = await cluster.leader(of: key)!
+        #expect(newLeader != old)
+        let index = try await cluster.hosts[newLeader]!.propose(key, Array("after".utf8))
+        #expect(index > .zero)
+    }
+
+    @Test("Host: no space for a new WAL segment holds writes back until space returns; nothing fails")
+    func noSpaceForSegmentIsRetried() async throws {
+        let device = try FaultyDevice(backend: availableBackends[0])
+        var c = HostTestCluster.Configuration()
+        c.options = HostTestCluster.testOptions()
+        c.options.maxProposalBytes = 32 << 10
+        c.walOptions.segmentSize = 256 << 10
+        c.walOptions.maxBatchBytes = 64 << 10
+        c.walOptions.maxQueuedBytes = 1 << 20
+        c.walOptionsOfNode = { node, options in
+            var o = options
+            if node == 0 { o.makeDevice = { _ in device } }
+            return o
+        }
+        let cluster = try HostTestCluster(c)
+        defer { cluster.stopAll() }
+        try cluster.startAll()
+        let keys = try cluster.createGroups(3)
+        for key in keys { _ = try await cluster.write(key, Array("first".utf8)) }
+        device.fault.withLock { $0 = .allocateFails(ENOSPC) }
+        // 400 KiB of entries: node 0's WAL must start a new segment, and cannot.
+        let writes = Task {
+            try await withThrowingTaskGroup(of: [(PartitionKey, [UInt8])].self) { group in
+                for w in 0..<20 {
+                    group.addTask {
+                        var mine: [(PartitionKey, [UInt8])] = []
+                        for n in 0..<5 {
+                            let key = keys[(w + n) % keys.count]
+                            let data = Array("w\(w)-\(n)-".utf8) + [UInt8](repeating: 7, count: 4 << 10)
+                            _ = try await cluster.write(key, data, within: 60)
+                            mine.append((key, data))
+                        }
+                        return mine
+                    }
+                }
+                var all: [(PartitionKey, [UInt8])] = []
+                for try await part in group { all += part }
+                return all
+            }
+        }
+        let host0 = cluster.hosts[0]!
+        try await cluster.waitUntil("node 0's WAL refuses writes", within: 30) { host0.walRetryCount > 0 }
+        try await Task.sleep(nanoseconds: 200_000_000)
+        for key in keys { #expect(try await host0.status(of: key).residency != .failed) }
+        device.fault.withLock { $0 = .none }
+        let acked = try await writes.value
+        #expect(acked.count == 100)
+        try await cluster.waitUntilApplied(keys)
+        #expect(cluster.checkAgreement(keys, acknowledged: acked).isEmpty)
+        for key in keys { #expect(try await host0.status(of: key).residency != .failed) }
+    }
+
+    @Test("Host: a node's boot value grows by one with each start, from its storages' metadata")
+    func bootCounter() throws {
+        let cluster = try HostTestCluster()
+        defer { cluster.stopAll() }
+        try cluster.start(0)
+        let first = cluster.hosts[0]!.boot
+        cluster.crash(0)
+        try cluster.start(0)
+        #expect(cluster.hosts[0]!.boot == first + 1)
+        cluster.crash(0)
+        try cluster.start(0)
+        #expect(cluster.hosts[0]!.boot == first + 2)
+    }
+}
