@@ -1,130 +1,5 @@
 import RaftConsensus
 
-/// What a shard needs to know about its node; shared by all shards, immutable.
-package struct ShardContext: Sendable {
-    let options: NodeHost.Options
-    /// Every node of the cluster, sorted; slots index this array.
-    let nodes: [NodeID]
-    let selfSlot: Int
-    /// This node's storages: slots index these arrays.
-    let logs: [SharedLog]
-    let storageNames: [StorageName]
-    /// Leases and request deadlines are measured in real time, not in ticks (which a
-    /// stalled worker merges and a stalled tick thread skips). The simulation injects its own.
-    let clock: MonotonicClock
-    /// This start's boot value (unique per node and start): ReadIndex contexts carry it.
-    let boot: UInt64
-
-    package init(
-        options: NodeHost.Options, nodes: [NodeID], selfSlot: Int, logs: [SharedLog], storageNames: [StorageName],
-        clock: MonotonicClock, boot: UInt64
-    ) {
-        self.options = options
-        self.nodes = nodes
-        self.selfSlot = selfSlot
-        self.logs = logs
-        self.storageNames = storageNames
-        self.clock = clock
-        self.boot = boot
-    }
-}
-
-extension ShardContext {
-    /// The consensus configuration of every member the host runs.
-    func raftConfig(member: MemberID, applied: LogIndex, seed: UInt64) -> RaftConfig {
-        var c = RaftConfig(id: member)
-        c.electionTick = options.electionTicks
-        c.heartbeatTick = options.heartbeatTicks
-        c.applied = applied
-        c.preVote = true
-        c.checkQuorum = true
-        c.maxSizePerMsg = options.maxSizePerMessage
-        c.maxInflightMsgs = options.maxInflightMessages
-        c.maxUncommittedEntriesSize = options.maxUncommittedBytes
-        c.maxCommittedSizePerReady = options.maxApplyBytesPerReady
-        c.skipHeartbeatsToAckingFollowers = true
-        c.seed = seed
-        return c
-    }
-}
-
-/// An applied index to record in the metadata store, with the configuration as of that
-/// index when one of the entries changed it.
-struct AppliedUpdate {
-    var index: LogIndex
-    var confState: ConfState?
-}
-
-/// The work a turn produced, for the driver to carry out: one frame per peer node, one
-/// WAL append per storage, apply jobs.
-package struct TurnOutput {
-    /// Messages per destination node slot (the own slot loops back locally).
-    package var frames: [[PeerMessage]]
-    /// Writes per storage slot; all belong to `token`.
-    package var writes: [[GroupWrite]]
-    package var token: UInt64 = 0
-    package var applyJobs: [ApplyJob] = []
-
-    init(nodes: Int, storages: Int) {
-        frames = Array(repeating: [], count: nodes)
-        writes = Array(repeating: [], count: storages)
-    }
-
-    package var hasWrites: Bool { writes.contains { !$0.isEmpty } }
-}
-
-/// Counters a shard keeps (read by status, tests and benchmarks).
-public struct HostCounters: Sendable, Equatable {
-    /// Member ticks given (only awake replicas are ticked).
-    public var ticksGiven: UInt64 = 0
-    public var turns: UInt64 = 0
-    public var messagesSent: UInt64 = 0
-    public var messagesReceived: UInt64 = 0
-    /// Messages for replicas this node does not host.
-    public var messagesDropped: UInt64 = 0
-    public var walWrites: UInt64 = 0
-    public var entriesWritten: UInt64 = 0
-    public var entriesApplied: UInt64 = 0
-    public var campaigns: UInt64 = 0
-    /// The most campaigns this shard started in one tick.
-    public var maxCampaignsInATick: UInt64 = 0
-    /// Times a replica of this node became leader.
-    public var leadershipsGained: UInt64 = 0
-    public var quiesces: UInt64 = 0
-    public var suspensions: UInt64 = 0
-    public var rehydrations: UInt64 = 0
-    public var wakesAfterReturn: UInt64 = 0
-    /// Reads answered from a leader lease, without a quorum round.
-    public var leaseReads: UInt64 = 0
-    public var awake = 0
-    public var dormant = 0
-    public var replicas = 0
-
-    public init() {}
-
-    public mutating func add(_ o: HostCounters) {
-        ticksGiven += o.ticksGiven
-        turns += o.turns
-        messagesSent += o.messagesSent
-        messagesReceived += o.messagesReceived
-        messagesDropped += o.messagesDropped
-        walWrites += o.walWrites
-        entriesWritten += o.entriesWritten
-        entriesApplied += o.entriesApplied
-        campaigns += o.campaigns
-        maxCampaignsInATick = max(maxCampaignsInATick, o.maxCampaignsInATick)
-        leadershipsGained += o.leadershipsGained
-        quiesces += o.quiesces
-        suspensions += o.suspensions
-        rehydrations += o.rehydrations
-        wakesAfterReturn += o.wakesAfterReturn
-        leaseReads += o.leaseReads
-        awake += o.awake
-        dormant += o.dormant
-        replicas += o.replicas
-    }
-}
-
 /// The groups of one worker and everything done to them, single-threaded and deterministic
 /// (given its inputs, in order). `NodeHost` runs one per worker thread; the host simulation
 /// drives shards directly with a seed.
@@ -198,6 +73,7 @@ package final class HostShard {
         counters.replicas += 1
         if let suspended = replica.suspended {
             counters.dormant += 1
+            counters.loadedDormant += 1
             // Loaded from disk at start: see `deliver` on vote requests.
             replica.refuseVotesUntilTick = now + UInt64(options.electionTicks)
             // Committed entries its state machine does not hold yet (a crash between the

@@ -98,9 +98,9 @@ struct HostReviewFixTests {
     @Test("Host: a leader whose state machine fails hands its group over at once; the others elect and serve")
     func failedLeaderResigns() async throws {
         var options = HostTestCluster.testOptions()
-        // A long election timeout (1 s): without the hand-over, the followers would wait it out.
-        options.electionTicks = 100
-        options.livenessTimeoutTicks = 100
+        // A long election timeout (2 s): without the hand-over, the followers would wait it out.
+        options.electionTicks = 200
+        options.livenessTimeoutTicks = 200
         let cluster = try HostTestCluster(options: options)
         defer { cluster.stopAll() }
         try cluster.startAll()

@@ -1,0 +1,43 @@
+import RaftConsensus
+
+/// What an apply worker needs of a replica: its key (to route the report back) and its
+/// state machine. Immutable.
+package struct ApplyTarget: Sendable {
+    package let key: ReplicaKey
+    let stateMachine: any StateMachine
+}
+
+/// What an apply worker reports back to a replica's shard after a job.
+struct AppliedReport: Sendable {
+    let key: ReplicaKey
+    let through: LogIndex
+    let confState: ConfState?
+    let entries: Int
+    let failure: String?
+}
+
+/// Committed entries for one replica's state machine, with the requests they answer.
+package final class ApplyJob: @unchecked Sendable {
+    package let target: ApplyTarget
+    package let entries: [Entry]
+    /// The replica's handed-out index when the job was made (its last entry, or the index
+    /// reads wait for); the apply worker reports it back.
+    package let through: LogIndex
+    /// Proposals answered by these entries: success when the term matched.
+    var proposals: [(promise: Promise<LogIndex>, result: Result<LogIndex, HostError>)] = []
+    /// Reads that may be served once these entries are applied.
+    var reads: [(promise: Promise<LogIndex>, index: LogIndex)] = []
+    /// The configuration after these entries, when one of them changed it.
+    package var confState: ConfState?
+    let bytes: Int
+
+    init(target: ApplyTarget, entries: [Entry], through: LogIndex) {
+        self.target = target
+        self.entries = entries
+        self.through = through
+        var total = 0
+        for entry in entries { total += entry.payloadSize }
+        bytes = total
+    }
+
+}

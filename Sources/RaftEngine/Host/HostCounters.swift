@@ -1,0 +1,56 @@
+import RaftConsensus
+
+/// Counters a shard keeps (read by status, tests and benchmarks).
+public struct HostCounters: Sendable, Equatable {
+    /// Member ticks given (only awake replicas are ticked).
+    public var ticksGiven: UInt64 = 0
+    public var turns: UInt64 = 0
+    public var messagesSent: UInt64 = 0
+    public var messagesReceived: UInt64 = 0
+    /// Messages for replicas this node does not host.
+    public var messagesDropped: UInt64 = 0
+    public var walWrites: UInt64 = 0
+    public var entriesWritten: UInt64 = 0
+    public var entriesApplied: UInt64 = 0
+    public var campaigns: UInt64 = 0
+    /// The most campaigns this shard started in one tick.
+    public var maxCampaignsInATick: UInt64 = 0
+    /// Times a replica of this node became leader.
+    public var leadershipsGained: UInt64 = 0
+    public var quiesces: UInt64 = 0
+    public var suspensions: UInt64 = 0
+    public var rehydrations: UInt64 = 0
+    public var wakesAfterReturn: UInt64 = 0
+    /// Reads answered from a leader lease, without a quorum round.
+    public var leaseReads: UInt64 = 0
+    public var awake = 0
+    public var dormant = 0
+    public var replicas = 0
+    /// Replicas added dormant (loaded at start).
+    public var loadedDormant = 0
+
+    public init() {}
+
+    public mutating func add(_ o: HostCounters) {
+        ticksGiven += o.ticksGiven
+        turns += o.turns
+        messagesSent += o.messagesSent
+        messagesReceived += o.messagesReceived
+        messagesDropped += o.messagesDropped
+        walWrites += o.walWrites
+        entriesWritten += o.entriesWritten
+        entriesApplied += o.entriesApplied
+        campaigns += o.campaigns
+        maxCampaignsInATick = max(maxCampaignsInATick, o.maxCampaignsInATick)
+        leadershipsGained += o.leadershipsGained
+        quiesces += o.quiesces
+        suspensions += o.suspensions
+        rehydrations += o.rehydrations
+        wakesAfterReturn += o.wakesAfterReturn
+        leaseReads += o.leaseReads
+        awake += o.awake
+        dormant += o.dormant
+        replicas += o.replicas
+        loadedDormant += o.loadedDormant
+    }
+}

@@ -1,0 +1,24 @@
+import RaftConsensus
+
+/// A replica to create on this node: the partition, the member this replica is, the local
+/// storage that holds it, and every replica of the group (its initial configuration).
+public struct ReplicaSpec: Sendable {
+    public var partition: PartitionKey
+    public var member: MemberID
+    public var storage: StorageName
+    /// All replicas of the group, this one included.
+    public var replicas: [RouteReplica]
+    /// Whether this replica campaigns right away (one replica per new group should).
+    public var campaign: Bool
+
+    public init(
+        partition: PartitionKey, member: MemberID, storage: StorageName, replicas: [RouteReplica],
+        campaign: Bool = false
+    ) {
+        self.partition = partition
+        self.member = member
+        self.storage = storage
+        self.replicas = replicas
+        self.campaign = campaign
+    }
+}

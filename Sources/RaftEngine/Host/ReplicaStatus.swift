@@ -1,0 +1,36 @@
+import RaftConsensus
+
+/// Where a replica's in-memory state is.
+public enum ReplicaResidency: String, Hashable, Sendable {
+    /// Ticked, may send and receive.
+    case awake
+    /// Not ticked; its consensus state is in memory.
+    case quiesced
+    /// Shrunk to a compact record; rebuilt from the log on the next request or message.
+    case dormant
+    /// Waiting for its turn to campaign after its leader's node was declared dead.
+    case awaitingCampaign
+    /// Stopped after a storage or state machine failure.
+    case failed
+}
+
+/// A replica's state as `NodeHost.status(of:)` reports it.
+public struct ReplicaStatus: Hashable, Sendable, CustomStringConvertible {
+    public var replica: ReplicaKey
+    public var group: GroupID
+    public var storage: StorageName
+    public var role: RaftRole
+    public var term: Term
+    public var leader: MemberID
+    public var commit: LogIndex
+    /// Handed to the state machine (may still be in an apply worker's queue).
+    public var handedToApply: LogIndex
+    /// Applied by the state machine.
+    public var applied: LogIndex
+    public var lastIndex: LogIndex
+    public var residency: ReplicaResidency
+
+    public var description: String {
+        "\(replica) \(group)@\(storage) \(role) term=\(term) leader=\(leader) commit=\(commit) applied=\(applied) last=\(lastIndex) \(residency.rawValue)"
+    }
+}

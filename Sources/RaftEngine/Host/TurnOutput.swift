@@ -1,0 +1,19 @@
+import RaftConsensus
+
+/// The work a turn produced, for the driver to carry out: one frame per peer node, one
+/// WAL append per storage, apply jobs.
+package struct TurnOutput {
+    /// Messages per destination node slot (the own slot loops back locally).
+    package var frames: [[PeerMessage]]
+    /// Writes per storage slot; all belong to `token`.
+    package var writes: [[GroupWrite]]
+    package var token: UInt64 = 0
+    package var applyJobs: [ApplyJob] = []
+
+    init(nodes: Int, storages: Int) {
+        frames = Array(repeating: [], count: nodes)
+        writes = Array(repeating: [], count: storages)
+    }
+
+    package var hasWrites: Bool { writes.contains { !$0.isEmpty } }
+}
