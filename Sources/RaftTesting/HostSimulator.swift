@@ -430,6 +430,19 @@ public final class HostSimulator {
                 }))
     }
 
+    /// Liveness: after the quiet period (every node up, no partition, no traffic for
+    /// hundreds of ticks) every group has quiesced: no replica is ticked any more.
+    func checkQuiet() -> String? {
+        for (i, node) in nodes.enumerated() {
+            guard let node else { continue }
+            if let r = node.shard.awakeReplicas.first {
+                return
+                    "\(r.key.partition): still ticked on node \(i) after the quiet period (\(node.shard.awakeReplicas.count) replicas awake there)"
+            }
+        }
+        return nil
+    }
+
     /// Every request on a live node is answered by its deadline (on the clock, whatever
     /// ticks its shard merged), give or take a few ticks.
     func checkDeadlines() -> String? {
@@ -553,6 +566,7 @@ public final class HostSimulator {
             if step % 50 == 0, let problem = checkApplied(final: false) { return failure(problem) }
         }
         if let problem = checkApplied(final: true) { return failure(problem) }
+        if let problem = checkQuiet() { return failure(problem) }
         for i in nodes.indices { nodes[i]?.storage.close() }
         nodes = Array(repeating: nil, count: config.nodes)
         return nil

@@ -19,6 +19,8 @@ public final class LocalCluster<Machine: StateMachine>: @unchecked Sendable {
         public var walOptions = SharedLog.Options()
         /// Adjusts the WAL options of one node (fault injection).
         public var walOptionsOfNode: @Sendable (Int, SharedLog.Options) -> SharedLog.Options = { $1 }
+        /// Adjusts the host options of one node (mismatched configurations).
+        public var optionsOfNode: @Sendable (Int, NodeHost.Options) -> NodeHost.Options = { $1 }
 
         public init() {}
     }
@@ -68,7 +70,7 @@ public final class LocalCluster<Machine: StateMachine>: @unchecked Sendable {
             root: root, clusterID: clusterID, name: storageNames[i], nodeID: nodeIDs[i], createIfMissing: true,
             walOptions: configuration.walOptionsOfNode(i, configuration.walOptions))
         let t1 = Date()
-        var options = configuration.options
+        var options = configuration.optionsOfNode(i, configuration.options)
         options.seed = configuration.options.seed ^ (UInt64(i + 1) &* 0x1234_5678)
         let machines = self.machines
         let host = try NodeHost(

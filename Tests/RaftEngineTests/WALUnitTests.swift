@@ -159,3 +159,70 @@ struct WALUnitTests {
         #expect(try log.entries(of: group, from: LogIndex(1), to: LogIndex(56), maxBytes: .max).count == 55)
     }
 }
+
+@Suite("WAL: ordered units, review fixes")
+struct WALUnitReviewTests {
+    @Test("WAL: close returns while a compaction round is pending (a unit rotated segments just before)")
+    func closeWithCompactionPending() throws {
+        for _ in 0..<5 {
+            let dir = try TemporaryDirectory()
+            defer { dir.remove() }
+            var options = testLogOptions(segmentSize: 64 << 10)
+            options.maxBatchBytes = 8 << 10
+            let log = try SharedLog(directory: dir.path, options: options)
+            // 200 KiB in 8 KiB batches: rotations (each sets a compaction round pending)
+            // while dozens of batches are still to be written when close arrives.
+            let payload = [UInt8](repeating: 1, count: 3_000)
+            let unit = [
+                GroupWrite(
+                    group: GroupID(2),
+                    entries: (1...66).map { WALEntry(term: Term(1), index: LogIndex($0), payload: payload) })
+            ]
+            log.append(unit) { _ in }
+            let closed = Flag()
+            let closer = Thread { [log] in
+                log.close()
+                closed.set()
+            }
+            closer.start()
+            let deadline = Date().addingTimeInterval(20)
+            while !closed.isSet && Date() < deadline { usleep(1_000) }
+            #expect(closed.isSet, "close() did not return")
+            if !closed.isSet { return }
+        }
+    }
+
+    @Test("WAL: the largest entry fits one batch even when the batch bound is not a multiple of 8")
+    func unalignedBatchBound() throws {
+        let dir = try TemporaryDirectory()
+        defer { dir.remove() }
+        var options = testLogOptions(segmentSize: 256 << 10)
+        options.maxBatchBytes = 16_001
+        let log = try SharedLog(directory: dir.path, options: options)
+        defer { log.close() }
+        let max = log.maxEntryPayloadBytes
+        #expect(WALFormat.recordSize(payload: max) <= options.maxBatchBytes)
+        try log.append([
+            GroupWrite(
+                group: GroupID(2),
+                entries: [WALEntry(term: Term(1), index: LogIndex(1), payload: [UInt8](repeating: 2, count: max))])
+        ])
+        #expect(log.lastIndex(of: GroupID(2)) == LogIndex(1))
+        #expect(throws: WALError.self) {
+            try log.append([
+                GroupWrite(
+                    group: GroupID(2),
+                    entries: [
+                        WALEntry(term: Term(1), index: LogIndex(2), payload: [UInt8](repeating: 2, count: max + 1))
+                    ])
+            ])
+        }
+    }
+}
+
+/// A flag set on one thread and read on another.
+final class Flag: Sendable {
+    private let value = Atomic<Bool>(false)
+    func set() { value.store(true, ordering: .releasing) }
+    var isSet: Bool { value.load(ordering: .acquiring) }
+}

@@ -42,24 +42,30 @@ extension HostShard {
         }
     }
 
-    /// The WAL appends of turn `token` finished on storage `slot`.
+    /// The WAL unit of turn `token` for storage `slot` is durable (or failed). Its replicas
+    /// complete now, whatever the turn's units on other storages do: a storage whose WAL
+    /// refuses writes for a while (a full disk) holds back only its own replicas.
     package func durable(token: UInt64, slot: Int, result: Result<Void, WALError>) {
         guard var batch = inflight[token] else { preconditionFailure("unknown WAL token \(token)") }
+        batch.remaining -= 1
+        let done = batch.replicas.filter { $0.storageSlot == slot }
+        batch.replicas.removeAll { $0.storageSlot == slot }
+        if batch.remaining > 0 {
+            inflight[token] = batch
+        } else {
+            precondition(batch.replicas.isEmpty, "turn \(token): replicas left after its last storage finished")
+            inflight.removeValue(forKey: token)
+        }
         if case .failure(let error) = result {
-            // The WAL stops for good after a write or fdatasync failure (the process stops
-            // by default); only the replicas of this storage in this batch are failed here.
-            for r in batch.replicas where r.storageSlot == slot {
+            // A fatal WAL error stops the process (the default `onFatal`); with a handler
+            // that does not, the replicas of this storage in this unit fail.
+            for r in done {
                 r.pendingReady = nil
                 fail(r, "WAL append failed: \(error)")
             }
-        }
-        batch.remaining -= 1
-        if batch.remaining > 0 {
-            inflight[token] = batch
             return
         }
-        inflight.removeValue(forKey: token)
-        for r in batch.replicas where !r.isFailed {
+        for r in done where !r.isFailed {
             guard let rd = r.pendingReady, let node = r.node else { continue }
             r.pendingReady = nil
             if let last = rd.entries.last { r.stableLog.durable(through: last.index, term: last.term) }
@@ -123,13 +129,14 @@ extension HostShard {
                 // Entries and every hard state change are durable before anything that depends
                 // on them is sent or applied (the commit too: nothing is applied beyond a
                 // durable commit, so a restart never finds applied > commit).
+                guard let write = walWrite(of: r, rd) else { return }
                 if output.token == 0 || inflight[output.token] == nil {
                     output.token = nextToken
                     nextToken += 1
                     inflight[output.token] = (remaining: 0, replicas: [])
                 }
                 if output.writes[r.storageSlot].isEmpty { inflight[output.token]!.remaining += 1 }
-                appendWrites(of: r, rd)
+                output.writes[r.storageSlot].append(write)
                 inflight[output.token]!.replicas.append(r)
                 counters.walWrites &+= 1
                 counters.entriesWritten &+= UInt64(rd.entries.count)
@@ -141,14 +148,27 @@ extension HostShard {
         markDirty(r)
     }
 
-    /// Adds a Ready's entries and hard state to this turn's writes for the replica's
-    /// storage. The turn's writes for one storage are one ordered unit for the WAL, which
-    /// cuts it into batches itself.
-    private func appendWrites(of r: Replica, _ rd: Ready) {
+    /// A Ready's entries and hard state as a WAL write; it joins this turn's unit for the
+    /// replica's storage (the WAL cuts the unit into batches itself). Nil, and the replica
+    /// fails, when an entry is larger than this storage's WAL takes: a leader configured
+    /// with larger limits sent it (a configuration error, not this node's bug, so the node
+    /// goes on serving its other replicas).
+    private func walWrite(of r: Replica, _ rd: Ready) -> GroupWrite? {
+        let limit = context.logs[r.storageSlot].maxEntryPayloadBytes
         var write = GroupWrite(group: r.group, entries: [], hardState: rd.hardState)
         write.entries.reserveCapacity(rd.entries.count)
-        for entry in rd.entries { write.entries.append(EntryCodec.walEntry(entry)) }
-        output.writes[r.storageSlot].append(write)
+        for entry in rd.entries {
+            let wal = EntryCodec.walEntry(entry)
+            if wal.payload.count > limit {
+                fail(
+                    r,
+                    "entry \(entry.index) of \(wal.payload.count) bytes exceeds what the WAL of \(r.storageName) takes (\(limit) bytes): give every node the same maxBatchBytes and maxProposalBytes"
+                )
+                return nil
+            }
+            write.entries.append(wal)
+        }
+        return write
     }
 
     /// Finishes a Ready whose writes are durable: sends what waited for them, hands

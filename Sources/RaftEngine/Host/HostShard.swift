@@ -224,14 +224,17 @@ package final class HostShard {
     /// election timeout. Nothing is persisted: the failed member takes no further part.
     func resign(_ r: Replica) {
         guard case .failed(_, let member?) = r.state else { return }
-        let node = member
-        var best: (member: MemberID, match: LogIndex)?
-        for m in node.confState.voters where m != r.key.member {
+        // Live voters, most caught-up first; each attempt asks the next one (the first may
+        // itself be unable to campaign, e.g. failed too).
+        var candidates: [(member: MemberID, match: LogIndex)] = []
+        for m in member.confState.voters where m != r.key.member {
             guard let slot = r.nodeSlot(of: m), !downNodes.contains(slot) else { continue }
-            let match = node.progress(of: m)?.match ?? .zero
-            if best == nil || match > best!.match { best = (m, match) }
+            candidates.append((m, member.progress(of: m)?.match ?? .zero))
         }
-        guard let target = best?.member else { return }
+        guard !candidates.isEmpty else { return }
+        candidates.sort { ($0.match, $1.member) > ($1.match, $0.member) }
+        let target = candidates[r.resignAttempts % candidates.count].member
+        r.resignAttempts += 1
         route([Message(kind: .timeoutNow, from: r.key.member, to: target, term: r.resignTerm)], of: r)
     }
 
@@ -250,6 +253,9 @@ package final class HostShard {
 
     /// Checks every replica's invariants and the ticked list (the host simulation runs it
     /// after every turn).
+    /// Replicas ticked right now (tests and the simulation).
+    package var awakeReplicas: [Replica] { awake }
+
     package func checkInvariants() {
         for (i, r) in awake.enumerated() {
             precondition(r.awakeSlot == i, "\(r.key) is in the ticked list at \(i) but its state is \(r.residency)")

@@ -131,7 +131,9 @@ extension NodeHost {
             completion(result)
         }
         // On the monotonic clock, as the shard expires it: ticks are merged under load.
-        let timeout = max(1, timeoutTicks ?? options.requestTimeoutTicks) * options.tickMilliseconds * 1_000_000
+        // At most a day (a caller may pass Int.max to mean "no timeout").
+        let ticks = min(max(1, timeoutTicks ?? options.requestTimeoutTicks), 86_400_000 / options.tickMilliseconds)
+        let timeout = ticks * options.tickMilliseconds * 1_000_000
         let deadline = clock.nanoseconds + timeout
         if !workers[shardIndex(partition)].offer(.request(make(deadline, promise))) {
             promise(.failure(.overloaded("worker inbox full")))

@@ -4,6 +4,9 @@ import Synchronization
 extension NodeHost {
     // MARK: - Ticks and liveness
 
+    /// Ticks at most once per interval: a late tick moves the next one later, never closer
+    /// (two ticks in quick succession would shorten a follower's vote refusal below the
+    /// lease's assumptions; see docs/HOST.md, "Lease reads"). Slow ticks are always safe.
     func runTicks() {
         let interval = options.tickMilliseconds * 1_000_000
         var next = clock.nanoseconds + interval
@@ -17,10 +20,7 @@ extension NodeHost {
                 return tickStopping
             }
             if stop { return }
-            next += interval
-            // After a stall (a suspended VM), do not replay missed ticks in a burst.
-            let now = clock.nanoseconds
-            if next < now { next = now + interval }
+            next = clock.nanoseconds + interval
             tick()
         }
     }

@@ -67,7 +67,11 @@ package struct NodeLiveness {
         let gap = now - lastCheckNanoseconds
         lastCheckNanoseconds = max(lastCheckNanoseconds, now)
         if gap > timeoutNanoseconds / 2 {
-            for i in peers.indices { peers[i].lastHeardNanoseconds += gap }
+            // Never past now: a peer heard during the stall must not get a head start
+            // (it could die right after and go unnoticed for as long as the stall lasted).
+            for i in peers.indices {
+                peers[i].lastHeardNanoseconds = min(peers[i].lastHeardNanoseconds + gap, now)
+            }
         }
         for i in peers.indices
         where i != selfSlot && peers[i].isAlive && now >= peers[i].lastHeardNanoseconds + timeoutNanoseconds {

@@ -96,8 +96,9 @@ package final class Replica {
     var leaseUntilNanoseconds = 0
     /// The term this replica led in when it failed (it resigns from it).
     var resignTerm = Term.zero
-    /// The tick of its last resignation message.
+    /// The tick of its last resignation message, and how many it sent.
     var resignedAtTick: UInt64 = 0
+    var resignAttempts = 0
 
     // MARK: Apply
 

@@ -43,7 +43,7 @@ final class ConditionLock: @unchecked Sendable {
 
     /// Waits at most `nanoseconds`; returns false on timeout.
     func wait(nanoseconds: Int) -> Bool {
-        var deadline = MonotonicClock.systemDeadline(after: nanoseconds)
+        var deadline = MonotonicClock.conditionDeadline(after: nanoseconds)
         return pthread_cond_timedwait(condition, mutex, &deadline) == 0
     }
 

@@ -77,6 +77,16 @@ extension SharedLog {
         var encodedHead = 0
         while true {
             let closing = lock.withLock { isClosing }
+            if closing && (compactionPending || compactionOwed) && encodedHead == encoded.count {
+                // Closing drops garbage collection (only an optimisation; the next open
+                // runs it): otherwise nothing would take the queue's last requests and the
+                // loop would never end.
+                compactionPending = false
+                compactionOwed = false
+                let waiters = gcWaiters
+                gcWaiters = []
+                for waiter in waiters { waiter.completion(.failure(.closed)) }
+            }
             var next: PreparedBatch?
             if encodedHead < encoded.count {
                 next = encoded[encodedHead]
@@ -315,8 +325,13 @@ extension SharedLog {
         if writeOffset + WALFormat.batchHeaderSize + size > options.segmentSize {
             do {
                 try rotate()
+                segmentFailureLogged = false
             } catch {
-                logger.error("cannot start a new WAL segment: \(error)")
+                // Logged once per run of failures (the caller retries every tick).
+                if !segmentFailureLogged {
+                    segmentFailureLogged = true
+                    logger.error("cannot start a new WAL segment: \(error); writes wait until space is freed")
+                }
                 if case .io(let io) = error { throw .segmentUnavailable(io) }
                 throw error
             }

@@ -80,6 +80,8 @@ public final class SharedLog: @unchecked Sendable {
     var compactionPending = false
     /// A compaction round left work: run another after the next normal batch.
     var compactionOwed = false
+    /// A failed segment creation was logged and no segment was created since.
+    var segmentFailureLogged = false
     /// The segment count at the last "over budget" warning (one warning per count).
     var budgetWarningSegments = 0
     /// The writer thread (pthread_self), so that calls that would deadlock it are caught.
@@ -191,9 +193,10 @@ public final class SharedLog: @unchecked Sendable {
         let refusal: WALError? = lock.withLock {
             if let stoppedBy { return .stopped(cause: "\(stoppedBy)") }
             if isClosing { return .closed }
-            // A unit larger than the queue bound is taken when the queue is empty, so that
-            // any unit can make progress; the bound holds otherwise.
-            if queuedBytes > 0 && queuedBytes + size > options.maxQueuedBytes {
+            // A unit that does not fit is still taken while the queue is less than half
+            // full, so that a large unit cannot be starved by a stream of small ones; the
+            // queue then holds at most half the bound plus one unit.
+            if queuedBytes + size > options.maxQueuedBytes && queuedBytes >= options.maxQueuedBytes / 2 {
                 return .overloaded(queuedBytes: queuedBytes, limit: options.maxQueuedBytes)
             }
             queue.append(Request(operation: operation, size: size, completion: completion))
@@ -206,7 +209,9 @@ public final class SharedLog: @unchecked Sendable {
 
     /// The largest entry payload: one entry record must fit a batch on its own.
     public var maxEntryPayloadBytes: Int {
-        min(WALFormat.maxPayloadSize, options.maxBatchBytes - WALFormat.recordSize(payload: 0))
+        // Records are padded to 8 bytes: the padded record must fit the batch bound.
+        let batch = options.maxBatchBytes & ~(WALFormat.alignment - 1)
+        return min(WALFormat.maxPayloadSize, batch - WALFormat.recordSize(payload: 0))
     }
 
     // MARK: - Reading (durable state only)

@@ -118,7 +118,10 @@ struct HostReviewFixTests {
         } catch {
             guard case .replicaFailed = error else { throw error }
         }
-        #expect(try await cluster.hosts[old]!.status(of: key).residency == .failed)
+        // The apply worker answered the proposal; the shard learns of the failure next.
+        try await cluster.waitUntil("the old leader's replica failed") {
+            (try? await cluster.hosts[old]!.status(of: key))?.residency == .failed
+        }
         try await cluster.waitUntil("another member leads", within: 20) {
             for i in others {
                 if let s = try? await cluster.hosts[i]!.status(of: key), s.role == .leader, s.term > oldTerm {
@@ -201,5 +204,111 @@ struct HostReviewFixTests {
         cluster.crash(0)
         try cluster.start(0)
         #expect(cluster.hosts[0]!.boot == first + 2)
+    }
+}
+
+@Suite("Host: review fixes, second round", .serialized)
+struct HostReviewFixSecondTests {
+    @Test("Host: a storage whose WAL holds back a turn's unit holds back only its own replicas")
+    func perStorageCompletion() throws {
+        let dir = try TemporaryDirectory("raftd-two-storages")
+        defer { dir.remove() }
+        let clusterID = ClusterID.random()
+        let nodeID = NodeID.random()
+        let names = [try StorageName("a"), try StorageName("b")]
+        var storages: [Storage] = []
+        for name in names {
+            let root = dir.file(name.rawValue)
+            try FileManager.default.createDirectory(atPath: root, withIntermediateDirectories: true)
+            storages.append(
+                try Storage(root: root, clusterID: clusterID, name: name, nodeID: nodeID, createIfMissing: true))
+        }
+        defer { for s in storages { s.close() } }
+        let map = try ClusterMap([nodeID: names])
+        var options = NodeHost.Options()
+        options.workers = 1
+        let context = ShardContext(
+            options: options, nodes: [nodeID], selfSlot: 0, logs: storages.map(\.log), storageNames: names,
+            clock: .system, boot: 1)
+        let shard = HostShard(index: 0, context: context, seed: 1)
+        let factory = ReplicaFactory(
+            context: context, cluster: map, stateMachines: { _, _, _ in RecordingStateMachine() })
+        var replicas: [Replica] = []
+        for (slot, name) in names.enumerated() {
+            let key = PartitionKey(authority: name, partitionID: try PartitionID(2))
+            let route = [RouteReplica(member: 1, storage: name, role: .voter)]
+            let stored = try StoredConfState(voters: [1])
+            let record = try storages[slot].metadata.createRaftReplicas([
+                MetadataStore.NewReplica(
+                    key: key, route: try RouteEntry(version: RouteVersion(term: 0, index: 0), replicas: route),
+                    confState: stored)
+            ])[0]
+            let r = try factory.makeReplica(
+                key: ReplicaKey(partition: key, member: 1), group: record.group, storageSlot: slot, route: route,
+                confState: ConfState(stored), applied: .zero)
+            shard.add(r, campaign: true)
+            replicas.append(r)
+        }
+        shard.tick()  // both campaign; single voters lead at once
+        let out = shard.runTurn()
+        #expect(!out.writes[0].isEmpty && !out.writes[1].isEmpty, "one turn wrote to both storages")
+        #expect(replicas.allSatisfy { $0.pendingReady != nil })
+        // Storage a's unit is durable; b's is still held back (say, its disk is full).
+        try storages[0].log.append(out.writes[0])
+        shard.durable(token: out.token, slot: 0, result: .success(()))
+        #expect(replicas[0].pendingReady == nil, "storage a's replica waited for storage b")
+        #expect(replicas[1].pendingReady != nil)
+        try storages[1].log.append(out.writes[1])
+        shard.durable(token: out.token, slot: 1, result: .success(()))
+        #expect(replicas[1].pendingReady == nil)
+        shard.checkInvariants()
+    }
+
+    @Test(
+        "Host: an entry larger than a node's WAL takes fails that replica with a clear reason; the node serves its other groups"
+    )
+    func oversizedEntryFailsOnlyThatReplica() async throws {
+        var c = HostTestCluster.Configuration()
+        c.options = HostTestCluster.testOptions()
+        c.options.maxProposalBytes = 256 << 10
+        c.walOptions.segmentSize = 8 << 20
+        c.walOptions.maxBatchBytes = 2 << 20
+        c.walOptions.maxQueuedBytes = 32 << 20
+        // Node 2 is configured with smaller limits than its peers (a configuration mistake).
+        c.walOptionsOfNode = { node, options in
+            var o = options
+            if node == 2 { o.maxBatchBytes = 64 << 10 }
+            return o
+        }
+        c.optionsOfNode = { node, options in
+            var o = options
+            if node == 2 { o.maxProposalBytes = 32 << 10 }
+            return o
+        }
+        let cluster = try HostTestCluster(c)
+        defer { cluster.stopAll() }
+        try cluster.startAll()
+        let keys = try cluster.createGroups(3)  // keys[0] led first by node 0, keys[1] by node 1
+        for key in keys { _ = try await cluster.write(key, Array("small".utf8)) }
+        let big = [UInt8](repeating: 9, count: 100 << 10)
+        _ = try await cluster.write(keys[0], big)
+        try await cluster.waitUntil("node 2's replica of the group failed") {
+            (try? await cluster.hosts[2]!.status(of: keys[0]))?.residency == .failed
+        }
+        do {
+            _ = try await cluster.hosts[2]!.read(keys[0])
+            Issue.record("a failed replica served a read")
+        } catch {
+            guard case .replicaFailed(let reason) = error else { throw error }
+            #expect(reason.contains("maxBatchBytes"), "\(reason)")
+        }
+        // Node 2 still serves its other groups.
+        let index = try await cluster.write(keys[1], Array("after".utf8))
+        try await cluster.waitUntil("node 2 applied the write to another group") {
+            cluster.machine(2, keys[1]).appliedIndex >= index
+        }
+        // A request with no practical deadline is accepted (no overflow).
+        let leader = await cluster.leader(of: keys[1])!
+        _ = try await cluster.hosts[leader]!.propose(keys[1], Array("forever".utf8), timeoutTicks: .max)
     }
 }

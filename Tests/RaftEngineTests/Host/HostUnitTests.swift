@@ -56,6 +56,20 @@ struct HostUnitTests {
         #expect(events == [.down(1)])
     }
 
+    @Test("Host: liveness: a peer heard during this node's stall gets no head start from the stall credit")
+    func livenessStallCreditCapped() {
+        var l = NodeLiveness(peerCount: 2, selfSlot: 0, timeoutNanoseconds: 100, now: 0)
+        #expect(l.tick(now: 10).isEmpty)
+        // Stalled from 10 to 5,010; a frame was read at 5,000 meanwhile.
+        l.heard(from: 1, boot: 1, now: 5_000)
+        #expect(l.tick(now: 5_010).isEmpty)
+        // The peer dies right after: it must be noticed a timeout after 5,000 or so, not
+        // 5,000 later.
+        var events: [NodeLiveness.Event] = []
+        for t in stride(from: 5_020, through: 5_200, by: 10) { events += l.tick(now: t) }
+        #expect(events == [.down(1)])
+    }
+
     @Test("Host: entry codec: entries and conf changes round-trip; damaged bytes are refused")
     func codec() throws {
         let cc = ConfChange([.addVoter(4), .addLearner(5), .remove(2)], transition: .jointExplicit)
