@@ -97,7 +97,7 @@ let package = Package(
         ),
         .testTarget(
             name: "RaftSimulationTests",
-            dependencies: ["RaftConsensus", "RaftSimulation"]
+            dependencies: ["RaftConsensus", "RaftSimulation", "RaftTesting"]
         ),
         .testTarget(
             name: "RaftEngineTests",

@@ -344,6 +344,10 @@ public final class HostSimulator {
                 case .up(let slot):
                     note("node \(i) sees node \(slot) alive")
                     node.shard.nodeUp(slot)
+                case .restarted(let slot):
+                    note("node \(i) sees node \(slot) restarted")
+                    node.shard.nodeDown(slot)
+                    node.shard.nodeUp(slot)
                 }
             }
             if tickCount % UInt64(options.livenessIntervalTicks) == 0 {

@@ -171,6 +171,9 @@ public final class LocalCluster<Machine: StateMachine>: @unchecked Sendable {
             if await condition() { return }
             try await Task.sleep(nanoseconds: 10_000_000)
         }
+        // Once more after the deadline: the poller itself may have been starved (it runs on
+        // the cooperative pool) while the condition came true.
+        if await condition() { return }
         throw LocalClusterError("timed out after \(seconds) s waiting until \(what)")
     }
 

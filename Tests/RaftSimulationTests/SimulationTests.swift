@@ -1,6 +1,7 @@
 import Foundation
 import RaftConsensus
 import RaftSimulation
+import RaftTesting
 import Testing
 
 /// Seeds per configuration; `RAFT_SIM_SEEDS=N` raises it, `RAFT_SIM_SEED=S` runs one seed.
@@ -30,7 +31,22 @@ private func installCrashBanner() {
     }
 }
 
-private func runSeeds(_ seeds: [UInt64], config: SimulationConfig, label: String) {
+/// What a range of seeds did.
+private struct SeedsOutcome: Sendable {
+    var seeds = 0
+    var failures: [UInt64] = []
+    var committed = 0
+}
+
+/// Runs the seeds off the cooperative pool (see `onDedicatedThread`) and checks the outcome.
+private func runSeeds(_ seeds: [UInt64], config: SimulationConfig, label: String) async throws {
+    let outcome = try await onDedicatedThread("raftd-\(label)") { simulateSeeds(seeds, config: config, label: label) }
+    #expect(outcome.failures.isEmpty, "\(label) failing seeds: \(outcome.failures)")
+    // The workload must actually exercise the system, or passing means nothing.
+    #expect(outcome.committed > outcome.seeds * 20, "\(label): suspiciously little committed")
+}
+
+private func simulateSeeds(_ seeds: [UInt64], config: SimulationConfig, label: String) -> SeedsOutcome {
     installCrashBanner()
     let slot = label == "sim5" ? 1 : 0
     var failures: [SimulationResult] = []
@@ -56,19 +72,17 @@ private func runSeeds(_ seeds: [UInt64], config: SimulationConfig, label: String
     print(
         "[\(label)] \(seeds.count) seeds, \(failures.count) failed, \(committed) entries committed, \(ops) client ops")
     print("[\(label)] events: " + events.keys.sorted().map { "\($0)=\(events[$0]!)" }.joined(separator: " "))
-    #expect(failures.isEmpty, "\(label) failing seeds: \(failures.map(\.seed))")
-    // The workload must actually exercise the system, or passing means nothing.
-    #expect(committed > seeds.count * 20, "\(label): suspiciously little committed")
+    return SeedsOutcome(seeds: seeds.count, failures: failures.map(\.seed), committed: committed)
 }
 
 @Test("Simulation: 3 members, faults, invariants, liveness and linearizability")
-func simulateThree() {
-    runSeeds(seedRange(default: 300, offset: 0), config: SimulationConfig(), label: "sim3")
+func simulateThree() async throws {
+    try await runSeeds(seedRange(default: 300, offset: 0), config: SimulationConfig(), label: "sim3")
 }
 
 @Test("Simulation: 5 members, faults, invariants, liveness and linearizability")
-func simulateFive() {
-    runSeeds(seedRange(default: 200, offset: 10_000), config: .fiveMembers, label: "sim5")
+func simulateFive() async throws {
+    try await runSeeds(seedRange(default: 200, offset: 10_000), config: .fiveMembers, label: "sim5")
 }
 
 @Test("Simulation: same seed replays identically")
@@ -82,9 +96,9 @@ func simulationIsDeterministic() {
 }
 
 @Test("Simulation: 3 members without PreVote and CheckQuorum (deposed leaders linger)")
-func simulateWithoutCheckQuorum() {
+func simulateWithoutCheckQuorum() async throws {
     var config = SimulationConfig()
     config.preVote = false
     config.checkQuorum = false
-    runSeeds(seedRange(default: 100, offset: 20_000), config: config, label: "sim3-nocq")
+    try await runSeeds(seedRange(default: 100, offset: 20_000), config: config, label: "sim3-nocq")
 }

@@ -45,6 +45,12 @@ extension NodeHost {
             case .up(let slot):
                 logger.notice("peer node \(context.nodes[slot]) is alive")
                 for w in workers { w.post(.nodeUp(slot)) }
+            case .restarted(let slot):
+                logger.notice("peer node \(context.nodes[slot]) restarted; groups it led campaign (paced)")
+                for w in workers {
+                    w.post(.nodeDown(slot))
+                    w.post(.nodeUp(slot))
+                }
             }
         }
         if now % UInt64(options.livenessIntervalTicks) == 0, let transport = transportBox.withLock({ $0 }) {

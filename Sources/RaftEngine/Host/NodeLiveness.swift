@@ -12,8 +12,13 @@
 /// Deterministic: time is the caller's.
 package struct NodeLiveness {
     package enum Event: Equatable {
+        /// Silent past the timeout.
         case down(Int)
+        /// Heard again after `down`.
         case up(Int)
+        /// A frame with a new boot value from a peer thought alive: it restarted, so it
+        /// leads nothing any more (act as `down` then `up`).
+        case restarted(Int)
     }
 
     private struct Peer {
@@ -48,8 +53,7 @@ package struct NodeLiveness {
         if let known = p.boot, boot < known { return false }
         p.lastHeardNanoseconds = max(p.lastHeardNanoseconds, now)
         if let known = p.boot, known != boot {
-            if p.isAlive { events.append(.down(peer)) }
-            events.append(.up(peer))
+            events.append(p.isAlive ? .restarted(peer) : .up(peer))
             p.isAlive = true
         } else if !p.isAlive {
             events.append(.up(peer))

@@ -42,6 +42,10 @@ struct HostQuiescingTests {
         // 30 ticks (3 election timeouts) of silence.
         try await cluster.waitUntil("30 ticks passed") { cluster.hosts[0]!.currentTick >= tick0 + 30 }
         let after = await totals(cluster)
+        let deaths = cluster.hosts.compactMap { $0?.peerDeathCount }.reduce(0, +)
+        if after.campaigns != before.campaigns {
+            print("quiescence: \(deaths) peer deaths declared so far (a false one makes the groups it led campaign)")
+        }
         #expect(after.ticksGiven == before.ticksGiven, "quiesced replicas were ticked")
         #expect(after.messagesSent == before.messagesSent, "quiesced replicas sent messages")
         #expect(after.campaigns == before.campaigns)
@@ -197,7 +201,7 @@ struct HostQuiescingTests {
         }
     }
 
-    @Test("Host: killing the node that leads N groups re-elects exactly those N within 3 election timeouts, paced")
+    @Test("Host: killing the node that leads N groups re-elects exactly those N, paced")
     func failoverReelectsExactlyThose() async throws {
         var options = HostTestCluster.testOptions()
         options.tickMilliseconds = 20

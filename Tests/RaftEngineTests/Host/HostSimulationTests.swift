@@ -20,34 +20,48 @@ struct HostSimulationTests {
     @Test(
         "Host: simulation: crashes, partitions, loss, late, refused and half-durable WAL units, merged ticks keep every group safe; acknowledged writes survive; reads are linearizable"
     )
-    func simulate() throws {
-        var failures: [String] = []
-        var crashes = 0
-        var partitions = 0
-        var acked = 0
-        var proposals = 0
-        var reads = 0
-        var leaseReads = 0
-        var overloads = 0
-        var largeProposals = 0
-        var partialUnits = 0
-        var mergedTicks = 0
-        for seed in Self.seeds {
-            // Printed first: a consensus precondition stops the process, and this names the seed.
-            print("host simulation: seed \(seed) (RAFT_HOST_SIM_SEED=\(seed) reruns it)")
-            let sim = try HostSimulator(seed: seed)
-            if let failure = try sim.run() { failures.append(failure) }
-            crashes += sim.crashes
-            partitions += sim.partitions
-            acked += sim.outcomes.acked.count
-            proposals += sim.proposals
-            reads += sim.outcomes.reads
-            leaseReads += sim.outcomes.leaseReads
-            overloads += sim.overloads
-            largeProposals += sim.largeProposals
-            partialUnits += sim.partialUnits
-            mergedTicks += sim.mergedTicks
+    func simulate() async throws {
+        struct Totals: Sendable {
+            var failures: [String] = []
+            var crashes = 0
+            var partitions = 0
+            var acked = 0
+            var proposals = 0
+            var reads = 0
+            var leaseReads = 0
+            var overloads = 0
+            var largeProposals = 0
+            var partialUnits = 0
+            var mergedTicks = 0
         }
+        let seeds = Self.seeds
+        // Off the cooperative pool: a minute of CPU there stalls every async test.
+        let t = try await onDedicatedThread("raftd-host-sim") { () throws -> Totals in
+            var t = Totals()
+            for seed in seeds {
+                // Printed first: a consensus precondition stops the process, and this names the seed.
+                print("host simulation: seed \(seed) (RAFT_HOST_SIM_SEED=\(seed) reruns it)")
+                let sim = try HostSimulator(seed: seed)
+                if let failure = try sim.run() { t.failures.append(failure) }
+                t.crashes += sim.crashes
+                t.partitions += sim.partitions
+                t.acked += sim.outcomes.acked.count
+                t.proposals += sim.proposals
+                t.reads += sim.outcomes.reads
+                t.leaseReads += sim.outcomes.leaseReads
+                t.overloads += sim.overloads
+                t.largeProposals += sim.largeProposals
+                t.partialUnits += sim.partialUnits
+                t.mergedTicks += sim.mergedTicks
+            }
+            return t
+        }
+        let (failures, crashes, partitions, acked, proposals, reads, leaseReads) = (
+            t.failures, t.crashes, t.partitions, t.acked, t.proposals, t.reads, t.leaseReads
+        )
+        let (overloads, largeProposals, partialUnits, mergedTicks) = (
+            t.overloads, t.largeProposals, t.partialUnits, t.mergedTicks
+        )
         #expect(failures.isEmpty, "\(failures.joined(separator: "\n\n"))")
         // Not vacuous: faults happened and most proposals were acknowledged.
         print(
