@@ -203,7 +203,7 @@ public final class HostSimulator {
         try storage.metadata.recordBoot(boot)
         let (context, f) = factory(for: nil, storage: storage, slot: i, boot: boot)
         let shard = HostShard(index: 0, context: context, seed: rng.next())
-        shard.now = tickCount
+        shard.currentTick = tickCount
         let node = SimNode(
             storage: storage, shard: shard,
             liveness: NodeLiveness(

@@ -16,8 +16,9 @@ struct AppliedReport: Sendable {
     let failure: String?
 }
 
-/// Committed entries for one replica's state machine, with the requests they answer.
-package final class ApplyJob: @unchecked Sendable {
+/// Committed entries for one replica's state machine, with the requests they answer. A
+/// value: the shard builds it, then hands it to an apply worker whole.
+package struct ApplyJob: Sendable {
     package let target: ApplyTarget
     package let entries: [Entry]
     /// The replica's handed-out index when the job was made (its last entry, or the index
@@ -39,5 +40,29 @@ package final class ApplyJob: @unchecked Sendable {
         for entry in entries { total += entry.payloadSize }
         bytes = total
     }
+}
 
+extension ApplyJob {
+    /// Applies the entries the state machine does not hold yet (entries at or below its
+    /// applied index are re-offered after a restart and skipped), then answers the
+    /// requests. Returns the failure, if the state machine failed.
+    package func run() -> String? {
+        let r = target
+        var failure: String?
+        if let last = entries.last {
+            let have = r.stateMachine.appliedIndex
+            if last.index > have {
+                let fresh = entries[0].index > have ? entries : entries.filter { $0.index > have }
+                do { try r.stateMachine.apply(fresh) } catch { failure = error.description }
+            }
+        }
+        if let failure {
+            for p in proposals { p.promise(.failure(.replicaFailed(failure))) }
+            for read in reads { read.promise(.failure(.replicaFailed(failure))) }
+        } else {
+            for p in proposals { p.promise(p.result) }
+            for read in reads { read.promise(.success(read.index)) }
+        }
+        return failure
+    }
 }

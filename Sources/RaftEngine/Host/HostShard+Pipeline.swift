@@ -22,7 +22,7 @@ extension HostShard {
             // excepted): a restarted member knows no leader, and granting at once could
             // elect a new leader while the old one still holds a read lease it confirmed
             // with this member before the restart.
-            if now < r.refuseVotesUntilTick,
+            if currentTick < r.refuseVotesUntilTick,
                 pm.message.kind == .preVote || (pm.message.kind == .vote && !pm.message.isTransferVote)
             {
                 counters.messagesDropped &+= 1
@@ -191,7 +191,7 @@ extension HostShard {
     /// member now (the core needs them before its next Ready) and attaches the proposals
     /// these entries decide.
     private func handOut(_ r: Replica, _ node: RawNode, _ entries: [Entry]) -> ApplyJob {
-        let job = ApplyJob(target: r.applyTarget, entries: entries, through: entries[entries.count - 1].index)
+        var job = ApplyJob(target: r.applyTarget, entries: entries, through: entries[entries.count - 1].index)
         for entry in entries {
             if case .confChange(let change) = entry.payload {
                 let state = node.applyConfChange(change)
@@ -231,7 +231,7 @@ extension HostShard {
     private func leaderChanged(_ r: Replica, _ node: RawNode, _ soft: SoftState) {
         if soft.role == .leader {
             counters.leadershipsGained &+= 1
-            r.lastActivityTick = now
+            r.lastActivityTick = currentTick
         } else {
             // A read accepted while leading is answered only by that leadership.
             failUnansweredReads(r, leader: soft.leader)

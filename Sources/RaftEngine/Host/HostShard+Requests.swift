@@ -64,7 +64,7 @@ extension HostShard {
         case .normal(let data): outcome = node.propose(data)
         case .confChange(let change): outcome = node.proposeConfChange(change)
         }
-        r.lastActivityTick = now
+        r.lastActivityTick = currentTick
         syncResidency(r)
         markDirty(r)
         switch outcome {
@@ -90,7 +90,7 @@ extension HostShard {
         case .failure(let error): return promise(.failure(error))
         case .success(let t): (r, node) = t
         }
-        r.lastActivityTick = now
+        r.lastActivityTick = currentTick
         let id = nextReadID
         nextReadID += 1
         let clock = context.clock.nanoseconds
@@ -143,7 +143,7 @@ extension HostShard {
         guard r.members.contains(where: { $0.member == target }) else {
             return promise(.failure(.invalid("member \(target) is not in the group")))
         }
-        r.lastActivityTick = now
+        r.lastActivityTick = currentTick
         r.leaseUntilNanoseconds = 0
         switch node.transferLeadership(to: target) {
         case .dropped(let reason): promise(.failure(.refused(reason)))
@@ -184,7 +184,7 @@ extension HostShard {
     private func findLeader(_ r: Replica, _ node: RawNode) {
         guard node.leader == .none, r.residency != .awake, r.residency != .awaitingCampaign else { return }
         node.wake()
-        r.lastActivityTick = now
+        r.lastActivityTick = currentTick
         setAwake(r)
         markDirty(r)
     }
@@ -240,15 +240,15 @@ extension HostShard {
     /// Answers requests whose deadline passed. A timed-out proposal may still commit.
     func expireRequests() {
         guard !withRequests.isEmpty else { return }
-        let now = context.clock.nanoseconds
+        let clockNanoseconds = context.clock.nanoseconds
         for r in withRequests.values.sorted(by: { ($0.group, $0.storageSlot) < ($1.group, $1.storageSlot) }) {
             r.proposals.removeAll { p in
-                guard p.deadlineNanoseconds <= now else { return false }
+                guard p.deadlineNanoseconds <= clockNanoseconds else { return false }
                 p.promise(.failure(.timedOut))
                 return true
             }
             r.reads.removeAll { read in
-                guard read.deadlineNanoseconds <= now else { return false }
+                guard read.deadlineNanoseconds <= clockNanoseconds else { return false }
                 read.promise(.failure(.timedOut))
                 return true
             }

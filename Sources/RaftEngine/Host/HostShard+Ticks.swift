@@ -9,7 +9,7 @@ extension HostShard {
     /// (paced); quiesced replicas past their time are shrunk to dormant records; requests
     /// past their deadline are answered.
     package func tick() {
-        now += 1
+        currentTick += 1
         campaignsThisTick = 0
         var i = 0
         while i < awake.count {
@@ -18,7 +18,7 @@ extension HostShard {
             guard let node = r.node else { continue }
             // An idle leader quiesces instead of ticking (a tick would queue heartbeats,
             // which make it not quiescable until they are sent).
-            if node.role == .leader && now >= r.lastActivityTick + UInt64(options.quiesceAfterIdleTicks)
+            if node.role == .leader && currentTick >= r.lastActivityTick + UInt64(options.quiesceAfterIdleTicks)
                 && r.pendingReady == nil && !r.hasRequests && quiesceLeader(r, node)
             {
                 // The slot of `r` was refilled by swap-remove: look at it again.
@@ -56,9 +56,9 @@ extension HostShard {
     }
 
     func noteQuiesced(_ r: Replica) {
-        r.quiescedAtTick = now
+        r.quiescedAtTick = currentTick
         guard options.dormantAfterQuiescedTicks > 0 else { return }
-        quiescedQueue.append((r, now))
+        quiescedQueue.append((r, currentTick))
     }
 
     // MARK: - Node liveness
@@ -81,7 +81,7 @@ extension HostShard {
                 let preferred = preferredCampaigner(r)
                 let jitter = UInt64(rng.next(below: max(1, Int(e / 2))))
                 let delay: UInt64 = preferred == r.key.member ? jitter : e + jitter
-                r.campaignAtTick = now + delay
+                r.campaignAtTick = currentTick + delay
                 campaignQueue.append(r)
                 markDirty(r)
             }
@@ -133,7 +133,7 @@ extension HostShard {
         var budget = campaignBudget
         var waiting: [Replica] = []
         // Earliest slot first; ties in queue order (deterministic).
-        let due = campaignQueue.enumerated().filter { $0.element.campaignAtTick <= now }
+        let due = campaignQueue.enumerated().filter { $0.element.campaignAtTick <= currentTick }
             .sorted { ($0.element.campaignAtTick, $0.offset) < ($1.element.campaignAtTick, $1.offset) }.map(\.element)
         var started: Set<ObjectIdentifier> = []
         for r in due {
@@ -172,8 +172,8 @@ extension HostShard {
     private func runResignations() {
         guard !resigning.isEmpty else { return }
         resigning.removeAll { $0.resignTerm == .zero }
-        for r in resigning where now >= r.resignedAtTick + UInt64(options.electionTicks) {
-            r.resignedAtTick = now
+        for r in resigning where currentTick >= r.resignedAtTick + UInt64(options.electionTicks) {
+            r.resignedAtTick = currentTick
             resign(r)
         }
     }
@@ -187,7 +187,7 @@ extension HostShard {
             // follows would just tick and pre-vote against its leader.
             if node.isQuiesced && node.role == .leader {
                 node.wake()
-                r.lastActivityTick = now
+                r.lastActivityTick = currentTick
                 counters.wakesAfterReturn &+= 1
             }
             syncResidency(r)
@@ -215,7 +215,7 @@ extension HostShard {
         var budget = options.maxSuspensionsPerTick
         while quiescedHead < quiescedQueue.count, budget > 0 {
             let (r, at) = quiescedQueue[quiescedHead]
-            guard at + after <= now else { break }
+            guard at + after <= currentTick else { break }
             quiescedHead += 1
             budget -= 1
             // Still the same quiet period, nothing in flight?

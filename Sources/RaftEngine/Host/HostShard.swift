@@ -21,7 +21,8 @@ package final class HostShard {
     var awake: [Replica] = []
     /// Replicas stepped since the last turn.
     var dirty: [Replica] = []
-    package var now: UInt64 = 0
+    /// Ticks this shard has taken (its own count: ticks queued while it was busy merge).
+    package var currentTick: UInt64 = 0
     var rng: SplitMix64
     var counters = HostCounters()
 
@@ -75,7 +76,7 @@ package final class HostShard {
             counters.dormant += 1
             counters.loadedDormant += 1
             // Loaded from disk at start: see `deliver` on vote requests.
-            replica.refuseVotesUntilTick = now + UInt64(options.electionTicks)
+            replica.refuseVotesUntilTick = currentTick + UInt64(options.electionTicks)
             // Committed entries its state machine does not hold yet (a crash between the
             // durable commit and the apply) are applied soon, paced, without waiting for
             // traffic: a replica left dormant would serve stale reads indefinitely.
@@ -83,7 +84,7 @@ package final class HostShard {
         }
         if campaign, let node = replica.node {
             replica.state = .awaitingCampaign(node)
-            replica.campaignAtTick = now
+            replica.campaignAtTick = currentTick
             campaignQueue.append(replica)
         }
     }
@@ -206,7 +207,7 @@ package final class HostShard {
         r.pendingReady = nil
         if let node, node.role == .leader {
             r.resignTerm = node.term
-            r.resignedAtTick = now
+            r.resignedAtTick = currentTick
             resigning.append(r)
             resign(r)
         }

@@ -75,28 +75,3 @@ package struct ReplicaFactory {
         return out
     }
 }
-
-extension ApplyJob {
-    /// Applies the entries the state machine does not hold yet (entries at or below its
-    /// applied index are re-offered after a restart and skipped), then answers the
-    /// requests. Returns the failure, if the state machine failed.
-    package func run() -> String? {
-        let r = target
-        var failure: String?
-        if let last = entries.last {
-            let have = r.stateMachine.appliedIndex
-            if last.index > have {
-                let fresh = entries[0].index > have ? entries : entries.filter { $0.index > have }
-                do { try r.stateMachine.apply(fresh) } catch { failure = error.description }
-            }
-        }
-        if let failure {
-            for p in proposals { p.promise(.failure(.replicaFailed(failure))) }
-            for read in reads { read.promise(.failure(.replicaFailed(failure))) }
-        } else {
-            for p in proposals { p.promise(p.result) }
-            for read in reads { read.promise(.success(read.index)) }
-        }
-        return failure
-    }
-}

@@ -52,7 +52,7 @@ extension LocalCluster where Machine == RecordingStateMachine {
                 let ok = w.offer(
                     .call { shard in
                         let d = shard.awake.map { r in
-                            "node \(i) \(r.key) \(r.residency) lastActivity=\(r.lastActivityTick) now=\(shard.now) pending=\(r.pendingReady != nil) requests=\(r.hasRequests) applyJobs=\(r.applyJobsInFlight) down=\(shard.downNodes.sorted()) \(r.node.map { "\($0.status)" } ?? "dormant")"
+                            "node \(i) \(r.key) \(r.residency) lastActivity=\(r.lastActivityTick) now=\(shard.currentTick) pending=\(r.pendingReady != nil) requests=\(r.hasRequests) applyJobs=\(r.applyJobsInFlight) down=\(shard.downNodes.sorted()) \(r.node.map { "\($0.status)" } ?? "dormant")"
                         }
                         continuation.resume(returning: d)
                     })
