@@ -372,6 +372,15 @@ public final class HostSimulator {
         rng.next(below: 2) == 0 ? keys[rng.next(below: min(3, keys.count))] : keys[rng.next(below: keys.count)]
     }
 
+    /// A ReadIndex read of every group on every node (answers are not checked here).
+    func touchEveryGroup() {
+        for key in keys {
+            for node in nodes {
+                node?.shard.handle(.read(key, .readIndex, deadlineNanoseconds: deadline) { _ in })
+            }
+        }
+    }
+
     /// A read at a node that believes it leads (lease or ReadIndex, at random); sometimes
     /// a read on every node of the group at once (followers forward theirs to the leader,
     /// whose read queue must tell them all apart).
@@ -537,6 +546,13 @@ public final class HostSimulator {
                 }
             } else if step == config.steps {
                 note("healing: every node up, no partitions")
+            } else if step == config.steps + 200 {
+                // One read of every group on every node, as clients would: a group whose
+                // leader died while its replicas (restarted meanwhile) did not know it is
+                // leaderless and idle; leaders are found on first use, and a replica that
+                // missed the last commit learns it then (docs/HOST.md, "Dormant groups").
+                note("touching every group with a read on every node")
+                touchEveryGroup()
             }
             if !cut.isEmpty && (step >= healAt || !faulty) {
                 cut = []

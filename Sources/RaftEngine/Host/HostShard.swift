@@ -252,11 +252,11 @@ package final class HostShard {
         return appliedUpdates
     }
 
-    /// Checks every replica's invariants and the ticked list (the host simulation runs it
-    /// after every turn).
     /// Replicas ticked right now (tests and the simulation).
     package var awakeReplicas: [Replica] { awake }
 
+    /// Checks every replica's invariants and the ticked list (the host simulation runs it
+    /// after every turn).
     package func checkInvariants() {
         for (i, r) in awake.enumerated() {
             precondition(r.awakeSlot == i, "\(r.key) is in the ticked list at \(i) but its state is \(r.residency)")

@@ -20,8 +20,9 @@ extension NodeHost {
                 return tickStopping
             }
             if stop { return }
-            next = clock.nanoseconds + interval
             tick()
+            // From when this tick was handed out (its work included), not from a grid.
+            next = clock.nanoseconds + interval
         }
     }
 

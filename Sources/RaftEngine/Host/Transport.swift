@@ -16,8 +16,9 @@ public struct PeerMessage: Sendable {
 public struct PeerFrame: Sendable {
     public var from: NodeID
     public var to: NodeID
-    /// Random per process start: a new value tells the receiver the sender restarted (and
-    /// so leads nothing any more).
+    /// Grows with each start of the sender (a counter in its storages' metadata): a new
+    /// value tells the receiver the sender restarted (and so leads nothing any more); an
+    /// older one marks late traffic of a dead process.
     public var senderBoot: UInt64
     public var messages: [PeerMessage]
 

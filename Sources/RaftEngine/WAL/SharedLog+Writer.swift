@@ -78,14 +78,10 @@ extension SharedLog {
         while true {
             let closing = lock.withLock { isClosing }
             if closing && (compactionPending || compactionOwed) && encodedHead == encoded.count {
-                // Closing drops garbage collection (only an optimisation; the next open
-                // runs it): otherwise nothing would take the queue's last requests and the
-                // loop would never end.
-                compactionPending = false
-                compactionOwed = false
-                let waiters = gcWaiters
-                gcWaiters = []
-                for waiter in waiters { waiter.completion(.failure(.closed)) }
+                // Closing drops garbage collection (only an optimisation; it runs again
+                // after the next segment rotation): otherwise nothing would take the queue's
+                // last requests and the loop would never end.
+                dropCompaction()
             }
             var next: PreparedBatch?
             if encodedHead < encoded.count {
@@ -95,6 +91,9 @@ extension SharedLog {
                 encoded = []
                 encodedHead = 0
                 guard let taken = takeRequests(waitForWork: inFlight == nil) else {
+                    // Closing with nothing queued: a round still owed is dropped, and whoever
+                    // waits for one hears so.
+                    dropCompaction()
                     if inFlight == nil { return }  // closing, all durable
                     break
                 }
@@ -162,6 +161,16 @@ extension SharedLog {
                 stop(.io(error), failing: current.batch.requests)
             }
         }
+    }
+
+    /// Forgets pending and owed garbage collection (closing); `collectGarbage()` callers
+    /// waiting for a round are answered `.closed`.
+    private func dropCompaction() {
+        compactionPending = false
+        compactionOwed = false
+        let waiters = gcWaiters
+        gcWaiters = []
+        for waiter in waiters { waiter.completion(.failure(.closed)) }
     }
 
     /// Takes queued requests up to the batch bounds; nil when closing with nothing queued.
@@ -259,10 +268,7 @@ extension SharedLog {
                 if index > state.base {
                     let header = RecordHeader(
                         length: 0, type: .compact, kind: 0, group: group, term: term, index: index)
-                    do {
-                        try room(for: WALFormat.recordSize(payload: 0), in: &packing)
-                            .add(header, payload: UnsafeRawBufferPointer(start: nil, count: 0))
-                    } catch {
+                    if let error = addEmptyRecord(header, into: &packing) {
                         request.completion(.failure(error))
                         continue
                     }
@@ -274,10 +280,7 @@ extension SharedLog {
             case .remove(let group):
                 let header = RecordHeader(
                     length: 0, type: .removeGroup, kind: 0, group: group, term: .zero, index: .zero)
-                do {
-                    try room(for: WALFormat.recordSize(payload: 0), in: &packing)
-                        .add(header, payload: UnsafeRawBufferPointer(start: nil, count: 0))
-                } catch {
+                if let error = addEmptyRecord(header, into: &packing) {
                     request.completion(.failure(error))
                     continue
                 }
@@ -300,6 +303,18 @@ extension SharedLog {
             }
         }
         return packing.batches
+    }
+
+    /// Adds a record without payload (compaction, group removal); the error if no batch
+    /// could take it.
+    private func addEmptyRecord(_ header: RecordHeader, into packing: inout Packing) -> WALError? {
+        do {
+            try room(for: WALFormat.recordSize(payload: 0), in: &packing)
+                .add(header, payload: UnsafeRawBufferPointer(start: nil, count: 0))
+            return nil
+        } catch {
+            return error
+        }
     }
 
     /// A request is answered when the batch holding its last record is durable (or, when
@@ -325,7 +340,6 @@ extension SharedLog {
         if writeOffset + WALFormat.batchHeaderSize + size > options.segmentSize {
             do {
                 try rotate()
-                segmentFailureLogged = false
             } catch {
                 // Logged once per run of failures (the caller retries every tick).
                 if !segmentFailureLogged {
@@ -504,6 +518,7 @@ extension SharedLog {
         currentSegment = next
         writeOffset = WALFormat.segmentHeaderSize
         compactionPending = true
+        segmentFailureLogged = false
         lock.withLock { statisticsStorage.segmentsCreated += 1 }
     }
 

@@ -13,12 +13,7 @@ struct HostReviewFixTests {
         "Host: WAL overload with Readies larger than a WAL batch: every write commits in order, no replica fails, replicas agree"
     )
     func overloadWithLargeReadies() async throws {
-        var c = HostTestCluster.Configuration()
-        c.options = HostTestCluster.testOptions()
-        c.options.maxProposalBytes = 48 << 10
-        c.walOptions.segmentSize = 4 << 20
-        c.walOptions.maxBatchBytes = 64 << 10
-        c.walOptions.maxQueuedBytes = 64 << 10
+        let c = configuration(proposalBytes: 48 << 10, segment: 4 << 20, batch: 64 << 10, queue: 64 << 10)
         let cluster = try HostTestCluster(c)
         defer { cluster.stopAll() }
         try cluster.startAll()
@@ -152,12 +147,7 @@ struct HostReviewFixTests {
     @Test("Host: no space for a new WAL segment holds writes back until space returns; nothing fails")
     func noSpaceForSegmentIsRetried() async throws {
         let device = try FaultyDevice(backend: availableBackends[0])
-        var c = HostTestCluster.Configuration()
-        c.options = HostTestCluster.testOptions()
-        c.options.maxProposalBytes = 32 << 10
-        c.walOptions.segmentSize = 256 << 10
-        c.walOptions.maxBatchBytes = 64 << 10
-        c.walOptions.maxQueuedBytes = 1 << 20
+        var c = configuration(proposalBytes: 32 << 10, segment: 256 << 10, batch: 64 << 10, queue: 1 << 20)
         c.walOptionsOfNode = { node, options in
             var o = options
             if node == 0 { o.makeDevice = { _ in device } }
@@ -277,12 +267,7 @@ struct HostReviewFixSecondTests {
         "Host: an entry larger than a node's WAL takes fails that replica with a clear reason; the node serves its other groups"
     )
     func oversizedEntryFailsOnlyThatReplica() async throws {
-        var c = HostTestCluster.Configuration()
-        c.options = HostTestCluster.testOptions()
-        c.options.maxProposalBytes = 256 << 10
-        c.walOptions.segmentSize = 8 << 20
-        c.walOptions.maxBatchBytes = 2 << 20
-        c.walOptions.maxQueuedBytes = 32 << 20
+        var c = configuration(proposalBytes: 256 << 10, segment: 8 << 20, batch: 2 << 20, queue: 32 << 20)
         // Node 2 is configured with smaller limits than its peers (a configuration mistake).
         c.walOptionsOfNode = { node, options in
             var o = options
@@ -320,4 +305,15 @@ struct HostReviewFixSecondTests {
         let leader = await cluster.leader(of: keys[1])!
         _ = try await cluster.hosts[leader]!.propose(keys[1], Array("forever".utf8), timeoutTicks: .max)
     }
+}
+
+/// A test cluster's configuration with the given proposal and WAL limits.
+func configuration(proposalBytes: Int, segment: Int, batch: Int, queue: Int) -> HostTestCluster.Configuration {
+    var c = HostTestCluster.Configuration()
+    c.options = HostTestCluster.testOptions()
+    c.options.maxProposalBytes = proposalBytes
+    c.walOptions.segmentSize = segment
+    c.walOptions.maxBatchBytes = batch
+    c.walOptions.maxQueuedBytes = queue
+    return c
 }
