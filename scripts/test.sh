@@ -23,4 +23,4 @@ swift test --skip-build
 # The WAL suites again on the pwritev fallback (the first pass used io_uring where the
 # probe passed): both backends must pass the same suite.
 echo "==> swift test --filter WAL, RAFTD_IO_BACKEND=pwritev"
-RAFTD_IO_BACKEND=pwritev swift test --skip-build --filter "SharedLogTests|WALRecoveryTests|WALFaultTests|WALCrashTests|WALModelTests|WALInspectorTests"
+RAFTD_IO_BACKEND=pwritev swift test --skip-build --filter "SharedLogTests|WALRecoveryTests|WALFaultTests|WALCrashTests|WALModelTests|WALInspectorTests|WALUnitTests|WALUnitReviewTests"
