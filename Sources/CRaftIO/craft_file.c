@@ -111,6 +111,10 @@ int craft_rename(const char *from, const char *to) {
     return rename(from, to) == 0 ? 0 : -errno;
 }
 
+int craft_link(const char *from, const char *to) {
+    return link(from, to) == 0 ? 0 : -errno;
+}
+
 struct craft_dir {
     DIR *dir;
 };

@@ -72,6 +72,9 @@ int craft_unlink(const char *path);
 /* rename(2). Returns 0 or -errno. */
 int craft_rename(const char *from, const char *to);
 
+/* link(2): a second name for an existing file. Returns 0 or -errno. */
+int craft_link(const char *from, const char *to);
+
 /* pthread_rwlock_init, writer-preferring when `prefer_writers` is non-zero (a GNU
  * extension Swift cannot reach). Returns 0 or -errno. */
 #include <pthread.h>

@@ -29,6 +29,11 @@ extension FileSystem {
         _ = try Syscall.call("unlink", path: path) { craft_unlink(path) }
     }
 
+    /// Gives the file `from` a second name `to` (same file system): a hard link.
+    public static func link(_ from: String, to: String) throws(IOError) {
+        _ = try Syscall.call("link to \(to)", path: from) { craft_link(from, to) }
+    }
+
     /// Renames atomically within one file system.
     public static func rename(_ from: String, to: String) throws(IOError) {
         _ = try Syscall.call("rename to \(to)", path: from) { craft_rename(from, to) }

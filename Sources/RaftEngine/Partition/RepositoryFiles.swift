@@ -1,0 +1,187 @@
+#if canImport(Glibc)
+    import Glibc
+#elseif canImport(Musl)
+    import Musl
+#endif
+
+/// Writes a bare Git repository in git's own formats (files ref backend), without a `git`
+/// process: the apply path of a partition. Every write is a lock file renamed into place,
+/// as git does, so a reader sees the old or the new content, never a torn one, and a
+/// crash leaves at most a `.lock` file that `removeStaleLocks()` deletes at start.
+///
+/// Every operation is idempotent: applied again after a crash, it gives the same bytes.
+/// Nothing here fsyncs: the log entry that asked for the change is already durable, and a
+/// checkpoint flushes repositories before the applied index that covers them is recorded.
+public struct RepositoryFiles: Sendable {
+    /// The repository's directory (storage root + validated relative path).
+    public let path: String
+
+    public init(path: String) { self.path = path }
+
+    /// Creates the repository (HEAD naming `defaultBranch`, config, objects, refs); a
+    /// repository already there is left as it is.
+    public func create(defaultBranch: RefName) throws(IOError) {
+        try makeDirectories(path)
+        for directory in ["objects", "objects/info", "objects/pack", "refs", "refs/heads", "refs/tags"] {
+            try makeDirectories(path + "/" + directory)
+        }
+        if !FileSystem.exists(path + "/config") {
+            try replace(
+                "config",
+                with: Array("[core]\n\trepositoryformatversion = 0\n\tfilemode = true\n\tbare = true\n".utf8))
+        }
+        if !FileSystem.exists(path + "/HEAD") { try setHead(defaultBranch) }
+    }
+
+    /// Points the symbolic HEAD at `target`.
+    public func setHead(_ target: RefName) throws(IOError) {
+        try replace("HEAD", with: Array("ref: \(target.rawValue)\n".utf8))
+    }
+
+    /// Sets a loose reference (its parent directories are made as needed).
+    public func setReference(_ name: RefName, to oid: ObjectID) throws(IOError) {
+        let file = path + "/" + name.rawValue
+        try makeDirectories(String(file[..<file.lastIndex(of: "/")!]))
+        try replace(name.rawValue, with: Array((oid.hex + "\n").utf8))
+    }
+
+    /// Deletes a reference, loose and packed. Deleting a missing one changes nothing.
+    public func deleteReference(_ name: RefName) throws(IOError) {
+        let loose = path + "/" + name.rawValue
+        if FileSystem.exists(loose) { try FileSystem.removeFile(loose) }
+        let packed = try read("packed-refs") ?? []
+        guard !packed.isEmpty else { return }
+        var kept: [Substring] = []
+        var dropPeel = false
+        let text = String(decoding: packed, as: UTF8.self)
+        var changed = false
+        for line in text.split(separator: "\n", omittingEmptySubsequences: false) {
+            if line.hasPrefix("^") {
+                // The peeled value of the ref above it.
+                if dropPeel { continue }
+            } else {
+                dropPeel = false
+                if line.hasSuffix(" " + name.rawValue) && !line.hasPrefix("#") {
+                    dropPeel = true
+                    changed = true
+                    continue
+                }
+            }
+            kept.append(line)
+        }
+        guard changed else { return }
+        try replace("packed-refs", with: Array(kept.joined(separator: "\n").utf8))
+    }
+
+    /// The reference's value: the loose file, else packed-refs; nil when it does not exist.
+    public func reference(_ name: RefName) throws(IOError) -> ObjectID? {
+        if let loose = try read(name.rawValue) {
+            let text = String(decoding: loose, as: UTF8.self).trimmingSuffixNewline
+            return try? ObjectID(hex: text)
+        }
+        guard let packed = try read("packed-refs") else { return nil }
+        for line in String(decoding: packed, as: UTF8.self).split(separator: "\n") {
+            guard !line.hasPrefix("#"), !line.hasPrefix("^"), line.hasSuffix(" " + name.rawValue) else { continue }
+            return try? ObjectID(hex: String(line.prefix(ObjectID.byteCount * 2)))
+        }
+        return nil
+    }
+
+    /// Adds a pack: hard links (same file system) `pack` and then `index` into
+    /// `objects/pack/pack-<checksum>.{pack,idx}`, the index last (git uses a pack only once
+    /// its index exists). Returns the pack's name. Already there: nothing changes.
+    @discardableResult
+    public func attachPack(pack: String, index: String) throws(IOError) -> String {
+        let checksum = try packChecksum(pack)
+        let base = path + "/objects/pack/pack-" + checksum
+        if !FileSystem.exists(base + ".pack") { try FileSystem.link(pack, to: base + ".pack") }
+        if !FileSystem.exists(base + ".idx") { try FileSystem.link(index, to: base + ".idx") }
+        return "pack-" + checksum
+    }
+
+    /// Deletes lock files a crash left (`HEAD.lock`, `packed-refs.lock`, `config.lock`,
+    /// `refs/**.lock`). Returns how many.
+    @discardableResult
+    public func removeStaleLocks() throws(IOError) -> Int {
+        var removed = 0
+        for name in ["HEAD.lock", "packed-refs.lock", "config.lock"] where FileSystem.exists(path + "/" + name) {
+            try FileSystem.removeFile(path + "/" + name)
+            removed += 1
+        }
+        var directories = [path + "/refs"]
+        while let directory = directories.popLast() {
+            guard FileSystem.exists(directory) else { continue }
+            for entry in try FileSystem.list(directory) {
+                let full = directory + "/" + entry
+                if try FileSystem.kind(of: full, followSymlinks: false) == .directory {
+                    directories.append(full)
+                } else if entry.hasSuffix(".lock") {
+                    try FileSystem.removeFile(full)
+                    removed += 1
+                }
+            }
+        }
+        return removed
+    }
+
+    // MARK: - Files
+
+    /// Writes `<name>.lock` and renames it to `<name>`.
+    private func replace(_ name: String, with bytes: [UInt8]) throws(IOError) {
+        let target = path + "/" + name
+        let lock = target + ".lock"
+        if FileSystem.exists(lock) { try FileSystem.removeFile(lock) }
+        let file = try DiskFile.open(lock, .createNew)
+        let written = bytes.withUnsafeBytes { raw in
+            Result { () throws(IOError) in try file.write(toAbsoluteOffset: 0, raw) }
+        }
+        try? file.close()
+        try written.get()
+        try FileSystem.rename(lock, to: target)
+    }
+
+    private func read(_ name: String) throws(IOError) -> [UInt8]? {
+        let target = path + "/" + name
+        guard FileSystem.exists(target) else { return nil }
+        let file = try DiskFile.open(target, .readOnly)
+        defer { try? file.close() }
+        let size = Int(try file.size())
+        var bytes = [UInt8](repeating: 0, count: size)
+        let n = try bytes.withUnsafeMutableBytes { raw in
+            Result { () throws(IOError) in try file.readFully(fromAbsoluteOffset: 0, into: raw) }
+        }.get()
+        return Array(bytes.prefix(n))
+    }
+
+    /// The SHA-1 checksum in a pack's 20-byte trailer, in hexadecimal: git's name for it.
+    private func packChecksum(_ pack: String) throws(IOError) -> String {
+        let file = try DiskFile.open(pack, .readOnly)
+        defer { try? file.close() }
+        let size = try file.size()
+        guard size >= 32 else { throw IOError("pack trailer", path: pack, code: EINVAL) }
+        var trailer = [UInt8](repeating: 0, count: ObjectID.byteCount)
+        _ = try trailer.withUnsafeMutableBytes { raw in
+            Result { () throws(IOError) in
+                try file.readFully(fromAbsoluteOffset: size - UInt64(ObjectID.byteCount), into: raw)
+            }
+        }.get()
+        return (try? ObjectID(bytes: trailer))?.hex ?? ""
+    }
+
+    /// Makes `directory` and any missing parents.
+    private func makeDirectories(_ directory: String) throws(IOError) {
+        if FileSystem.exists(directory) { return }
+        if let slash = directory.lastIndex(of: "/"), slash != directory.startIndex {
+            try makeDirectories(String(directory[..<slash]))
+        }
+        do {
+            try FileSystem.makeDirectory(directory)
+        } catch  where error.kind == .alreadyExists {
+            return
+        }
+    }
+}
+
+extension String {
+    fileprivate var trimmingSuffixNewline: String { hasSuffix("\n") ? String(dropLast()) : self }
+}

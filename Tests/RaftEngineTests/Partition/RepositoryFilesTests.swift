@@ -1,0 +1,105 @@
+import Foundation
+import Testing
+
+@testable import RaftEngine
+
+/// Runs git; returns its standard output, or records the failure.
+@discardableResult
+private func git(_ arguments: [String], in directory: String? = nil) throws -> String {
+    let process = Process()
+    process.executableURL = URL(fileURLWithPath: "/usr/bin/git")
+    process.arguments = (directory.map { ["-C", $0] } ?? []) + arguments
+    process.environment = [
+        "GIT_AUTHOR_NAME": "raftd", "GIT_AUTHOR_EMAIL": "raftd@example.invalid", "GIT_COMMITTER_NAME": "raftd",
+        "GIT_COMMITTER_EMAIL": "raftd@example.invalid", "HOME": NSTemporaryDirectory(),
+    ]
+    let out = Pipe()
+    let err = Pipe()
+    process.standardOutput = out
+    process.standardError = err
+    try process.run()
+    let data = out.fileHandleForReading.readDataToEndOfFile()
+    let errors = err.fileHandleForReading.readDataToEndOfFile()
+    process.waitUntilExit()
+    guard process.terminationStatus == 0 else {
+        throw PartitionTestFailure(
+            "git \(arguments.joined(separator: " ")): \(String(decoding: errors, as: UTF8.self))")
+    }
+    return String(decoding: data, as: UTF8.self)
+}
+
+struct PartitionTestFailure: Error, CustomStringConvertible {
+    var description: String
+    init(_ d: String) { description = d }
+}
+
+@Suite("Partition: repository files in git's formats")
+struct RepositoryFilesTests {
+    @Test(
+        "Partition: a repository written without git (pack linked, refs by lock and rename) passes git fsck and git log"
+    )
+    func writtenRepositoryIsGit() throws {
+        try #require(FileManager.default.isExecutableFile(atPath: "/usr/bin/git"), "the test command installs git")
+        let dir = try TemporaryDirectory("raftd-repo")
+        defer { dir.remove() }
+        // A source repository made by git: three commits on main, one on a branch, a tag.
+        let work = dir.file("work")
+        try git(["init", "-q", "-b", "main", work])
+        for n in 1...3 {
+            try "line \(n)\n".write(toFile: work + "/f.txt", atomically: true, encoding: .utf8)
+            try git(["add", "f.txt"], in: work)
+            try git(["commit", "-q", "-m", "commit \(n)"], in: work)
+        }
+        try git(["tag", "v1"], in: work)
+        try git(["checkout", "-q", "-b", "topic"], in: work)
+        try git(["commit", "-q", "--allow-empty", "-m", "topic"], in: work)
+        let mainTip = try ObjectID(
+            hex: try git(["rev-parse", "main"], in: work).trimmingCharacters(in: .whitespacesAndNewlines))
+        let topicTip = try ObjectID(
+            hex: try git(["rev-parse", "topic"], in: work).trimmingCharacters(in: .whitespacesAndNewlines))
+        let tag = try ObjectID(
+            hex: try git(["rev-parse", "v1"], in: work).trimmingCharacters(in: .whitespacesAndNewlines))
+        try FileManager.default.createDirectory(atPath: dir.file("staging"), withIntermediateDirectories: true)
+        let packName = try git(["pack-objects", "--all", "--revs", dir.file("staging/pack")], in: work)
+        let stem = dir.file("staging/pack-" + packName.trimmingCharacters(in: .whitespacesAndNewlines))
+
+        // The replica's repository, written by the apply path.
+        let repo = RepositoryFiles(path: dir.file("storage/@hashed/ab/cd/abcd.git"))
+        let main = try RefName("refs/heads/main")
+        try repo.create(defaultBranch: main)
+        let name = try repo.attachPack(pack: stem + ".pack", index: stem + ".idx")
+        #expect(stem.hasSuffix(name))
+        try repo.setReference(main, to: mainTip)
+        try repo.setReference(try RefName("refs/heads/topic"), to: topicTip)
+        try repo.setReference(try RefName("refs/tags/v1"), to: tag)
+        try git(["--git-dir", repo.path, "fsck", "--full", "--strict"])
+        #expect(try git(["--git-dir", repo.path, "log", "--oneline", "main"]).split(separator: "\n").count == 3)
+        #expect(try git(["--git-dir", repo.path, "symbolic-ref", "HEAD"]) == "refs/heads/main\n")
+        let refs = try git(["--git-dir", repo.path, "for-each-ref", "--format=%(refname) %(objectname)"])
+        #expect(refs == "refs/heads/main \(mainTip)\nrefs/heads/topic \(topicTip)\nrefs/tags/v1 \(tag)\n")
+        #expect(try repo.reference(main) == mainTip)
+
+        // Applied again (a crash before the applied index was recorded): the same bytes.
+        let before = try Data(contentsOf: URL(fileURLWithPath: repo.path + "/refs/heads/main"))
+        try repo.create(defaultBranch: main)
+        _ = try repo.attachPack(pack: stem + ".pack", index: stem + ".idx")
+        try repo.setReference(main, to: mainTip)
+        #expect(try Data(contentsOf: URL(fileURLWithPath: repo.path + "/refs/heads/main")) == before)
+
+        // A packed ref is deleted by rewriting packed-refs; a stale lock is cleaned.
+        try git(["--git-dir", repo.path, "pack-refs", "--all"])
+        #expect(!FileManager.default.fileExists(atPath: repo.path + "/refs/heads/topic"))
+        #expect(try repo.reference(try RefName("refs/heads/topic")) == topicTip)
+        try repo.deleteReference(try RefName("refs/heads/topic"))
+        try repo.deleteReference(try RefName("refs/heads/topic"))  // again: nothing changes
+        #expect(try repo.reference(try RefName("refs/heads/topic")) == nil)
+        let after = try git(["--git-dir", repo.path, "for-each-ref", "--format=%(refname)"])
+        #expect(after == "refs/heads/main\nrefs/tags/v1\n")
+        FileManager.default.createFile(atPath: repo.path + "/refs/heads/main.lock", contents: Data("x".utf8))
+        #expect(try repo.removeStaleLocks() == 1)
+        try git(["--git-dir", repo.path, "fsck", "--full", "--strict"])
+        // git clone from it works.
+        try git(["clone", "-q", repo.path, dir.file("clone")])
+        #expect(try git(["rev-parse", "HEAD"], in: dir.file("clone")).hasPrefix(mainTip.hex))
+    }
+}
