@@ -68,15 +68,19 @@ public final class CountingStateMachine: StateMachine, Sendable {
 /// durable state machines would be.
 public final class MachineRegistry<Machine: StateMachine>: Sendable {
     private let all = Mutex<[Int: [ReplicaKey: Machine]]>([:])
-    private let make: @Sendable () -> Machine
+    private let make: @Sendable (Int, ReplicaKey) -> Machine
 
-    public init(_ make: @escaping @Sendable () -> Machine) { self.make = make }
+    public init(_ make: @escaping @Sendable () -> Machine) { self.make = { _, _ in make() } }
+
+    /// Machines that depend on where they live (node and replica), e.g. a partition's
+    /// repositories under the node's storage root.
+    public init(perReplica make: @escaping @Sendable (Int, ReplicaKey) -> Machine) { self.make = make }
 
     /// The machine of `replica` on node `node`, created on first use.
     public func machine(node: Int, replica: ReplicaKey) -> Machine {
         all.withLock { m in
             if let existing = m[node]?[replica] { return existing }
-            let fresh = make()
+            let fresh = make(node, replica)
             m[node, default: [:]][replica] = fresh
             return fresh
         }

@@ -34,6 +34,26 @@ extension FileSystem {
         _ = try Syscall.call("link to \(to)", path: from) { craft_link(from, to) }
     }
 
+    /// Removes an empty directory.
+    public static func removeDirectory(_ path: String) throws(IOError) {
+        _ = try Syscall.call("rmdir", path: path) { craft_rmdir(path) }
+    }
+
+    /// Removes `path` and everything under it (symbolic links are removed, not followed).
+    /// Nothing there: nothing happens.
+    public static func removeTree(_ path: String) throws(IOError) {
+        guard let kind = try kind(of: path, followSymlinks: false) else { return }
+        guard kind == .directory else { return try removeFile(path) }
+        for entry in try list(path) { try removeTree(path + "/" + entry) }
+        try removeDirectory(path)
+    }
+
+    /// Flushes every dirty page and metadata change of the file system holding `path`
+    /// (syncfs(2)): one call makes a batch of applied repository changes durable.
+    public static func syncFileSystem(holding path: String) throws(IOError) {
+        _ = try Syscall.call("syncfs", path: path) { craft_syncfs_path(path) }
+    }
+
     /// Renames atomically within one file system.
     public static func rename(_ from: String, to: String) throws(IOError) {
         _ = try Syscall.call("rename to \(to)", path: from) { craft_rename(from, to) }

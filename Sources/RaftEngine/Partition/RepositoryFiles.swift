@@ -99,6 +99,30 @@ public struct RepositoryFiles: Sendable {
         return "pack-" + checksum
     }
 
+    /// Makes the repository borrow objects from the pool at `poolPath` (its `objects`
+    /// directory named in `objects/info/alternates`), or stop borrowing (nil).
+    public func setAlternates(pool poolPath: String?) throws(IOError) {
+        guard let poolPath else {
+            let file = path + "/objects/info/alternates"
+            if FileSystem.exists(file) { try FileSystem.removeFile(file) }
+            return
+        }
+        try makeDirectories(path + "/objects/info")
+        try replace("objects/info/alternates", with: Array((poolPath + "/objects\n").utf8))
+    }
+
+    /// Makes `path` and the given subdirectories.
+    func makeLayout(_ subdirectories: [String]) throws(IOError) {
+        try makeDirectories(path)
+        for sub in subdirectories { try makeDirectories(path + "/" + sub) }
+    }
+
+    /// A file's bytes, or nil when it does not exist.
+    func contents(_ relative: String) throws(IOError) -> [UInt8]? { try read(relative) }
+
+    /// Writes a file of the repository's own (e.g. a pack to link) by lock file and rename.
+    func writeFile(_ relative: String, _ bytes: [UInt8]) throws(IOError) { try replace(relative, with: bytes) }
+
     /// Deletes lock files a crash left (`HEAD.lock`, `packed-refs.lock`, `config.lock`,
     /// `refs/**.lock`). Returns how many.
     @discardableResult

@@ -1,0 +1,169 @@
+import RaftConsensus
+import Synchronization
+
+/// The state machine of one partition replica: applies the verified transactions of its
+/// log to real bare repositories under the storage root, in git's formats, with no `git`
+/// process.
+///
+/// Apply is unconditional and idempotent (the leader verified each transaction against
+/// its state first). It is not on the fsync path: the WAL made the entries durable. After
+/// each batch of entries one checkpoint makes the touched repositories durable (syncfs of
+/// the storage's file system), then records the applied index in `<directory>/applied`
+/// (lock file, rename). A crash between the two re-applies that batch from the recorded
+/// index, to the same bytes.
+///
+/// Layout of the replica's directory: `applied` (the index), `values` (the partition's
+/// key-value pairs as of that index), `attachments/<sha256>.{pack,idx}` (packs carried
+/// beside the log), `staging/` (inline packs on their way in).
+public final class PartitionStateMachine: StateMachine, Sendable {
+    public let storageRoot: String
+    public let directory: String
+    private struct State {
+        var applied: LogIndex
+        var values: [String: [UInt8]]
+    }
+    private let state: Mutex<State>
+
+    /// Opens the replica's state at `directory` (created if missing), reading the applied
+    /// index and values of its last checkpoint.
+    public init(storageRoot: String, directory: String) throws(StateMachineError) {
+        self.storageRoot = storageRoot
+        self.directory = directory
+        do {
+            let files = RepositoryFiles(path: directory)
+            try files.makeLayout(["attachments", "staging"])
+            let applied = try files.contents("applied").map { bytes -> LogIndex in
+                LogIndex(UInt64(String(decoding: bytes, as: UTF8.self).trimmingNewline) ?? 0)
+            }
+            let values = try files.contents("values").map(Self.decodeValues) ?? [:]
+            state = Mutex(State(applied: applied ?? .zero, values: values))
+            // Inline packs left in staging by a crash are re-written on re-apply.
+            for name in try FileSystem.list(directory + "/staging") {
+                try FileSystem.removeFile(directory + "/staging/" + name)
+            }
+        } catch {
+            throw StateMachineError("opening partition state in \(directory): \(error)")
+        }
+    }
+
+    public var appliedIndex: LogIndex { state.withLock { $0.applied } }
+
+    /// The partition's value for `key` as of the applied index.
+    public func value(_ key: String) -> [UInt8]? { state.withLock { $0.values[key] } }
+
+    /// The repository at `path` under the storage root.
+    public func repository(_ path: RelativePath) -> RepositoryFiles {
+        RepositoryFiles(path: storageRoot + "/" + path.rawValue)
+    }
+
+    public func apply(_ entries: [Entry]) throws(StateMachineError) {
+        guard let last = entries.last else { return }
+        var values = state.withLock { $0.values }
+        for entry in entries {
+            guard case .normal(let bytes) = entry.payload, !bytes.isEmpty else { continue }
+            let transaction: PartitionTransaction
+            do { transaction = try PartitionEntryCodec.decode(bytes) } catch {
+                throw StateMachineError("entry \(entry.index): \(error)")
+            }
+            do {
+                for op in transaction.operations { try apply(op, index: entry.index, values: &values) }
+            } catch {
+                throw StateMachineError("applying entry \(entry.index): \(error)")
+            }
+        }
+        // Checkpoint: repositories durable, then the index that covers them.
+        do {
+            try FileSystem.syncFileSystem(holding: storageRoot)
+            let files = RepositoryFiles(path: directory)
+            try files.writeFile("values", Self.encodeValues(values))
+            try files.writeFile("applied", Array("\(last.index.rawValue)\n".utf8))
+            try FileSystem.syncFileSystem(holding: directory)
+        } catch {
+            throw StateMachineError("checkpoint after entry \(last.index): \(error)")
+        }
+        state.withLock {
+            $0.applied = last.index
+            $0.values = values
+        }
+    }
+
+    private func apply(_ op: PartitionOperation, index: LogIndex, values: inout [String: [UInt8]]) throws {
+        switch op {
+        case .createRepository(let path, let branch):
+            try repository(path).create(defaultBranch: branch)
+        case .createObjectPool(let path):
+            try repository(path).create(defaultBranch: try RefName("refs/heads/main"))
+        case .removeRepository(let path):
+            try FileSystem.removeTree(repository(path).path)
+        case .updateReferences(let path, let updates):
+            let repo = repository(path)
+            // Deletions first: `refs/heads/a` may make room for `refs/heads/a/b`.
+            for u in updates where u.isDeletion { try repo.deleteReference(u.name) }
+            for u in updates where !u.isDeletion { try repo.setReference(u.name, to: u.new) }
+        case .setHead(let path, let target):
+            try repository(path).setHead(target)
+        case .attachPack(let path, .attachment(let hash, _, _)):
+            let stem = directory + "/attachments/" + hex(hash)
+            guard FileSystem.exists(stem + ".pack"), FileSystem.exists(stem + ".idx") else {
+                throw StateMachineError("attachment \(hex(hash)) is not on this replica")
+            }
+            try repository(path).attachPack(pack: stem + ".pack", index: stem + ".idx")
+        case .attachPack(let path, .inline(let pack, let packIndex)):
+            let staging = RepositoryFiles(path: directory + "/staging")
+            let stem = "entry-\(index.rawValue)"
+            try staging.writeFile(stem + ".pack", pack)
+            try staging.writeFile(stem + ".idx", packIndex)
+            try repository(path).attachPack(
+                pack: staging.path + "/" + stem + ".pack", index: staging.path + "/" + stem + ".idx")
+            try FileSystem.removeFile(staging.path + "/" + stem + ".pack")
+            try FileSystem.removeFile(staging.path + "/" + stem + ".idx")
+        case .linkToPool(let path, let pool):
+            try repository(path).setAlternates(pool: repository(pool).path)
+        case .unlinkFromPool(let path):
+            try repository(path).setAlternates(pool: nil)
+        case .setValue(let key, let value):
+            values[key] = value
+        case .deleteValue(let key):
+            values[key] = nil
+        }
+    }
+
+    private func hex(_ bytes: [UInt8]) -> String {
+        let digits = Array("0123456789abcdef".utf8)
+        return String(decoding: bytes.flatMap { [digits[Int($0 >> 4)], digits[Int($0 & 0x0F)]] }, as: UTF8.self)
+    }
+
+    /// `values`: u32 count, then (u16 key length, key, u32 value length, value), sorted by key.
+    static func encodeValues(_ values: [String: [UInt8]]) -> [UInt8] {
+        var w = ByteWriter(version: 1)
+        w.u32(UInt32(values.count))
+        for key in values.keys.sorted() {
+            let k = Array(key.utf8)
+            w.u16(UInt16(k.count))
+            w.append(k)
+            w.u32(UInt32(values[key]!.count))
+            w.append(values[key]!)
+        }
+        return w.bytes
+    }
+
+    static func decodeValues(_ bytes: [UInt8]) throws -> [String: [UInt8]] {
+        do {
+            var r = ByteReader(bytes)
+            try r.expectVersion(1)
+            var out: [String: [UInt8]] = [:]
+            for _ in 0..<Int(try r.u32()) {
+                let key = String(decoding: try r.take(Int(try r.u16())), as: UTF8.self)
+                out[key] = try r.take(Int(try r.u32()))
+            }
+            try r.expectEnd()
+            return out
+        } catch {
+            throw StateMachineError("partition values file: \(error.reason)")
+        }
+    }
+}
+
+extension String {
+    fileprivate var trimmingNewline: String { hasSuffix("\n") ? String(dropLast()) : self }
+}
