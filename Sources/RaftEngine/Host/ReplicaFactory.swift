@@ -23,6 +23,10 @@ package struct ReplicaFactory {
         } catch {
             throw .replicaFailed("opening the state machine of \(key): \(error)")
         }
+        // Entries are handed out again from what the state machine holds durably, when that
+        // is behind the index the host recorded (a state machine may checkpoint lazily: the
+        // WAL still has the entries, and apply is idempotent).
+        let applied = min(applied, machine.appliedIndex)
         let members = route.sorted { $0.member < $1.member }.map { replica in
             GroupMember(
                 member: replica.member,

@@ -6,11 +6,12 @@ import Synchronization
 /// process.
 ///
 /// Apply is unconditional and idempotent (the leader verified each transaction against
-/// its state first). It is not on the fsync path: the WAL made the entries durable. After
-/// each batch of entries one checkpoint makes the touched repositories durable (syncfs of
-/// the storage's file system), then records the applied index in `<directory>/applied`
-/// (lock file, rename). A crash between the two re-applies that batch from the recorded
-/// index, to the same bytes.
+/// its state first). It is not on the fsync path: the WAL made the entries durable. At
+/// most every `checkpointIntervalMilliseconds`, one checkpoint makes the touched
+/// repositories durable (syncfs of the storage's file system), then records the applied
+/// index in `<directory>/applied` (lock file, rename). A crash re-applies from the
+/// recorded index (the host hands out entries from the state machine's index when it is
+/// behind its own record), to the same bytes.
 ///
 /// Layout of the replica's directory: `applied` (the index), `values` (the partition's
 /// key-value pairs as of that index), `attachments/<sha256>.{pack,idx}` (packs carried
@@ -21,14 +22,23 @@ public final class PartitionStateMachine: StateMachine, Sendable {
     private struct State {
         var applied: LogIndex
         var values: [String: [UInt8]]
+        /// The applied index of the last checkpoint, and when it was taken.
+        var checkpointed: LogIndex
+        var checkpointedAtNanoseconds: Int
     }
+    /// A checkpoint at most this often (and at the end of a batch that reaches it): it
+    /// costs a syncfs, so it must not come with every small batch.
+    public let checkpointIntervalNanoseconds: Int
     private let state: Mutex<State>
 
     /// Opens the replica's state at `directory` (created if missing), reading the applied
     /// index and values of its last checkpoint.
-    public init(storageRoot: String, directory: String) throws(StateMachineError) {
+    public init(
+        storageRoot: String, directory: String, checkpointIntervalMilliseconds: Int = 50
+    ) throws(StateMachineError) {
         self.storageRoot = storageRoot
         self.directory = directory
+        checkpointIntervalNanoseconds = checkpointIntervalMilliseconds * 1_000_000
         do {
             let files = RepositoryFiles(path: directory)
             try files.makeLayout(["attachments", "staging"])
@@ -36,7 +46,10 @@ public final class PartitionStateMachine: StateMachine, Sendable {
                 LogIndex(UInt64(String(decoding: bytes, as: UTF8.self).trimmingNewline) ?? 0)
             }
             let values = try files.contents("values").map(Self.decodeValues) ?? [:]
-            state = Mutex(State(applied: applied ?? .zero, values: values))
+            state = Mutex(
+                State(
+                    applied: applied ?? .zero, values: values, checkpointed: applied ?? .zero,
+                    checkpointedAtNanoseconds: MonotonicClock.system.nanoseconds))
             // Inline packs left in staging by a crash are re-written on re-apply.
             for name in try FileSystem.list(directory + "/staging") {
                 try FileSystem.removeFile(directory + "/staging/" + name)
@@ -46,7 +59,11 @@ public final class PartitionStateMachine: StateMachine, Sendable {
         }
     }
 
+    /// What the repositories hold (a restart reopens at the last checkpoint's index).
     public var appliedIndex: LogIndex { state.withLock { $0.applied } }
+
+    /// The applied index of the last checkpoint.
+    public var checkpointedIndex: LogIndex { state.withLock { $0.checkpointed } }
 
     /// The partition's value for `key` as of the applied index.
     public func value(_ key: String) -> [UInt8]? { state.withLock { $0.values[key] } }
@@ -71,19 +88,32 @@ public final class PartitionStateMachine: StateMachine, Sendable {
                 throw StateMachineError("applying entry \(entry.index): \(error)")
             }
         }
-        // Checkpoint: repositories durable, then the index that covers them.
+        let due = state.withLock { s in
+            s.applied = last.index
+            s.values = values
+            return MonotonicClock.system.nanoseconds - s.checkpointedAtNanoseconds >= checkpointIntervalNanoseconds
+        }
+        if due { try checkpoint() }
+    }
+
+    /// Makes everything applied durable: the repositories (one syncfs), then the applied
+    /// index and values that describe them. Until then a restart re-applies from the last
+    /// checkpoint, to the same bytes; the host offers those entries again.
+    public func checkpoint() throws(StateMachineError) {
+        let (applied, values, done) = state.withLock { ($0.applied, $0.values, $0.checkpointed) }
+        guard applied > done else { return }
         do {
             try FileSystem.syncFileSystem(holding: storageRoot)
             let files = RepositoryFiles(path: directory)
             try files.writeFile("values", Self.encodeValues(values))
-            try files.writeFile("applied", Array("\(last.index.rawValue)\n".utf8))
+            try files.writeFile("applied", Array("\(applied.rawValue)\n".utf8))
             try FileSystem.syncFileSystem(holding: directory)
         } catch {
-            throw StateMachineError("checkpoint after entry \(last.index): \(error)")
+            throw StateMachineError("checkpoint at entry \(applied): \(error)")
         }
         state.withLock {
-            $0.applied = last.index
-            $0.values = values
+            $0.checkpointed = max($0.checkpointed, applied)
+            $0.checkpointedAtNanoseconds = MonotonicClock.system.nanoseconds
         }
     }
 

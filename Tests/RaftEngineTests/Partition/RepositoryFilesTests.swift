@@ -1,4 +1,5 @@
 import Foundation
+import RaftConsensus
 import Testing
 
 @testable import RaftEngine
@@ -71,5 +72,59 @@ struct RepositoryFilesTests {
         // git clone from it works.
         try git(["clone", "-q", repo.path, dir.file("clone")])
         #expect(try git(["rev-parse", "HEAD"], in: dir.file("clone")).hasPrefix(mainTip.hex))
+    }
+}
+
+@Suite("Partition: state machine checkpoints")
+struct PartitionStateMachineTests {
+    @Test("Partition: entries applied after the last checkpoint are applied again on reopen, to the same bytes")
+    func reapplyAfterReopen() throws {
+        let dir = try TemporaryDirectory("raftd-partition-sm")
+        defer { dir.remove() }
+        let root = dir.file("storage")
+        let state = dir.file("storage/+raft/partitions/p2")
+        let repo = try RelativePath("a.git")
+        let main = try RefName("refs/heads/main")
+        let a = try ObjectID(hex: String(repeating: "a", count: 40))
+        let b = try ObjectID(hex: String(repeating: "b", count: 40))
+        let entries = [
+            Entry(
+                term: 1, index: 1,
+                payload: .normal(
+                    try PartitionEntryCodec.encode(
+                        PartitionTransaction([
+                            .createRepository(repo, defaultBranch: main),
+                            .updateReferences(repo, [ReferenceUpdate(name: main, old: .zero, new: a)]),
+                        ])))),
+            Entry(term: 1, index: 2, payload: .normal([])),
+            Entry(
+                term: 1, index: 3,
+                payload: .normal(
+                    try PartitionEntryCodec.encode(
+                        PartitionTransaction([
+                            .updateReferences(repo, [ReferenceUpdate(name: main, old: a, new: b)]),
+                            .setValue(key: "k", value: [1]),
+                        ])))),
+        ]
+        func snapshot() throws -> [String] {
+            try ["HEAD", "config", "refs/heads/main"].map {
+                try String(contentsOfFile: root + "/a.git/" + $0, encoding: .utf8)
+            }
+        }
+        // No checkpoint is due within an hour: a "crash" loses the applied index.
+        let first = try PartitionStateMachine(
+            storageRoot: root, directory: state, checkpointIntervalMilliseconds: 3_600_000)
+        try first.apply(entries)
+        #expect(first.appliedIndex == LogIndex(3) && first.checkpointedIndex == .zero)
+        let after = try snapshot()
+        let reopened = try PartitionStateMachine(storageRoot: root, directory: state)
+        #expect(reopened.appliedIndex == .zero, "nothing was checkpointed")
+        try reopened.apply(entries)
+        #expect(try snapshot() == after, "re-applied to other bytes")
+        #expect(reopened.value("k") == [1])
+        try reopened.checkpoint()
+        let third = try PartitionStateMachine(storageRoot: root, directory: state)
+        #expect(third.appliedIndex == LogIndex(3) && third.value("k") == [1])
+        #expect(try RepositoryFiles(path: root + "/a.git").reference(main) == b)
     }
 }
