@@ -6,10 +6,11 @@ import Synchronization
 /// process.
 ///
 /// Apply is unconditional and idempotent (the leader verified each transaction against
-/// its state first). It is not on the fsync path: the WAL made the entries durable. At
-/// most every `checkpointIntervalMilliseconds`, one checkpoint makes the touched
-/// repositories durable (syncfs of the storage's file system), then records the applied
-/// index in `<directory>/applied` (lock file, rename). A crash re-applies from the
+/// its state first). It is not on the fsync path: the WAL made the entries durable. A
+/// checkpoint makes the touched repositories durable (syncfs of the storage's file
+/// system), then records the applied index in `<directory>/applied` (lock file, rename);
+/// with a `PartitionCheckpointer` that happens in rounds on its own thread, shared by the
+/// storage's partitions, so no apply waits for a flush. A crash re-applies from the
 /// recorded index (the host hands out entries from the state machine's index when it is
 /// behind its own record), to the same bytes.
 ///
@@ -33,11 +34,17 @@ public final class PartitionStateMachine: StateMachine, Sendable {
 
     /// Opens the replica's state at `directory` (created if missing), reading the applied
     /// index and values of its last checkpoint.
+    /// Takes the checkpoints, shared with the storage's other partitions; nil: this state
+    /// machine takes its own, at most every `checkpointIntervalMilliseconds`, in `apply`.
+    public let checkpointer: PartitionCheckpointer?
+
     public init(
-        storageRoot: String, directory: String, checkpointIntervalMilliseconds: Int = 50
+        storageRoot: String, directory: String, checkpointer: PartitionCheckpointer? = nil,
+        checkpointIntervalMilliseconds: Int = 50
     ) throws(StateMachineError) {
         self.storageRoot = storageRoot
         self.directory = directory
+        self.checkpointer = checkpointer
         checkpointIntervalNanoseconds = checkpointIntervalMilliseconds * 1_000_000
         do {
             let files = RepositoryFiles(path: directory)
@@ -93,27 +100,43 @@ public final class PartitionStateMachine: StateMachine, Sendable {
             s.values = values
             return MonotonicClock.system.nanoseconds - s.checkpointedAtNanoseconds >= checkpointIntervalNanoseconds
         }
-        if due { try checkpoint() }
+        if let checkpointer {
+            checkpointer.markDirty(self)
+        } else if due {
+            try checkpoint()
+        }
     }
 
     /// Makes everything applied durable: the repositories (one syncfs), then the applied
     /// index and values that describe them. Until then a restart re-applies from the last
     /// checkpoint, to the same bytes; the host offers those entries again.
     public func checkpoint() throws(StateMachineError) {
-        let (applied, values, done) = state.withLock { ($0.applied, $0.values, $0.checkpointed) }
-        guard applied > done else { return }
-        do {
-            try FileSystem.syncFileSystem(holding: storageRoot)
-            let files = RepositoryFiles(path: directory)
-            try files.writeFile("values", Self.encodeValues(values))
-            try files.writeFile("applied", Array("\(applied.rawValue)\n".utf8))
-            try FileSystem.syncFileSystem(holding: directory)
-        } catch {
-            throw StateMachineError("checkpoint at entry \(applied): \(error)")
+        do { try Self.checkpoint([self], storageRoot: storageRoot) } catch {
+            throw StateMachineError("checkpoint of \(directory): \(error)")
         }
-        state.withLock {
-            $0.checkpointed = max($0.checkpointed, applied)
-            $0.checkpointedAtNanoseconds = MonotonicClock.system.nanoseconds
+    }
+
+    /// One checkpoint round for several partitions of one storage: note what each holds,
+    /// one syncfs for all their repository changes, then each one's applied index and
+    /// values, and one more syncfs for those.
+    static func checkpoint(_ machines: [PartitionStateMachine], storageRoot: String) throws(IOError) {
+        let noted = machines.compactMap { m -> (PartitionStateMachine, LogIndex, [String: [UInt8]])? in
+            let (applied, values, done) = m.state.withLock { ($0.applied, $0.values, $0.checkpointed) }
+            return applied > done ? (m, applied, values) : nil
+        }
+        guard !noted.isEmpty else { return }
+        try FileSystem.syncFileSystem(holding: storageRoot)
+        for (m, applied, values) in noted {
+            let files = RepositoryFiles(path: m.directory)
+            try files.writeFile("values", encodeValues(values))
+            try files.writeFile("applied", Array("\(applied.rawValue)\n".utf8))
+        }
+        try FileSystem.syncFileSystem(holding: storageRoot)
+        for (m, applied, _) in noted {
+            m.state.withLock {
+                $0.checkpointed = max($0.checkpointed, applied)
+                $0.checkpointedAtNanoseconds = MonotonicClock.system.nanoseconds
+            }
         }
     }
 

@@ -62,14 +62,23 @@ struct PartitionClusterTests {
         c.options = HostTestCluster.testOptions()
         c.directory = dir.file("cluster")
         let root = dir.file("cluster")
+        // One checkpointer per node's storage, shared by its partitions.
+        for node in 0..<3 {
+            try FileManager.default.createDirectory(atPath: "\(root)/node\(node)", withIntermediateDirectories: true)
+        }
+        let checkpointers = (0..<3).map { PartitionCheckpointer(storageRoot: "\(root)/node\($0)") }
         let cluster = try LocalCluster<PartitionStateMachine>(
             c,
             machines: MachineRegistry(perReplica: { node, replica in
                 try! PartitionStateMachine(
                     storageRoot: "\(root)/node\(node)",
-                    directory: "\(root)/node\(node)/+raft/partitions/p\(replica.partition.partitionID.rawValue)")
+                    directory: "\(root)/node\(node)/+raft/partitions/p\(replica.partition.partitionID.rawValue)",
+                    checkpointer: checkpointers[node])
             }))
-        defer { cluster.stopAll() }
+        defer {
+            cluster.stopAll()
+            for c in checkpointers { c.stop() }
+        }
         try cluster.startAll()
         let key = try cluster.createGroups(1)[0]
         let repo = try RelativePath("@hashed/19/58/1958.git")
@@ -131,6 +140,15 @@ struct PartitionClusterTests {
             #expect(machine.value("owner") == Array("test".utf8))
         }
         #expect(listings.allSatisfy { $0 == listings[0] }, "\(listings)")
+        // The checkpointers recorded what was applied, in shared rounds.
+        try await cluster.waitUntil("every replica checkpointed the pushes") {
+            (0..<3).allSatisfy {
+                cluster.machines.machine(
+                    node: $0, replica: ReplicaKey(partition: key, member: MemberID(UInt64($0 + 1)))
+                )
+                .checkpointedIndex >= index
+            }
+        }
         #expect(listings[0] == "refs/heads/main \(try oid("main"))\nrefs/tags/v1 \(try oid("v1"))")
     }
 }
