@@ -2,9 +2,8 @@ import Synchronization
 
 /// Makes applied partition state durable in rounds, off the apply path: one thread per
 /// storage. A round takes every partition that applied something since the last round,
-/// notes what each holds, makes the storage's file system durable with ONE syncfs, then
-/// records each partition's applied index (and values) and syncs again. Thousands of
-/// partitions share that one syncfs, and no apply worker ever waits for a disk flush.
+/// notes what each holds, fsyncs what their applies touched, then records each
+/// partition's applied index (and values). No apply worker ever waits for a disk flush.
 public final class PartitionCheckpointer: @unchecked Sendable {
     public let storageRoot: String
     public let intervalNanoseconds: Int
@@ -15,9 +14,7 @@ public final class PartitionCheckpointer: @unchecked Sendable {
     /// Rounds done (tests, metrics).
     private let roundsDone = Atomic<Int>(0)
 
-    /// One round a second by default: a syncfs flushes everything dirty on the file system,
-    /// and under heavy write load it competes with the WAL's fdatasyncs for the journal
-    /// (rounds every 50 ms made proposals time out while the test suite loaded the disk).
+    /// One round a second by default (the round's fsyncs share the disk with the WAL's).
     public init(storageRoot: String, intervalMilliseconds: Int = 1_000) {
         self.storageRoot = storageRoot
         intervalNanoseconds = intervalMilliseconds * 1_000_000

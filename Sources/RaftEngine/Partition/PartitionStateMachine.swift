@@ -7,8 +7,8 @@ import Synchronization
 ///
 /// Apply is unconditional and idempotent (the leader verified each transaction against
 /// its state first). It is not on the fsync path: the WAL made the entries durable. A
-/// checkpoint makes the touched repositories durable (syncfs of the storage's file
-/// system), then records the applied index in `<directory>/applied` (lock file, rename);
+/// checkpoint makes what apply touched durable (fsync of each written file and directory),
+/// then records the applied index in `<directory>/applied` (lock file, rename);
 /// with a `PartitionCheckpointer` that happens in rounds on its own thread, shared by the
 /// storage's partitions, so no apply waits for a flush. A crash re-applies from the
 /// recorded index (the host hands out entries from the state machine's index when it is
@@ -31,6 +31,8 @@ public final class PartitionStateMachine: StateMachine, Sendable {
     /// costs a syncfs, so it must not come with every small batch.
     public let checkpointIntervalNanoseconds: Int
     private let state: Mutex<State>
+    /// What apply wrote since the last checkpoint.
+    private let touched = TouchedPaths()
 
     /// Opens the replica's state at `directory` (created if missing), reading the applied
     /// index and values of its last checkpoint.
@@ -77,7 +79,7 @@ public final class PartitionStateMachine: StateMachine, Sendable {
 
     /// The repository at `path` under the storage root.
     public func repository(_ path: RelativePath) -> RepositoryFiles {
-        RepositoryFiles(path: storageRoot + "/" + path.rawValue)
+        RepositoryFiles(path: storageRoot + "/" + path.rawValue, touched: touched)
     }
 
     public func apply(_ entries: [Entry]) throws(StateMachineError) {
@@ -117,21 +119,22 @@ public final class PartitionStateMachine: StateMachine, Sendable {
     }
 
     /// One checkpoint round for several partitions of one storage: note what each holds,
-    /// one syncfs for all their repository changes, then each one's applied index and
-    /// values, and one more syncfs for those.
+    /// make what their applies touched durable (file and directory fsyncs), then record
+    /// each one's applied index and values, durable too.
     static func checkpoint(_ machines: [PartitionStateMachine], storageRoot: String) throws(IOError) {
         let noted = machines.compactMap { m -> (PartitionStateMachine, LogIndex, [String: [UInt8]])? in
             let (applied, values, done) = m.state.withLock { ($0.applied, $0.values, $0.checkpointed) }
             return applied > done ? (m, applied, values) : nil
         }
         guard !noted.isEmpty else { return }
-        try FileSystem.syncFileSystem(holding: storageRoot)
+        for (m, _, _) in noted { try m.touched.flush() }
+        let records = TouchedPaths()
         for (m, applied, values) in noted {
-            let files = RepositoryFiles(path: m.directory)
+            let files = RepositoryFiles(path: m.directory, touched: records)
             try files.writeFile("values", encodeValues(values))
             try files.writeFile("applied", Array("\(applied.rawValue)\n".utf8))
         }
-        try FileSystem.syncFileSystem(holding: storageRoot)
+        try records.flush()
         for (m, applied, _) in noted {
             m.state.withLock {
                 $0.checkpointed = max($0.checkpointed, applied)
@@ -147,7 +150,9 @@ public final class PartitionStateMachine: StateMachine, Sendable {
         case .createObjectPool(let path):
             try repository(path).create(defaultBranch: try RefName("refs/heads/main"))
         case .removeRepository(let path):
-            try FileSystem.removeTree(repository(path).path)
+            let repo = repository(path).path
+            try FileSystem.removeTree(repo)
+            touched.note(parentOf: repo)
         case .updateReferences(let path, let updates):
             let repo = repository(path)
             // Deletions first: `refs/heads/a` may make room for `refs/heads/a/b`.
@@ -162,7 +167,7 @@ public final class PartitionStateMachine: StateMachine, Sendable {
             }
             try repository(path).attachPack(pack: stem + ".pack", index: stem + ".idx")
         case .attachPack(let path, .inline(let pack, let packIndex)):
-            let staging = RepositoryFiles(path: directory + "/staging")
+            let staging = RepositoryFiles(path: directory + "/staging", touched: touched)
             let stem = "entry-\(index.rawValue)"
             try staging.writeFile(stem + ".pack", pack)
             try staging.writeFile(stem + ".idx", packIndex)

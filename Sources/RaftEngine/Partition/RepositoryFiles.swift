@@ -15,8 +15,13 @@
 public struct RepositoryFiles: Sendable {
     /// The repository's directory (storage root + validated relative path).
     public let path: String
+    /// Where the files and directories this writes are noted for the next checkpoint.
+    public let touched: TouchedPaths?
 
-    public init(path: String) { self.path = path }
+    public init(path: String, touched: TouchedPaths? = nil) {
+        self.path = path
+        self.touched = touched
+    }
 
     /// Creates the repository (HEAD naming `defaultBranch`, config, objects, refs); a
     /// repository already there is left as it is.
@@ -48,7 +53,10 @@ public struct RepositoryFiles: Sendable {
     /// Deletes a reference, loose and packed. Deleting a missing one changes nothing.
     public func deleteReference(_ name: RefName) throws(IOError) {
         let loose = path + "/" + name.rawValue
-        if FileSystem.exists(loose) { try FileSystem.removeFile(loose) }
+        if FileSystem.exists(loose) {
+            try FileSystem.removeFile(loose)
+            touched?.note(parentOf: loose)
+        }
         let packed = try read("packed-refs") ?? []
         guard !packed.isEmpty else { return }
         var kept: [Substring] = []
@@ -96,6 +104,9 @@ public struct RepositoryFiles: Sendable {
         let base = path + "/objects/pack/pack-" + checksum
         if !FileSystem.exists(base + ".pack") { try FileSystem.link(pack, to: base + ".pack") }
         if !FileSystem.exists(base + ".idx") { try FileSystem.link(index, to: base + ".idx") }
+        touched?.note(base + ".pack")
+        touched?.note(base + ".idx")
+        touched?.note(parentOf: base + ".idx")
         return "pack-" + checksum
     }
 
@@ -104,7 +115,10 @@ public struct RepositoryFiles: Sendable {
     public func setAlternates(pool poolPath: String?) throws(IOError) {
         guard let poolPath else {
             let file = path + "/objects/info/alternates"
-            if FileSystem.exists(file) { try FileSystem.removeFile(file) }
+            if FileSystem.exists(file) {
+                try FileSystem.removeFile(file)
+                touched?.note(parentOf: file)
+            }
             return
         }
         try makeDirectories(path + "/objects/info")
@@ -162,6 +176,8 @@ public struct RepositoryFiles: Sendable {
         try? file.close()
         try written.get()
         try FileSystem.rename(lock, to: target)
+        touched?.note(target)
+        touched?.note(parentOf: target)
     }
 
     private func read(_ name: String) throws(IOError) -> [UInt8]? {

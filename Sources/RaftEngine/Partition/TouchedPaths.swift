@@ -1,0 +1,45 @@
+import Synchronization
+
+/// Files and directories written since the last checkpoint, to make durable then: each
+/// file's data (fsync) and each directory's entries (fsync of the directory). A checkpoint
+/// flushes exactly what the partition's apply touched, not the whole file system (a
+/// syncfs competes with the WAL's fdatasyncs for the journal under load).
+public final class TouchedPaths: Sendable {
+    private let paths = Mutex<Set<String>>([])
+
+    public init() {}
+
+    func note(_ path: String) { _ = paths.withLock { $0.insert(path) } }
+
+    func note(parentOf path: String) {
+        guard let slash = path.lastIndex(of: "/"), slash != path.startIndex else { return }
+        note(String(path[..<slash]))
+    }
+
+    /// Makes everything noted durable, then forgets it. A path removed meanwhile is skipped
+    /// (its directory was noted when it was removed).
+    func flush() throws(IOError) {
+        let taken = paths.withLock { p -> Set<String> in
+            defer { p = [] }
+            return p
+        }
+        do {
+            for path in taken.sorted() {
+                switch try FileSystem.kind(of: path, followSymlinks: false) {
+                case .directory:
+                    try DiskFile.syncDirectory(path)
+                case .regularFile:
+                    let file = try DiskFile.open(path, .readOnly)
+                    defer { try? file.close() }
+                    try file.sync()
+                default:
+                    continue
+                }
+            }
+        } catch {
+            // Not durable: note them again for the next round.
+            paths.withLock { $0.formUnion(taken) }
+            throw error
+        }
+    }
+}
