@@ -119,14 +119,6 @@ int craft_rmdir(const char *path) {
     return rmdir(path) == 0 ? 0 : -errno;
 }
 
-int craft_syncfs_path(const char *path) {
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) return -errno;
-    int rc = syncfs(fd) == 0 ? 0 : -errno;
-    close(fd);
-    return rc;
-}
-
 struct craft_dir {
     DIR *dir;
 };

@@ -78,10 +78,6 @@ int craft_link(const char *from, const char *to);
 /* rmdir(2). Returns 0 or -errno. */
 int craft_rmdir(const char *path);
 
-/* syncfs(2) on the file system holding `path` (opened read-only for the call). Returns 0
-   or -errno. */
-int craft_syncfs_path(const char *path);
-
 /* pthread_rwlock_init, writer-preferring when `prefer_writers` is non-zero (a GNU
  * extension Swift cannot reach). Returns 0 or -errno. */
 #include <pthread.h>

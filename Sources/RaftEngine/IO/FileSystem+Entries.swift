@@ -48,12 +48,6 @@ extension FileSystem {
         try removeDirectory(path)
     }
 
-    /// Flushes every dirty page and metadata change of the file system holding `path`
-    /// (syncfs(2)): one call makes a batch of applied repository changes durable.
-    public static func syncFileSystem(holding path: String) throws(IOError) {
-        _ = try Syscall.call("syncfs", path: path) { craft_syncfs_path(path) }
-    }
-
     /// Renames atomically within one file system.
     public static func rename(_ from: String, to: String) throws(IOError) {
         _ = try Syscall.call("rename to \(to)", path: from) { craft_rename(from, to) }
