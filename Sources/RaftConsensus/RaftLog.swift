@@ -167,6 +167,7 @@ public struct RaftLog {
     }
 
     mutating func stableTo(_ index: LogIndex, term: Term) { unstable.stableTo(index, term: term) }
+    mutating func acceptUnstableInProgress() { unstable.acceptInProgress() }
     mutating func stableSnapshotTo(_ index: LogIndex) { unstable.stableSnapshotTo(index) }
 
     /// Replaces the log with a snapshot from the leader.

@@ -179,7 +179,7 @@ public final class RawNode {
         if raft.softState != prevSoftState { return true }
         if raft.hardState != prevHardState { return true }
         let u = raft.log.unstable
-        if !u.entries.isEmpty || u.snapshot != nil { return true }
+        if !u.entriesToPersist.isEmpty || u.snapshotToPersist != nil { return true }
         if !raft.msgs.isEmpty || !raft.msgsAfterPersist.isEmpty || !raft.readStates.isEmpty { return true }
         return raft.log.hasNextCommittedEntries
     }
@@ -196,10 +196,11 @@ public final class RawNode {
             rd.hardState = hs
             rd.mustSync = hs.term != prevHardState.term || hs.vote != prevHardState.vote
         }
-        rd.entries = raft.log.unstable.entries
+        rd.entries = Array(raft.log.unstable.entriesToPersist)
         if !rd.entries.isEmpty { rd.mustSync = true }
-        rd.snapshot = raft.log.unstable.snapshot
+        rd.snapshot = raft.log.unstable.snapshotToPersist
         if rd.snapshot != nil { rd.mustSync = true }
+        raft.log.acceptUnstableInProgress()
         rd.committedEntries = raft.log.nextCommittedEntries()
         if let last = rd.committedEntries.last {
             raft.log.acceptApplying(last.index)

@@ -217,3 +217,37 @@ func commitLearnedFromLowerTermReject() {
     handle(node, storage)
     #expect(node.status.commit == 2)
 }
+
+@Test("Consensus: ready: after a conflict inside entries being persisted, the next Ready starts at the conflict")
+func nextReadyStartsAtTheConflict() {
+    let (node, storage) = makeNode(2, voters: [1, 2, 3, 4, 5])
+    func entries(_ range: ClosedRange<UInt64>, term: Term) -> [Entry] {
+        range.map { Entry(term: term, index: LogIndex($0), payload: .normal([UInt8($0)])) }
+    }
+    node.step(Message(kind: .append, from: 1, to: 2, term: 1, logTerm: 0, index: 0, entries: entries(1...5, term: 1)))
+    handle(node, storage)
+    // Leader 1 (term 2) sends 6...10 with commit 5; the Ready carrying them is being written.
+    node.step(
+        Message(
+            kind: .append, from: 1, to: 2, term: 2, logTerm: 1, index: 5, entries: entries(6...10, term: 2), commit: 5))
+    let first = node.ready()
+    #expect(first.entries.map(\.index) == (6...10).map { LogIndex($0) })
+    // Meanwhile leader 3 of term 3 (it has 6...7 from term 2) replaces 8 on.
+    node.step(
+        Message(
+            kind: .append, from: 3, to: 2, term: 3, logTerm: 2, index: 7, entries: entries(8...9, term: 3), commit: 5))
+    storage.append(first.entries)
+    if let hs = first.hardState { storage.setHardState(hs) }
+    node.advance(first)
+    // 6 and 7 are durable and match leader 3: the next write must not start before 8, or a
+    // crash inside it (truncation first) could cut durable, acknowledged entries.
+    let second = node.ready()
+    #expect(second.entries.map(\.index) == [8, 9])
+    #expect(second.entries.allSatisfy { $0.term == 3 })
+    storage.append(second.entries)
+    if let hs = second.hardState { storage.setHardState(hs) }
+    node.advance(second)
+    #expect(node.status.lastIndex == 9)
+    #expect(node.raft.log.unstable.entries.isEmpty, "the second write made 6...9 stable")
+    while node.hasReady { handle(node, storage) }
+}

@@ -14,6 +14,8 @@ final class FaultyDevice: WALDevice, @unchecked Sendable {
         case syncFails(Int32)
         /// Preallocation fails from the `n`th call on (counting from 1 after it is set).
         case allocateFailsFrom(Int, Int32)
+        /// Batch writes fail from the `n`th submit on (counting from 1 after it is set).
+        case writeFailsFrom(Int, Int32)
     }
 
     private let inner: BatchWriter
@@ -21,6 +23,7 @@ final class FaultyDevice: WALDevice, @unchecked Sendable {
     /// While set, `wait` holds every batch (the disk is slow): the WAL queue fills.
     let stalled = Atomic<Bool>(false)
     private let allocations = Mutex(0)
+    private let submits = Mutex(0)
     /// Tickets whose wait must fail, and how.
     private var failing: [BatchTicket: IOError] = [:]
 
@@ -33,6 +36,13 @@ final class FaultyDevice: WALDevice, @unchecked Sendable {
         if case .writeFails(let code) = current {
             // The write is rejected as the kernel would (nothing reaches the file).
             throw IOError("io_uring write", path: file.path, code: code)
+        }
+        if case .writeFailsFrom(let n, let code) = current {
+            let count = submits.withLock {
+                $0 += 1
+                return $0
+            }
+            if count >= n { throw IOError("io_uring write", path: file.path, code: code) }
         }
         let ticket = try inner.submit(file, writes, sync: sync)
         if case .syncFails(let code) = current { failing[ticket] = IOError("fdatasync", path: file.path, code: code) }

@@ -118,6 +118,55 @@ struct WALUnitTests {
         #expect(log.hardState(of: follower)?.commit == LogIndex(40))
     }
 
+    /// The guarantee the crash test checks against (docs/WAL.md, "the prefix of an
+    /// overwrite"): an overwriting unit cut by a crash after its first batch leaves the
+    /// truncation and the first replaced entries, so the log may end below its old last
+    /// index. Raft allows it: the caller overwrites only from the first conflicting entry,
+    /// and nothing from there on is committed. The old hard state stays (it comes last).
+    @Test("WAL: a unit cut after its first durable batch leaves a prefix: an overwrite may end the log shorter")
+    func overwriteCutAfterFirstBatch() throws {
+        let dir = try TemporaryDirectory()
+        defer { dir.remove() }
+        let follower = GroupID(2)
+        let before = HardState(term: Term(1), vote: MemberID(1), commit: LogIndex(3))
+        do {
+            let (log, device) = try makeLog(dir)
+            defer { log.close() }
+            try log.append([GroupWrite(group: follower, entries: entries(1...12, term: 1), hardState: before)])
+            // The second batch of the next unit never reaches the disk (the process died).
+            device.fault.withLock { $0 = .writeFailsFrom(2, EIO) }
+            let overwrite = GroupWrite(
+                group: follower, entries: entries(4...12, term: 2),
+                hardState: HardState(term: Term(2), vote: .none, commit: LogIndex(3)))
+            #expect(throws: WALError.self) { try log.append([overwrite]) }
+        }
+        let (log, _) = try makeLog(dir)
+        defer { log.close() }
+        let last = log.lastIndex(of: follower)
+        #expect(last >= LogIndex(4) && last < LogIndex(12), "the first batch holds the truncation and a few entries")
+        let read = try log.entries(of: follower, from: LogIndex(1), to: last.next, maxBytes: .max)
+        #expect(read == entries(1...3, term: 1) + entries(4...last.rawValue, term: 2))
+        #expect(log.hardState(of: follower) == before)
+    }
+
+    @Test("WAL: an overwrite that starts at a durable entry of the same term is refused, and changes nothing")
+    func sameTermOverwriteRefused() throws {
+        let dir = try TemporaryDirectory()
+        defer { dir.remove() }
+        let group = GroupID(2)
+        let (log, _) = try makeLog(dir)
+        defer { log.close() }
+        try log.append([GroupWrite(group: group, entries: entries(1...3, term: 1) + entries(4...6, term: 2))])
+        // 4 is durable with term 2: rewriting from 4 is not a conflict.
+        #expect(throws: WALError.self) { try log.append([GroupWrite(group: group, entries: entries(4...8, term: 2))]) }
+        #expect(log.lastIndex(of: group) == LogIndex(6))
+        // From 5 with term 3 is a conflict; from 4 with term 3 too.
+        try log.append([GroupWrite(group: group, entries: entries(5...7, term: 3))])
+        #expect(try log.term(of: group, at: LogIndex(5)) == Term(3))
+        try log.append([GroupWrite(group: group, entries: entries(4...4, term: 3))])
+        #expect(log.lastIndex(of: group) == LogIndex(4))
+    }
+
     @Test("WAL: no space for the second segment a unit needs: the unit is refused whole, the log goes on")
     func unitRefusedWholeWithoutSpace() throws {
         let dir = try TemporaryDirectory()

@@ -2,6 +2,9 @@
 // SIGKILL, printing one line per acknowledged (durable) operation:
 //   A <group> <first> <last> <term>     entries first...last with term are durable
 //   C <group> <index> <term>            compaction up to index is durable
+//   O <group> <first>                   an overwrite from first is being written (said
+//                                       before the append: a crash inside it may leave a
+//                                       prefix, so the log may end anywhere from first - 1)
 // Usage: WALCrashChild <wal directory> <seed>
 
 import Foundation
@@ -65,18 +68,23 @@ struct Worker: Sendable {
                 }
                 var first = last[group]!.next
                 if roll < 15, last[group]!.rawValue > base[group]!.rawValue + 1 {
-                    // A new leader overwrites the tail with a higher term.
-                    let back = min(UInt64(3), last[group]!.rawValue - base[group]!.rawValue - 1)
+                    // A new leader overwrites the tail with a higher term; now and then a long
+                    // tail, so that the unit spans batches (its truncation in the first).
+                    let reach = UInt64(roll < 7 ? 200 : 3)
+                    let back = min(reach, last[group]!.rawValue - base[group]!.rawValue - 1)
                     first = LogIndex(last[group]!.rawValue - back + 1)
                     term[group] = term[group]!.next
                 }
-                let count = first <= last[group]! ? last[group]!.rawValue - first.rawValue + 1 : 1 + rng.next(3)
+                // Mostly small appends; now and then one larger than a batch (32 KiB).
+                let fresh = roll >= 97 ? 100 + rng.next(200) : 1 + rng.next(3)
+                let count = first <= last[group]! ? last[group]!.rawValue - first.rawValue + 1 : fresh
                 let entries = (0..<count).map { k -> WALEntry in
                     let index = LogIndex(first.rawValue + k)
                     return WALEntry(
                         term: term[group]!, index: index,
                         payload: CrashWorkload.payload(group: group, index: index, term: term[group]!))
                 }
+                if first <= last[group]! { say("O \(group.rawValue) \(first.rawValue)") }
                 try log.append([GroupWrite(group: group, entries: entries)])
                 last[group] = entries.last!.index
                 say("A \(group.rawValue) \(first.rawValue) \(entries.last!.index.rawValue) \(term[group]!.rawValue)")

@@ -33,8 +33,8 @@ public final class DiskFile {
 
     /// The descriptor. Invariant: `>= 0` until `close()`, then `-1`.
     public private(set) var descriptor: Int32
-    /// The path it was opened with, for error messages.
-    public let path: String
+    /// The path it was opened with (or renamed to with `rename(to:)`), for error messages.
+    public private(set) var path: String
 
     private init(descriptor: Int32, path: String) {
         self.descriptor = descriptor
@@ -49,6 +49,13 @@ public final class DiskFile {
     public static func open(_ path: String, _ options: OpenOptions) throws(IOError) -> DiskFile {
         let fd = try Syscall.call("open", path: path) { craft_openat(AT_FDCWD, path, options.flags, options.mode) }
         return DiskFile(descriptor: fd, path: path)
+    }
+
+    /// Renames the file (rename(2); the caller syncs the directory) and names it by its new
+    /// path from now on. Call before the file is shared with other threads.
+    public func rename(to newPath: String) throws(IOError) {
+        try FileSystem.rename(path, to: newPath)
+        path = newPath
     }
 
     /// Closes the descriptor. A close error after a successful fdatasync loses nothing, but

@@ -76,7 +76,7 @@ final class SegmentStore {
                 Result { () throws(IOError) in try file.write(toAbsoluteOffset: 0, bytes) }
             }.get()
             try file.syncData()
-            try FileSystem.rename(temporary, to: final)
+            try file.rename(to: final)
             try DiskFile.syncDirectory(directory)
             access.withExclusive {
                 files[sequence] = file

@@ -425,6 +425,18 @@ extension SharedLog {
                 return .invalidWrite(
                     group: write.group, reason: "term \(first.term) below the last term \(state.lastTerm)")
             }
+            if first.index <= state.last,
+                lock.withLock({ table.groups[write.group]?.term(at: first.index) }) == first.term
+            {
+                // An overwrite starts with a truncation, and a crash may leave the truncation
+                // without the rest (docs/WAL.md, "The prefix of an overwrite"): rewriting a
+                // durable entry of the same term could then lose entries that were committed.
+                return .invalidWrite(
+                    group: write.group,
+                    reason:
+                        "overwrite at \(first.index) rewrites a durable entry of the same term \(first.term); a write must start at the first conflicting entry"
+                )
+            }
             var previous = first
             for entry in write.entries.dropFirst() {
                 if entry.index != previous.index.next || entry.term < previous.term {
