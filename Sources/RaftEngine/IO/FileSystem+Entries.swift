@@ -24,6 +24,18 @@ extension FileSystem {
         ((try? kind(of: path, followSymlinks: false)) ?? nil) != nil
     }
 
+    /// The whole contents of the file at `path`, or nil when nothing is there.
+    public static func readFileIfExists(_ path: String) throws(IOError) -> [UInt8]? {
+        guard exists(path) else { return nil }
+        let file = try DiskFile.open(path, .readOnly)
+        defer { try? file.close() }
+        var bytes = [UInt8](repeating: 0, count: Int(try file.size()))
+        let n = try bytes.withUnsafeMutableBytes { raw in
+            Result { () throws(IOError) in try file.readFully(fromAbsoluteOffset: 0, into: raw) }
+        }.get()
+        return n == bytes.count ? bytes : Array(bytes.prefix(n))
+    }
+
     /// Removes a file.
     public static func removeFile(_ path: String) throws(IOError) {
         _ = try Syscall.call("unlink", path: path) { craft_unlink(path) }

@@ -10,6 +10,22 @@ public enum PartitionError: Error, Equatable, Sendable, CustomStringConvertible 
     /// A log entry whose bytes do not decode: damage, or a writer of another format. The
     /// replica that finds it stops; it never applies half an entry.
     case corruptEntry(String)
+    /// A reference's value is not the one the update expected (Gitaly's
+    /// `ReferenceStateMismatchError`). A zero OID means "does not exist".
+    case referenceStateMismatch(repository: String, reference: String, expected: ObjectID, actual: ObjectID)
+    /// Creating a repository (or pool) that exists, counting transactions not yet applied.
+    case repositoryExists(String)
+    /// An operation on a repository that does not exist, counting transactions not yet applied.
+    case repositoryNotFound(String)
+    /// A reference would point at an object that neither the repository nor the
+    /// transaction's pack holds, or whose history is incomplete.
+    case objectMissing(repository: String, object: String)
+    /// A pack that `git index-pack --strict` refuses, or that is too large.
+    case invalidPack(String)
+    /// An object pool rule: members of a pool share its partition; no chains; no self-link.
+    case objectPoolRule(String)
+    /// Reading a repository's state failed (I/O error, or files git would call damaged).
+    case storage(String)
 
     public var description: String {
         switch self {
@@ -17,8 +33,21 @@ public enum PartitionError: Error, Equatable, Sendable, CustomStringConvertible 
         case .invalidObjectID(let text, let reason): "invalid object ID \(quoted(text)): \(reason)"
         case .invalidOperation(let reason): "invalid partition operation: \(reason)"
         case .corruptEntry(let reason): "damaged partition log entry: \(reason)"
+        case .referenceStateMismatch(let repository, let reference, let expected, let actual):
+            "reference state mismatch in \(quoted(repository)): \(quoted(reference)) expected \(Self.state(expected)), is \(Self.state(actual))"
+        case .repositoryExists(let path): "repository \(quoted(path)) already exists"
+        case .repositoryNotFound(let path): "repository \(quoted(path)) does not exist"
+        case .objectMissing(let repository, let object):
+            "object \(object) is missing from \(quoted(repository)) and the pushed pack"
+        case .invalidPack(let reason): "invalid pack: \(reason)"
+        case .objectPoolRule(let reason): "object pool rule: \(reason)"
+        case .storage(let reason): "reading repository state: \(reason)"
         }
     }
+}
+
+extension PartitionError {
+    fileprivate static func state(_ oid: ObjectID) -> String { oid == .zero ? "absent" : oid.hex }
 }
 
 /// A name for messages: printable ASCII as is, anything else escaped.

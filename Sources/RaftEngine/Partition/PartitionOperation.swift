@@ -60,7 +60,9 @@ public struct PartitionTransaction: Hashable, Sendable {
     public static let maximumReferenceUpdates = 65_535
     public static let maximumKeyBytes = 1_024
     public static let maximumValueBytes = 64 << 10
-    /// Packs up to this size travel inside the entry; larger ones are attachments. Small
-    /// pushes (a commit or two) stay a single WAL record and need no bulk transfer.
-    public static let maximumInlinePackBytes = 64 << 10
+    /// Packs (with their index) up to this size travel inside the entry; larger ones are
+    /// attachments. A push of up to a few hundred commits of source stays one WAL record and
+    /// needs no second transfer; the bound is a quarter of the host's default proposal limit
+    /// (4 MiB), so an entry with a pack and thousands of reference updates still fits.
+    public static let maximumInlinePackBytes = 1 << 20
 }

@@ -16,7 +16,8 @@ import Synchronization
 ///
 /// Layout of the replica's directory: `applied` (the index), `values` (the partition's
 /// key-value pairs as of that index), `attachments/<sha256>.{pack,idx}` (packs carried
-/// beside the log), `staging/` (inline packs on their way in).
+/// beside the log), `staging/` (inline packs on their way in), `incoming/` (quarantines of
+/// pushed packs being validated on the leader).
 public final class PartitionStateMachine: StateMachine, Sendable {
     public let storageRoot: String
     public let directory: String
@@ -50,7 +51,7 @@ public final class PartitionStateMachine: StateMachine, Sendable {
         checkpointIntervalNanoseconds = checkpointIntervalMilliseconds * 1_000_000
         do {
             let files = RepositoryFiles(path: directory)
-            try files.makeLayout(["attachments", "staging"])
+            try files.makeLayout(["attachments", "staging", "incoming"])
             let applied = try files.contents("applied").map { bytes -> LogIndex in
                 LogIndex(UInt64(String(decoding: bytes, as: UTF8.self).trimmingNewline) ?? 0)
             }
@@ -62,6 +63,10 @@ public final class PartitionStateMachine: StateMachine, Sendable {
             // Inline packs left in staging by a crash are re-written on re-apply.
             for name in try FileSystem.list(directory + "/staging") {
                 try FileSystem.removeFile(directory + "/staging/" + name)
+            }
+            // Quarantines of pack validations a crash interrupted (nothing refers to them).
+            for name in try FileSystem.list(directory + "/incoming") {
+                try FileSystem.removeTree(directory + "/incoming/" + name)
             }
         } catch {
             throw StateMachineError("opening partition state in \(directory): \(error)")

@@ -181,16 +181,7 @@ public struct RepositoryFiles: Sendable {
     }
 
     private func read(_ name: String) throws(IOError) -> [UInt8]? {
-        let target = path + "/" + name
-        guard FileSystem.exists(target) else { return nil }
-        let file = try DiskFile.open(target, .readOnly)
-        defer { try? file.close() }
-        let size = Int(try file.size())
-        var bytes = [UInt8](repeating: 0, count: size)
-        let n = try bytes.withUnsafeMutableBytes { raw in
-            Result { () throws(IOError) in try file.readFully(fromAbsoluteOffset: 0, into: raw) }
-        }.get()
-        return Array(bytes.prefix(n))
+        try FileSystem.readFileIfExists(path + "/" + name)
     }
 
     /// The SHA-1 checksum in a pack's 20-byte trailer, in hexadecimal: git's name for it.

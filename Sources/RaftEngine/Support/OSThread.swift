@@ -30,4 +30,15 @@ final class OSThread: @unchecked Sendable {
     }
 
     func join() { pthread_join(thread, nil) }
+
+    /// Lets the thread end on its own (nobody joins it).
+    func detach() { pthread_detach(thread) }
+}
+
+/// Runs blocking work (a child process, a large file) on its own OS thread and waits for it
+/// without holding a thread of Swift's cooperative pool (one per core).
+func offThePool<T: Sendable>(_ name: String, _ body: @escaping @Sendable () -> T) async -> T {
+    await withCheckedContinuation { continuation in
+        OSThread(name: name) { continuation.resume(returning: body()) }.detach()
+    }
 }

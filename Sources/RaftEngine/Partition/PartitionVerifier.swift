@@ -1,0 +1,188 @@
+/// What transactions proposed but not yet applied will change, as far as verification
+/// looks: which repositories exist, reference values, pool links. The leader verifies a
+/// new transaction against the applied state (the repositories on disk) with these on top,
+/// so two conflicting transactions can never both enter the log.
+public struct PartitionEffects: Sendable, Equatable {
+    /// Repositories created (true) or removed (false).
+    var exists: [RelativePath: Bool] = [:]
+    /// Reference values after the transaction; zero: deleted. A removed or re-created
+    /// repository starts empty (`cleared`).
+    var references: [RelativePath: [RefName: ObjectID]] = [:]
+    var cleared: Set<RelativePath> = []
+    /// Pool links after the transaction (nil: unlinked).
+    var links: [RelativePath: RelativePath?] = [:]
+    /// Objects the transaction's packs add, per repository.
+    var objects: [RelativePath: Set<ObjectID>] = [:]
+
+    public init() {}
+
+    /// Layers `later` on top of this.
+    mutating func merge(_ later: PartitionEffects) {
+        for (path, exists) in later.exists { self.exists[path] = exists }
+        for path in later.cleared {
+            cleared.insert(path)
+            references[path] = [:]
+            objects[path] = []
+            links[path] = .some(nil)
+        }
+        for (path, values) in later.references { references[path, default: [:]].merge(values) { $1 } }
+        for (path, link) in later.links { links[path] = link }
+        for (path, added) in later.objects { objects[path, default: []].formUnion(added) }
+    }
+}
+
+/// Checks a transaction on the leader before it is proposed (Gitaly's transaction manager
+/// does the same before it appends): expected old reference values, repository existence,
+/// object existence, object pool rules, and paths that stay inside the storage root. Reads
+/// git's files directly; no `git` process (packs are indexed and checked before this, by
+/// `PackValidator`).
+///
+/// `pending` are the effects of transactions proposed and not yet applied, oldest first.
+/// Returns this transaction's effects, for the next verification to build on.
+public struct PartitionVerifier {
+    public let storageRoot: String
+
+    /// A repository path relative to the storage root names a pool when it starts with this
+    /// (GitLab's layout: `@pools/ab/cd/<hash>.git`). Only `createObjectPool` makes one.
+    public static let poolPrefix = "@pools/"
+
+    public init(storageRoot: String) { self.storageRoot = storageRoot }
+
+    /// `packObjects`: for each `attachPack` of the transaction (in order), the object names
+    /// its validated index holds.
+    public func verify(
+        _ transaction: PartitionTransaction, pending: [PartitionEffects], packObjects: [[ObjectID]] = []
+    ) throws(PartitionError) -> PartitionEffects {
+        var view = PartitionEffects()
+        for effects in pending { view.merge(effects) }
+        var mine = PartitionEffects()
+        var packs = packObjects.makeIterator()
+        for op in transaction.operations {
+            // Each operation sees the ones before it in the same transaction.
+            var current = view
+            current.merge(mine)
+            switch op {
+            case .createRepository(let path, _):
+                guard !path.rawValue.hasPrefix(Self.poolPrefix) else {
+                    throw .objectPoolRule("\(path) is under \(Self.poolPrefix): create it as an object pool")
+                }
+                try create(path, in: current, into: &mine)
+            case .createObjectPool(let path):
+                guard path.rawValue.hasPrefix(Self.poolPrefix) else {
+                    throw .objectPoolRule("an object pool lives under \(Self.poolPrefix), not at \(path)")
+                }
+                try create(path, in: current, into: &mine)
+            case .removeRepository(let path):
+                try requireExists(path, in: current)
+                mine.exists[path] = false
+                mine.cleared.insert(path)
+                mine.references[path] = nil
+                mine.objects[path] = nil
+                mine.links[path] = nil
+            case .updateReferences(let path, let updates):
+                try requireExists(path, in: current)
+                var seen = Set<RefName>()
+                for update in updates {
+                    guard seen.insert(update.name).inserted else {
+                        throw .invalidOperation("reference \(update.name) updated twice in one transaction")
+                    }
+                    let actual = try value(of: update.name, in: path, current)
+                    guard actual == update.old else {
+                        throw .referenceStateMismatch(
+                            repository: path.rawValue, reference: update.name.rawValue, expected: update.old,
+                            actual: actual)
+                    }
+                    if !update.isDeletion {
+                        try requireObject(update.new, in: path, current)
+                    }
+                    mine.references[path, default: [:]][update.name] = update.new
+                }
+            case .setHead(let path, _):
+                try requireExists(path, in: current)
+            case .attachPack(let path, _):
+                try requireExists(path, in: current)
+                guard let objects = packs.next() else {
+                    preconditionFailure("verify: no validated index for a pack of \(path)")
+                }
+                mine.objects[path, default: []].formUnion(objects)
+            case .linkToPool(let repository, let pool):
+                try requireExists(repository, in: current)
+                try requireExists(pool, in: current)
+                guard repository != pool else { throw .objectPoolRule("\(repository) cannot borrow from itself") }
+                guard pool.rawValue.hasPrefix(Self.poolPrefix) else {
+                    throw .objectPoolRule("\(pool) is not an object pool (pools live under \(Self.poolPrefix))")
+                }
+                guard !repository.rawValue.hasPrefix(Self.poolPrefix) else {
+                    throw .objectPoolRule("\(repository) is a pool: pools borrow from nothing (no chains)")
+                }
+                mine.links[repository] = .some(pool)
+            case .unlinkFromPool(let path):
+                try requireExists(path, in: current)
+                mine.links[path] = .some(nil)
+            case .setValue, .deleteValue:
+                break
+            }
+        }
+        return mine
+    }
+
+    // MARK: - State as of the applied index plus the pending transactions
+
+    private func directory(_ path: RelativePath) -> String { storageRoot + "/" + path.rawValue }
+
+    private func exists(_ path: RelativePath, in view: PartitionEffects) throws(PartitionError) -> Bool {
+        if let known = view.exists[path] { return known }
+        try requireInsideRoot(path)
+        return FileSystem.exists(directory(path) + "/HEAD")
+    }
+
+    private func create(
+        _ path: RelativePath, in view: PartitionEffects, into mine: inout PartitionEffects
+    ) throws(PartitionError) {
+        guard try !exists(path, in: view) else { throw .repositoryExists(path.rawValue) }
+        try requireInsideRoot(path)
+        if view.exists[path] == nil, FileSystem.exists(directory(path)) {
+            // A directory that is not a repository: leftovers that apply would mix with.
+            throw .repositoryExists("\(path) (a directory that is not a repository is in the way)")
+        }
+        mine.exists[path] = true
+        mine.cleared.insert(path)
+    }
+
+    private func requireExists(_ path: RelativePath, in view: PartitionEffects) throws(PartitionError) {
+        guard try exists(path, in: view) else { throw .repositoryNotFound(path.rawValue) }
+    }
+
+    private func value(
+        of name: RefName, in path: RelativePath, _ view: PartitionEffects
+    ) throws(PartitionError) -> ObjectID {
+        if let pending = view.references[path]?[name] { return pending }
+        if view.cleared.contains(path) { return .zero }
+        return try storage { () throws(IOError) in try RepositoryFiles(path: directory(path)).reference(name) } ?? .zero
+    }
+
+    private func requireObject(
+        _ oid: ObjectID, in path: RelativePath, _ view: PartitionEffects
+    ) throws(PartitionError) {
+        if view.objects[path]?.contains(oid) == true { return }
+        let pool: RelativePath?? = view.links[path]
+        if let linked = pool ?? nil, view.objects[linked]?.contains(oid) == true { return }
+        if !view.cleared.contains(path), try ObjectDatabase(repository: directory(path)).contains(oid) { return }
+        if let linked = pool ?? nil, try ObjectDatabase(repository: directory(linked)).contains(oid) { return }
+        throw .objectMissing(repository: path.rawValue, object: oid.hex)
+    }
+
+    /// The repository's directory, where it exists in part, does not leave the storage root
+    /// through a symbolic link.
+    private func requireInsideRoot(_ path: RelativePath) throws(PartitionError) {
+        let root = try storage { () throws(IOError) in try FileSystem.canonicalPath(storageRoot) }
+        var existing = directory(path)
+        while !FileSystem.exists(existing), let slash = existing.lastIndex(of: "/") {
+            existing = String(existing[..<slash])
+        }
+        let resolved = try storage { () throws(IOError) in try FileSystem.canonicalPath(existing) }
+        guard resolved == root || resolved.hasPrefix(root + "/") else {
+            throw .invalidOperation("\(path) leaves the storage root through a symbolic link (to \(resolved))")
+        }
+    }
+}

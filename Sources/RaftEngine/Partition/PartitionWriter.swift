@@ -1,0 +1,196 @@
+import RaftConsensus
+
+/// Why a partition write did not happen.
+public enum PartitionWriteError: Error, Equatable, Sendable, CustomStringConvertible {
+    /// Verification refused the transaction; nothing was proposed.
+    case refused(PartitionError)
+    /// The host could not propose or commit it (not the leader, timed out, overloaded...).
+    /// `HostError.isRetryable` says whether to try again (at the leader it names).
+    case host(HostError)
+
+    public var description: String {
+        switch self {
+        case .refused(let error): "\(error)"
+        case .host(let error): "\(error)"
+        }
+    }
+}
+
+/// The leader's write path for the partitions of one node: validate incoming packs, verify
+/// the transaction against the applied state plus what is proposed and not yet applied,
+/// then propose it. So the log carries only verified changes, and of two conflicting
+/// transactions exactly one enters it.
+///
+/// Per partition it keeps the effects of its proposals in flight. A replica that became
+/// leader (or whose proposal failed in a way that leaves its fate unknown: a timeout, lost
+/// leadership) first waits for its in-flight proposals to end and then applies its whole
+/// log, so that entries of earlier terms (proposed, verified, by earlier leaders) are on
+/// disk before it verifies anything: a new leader commits them with its first entry.
+public actor PartitionWriter {
+    public let host: NodeHost
+    /// The node's state machine for a partition it hosts.
+    let machines: @Sendable (PartitionKey) -> PartitionStateMachine?
+    public let validator: PackValidator
+    /// Pack validations (a git process each) at once on this node; more are refused as
+    /// overloaded.
+    public let maximumConcurrentValidations: Int
+    /// How long a new leader waits to apply its log before it answers "timed out".
+    public let catchUpMilliseconds: Int
+
+    private final class Pipeline {
+        var term = Term.zero
+        /// Effects of proposals in flight, by proposal number (ascending = proposal order).
+        var pending: [UInt64: PartitionEffects] = [:]
+        var nextProposal: UInt64 = 0
+        /// The applied state may not include everything proposed: catch up first.
+        var uncertain = true
+    }
+
+    private var pipelines: [PartitionKey: Pipeline] = [:]
+    private var validations = 0
+    private var quarantines: UInt64 = 0
+
+    public init(
+        host: NodeHost, validator: PackValidator = PackValidator(), maximumConcurrentValidations: Int = 4,
+        catchUpMilliseconds: Int = 10_000, machines: @escaping @Sendable (PartitionKey) -> PartitionStateMachine?
+    ) {
+        self.host = host
+        self.machines = machines
+        self.validator = validator
+        self.maximumConcurrentValidations = maximumConcurrentValidations
+        self.catchUpMilliseconds = catchUpMilliseconds
+    }
+
+    /// Verifies and proposes `transaction`; returns its index once it is committed and
+    /// applied here. A pack travels as `.attachPack(path, .inline(pack: <the pushed pack>,
+    /// index: []))`: the leader indexes and checks it (`PackValidator`) and puts git's
+    /// completed pack and index in the entry; a client's own index is refused.
+    public func commit(
+        _ key: PartitionKey, _ transaction: PartitionTransaction
+    ) async throws(PartitionWriteError) -> LogIndex {
+        guard let machine = machines(key) else { throw .host(.partitionNotFound(key)) }
+        let term = try await catchUp(key, machine)
+        let prepared = try await validatePacks(transaction, machine)
+
+        // Verify and reserve with no suspension in between: the next transaction sees these effects.
+        let pipeline = pipelines[key]!
+        guard pipeline.term == term, !pipeline.uncertain else {
+            throw .host(.lostLeadership)
+        }
+        let effects: PartitionEffects
+        do {
+            effects = try PartitionVerifier(storageRoot: machine.storageRoot).verify(
+                prepared.transaction, pending: pipeline.pending.keys.sorted().map { pipeline.pending[$0]! },
+                packObjects: prepared.objects)
+        } catch {
+            throw .refused(error)
+        }
+        let bytes: [UInt8]
+        do { bytes = try PartitionEntryCodec.encode(prepared.transaction) } catch { throw .refused(error) }
+        let number = pipeline.nextProposal
+        pipeline.nextProposal += 1
+        pipeline.pending[number] = effects
+        defer { pipeline.pending[number] = nil }
+        do {
+            return try await host.propose(key, bytes)
+        } catch {
+            // Its fate may be unknown (a timeout can still commit): catch up before the next.
+            pipeline.uncertain = true
+            throw .host(error)
+        }
+    }
+
+    /// Makes sure this replica leads and its applied state includes every entry that may be
+    /// in its log; returns the term.
+    private func catchUp(
+        _ key: PartitionKey, _ machine: PartitionStateMachine
+    ) async throws(PartitionWriteError)
+        -> Term
+    {
+        let status = try await replicaStatus(key)
+        guard status.role == .leader else { throw .host(.notLeader(leader: status.leader, node: nil)) }
+        let pipeline = pipelines[key] ?? Pipeline()
+        pipelines[key] = pipeline
+        if pipeline.term != status.term {
+            pipeline.term = status.term
+            pipeline.uncertain = true
+        }
+        guard pipeline.uncertain else { return status.term }
+        let deadline = MonotonicClock.system.nanoseconds + catchUpMilliseconds * 1_000_000
+        // First the proposals in flight end (their effects stop counting), then the log applies.
+        while !pipeline.pending.isEmpty {
+            guard MonotonicClock.system.nanoseconds < deadline else { throw .host(.timedOut) }
+            try? await Task.sleep(nanoseconds: 2_000_000)
+        }
+        let target = try await replicaStatus(key)
+        guard target.role == .leader, target.term == status.term else { throw .host(.lostLeadership) }
+        while machine.appliedIndex < target.lastIndex {
+            guard MonotonicClock.system.nanoseconds < deadline else { throw .host(.timedOut) }
+            try? await Task.sleep(nanoseconds: 2_000_000)
+        }
+        if pipeline.term == status.term { pipeline.uncertain = false }
+        return status.term
+    }
+
+    private func replicaStatus(_ key: PartitionKey) async throws(PartitionWriteError) -> ReplicaStatus {
+        do { return try await host.status(of: key) } catch { throw .host(error) }
+    }
+
+    /// The transaction with every pushed pack replaced by git's validated pack and index,
+    /// and the object names of each.
+    private func validatePacks(
+        _ transaction: PartitionTransaction, _ machine: PartitionStateMachine
+    ) async throws(PartitionWriteError) -> (transaction: PartitionTransaction, objects: [[ObjectID]]) {
+        var operations = transaction.operations
+        var objects: [[ObjectID]] = []
+        for (k, op) in operations.enumerated() {
+            guard case .attachPack(let path, let reference) = op else { continue }
+            guard case .inline(let pack, let index) = reference, index.isEmpty else {
+                throw .refused(.invalidPack("a pushed pack comes without an index: the leader indexes it itself"))
+            }
+            // The tips this transaction points the repository's references at.
+            var tips: [ObjectID] = []
+            for case .updateReferences(let target, let updates) in transaction.operations where target == path {
+                tips += updates.filter { !$0.isDeletion }.map(\.new)
+            }
+            guard validations < maximumConcurrentValidations else {
+                throw .host(.overloaded("\(validations) pack validations in progress"))
+            }
+            validations += 1
+            quarantines += 1
+            let quarantine = machine.directory + "/incoming/q\(quarantines)"
+            let repository = machine.storageRoot + "/" + path.rawValue
+            let exists = FileSystem.exists(repository + "/HEAD")
+            let pool = Self.pool(of: repository)
+            let validator = self.validator
+            let newTips = tips
+            let result = await offThePool("raftd-pack") { () -> Result<ValidatedPack, PartitionError> in
+                Result { () throws(PartitionError) in
+                    try validator.validate(
+                        pack: pack, repository: exists ? repository : nil, pool: pool, tips: newTips,
+                        quarantine: quarantine)
+                }
+            }
+            validations -= 1
+            let validated: ValidatedPack
+            do { validated = try result.get() } catch { throw .refused(error) }
+            guard validated.pack.count + validated.index.count <= PartitionTransaction.maximumInlinePackBytes else {
+                throw .refused(
+                    .invalidPack(
+                        "\(validated.pack.count) bytes with its index: packs above \(PartitionTransaction.maximumInlinePackBytes) bytes travel as attachments, which need the bulk transfer (not built yet)"
+                    ))
+            }
+            operations[k] = .attachPack(path, .inline(pack: validated.pack, index: validated.index))
+            objects.append(validated.objects)
+        }
+        return (PartitionTransaction(operations), objects)
+    }
+
+    /// The pool repository a repository borrows from, from its alternates file.
+    private static func pool(of repository: String) -> String? {
+        guard let bytes = try? FileSystem.readFileIfExists(repository + "/objects/info/alternates") else { return nil }
+        let line = String(decoding: bytes, as: UTF8.self).split(separator: "\n").first.map(String.init)
+        guard let objects = line, objects.hasSuffix("/objects") else { return nil }
+        return String(objects.dropLast("/objects".count))
+    }
+}

@@ -1,0 +1,84 @@
+import Foundation
+import RaftConsensus
+import RaftTesting
+
+@testable import RaftEngine
+
+/// Three in-process nodes whose replicas are `PartitionStateMachine`s under per-node
+/// storage roots, with a `PartitionWriter` on every node: the partition tests' cluster.
+final class PartitionTestCluster: @unchecked Sendable {
+    let root: String
+    let cluster: LocalCluster<PartitionStateMachine>
+    let checkpointers: [PartitionCheckpointer]
+    let writers: [PartitionWriter]
+
+    init(directory: String, nodes: Int = 3) throws {
+        root = directory
+        var c = LocalCluster<PartitionStateMachine>.Configuration()
+        c.nodes = nodes
+        c.options = HostTestCluster.testOptions()
+        c.directory = directory
+        for node in 0..<nodes {
+            try FileManager.default.createDirectory(
+                atPath: "\(directory)/node\(node)", withIntermediateDirectories: true)
+        }
+        let checkpointers = (0..<nodes).map {
+            PartitionCheckpointer(storageRoot: "\(directory)/node\($0)", intervalMilliseconds: 1_000)
+        }
+        self.checkpointers = checkpointers
+        cluster = try LocalCluster<PartitionStateMachine>(
+            c,
+            machines: MachineRegistry(perReplica: { node, replica in
+                try! PartitionStateMachine(
+                    storageRoot: "\(directory)/node\(node)",
+                    directory: "\(directory)/node\(node)/+raft/partitions/p\(replica.partition.partitionID.rawValue)",
+                    checkpointer: checkpointers[node])
+            }))
+        try cluster.startAll()
+        let cluster = self.cluster
+        writers = (0..<nodes).map { node in
+            PartitionWriter(host: cluster.hosts[node]!) { key in
+                cluster.machines.existing(
+                    node: node, replica: ReplicaKey(partition: key, member: MemberID(UInt64(node + 1))))
+            }
+        }
+    }
+
+    func stop() {
+        cluster.stopAll()
+        for c in checkpointers { c.stop() }
+    }
+
+    func storageRoot(_ node: Int) -> String { "\(root)/node\(node)" }
+
+    func machine(_ node: Int, _ key: PartitionKey) -> PartitionStateMachine {
+        cluster.machines.machine(node: node, replica: ReplicaKey(partition: key, member: MemberID(UInt64(node + 1))))
+    }
+
+    /// Commits at the leader, following leadership and retrying retryable host errors until
+    /// the deadline; a refusal (verification) is returned as is.
+    func commit(
+        _ key: PartitionKey, _ operations: [PartitionOperation], within seconds: Double = 30
+    ) async throws(PartitionWriteError) -> LogIndex {
+        let deadline = Date().addingTimeInterval(seconds)
+        var lastError = PartitionWriteError.host(.timedOut)
+        while Date() < deadline {
+            let node = await cluster.leader(of: key) ?? 0
+            do {
+                return try await writers[node].commit(key, PartitionTransaction(operations))
+            } catch {
+                lastError = error
+                guard case .host(let hostError) = error, hostError.isRetryable else { throw error }
+                try? await Task.sleep(nanoseconds: 10_000_000)
+            }
+        }
+        throw lastError
+    }
+
+    /// Waits until every replica applied `index`.
+    func waitApplied(_ key: PartitionKey, _ index: LogIndex) async throws {
+        try await cluster.waitUntil("every replica applied \(index)", within: 30) {
+            (0..<cluster.nodeCount).allSatisfy { machine($0, key).appliedIndex >= index }
+        }
+    }
+}
