@@ -114,5 +114,10 @@ let package = Package(
             dependencies: ["RaftEngine", "RaftConsensus", "WALCrashSupport"],
             path: "Tests/WALCrashChild"
         ),
+        .executableTarget(
+            name: "PartitionCrashChild",
+            dependencies: ["RaftEngine", "RaftConsensus"],
+            path: "Tests/PartitionCrashChild"
+        ),
     ]
 )

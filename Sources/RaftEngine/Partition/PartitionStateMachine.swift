@@ -133,6 +133,7 @@ public final class PartitionStateMachine: StateMachine, Sendable {
         }
         guard !noted.isEmpty else { return }
         for (m, _, _) in noted { try m.touched.flush() }
+        CrashPoints.reached()
         let records = TouchedPaths()
         for (m, applied, values) in noted {
             let files = RepositoryFiles(path: m.directory, touched: records)
@@ -140,6 +141,7 @@ public final class PartitionStateMachine: StateMachine, Sendable {
             try files.writeFile("applied", Array("\(applied.rawValue)\n".utf8))
         }
         try records.flush()
+        CrashPoints.reached()
         for (m, applied, _) in noted {
             m.state.withLock {
                 $0.checkpointed = max($0.checkpointed, applied)
@@ -156,8 +158,11 @@ public final class PartitionStateMachine: StateMachine, Sendable {
             try repository(path).create(defaultBranch: try RefName("refs/heads/main"))
         case .removeRepository(let path):
             let repo = repository(path).path
-            try FileSystem.removeTree(repo)
-            touched.note(parentOf: repo)
+            if FileSystem.exists(repo) {
+                try FileSystem.removeTree(repo)
+                touched.note(parentOf: repo)
+                CrashPoints.reached()
+            }
         case .updateReferences(let path, let updates):
             let repo = repository(path)
             // Deletions first: `refs/heads/a` may make room for `refs/heads/a/b`.
@@ -180,6 +185,7 @@ public final class PartitionStateMachine: StateMachine, Sendable {
                 pack: staging.path + "/" + stem + ".pack", index: staging.path + "/" + stem + ".idx")
             try FileSystem.removeFile(staging.path + "/" + stem + ".pack")
             try FileSystem.removeFile(staging.path + "/" + stem + ".idx")
+            CrashPoints.reached()
         case .linkToPool(let path, let pool):
             try repository(path).setAlternates(pool: repository(pool).path)
         case .unlinkFromPool(let path):

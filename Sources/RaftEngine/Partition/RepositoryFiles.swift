@@ -56,6 +56,7 @@ public struct RepositoryFiles: Sendable {
         if FileSystem.exists(loose) {
             try FileSystem.removeFile(loose)
             touched?.note(parentOf: loose)
+            CrashPoints.reached()
         }
         let packed = try read("packed-refs") ?? []
         guard !packed.isEmpty else { return }
@@ -102,8 +103,15 @@ public struct RepositoryFiles: Sendable {
     public func attachPack(pack: String, index: String) throws(IOError) -> String {
         let checksum = try packChecksum(pack)
         let base = path + "/objects/pack/pack-" + checksum
-        if !FileSystem.exists(base + ".pack") { try FileSystem.link(pack, to: base + ".pack") }
-        if !FileSystem.exists(base + ".idx") { try FileSystem.link(index, to: base + ".idx") }
+        try makeDirectories(path + "/objects/pack")
+        if !FileSystem.exists(base + ".pack") {
+            try FileSystem.link(pack, to: base + ".pack")
+            CrashPoints.reached()
+        }
+        if !FileSystem.exists(base + ".idx") {
+            try FileSystem.link(index, to: base + ".idx")
+            CrashPoints.reached()
+        }
         touched?.note(base + ".pack")
         touched?.note(base + ".idx")
         touched?.note(parentOf: base + ".idx")
@@ -118,6 +126,7 @@ public struct RepositoryFiles: Sendable {
             if FileSystem.exists(file) {
                 try FileSystem.removeFile(file)
                 touched?.note(parentOf: file)
+                CrashPoints.reached()
             }
             return
         }
@@ -165,9 +174,14 @@ public struct RepositoryFiles: Sendable {
     // MARK: - Files
 
     /// Writes `<name>.lock` and renames it to `<name>`.
+    ///
+    /// Missing parent directories are made: re-applied after a crash, an operation may meet
+    /// the state of later entries (its repository removed by one that ran before the
+    /// crash), and it must still succeed; the later entries, applied again, converge.
     private func replace(_ name: String, with bytes: [UInt8]) throws(IOError) {
         let target = path + "/" + name
         let lock = target + ".lock"
+        try makeDirectories(String(target[..<target.lastIndex(of: "/")!]))
         if FileSystem.exists(lock) { try FileSystem.removeFile(lock) }
         let file = try DiskFile.open(lock, .createNew)
         let written = bytes.withUnsafeBytes { raw in
@@ -175,7 +189,9 @@ public struct RepositoryFiles: Sendable {
         }
         try? file.close()
         try written.get()
+        CrashPoints.reached()
         try FileSystem.rename(lock, to: target)
+        CrashPoints.reached()
         touched?.note(target)
         touched?.note(parentOf: target)
     }
@@ -207,6 +223,8 @@ public struct RepositoryFiles: Sendable {
         }
         do {
             try FileSystem.makeDirectory(directory)
+            touched?.note(parentOf: directory)
+            CrashPoints.reached()
         } catch  where error.kind == .alreadyExists {
             return
         }

@@ -1,0 +1,67 @@
+// The child process of the partition apply crash test: applies the transactions of a
+// script file to a partition state machine, from the index its last checkpoint recorded,
+// the way the host hands entries out after a restart. With a kill point it sends itself
+// SIGKILL at that file operation of apply or checkpoint.
+//   PartitionCrashChild <storage root> <replica directory> <script> <kill point | -1>
+// Script: u32 count, then count x (u32 length, encoded PartitionTransaction), big-endian.
+// Prints "points <n>" (kill points passed) and exits 0 when everything is applied and
+// checkpointed.
+
+import RaftConsensus
+import RaftEngine
+
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+let arguments = CommandLine.arguments
+guard arguments.count == 5, let killAt = Int(arguments[4]) else {
+    print("usage: PartitionCrashChild <storage root> <replica directory> <script> <kill point | -1>")
+    exit(2)
+}
+func fail(_ message: String) -> Never {
+    print("E \(message)")
+    exit(1)
+}
+guard let script = try? FileSystem.readFileIfExists(arguments[3]) else { fail("cannot read \(arguments[3])") }
+func u32(_ at: Int) -> Int {
+    Int(script[at]) << 24 | Int(script[at + 1]) << 16 | Int(script[at + 2]) << 8 | Int(script[at + 3])
+}
+var entries: [Entry] = []
+var at = 4
+for k in 0..<u32(0) {
+    let length = u32(at)
+    entries.append(
+        Entry(
+            term: Term(1), index: LogIndex(UInt64(k + 1)), payload: .normal(Array(script[(at + 4)..<(at + 4 + length)]))
+        ))
+    at += 4 + length
+}
+
+// Armed before the state machine opens: creating its layout counts too.
+if killAt >= 0 { CrashPoints.arm(killAt: killAt) }
+let machine: PartitionStateMachine
+do {
+    // Checkpoints only when asked (below), so that crashes find applied, unrecorded work.
+    machine = try PartitionStateMachine(
+        storageRoot: arguments[1], directory: arguments[2], checkpointIntervalMilliseconds: 1_000_000)
+} catch {
+    fail("\(error)")
+}
+// Two entries per apply call, a checkpoint after every second call: like the host's apply
+// batches and the checkpointer's rounds. So the work after a checkpoint spans entries that
+// touch a repository and then remove it (re-applied, they meet the removal).
+var next = Int(machine.appliedIndex.rawValue)
+var calls = 0
+while next < entries.count {
+    let batch = Array(entries[next..<min(next + 2, entries.count)])
+    do { try machine.apply(batch) } catch { fail("apply: \(error)") }
+    next += batch.count
+    calls += 1
+    if calls % 2 == 0 {
+        do { try machine.checkpoint() } catch { fail("checkpoint: \(error)") }
+    }
+}
+do { try machine.checkpoint() } catch { fail("checkpoint: \(error)") }
+print("points \(CrashPoints.count)")
+exit(0)

@@ -1,0 +1,179 @@
+import Foundation
+import RaftTesting
+import Testing
+
+@testable import RaftEngine
+
+/// The directory of the test bundle, where SwiftPM also puts the executables it built.
+private func builtProduct(_ name: String) -> String {
+    let exe = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? ""
+    return URL(fileURLWithPath: exe).deletingLastPathComponent().appendingPathComponent(name).path
+}
+
+@Suite("Partition: kill -9 inside apply")
+struct PartitionCrashTests {
+    /// Kill points tried (all of them when there are fewer); `RAFTD_PARTITION_KILL_POINTS` raises it.
+    static let maximumPoints = Int(ProcessInfo.processInfo.environment["RAFTD_PARTITION_KILL_POINTS"] ?? "") ?? 400
+
+    /// Every file and directory under `root`: relative path → contents (nil: a directory).
+    func tree(_ root: String) throws -> [String: Data?] {
+        var out: [String: Data?] = [:]
+        guard let walk = FileManager.default.enumerator(atPath: root) else { return out }
+        while let relative = walk.nextObject() as? String {
+            var isDirectory: ObjCBool = false
+            FileManager.default.fileExists(atPath: root + "/" + relative, isDirectory: &isDirectory)
+            out[relative] =
+                isDirectory.boolValue
+                ? .some(nil) : .some(try Data(contentsOf: URL(fileURLWithPath: root + "/" + relative)))
+        }
+        return out
+    }
+
+    /// Runs the child; returns (exit code or nil when killed by a signal, its output).
+    func runChild(_ child: String, _ root: String, _ script: String, kill: Int) throws -> (Int32?, String) {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: child)
+        process.arguments = [root, root + "/+raft/partitions/p2", script, "\(kill)"]
+        let out = Pipe()
+        process.standardOutput = out
+        process.standardError = FileHandle.nullDevice
+        try process.run()
+        let text = String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        process.waitUntilExit()
+        return (process.terminationReason == .exit ? process.terminationStatus : nil, text)
+    }
+
+    /// Ten transactions over two repositories and a pool: packs, reference updates and
+    /// deletions, HEAD, pool links and unlinks, a removal and re-creation, values.
+    func script(_ dir: TemporaryDirectory) throws -> [UInt8] {
+        let source = try SourceRepository(at: dir.file("work"), commits: 60)
+        let validator = PackValidator()
+        var quarantines = 0
+        func pack(_ revisions: [String]) throws -> PackReference {
+            quarantines += 1
+            let v = try validator.validate(
+                pack: try source.pack(revisions), repository: source.path + "/.git", pool: nil, tips: [],
+                quarantine: dir.file("q\(quarantines)"))
+            return .inline(pack: v.pack, index: v.index)
+        }
+        let a = try RelativePath("@hashed/aa/aa/a.git")
+        let b = try RelativePath("@hashed/bb/bb/b.git")
+        let pool = try RelativePath("@pools/cc/cc/pool.git")
+        let main = try RefName("refs/heads/main")
+        let topic = try RefName("refs/heads/topic")
+        let v1 = try source.oid("v1")
+        let firstMain = try source.oid("main")
+        let firstTopic = try source.oid("topic")
+        let full = try pack(["main", "topic", "v1"])
+        for n in 1...4 { try source.commit("more \(n)") }
+        let secondMain = try source.oid("main")
+        let second = try pack(["main", "^\(firstMain.hex)"])
+        let transactions: [[PartitionOperation]] = [
+            [
+                .createRepository(a, defaultBranch: main), .attachPack(a, full),
+                .updateReferences(
+                    a,
+                    [
+                        ReferenceUpdate(name: main, old: .zero, new: firstMain),
+                        ReferenceUpdate(name: topic, old: .zero, new: firstTopic),
+                        ReferenceUpdate(name: try RefName("refs/tags/v1"), old: .zero, new: v1),
+                    ]),
+                .setValue(key: "owner", value: Array("a".utf8)),
+            ],
+            [.createObjectPool(pool), .attachPack(pool, full)],
+            [
+                .createRepository(b, defaultBranch: main), .linkToPool(repository: b, pool: pool),
+                .updateReferences(b, [ReferenceUpdate(name: main, old: .zero, new: v1)]),
+            ],
+            [
+                .attachPack(a, second),
+                .updateReferences(
+                    a,
+                    [
+                        ReferenceUpdate(name: main, old: firstMain, new: secondMain),
+                        ReferenceUpdate(name: topic, old: firstTopic, new: .zero),
+                    ]),
+            ],
+            [
+                .updateReferences(a, [ReferenceUpdate(name: try RefName("refs/heads/feature/x"), old: .zero, new: v1)]),
+                .setHead(a, target: try RefName("refs/heads/feature/x")),
+                // Re-applied after the removal below ran, this meets a missing repository.
+                .attachPack(a, full),
+            ],
+            [.unlinkFromPool(b), .attachPack(b, full)],
+            [.removeRepository(a)],
+            [
+                .createRepository(a, defaultBranch: main), .attachPack(a, full),
+                .updateReferences(a, [ReferenceUpdate(name: main, old: .zero, new: firstMain)]),
+            ],
+            [.deleteValue(key: "owner"), .setValue(key: "state", value: Array("done".utf8))],
+            [.updateReferences(b, [ReferenceUpdate(name: main, old: v1, new: .zero)])],
+        ]
+        var bytes: [UInt8] = []
+        func u32(_ v: Int) {
+            bytes += [UInt8(v >> 24 & 0xFF), UInt8(v >> 16 & 0xFF), UInt8(v >> 8 & 0xFF), UInt8(v & 0xFF)]
+        }
+        u32(transactions.count)
+        for ops in transactions {
+            let entry = try PartitionEntryCodec.encode(PartitionTransaction(ops))
+            u32(entry.count)
+            bytes += entry
+        }
+        return bytes
+    }
+
+    @Test(
+        "Partition: SIGKILL at every file operation of apply and checkpoint; re-applied from the checkpoint, the files are byte-identical to an uncrashed run"
+    )
+    func killInsideApply() async throws {
+        try #require(FileManager.default.isExecutableFile(atPath: "/usr/bin/git"), "the test command installs git")
+        let child = builtProduct("PartitionCrashChild")
+        try #require(
+            FileManager.default.isExecutableFile(atPath: child),
+            "build PartitionCrashChild first (swift build --build-tests)")
+        let dir = try TemporaryDirectory("raftd-apply-crash")
+        defer { dir.remove() }
+        let scriptPath = dir.file("script")
+        try Data(try script(dir)).write(to: URL(fileURLWithPath: scriptPath))
+
+        // Off the cooperative pool: this runs a child process hundreds of times.
+        let problems = try await onDedicatedThread("raftd-apply-crash") { () throws -> [String] in
+            let reference = dir.file("reference")
+            let (status, output) = try runChild(child, reference, scriptPath, kill: -1)
+            guard status == 0, output.hasPrefix("points ") else { return ["uncrashed run failed: \(output)"] }
+            let points = Int(output.dropFirst("points ".count).trimmingCharacters(in: .whitespacesAndNewlines)) ?? 0
+            let expected = try tree(reference)
+            for repository in ["@hashed/aa/aa/a.git", "@hashed/bb/bb/b.git", "@pools/cc/cc/pool.git"] {
+                try git(["--git-dir", reference + "/" + repository, "fsck", "--full", "--strict"])
+            }
+            var problems: [String] = []
+            let stride = max(1, points / Self.maximumPoints)
+            var tried = 0
+            for point in Swift.stride(from: 0, to: points, by: stride) {
+                let root = dir.file("crash\(point)")
+                let (killed, killedOutput) = try runChild(child, root, scriptPath, kill: point)
+                if killed != nil {
+                    problems.append("kill point \(point): the child was not killed (\(killedOutput))")
+                    continue
+                }
+                let (again, againOutput) = try runChild(child, root, scriptPath, kill: -1)
+                guard again == 0 else {
+                    problems.append("kill point \(point): re-apply failed: \(againOutput)")
+                    continue
+                }
+                let found = try tree(root)
+                if found != expected {
+                    let differing =
+                        Set(found.keys).symmetricDifference(expected.keys).sorted()
+                        + found.keys.filter { expected[$0] != nil && expected[$0]! != found[$0]! }.sorted()
+                    problems.append("kill point \(point): differs from the uncrashed run at \(differing.prefix(5))")
+                }
+                try? FileManager.default.removeItem(atPath: root)
+                tried += 1
+            }
+            print("partition apply crash test: \(tried) of \(points) kill points, \(problems.count) problems")
+            return problems
+        }
+        #expect(problems.isEmpty, "\(problems.prefix(10))")
+    }
+}
