@@ -86,6 +86,11 @@ let package = Package(
             path: "Benchmarks/HostBench"
         ),
         .executableTarget(
+            name: "PartitionBench",
+            dependencies: ["RaftEngine", "RaftConsensus", "BenchSupport", "RaftTesting"],
+            path: "Benchmarks/PartitionBench"
+        ),
+        .executableTarget(
             name: "ConsensusBench",
             dependencies: ["RaftConsensus"],
             path: "Benchmarks/ConsensusBench"

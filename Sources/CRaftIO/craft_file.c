@@ -35,6 +35,10 @@ int craft_fsync(int fd) {
     return fsync(fd) == 0 ? 0 : -errno;
 }
 
+int craft_syncfs(int fd) {
+    return syncfs(fd) == 0 ? 0 : -errno;
+}
+
 int64_t craft_pread(int fd, void *buffer, size_t length, uint64_t offset) {
     ssize_t n = pread(fd, buffer, length, (off_t)offset);
     return n >= 0 ? (int64_t)n : -errno;

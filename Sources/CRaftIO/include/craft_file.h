@@ -24,6 +24,10 @@ int craft_fdatasync(int fd);
 /* fsync(2), used on directories after a create, rename or unlink. Returns 0 or -errno. */
 int craft_fsync(int fd);
 
+/* syncfs(2): everything dirty on the file system holding fd (a checkpoint that touched
+ * too many files for one fsync each). Returns 0 or -errno. */
+int craft_syncfs(int fd);
+
 /* pread(2) of at most `length` bytes at `offset` into a caller buffer. Returns the byte
  * count read (0 at end of file) or -errno. A short read is not an error here. */
 int64_t craft_pread(int fd, void *buffer, size_t length, uint64_t offset);

@@ -131,6 +131,12 @@ public final class DiskFile {
         _ = try Syscall.call("fsync", path: path) { craft_fsync(fd) }
     }
 
+    /// syncfs(2): everything dirty on the file system that holds this file is durable.
+    public func syncFileSystem() throws(IOError) {
+        let fd = liveDescriptor
+        _ = try Syscall.call("syncfs", path: path) { craft_syncfs(fd) }
+    }
+
     /// Asks the kernel to read `length` bytes from `offset` into the page cache in the
     /// background. Advisory: a failure is ignored (it only costs speed).
     public func prefetch(offset: UInt64, length: UInt64) {

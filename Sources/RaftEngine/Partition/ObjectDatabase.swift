@@ -31,26 +31,31 @@ public final class ObjectDatabase {
         self.directories = directories
     }
 
-    /// Whether any of the object directories holds `oid`.
+    /// Whether any of the object directories holds `oid`: loose objects, then the pack
+    /// indexes already read, then indexes that appeared since (listed on a miss only).
     public func contains(_ oid: ObjectID) throws(PartitionError) -> Bool {
         let hex = oid.hex
         for directory in directories {
             let loose = directory + "/" + hex.prefix(2) + "/" + hex.dropFirst(2)
             if FileSystem.exists(loose) { return true }
+        }
+        if indexes.values.contains(where: { $0.contains(oid) }) { return true }
+        var found = false
+        for directory in directories {
             let packDirectory = directory + "/pack"
             guard FileSystem.exists(packDirectory) else { continue }
             for name in try storage({ () throws(IOError) in try FileSystem.list(packDirectory) })
             where name.hasSuffix(".idx") {
                 let path = packDirectory + "/" + name
-                if indexes[path] == nil {
-                    guard let bytes = try storage({ () throws(IOError) in try FileSystem.readFileIfExists(path) })
-                    else { continue }
-                    indexes[path] = try PackIndex(bytes, path: path)
-                }
-                if indexes[path]!.contains(oid) { return true }
+                guard indexes[path] == nil else { continue }
+                guard let bytes = try storage({ () throws(IOError) in try FileSystem.readFileIfExists(path) })
+                else { continue }
+                let index = try PackIndex(bytes, path: path)
+                indexes[path] = index
+                found = found || index.contains(oid)
             }
         }
-        return false
+        return found
     }
 }
 

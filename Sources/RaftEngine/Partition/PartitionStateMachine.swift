@@ -32,6 +32,9 @@ public final class PartitionStateMachine: StateMachine, Sendable {
     /// costs a syncfs, so it must not come with every small batch.
     public let checkpointIntervalNanoseconds: Int
     private let state: Mutex<State>
+    /// Held exclusively while an apply call changes repositories, shared by readers: a
+    /// reader sees whole transactions, and exactly the state of the applied index it reports.
+    private let view = ReadWriteLock(preferWriters: true)
     /// What apply wrote since the last checkpoint.
     private let touched = TouchedPaths()
 
@@ -88,6 +91,20 @@ public final class PartitionStateMachine: StateMachine, Sendable {
     }
 
     public func apply(_ entries: [Entry]) throws(StateMachineError) {
+        guard !entries.isEmpty else { return }
+        try view.withExclusive { () throws(StateMachineError) in try applyExclusively(entries) }
+    }
+
+    /// Reads the repositories as of the applied index, which it returns with the result:
+    /// no transaction is half applied meanwhile.
+    public func read<T>(_ body: (LogIndex) throws(PartitionError) -> T) throws(PartitionError) -> (LogIndex, T) {
+        try view.withShared { () throws(PartitionError) in
+            let index = appliedIndex
+            return (index, try body(index))
+        }
+    }
+
+    private func applyExclusively(_ entries: [Entry]) throws(StateMachineError) {
         guard let last = entries.last else { return }
         var values = state.withLock { $0.values }
         for entry in entries {
@@ -132,7 +149,16 @@ public final class PartitionStateMachine: StateMachine, Sendable {
             return applied > done ? (m, applied, values) : nil
         }
         guard !noted.isEmpty else { return }
-        for (m, _, _) in noted { try m.touched.flush() }
+        // All partitions' paths together: one decision between fsyncs and one syncfs.
+        let round = TouchedPaths()
+        for (m, _, _) in noted { m.touched.move(into: round) }
+        do {
+            try round.flush(fileSystem: storageRoot)
+        } catch {
+            // Not durable: the first partition keeps them for the next round.
+            round.move(into: noted[0].0.touched)
+            throw error
+        }
         CrashPoints.reached()
         let records = TouchedPaths()
         for (m, applied, values) in noted {
@@ -164,10 +190,10 @@ public final class PartitionStateMachine: StateMachine, Sendable {
                 CrashPoints.reached()
             }
         case .updateReferences(let path, let updates):
-            let repo = repository(path)
             // Deletions first: `refs/heads/a` may make room for `refs/heads/a/b`.
-            for u in updates where u.isDeletion { try repo.deleteReference(u.name) }
-            for u in updates where !u.isDeletion { try repo.setReference(u.name, to: u.new) }
+            try repository(path).updateReferences(
+                deleting: updates.filter(\.isDeletion).map(\.name),
+                setting: updates.filter { !$0.isDeletion }.map { ($0.name, $0.new) })
         case .setHead(let path, let target):
             try repository(path).setHead(target)
         case .attachPack(let path, .attachment(let hash, _, _)):

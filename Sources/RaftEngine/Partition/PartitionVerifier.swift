@@ -57,6 +57,11 @@ public struct PartitionVerifier {
         for effects in pending { view.merge(effects) }
         var mine = PartitionEffects()
         var packs = packObjects.makeIterator()
+        // One object database per repository for the whole transaction: its pack indexes
+        // are read once, however many references point into them.
+        var databases: [String: ObjectDatabase] = [:]
+        // Each repository's packed-refs parsed once (it can hold thousands of references).
+        var packed: [RelativePath: [RefName: ObjectID]] = [:]
         for op in transaction.operations {
             // Each operation sees the ones before it in the same transaction.
             var current = view
@@ -86,14 +91,14 @@ public struct PartitionVerifier {
                     guard seen.insert(update.name).inserted else {
                         throw .invalidOperation("reference \(update.name) updated twice in one transaction")
                     }
-                    let actual = try value(of: update.name, in: path, current)
+                    let actual = try value(of: update.name, in: path, current, &packed)
                     guard actual == update.old else {
                         throw .referenceStateMismatch(
                             repository: path.rawValue, reference: update.name.rawValue, expected: update.old,
                             actual: actual)
                     }
                     if !update.isDeletion {
-                        try requireObject(update.new, in: path, current)
+                        try requireObject(update.new, in: path, current, &databases)
                     }
                     mine.references[path, default: [:]][update.name] = update.new
                 }
@@ -154,21 +159,32 @@ public struct PartitionVerifier {
     }
 
     private func value(
-        of name: RefName, in path: RelativePath, _ view: PartitionEffects
+        of name: RefName, in path: RelativePath, _ view: PartitionEffects,
+        _ packed: inout [RelativePath: [RefName: ObjectID]]
     ) throws(PartitionError) -> ObjectID {
         if let pending = view.references[path]?[name] { return pending }
         if view.cleared.contains(path) { return .zero }
-        return try storage { () throws(IOError) in try RepositoryFiles(path: directory(path)).reference(name) } ?? .zero
+        let files = RepositoryFiles(path: directory(path))
+        if packed[path] == nil { packed[path] = try storage { () throws(IOError) in try files.packedReferences() } }
+        let known = packed[path]
+        return try storage { () throws(IOError) in try files.reference(name, packed: known) } ?? .zero
     }
 
     private func requireObject(
-        _ oid: ObjectID, in path: RelativePath, _ view: PartitionEffects
+        _ oid: ObjectID, in path: RelativePath, _ view: PartitionEffects, _ databases: inout [String: ObjectDatabase]
     ) throws(PartitionError) {
         if view.objects[path]?.contains(oid) == true { return }
         let pool: RelativePath?? = view.links[path]
         if let linked = pool ?? nil, view.objects[linked]?.contains(oid) == true { return }
-        if !view.cleared.contains(path), try ObjectDatabase(repository: directory(path)).contains(oid) { return }
-        if let linked = pool ?? nil, try ObjectDatabase(repository: directory(linked)).contains(oid) { return }
+        func database(_ repository: RelativePath) throws(PartitionError) -> ObjectDatabase {
+            let key = directory(repository)
+            if let known = databases[key] { return known }
+            let opened = try ObjectDatabase(repository: key)
+            databases[key] = opened
+            return opened
+        }
+        if !view.cleared.contains(path), try database(path).contains(oid) { return }
+        if let linked = pool ?? nil, try database(linked).contains(oid) { return }
         throw .objectMissing(repository: path.rawValue, object: oid.hex)
     }
 

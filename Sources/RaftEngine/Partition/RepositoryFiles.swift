@@ -52,48 +52,95 @@ public struct RepositoryFiles: Sendable {
 
     /// Deletes a reference, loose and packed. Deleting a missing one changes nothing.
     public func deleteReference(_ name: RefName) throws(IOError) {
+        try updateReferences(deleting: [name], setting: [])
+    }
+
+    /// A transaction's references of this repository: `deleting` removed (loose and
+    /// packed), then `setting` written. Up to `looseUpdateLimit` updates are loose files,
+    /// as `git update-ref` writes them; more are written into `packed-refs` in one rewrite
+    /// (their loose files removed), as `git pack-refs` would leave them: one file created
+    /// instead of one per reference, which on ext4 is what a large push costs (inode
+    /// allocation for each lock file). Both are git's own formats.
+    public func updateReferences(deleting: [RefName], setting: [(RefName, ObjectID)]) throws(IOError) {
+        var packed: PackedRefs?
+        func loadPacked() throws(IOError) -> PackedRefs {
+            if let packed { return packed }
+            let loaded = PackedRefs(try read("packed-refs") ?? [])
+            packed = loaded
+            return loaded
+        }
+        var packedChanged = false
+        for name in deleting {
+            try removeLoose(name)
+            if FileSystem.exists(path + "/packed-refs") {
+                var p = try loadPacked()
+                if p.remove(name) {
+                    packed = p
+                    packedChanged = true
+                }
+            }
+        }
+        if setting.count <= Self.looseUpdateLimit {
+            if packedChanged { try replace("packed-refs", with: packed!.bytes) }
+            for (name, oid) in setting { try setReference(name, to: oid) }
+            return
+        }
+        var p = try loadPacked()
+        for (name, oid) in setting { p.set(name, oid) }
+        // The packed values first, then the loose files that would hide them.
+        try replace("packed-refs", with: p.bytes)
+        for (name, _) in setting { try removeLoose(name) }
+    }
+
+    /// Transactions with more reference updates than this write them into `packed-refs`.
+    public static let looseUpdateLimit = 16
+
+    private func removeLoose(_ name: RefName) throws(IOError) {
         let loose = path + "/" + name.rawValue
         if FileSystem.exists(loose) {
             try FileSystem.removeFile(loose)
             touched?.note(parentOf: loose)
             CrashPoints.reached()
         }
-        let packed = try read("packed-refs") ?? []
-        guard !packed.isEmpty else { return }
-        var kept: [Substring] = []
-        var dropPeel = false
-        let text = String(decoding: packed, as: UTF8.self)
-        var changed = false
-        for line in text.split(separator: "\n", omittingEmptySubsequences: false) {
-            if line.hasPrefix("^") {
-                // The peeled value of the ref above it.
-                if dropPeel { continue }
-            } else {
-                dropPeel = false
-                if line.hasSuffix(" " + name.rawValue) && !line.hasPrefix("#") {
-                    dropPeel = true
-                    changed = true
-                    continue
-                }
-            }
-            kept.append(line)
-        }
-        guard changed else { return }
-        try replace("packed-refs", with: Array(kept.joined(separator: "\n").utf8))
     }
 
-    /// The reference's value: the loose file, else packed-refs; nil when it does not exist.
-    public func reference(_ name: RefName) throws(IOError) -> ObjectID? {
+    /// The parsed `packed-refs` (empty when there is none): for many lookups at once.
+    public func packedReferences() throws(IOError) -> [RefName: ObjectID] {
+        var out: [RefName: ObjectID] = [:]
+        for (name, record) in PackedRefs(try read("packed-refs") ?? []).records {
+            if let ref = try? RefName(name), let oid = try? ObjectID(hex: record.oid) { out[ref] = oid }
+        }
+        return out
+    }
+
+    /// The reference's value: the loose file, else packed-refs (`packed`, when the caller
+    /// parsed it already); nil when it does not exist.
+    public func reference(_ name: RefName, packed: [RefName: ObjectID]? = nil) throws(IOError) -> ObjectID? {
         if let loose = try read(name.rawValue) {
             let text = String(decoding: loose, as: UTF8.self).trimmingSuffixNewline
             return try? ObjectID(hex: text)
         }
-        guard let packed = try read("packed-refs") else { return nil }
-        for line in String(decoding: packed, as: UTF8.self).split(separator: "\n") {
-            guard !line.hasPrefix("#"), !line.hasPrefix("^"), line.hasSuffix(" " + name.rawValue) else { continue }
-            return try? ObjectID(hex: String(line.prefix(ObjectID.byteCount * 2)))
+        if let packed { return packed[name] }
+        return PackedRefs(try read("packed-refs") ?? []).value(name)
+    }
+
+    /// Every reference under `refs/`: loose files override `packed-refs`. Symbolic and
+    /// unreadable loose files are skipped, as git skips broken refs when listing.
+    public func references() throws(IOError) -> [RefName: ObjectID] {
+        var out = try packedReferences()
+        var directories = ["refs"]
+        while let directory = directories.popLast() {
+            guard FileSystem.exists(path + "/" + directory) else { continue }
+            for entry in try FileSystem.list(path + "/" + directory) where !entry.hasSuffix(".lock") {
+                let relative = directory + "/" + entry
+                if try FileSystem.kind(of: path + "/" + relative, followSymlinks: false) == .directory {
+                    directories.append(relative)
+                } else if let name = try? RefName(relative), let value = try reference(name, packed: [:]) {
+                    out[name] = value
+                }
+            }
         }
-        return nil
+        return out
     }
 
     /// Adds a pack: hard links (same file system) `pack` and then `index` into

@@ -133,6 +133,31 @@ struct PartitionClusterTests {
         let winner = try git(["--git-dir", nodes.storageRoot(0) + "/" + repo.rawValue, "rev-parse", "main"])
         #expect(candidates.map(\.hex).contains(winner))
         #expect(!listings[0].contains("refs/heads/topic"))
+        // Reads on every replica: linearizable (a follower's goes through the leader), by
+        // lease, and "applied at least" the last write's LSN; all see the same references.
+        let winnerOID = try ObjectID(hex: winner)
+        for node in 0..<3 {
+            let reader = PartitionReader(host: nodes.cluster.hosts[node]!) { nodes.machine(node, $0) }
+            for consistency in [PartitionReadConsistency.linearizable, .lease, .appliedAtLeast(index)] {
+                let (lsn, references) = try await reader.references(key, repository: repo, consistency: consistency)
+                #expect(lsn >= index, "\(consistency) on node \(node)")
+                #expect(references?[main] == winnerOID && references?[topic] == nil && references?.count == 10)
+            }
+            let missing = try await reader.references(
+                key, repository: try RelativePath("@hashed/no/ne/none.git"), consistency: .appliedAtLeast(index))
+            #expect(missing.references == nil)
+            do {
+                _ = try await reader.references(
+                    key, repository: repo, consistency: .appliedAtLeast(LogIndex(index.rawValue + 1_000)),
+                    deadlineMilliseconds: 50)
+                Issue.record("a read past the applied index did not wait for its deadline")
+            } catch {
+                guard case .notYetApplied = error else {
+                    Issue.record("\(error)")
+                    continue
+                }
+            }
+        }
         // The checkpointers recorded what was applied, in shared rounds.
         try await nodes.cluster.waitUntil("every replica checkpointed the pushes") {
             (0..<3).allSatisfy { nodes.machine($0, key).checkpointedIndex >= index }

@@ -43,7 +43,7 @@ struct PartitionCrashTests {
         return (process.terminationReason == .exit ? process.terminationStatus : nil, text)
     }
 
-    /// Ten transactions over two repositories and a pool: packs, reference updates and
+    /// Eleven transactions over two repositories and a pool: packs, reference updates and
     /// deletions, HEAD, pool links and unlinks, a removal and re-creation, values.
     func script(_ dir: TemporaryDirectory) throws -> [UInt8] {
         let source = try SourceRepository(at: dir.file("work"), commits: 60)
@@ -101,13 +101,31 @@ struct PartitionCrashTests {
                 .attachPack(a, full),
             ],
             [.unlinkFromPool(b), .attachPack(b, full)],
+            // More updates than go loose: one packed-refs rewrite.
+            [
+                .updateReferences(
+                    b,
+                    try (0..<20).map {
+                        ReferenceUpdate(name: try RefName("refs/heads/many/b\($0)"), old: .zero, new: v1)
+                    })
+            ],
             [.removeRepository(a)],
             [
                 .createRepository(a, defaultBranch: main), .attachPack(a, full),
                 .updateReferences(a, [ReferenceUpdate(name: main, old: .zero, new: firstMain)]),
             ],
             [.deleteValue(key: "owner"), .setValue(key: "state", value: Array("done".utf8))],
-            [.updateReferences(b, [ReferenceUpdate(name: main, old: v1, new: .zero)])],
+            [
+                .updateReferences(
+                    b,
+                    [ReferenceUpdate(name: main, old: v1, new: .zero)]
+                        + (0..<17).map {
+                            ReferenceUpdate(name: try! RefName("refs/heads/many/b\($0)"), old: v1, new: .zero)
+                        }
+                        + (17..<20).map {
+                            ReferenceUpdate(name: try! RefName("refs/heads/many/b\($0)"), old: v1, new: firstMain)
+                        })
+            ],
         ]
         var bytes: [UInt8] = []
         func u32(_ v: Int) {

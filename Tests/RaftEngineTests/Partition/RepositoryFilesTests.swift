@@ -127,4 +127,42 @@ struct PartitionStateMachineTests {
         #expect(third.appliedIndex == LogIndex(3) && third.value("k") == [1])
         #expect(try RepositoryFiles(path: root + "/a.git").reference(main) == b)
     }
+
+    @Test(
+        "Partition: a large reference transaction goes into packed-refs as git pack-refs leaves it; git reads, peels and updates it"
+    )
+    func packedReferenceUpdates() throws {
+        try #require(FileManager.default.isExecutableFile(atPath: "/usr/bin/git"), "the test command installs git")
+        let dir = try TemporaryDirectory("raftd-packed")
+        defer { dir.remove() }
+        let source = try SourceRepository(at: dir.file("work"), commits: 30)
+        try git(["tag", "-a", "-m", "annotated", "release", "v1"], in: source.path)
+        try git(["tag", "-a", "-m", "another", "old-release", "topic"], in: source.path)
+        try git(["pack-refs", "--all"], in: source.path)
+        let repo = RepositoryFiles(path: source.path + "/.git")
+        let v1 = try source.oid("v1")
+        let main = try source.oid("main")
+        // 20 new branches, main moved, one annotated tag re-pointed at a commit, topic deleted.
+        var setting: [(RefName, ObjectID)] = try (0..<20).map { (try RefName("refs/heads/many/b\($0)"), v1) }
+        setting.append((try RefName("refs/heads/main"), v1))
+        setting.append((try RefName("refs/tags/old-release"), main))
+        try repo.updateReferences(deleting: [try RefName("refs/heads/topic")], setting: setting)
+        #expect(!FileManager.default.fileExists(atPath: source.path + "/.git/refs/heads/many/b0"), "packed, not loose")
+        try git(["fsck", "--full", "--strict"], in: source.path)
+        let listed = try git(["for-each-ref", "--format=%(refname) %(objectname) %(*objectname)"], in: source.path)
+        #expect(listed.contains("refs/heads/many/b19 \(v1.hex) \n"))
+        #expect(listed.contains("refs/heads/main \(v1.hex) \n"))
+        #expect(listed.contains("refs/tags/old-release \(main.hex) \n"), "a commit now: nothing to peel")
+        #expect(!listed.contains("refs/heads/topic "))
+        // The annotated tag that was not touched still peels to its commit.
+        #expect(try git(["rev-parse", "release^{commit}"], in: source.path).hasPrefix(v1.hex))
+        #expect(try repo.references()[try RefName("refs/heads/many/b7")] == v1)
+        // git still updates this repository.
+        try git(["update-ref", "refs/heads/many/b3", main.hex], in: source.path)
+        try git(["pack-refs", "--all"], in: source.path)
+        #expect(try repo.reference(try RefName("refs/heads/many/b3")) == main)
+        // Small transactions stay loose.
+        try repo.updateReferences(deleting: [], setting: [(try RefName("refs/heads/small"), main)])
+        #expect(FileManager.default.fileExists(atPath: source.path + "/.git/refs/heads/small"))
+    }
 }

@@ -1,0 +1,240 @@
+// PartitionBench: Git reference transactions through three in-process nodes (in-memory
+// transport; real WAL, metadata store and bare repositories per node). Each transaction
+// is verified on the leader (expected old values, objects), committed through Raft and
+// applied to every replica's repository in git's formats. Prints transactions and
+// reference updates per second with latency percentiles, for 1 and 100 updates per
+// transaction over 1 and 1,000 partitions, against one pwrite + fdatasync per write
+// measured in the same run. Figures go to docs/BENCHMARKS.md.
+//
+//   .build/release/PartitionBench [--seconds S] [--in-flight N] [--partitions 1,1000]
+//       [--refs 1,100] [--tick-ms MS] [--dir PATH]
+
+import BenchSupport
+import Foundation
+import RaftConsensus
+import RaftEngine
+import RaftTesting
+import Synchronization
+
+struct Options {
+    var seconds = 5.0
+    var inFlight = 64
+    var partitions = [1, 1_000]
+    var refs = [1, 100]
+    var tickMilliseconds = 20
+    var directory = "bench-data/partition"
+
+    static func parse(_ arguments: [String]) -> Options {
+        var o = Options()
+        var rest = arguments[...]
+        func value(_ flag: String) -> String {
+            guard let next = rest.popFirst() else { fail("PartitionBench", "\(flag) needs a value") }
+            return next
+        }
+        func list(_ flag: String) -> [Int] {
+            let items = value(flag).split(separator: ",").compactMap { Int($0) }
+            guard !items.isEmpty, items.allSatisfy({ $0 >= 1 && $0 <= 10_000 }) else {
+                fail("PartitionBench", "\(flag) takes a comma-separated list of 1...10000")
+            }
+            return items
+        }
+        while let flag = rest.popFirst() {
+            switch flag {
+            case "--seconds":
+                guard let s = Double(value(flag)), s > 0 else { fail("PartitionBench", "--seconds takes seconds") }
+                o.seconds = s
+            case "--in-flight":
+                guard let n = Int(value(flag)), n >= 1, n <= 4_096 else {
+                    fail("PartitionBench", "--in-flight takes 1...4096")
+                }
+                o.inFlight = n
+            case "--partitions": o.partitions = list(flag)
+            case "--refs": o.refs = list(flag)
+            case "--tick-ms":
+                guard let n = Int(value(flag)), n >= 1, n <= 1_000 else {
+                    fail("PartitionBench", "--tick-ms takes 1...1000")
+                }
+                o.tickMilliseconds = n
+            case "--dir": o.directory = value(flag)
+            default: fail("PartitionBench", "unknown argument \(flag) (see the header of main.swift)")
+            }
+        }
+        return o
+    }
+}
+
+/// Runs git; returns its standard output (the benchmark's source repository only).
+@discardableResult
+func git(_ arguments: [String], input: Data? = nil) -> Data {
+    let process = Process()
+    process.executableURL = URL(fileURLWithPath: "/usr/bin/git")
+    process.arguments = arguments
+    process.environment = [
+        "GIT_AUTHOR_NAME": "bench", "GIT_AUTHOR_EMAIL": "bench@example.invalid", "GIT_COMMITTER_NAME": "bench",
+        "GIT_COMMITTER_EMAIL": "bench@example.invalid", "HOME": "/nonexistent", "GIT_CONFIG_NOSYSTEM": "1",
+    ]
+    let stdin = Pipe()
+    let out = Pipe()
+    process.standardInput = stdin
+    process.standardOutput = out
+    do { try process.run() } catch { fail("PartitionBench", "cannot run git (apt-get install git): \(error)") }
+    if let input { stdin.fileHandleForWriting.write(input) }
+    try? stdin.fileHandleForWriting.close()
+    let data = out.fileHandleForReading.readDataToEndOfFile()
+    process.waitUntilExit()
+    guard process.terminationStatus == 0 else {
+        fail("PartitionBench", "git \(arguments.joined(separator: " ")) failed")
+    }
+    return data
+}
+
+let options = Options.parse(Array(CommandLine.arguments.dropFirst()))
+try? FileManager.default.removeItem(atPath: options.directory)
+try FileManager.default.createDirectory(atPath: options.directory, withIntermediateDirectories: true)
+let root = FileManager.default.currentDirectoryPath + "/" + options.directory
+
+// Two commits to point references at, and the pack that holds them.
+let work = root + "/work"
+git(["init", "-q", "-b", "main", work])
+let commits: [ObjectID] = try (1...2).map { n in
+    try "\(n)\n".write(toFile: work + "/f.txt", atomically: true, encoding: .utf8)
+    git(["-C", work, "add", "."])
+    git(["-C", work, "commit", "-q", "-m", "c\(n)"])
+    let hex = String(decoding: git(["-C", work, "rev-parse", "HEAD"]), as: UTF8.self)
+    return try ObjectID(hex: hex.trimmingCharacters(in: .whitespacesAndNewlines))
+}
+let pack = Array(git(["-C", work, "pack-objects", "--revs", "--stdout", "-q"], input: Data("main\n".utf8)))
+
+print("PartitionBench: 3 nodes in one process, in-memory transport, real WAL + metadata + bare repositories per node")
+print(
+    "machine: \(ProcessInfo.processInfo.activeProcessorCount) cores; tick \(options.tickMilliseconds) ms; \(options.inFlight) transactions in flight"
+)
+let base = try measureSyncBaseline(path: root + "/baseline.log", recordBytes: 256, seconds: 3)
+print("baseline one pwrite + fdatasync per write: \(format(base.perSecond)) writes/s (p50 \(format(base.p50)) µs)")
+
+var c = LocalCluster<PartitionStateMachine>.Configuration()
+c.directory = root + "/cluster"
+c.options.tickMilliseconds = options.tickMilliseconds
+c.options.workers = 2
+c.options.applyWorkers = 1
+c.options.requestTimeoutTicks = max(50, 20_000 / options.tickMilliseconds)
+c.options.dormantAfterQuiescedTicks = 0
+for node in 0..<3 {
+    try FileManager.default.createDirectory(atPath: "\(root)/cluster/node\(node)", withIntermediateDirectories: true)
+}
+let checkpointers = (0..<3).map { PartitionCheckpointer(storageRoot: "\(root)/cluster/node\($0)") }
+let cluster = try LocalCluster<PartitionStateMachine>(
+    c,
+    machines: MachineRegistry(perReplica: { node, replica in
+        try! PartitionStateMachine(
+            storageRoot: "\(root)/cluster/node\(node)",
+            directory: "\(root)/cluster/node\(node)/+raft/partitions/p\(replica.partition.partitionID.rawValue)",
+            checkpointer: checkpointers[node])
+    }))
+try cluster.startAll()
+let writers = (0..<3).map { node in
+    PartitionWriter(host: cluster.hosts[node]!) { key in
+        cluster.machines.existing(node: node, replica: ReplicaKey(partition: key, member: MemberID(UInt64(node + 1))))
+    }
+}
+
+/// One repository per partition (a relative path belongs to one partition of the storage).
+func repository(_ key: PartitionKey) -> RelativePath {
+    try! RelativePath("@hashed/\(key.partitionID.rawValue % 100)/p\(key.partitionID.rawValue).git")
+}
+let main = try RefName("refs/heads/main")
+
+/// Commits at the partition's leader, retrying while leadership settles.
+func commit(_ key: PartitionKey, _ operations: [PartitionOperation]) async throws(PartitionWriteError) -> LogIndex {
+    var lastError = PartitionWriteError.host(.timedOut)
+    for _ in 0..<500 {
+        let node = await cluster.leader(of: key) ?? 0
+        do { return try await writers[node].commit(key, PartitionTransaction(operations)) } catch {
+            lastError = error
+            guard case .host(let hostError) = error, hostError.isRetryable else { throw error }
+            try? await Task.sleep(nanoseconds: 20_000_000)
+        }
+    }
+    throw lastError
+}
+
+final class Tally: @unchecked Sendable {
+    let lock = Mutex<(latencies: [Double], errors: [String])>(([], []))
+}
+
+var created = 0
+for partitions in options.partitions {
+    // New groups for this size, each with its repository and the pack.
+    let t0 = now()
+    let keys = try cluster.createGroups(partitions, from: created)
+    created += partitions
+    try await withThrowingTaskGroup(of: Void.self) { group in
+        for (k, key) in keys.enumerated() {
+            if k >= 16 { try await group.next() }
+            group.addTask {
+                _ = try await commit(
+                    key,
+                    [
+                        .createRepository(repository(key), defaultBranch: main),
+                        .attachPack(repository(key), .inline(pack: pack, index: [])),
+                        .updateReferences(repository(key), [ReferenceUpdate(name: main, old: .zero, new: commits[1])]),
+                    ])
+            }
+        }
+        try await group.waitForAll()
+    }
+    print("\(partitions) partitions: created, elected, repository pushed in \(format(now() - t0, 1)) s")
+
+    for refs in options.refs {
+        let tally = Tally()
+        let deadline = now() + options.seconds
+        let start = now()
+        await withTaskGroup(of: Void.self) { group in
+            for task in 0..<options.inFlight {
+                group.addTask {
+                    // Each task owns its reference names, so tasks never conflict; it moves
+                    // them between the two commits.
+                    let names = (0..<refs).map { try! RefName("refs/heads/t\(task)/r\(refs)-\($0)") }
+                    var current: [PartitionKey: ObjectID] = [:]
+                    var n = task
+                    var latencies: [Double] = []
+                    var errors: [String] = []
+                    while now() < deadline {
+                        let key = keys[n % keys.count]
+                        n += options.inFlight
+                        let old = current[key] ?? .zero
+                        let new = old == commits[0] ? commits[1] : commits[0]
+                        let t = now()
+                        do {
+                            _ = try await commit(
+                                key,
+                                [
+                                    .updateReferences(
+                                        repository(key), names.map { ReferenceUpdate(name: $0, old: old, new: new) })
+                                ])
+                            latencies.append((now() - t) * 1e3)
+                            current[key] = new
+                        } catch {
+                            errors.append("\(error)")
+                            if errors.count > 20 { break }
+                        }
+                    }
+                    tally.lock.withLock {
+                        $0.latencies += latencies
+                        $0.errors += errors
+                    }
+                }
+            }
+        }
+        let elapsed = now() - start
+        let (latencies, errors) = tally.lock.withLock { ($0.latencies.sorted(), $0.errors) }
+        let perSecond = Double(latencies.count) / elapsed
+        print(
+            "  \(partitions) partitions, \(refs) ref updates per transaction: \(format(perSecond)) transactions/s, \(format(perSecond * Double(refs))) ref updates/s; p50 \(format(percentile(latencies, 0.5), 1)) ms p99 \(format(percentile(latencies, 0.99), 1)) ms; \(format(perSecond / base.perSecond, 2))x the fdatasync baseline; \(errors.count) errors"
+        )
+        if let first = errors.first { print("    first error: \(first)") }
+    }
+}
+cluster.stopAll()
+for checkpointer in checkpointers { checkpointer.stop() }
+try? FileManager.default.removeItem(atPath: options.directory)
