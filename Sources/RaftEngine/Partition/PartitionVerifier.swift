@@ -61,7 +61,7 @@ public struct PartitionVerifier {
         // are read once, however many references point into them.
         var databases: [String: ObjectDatabase] = [:]
         // Each repository's packed-refs parsed once (it can hold thousands of references).
-        var packed: [RelativePath: [RefName: ObjectID]] = [:]
+        var packed: [RelativePath: PackedRefs] = [:]
         for op in transaction.operations {
             // Each operation sees the ones before it in the same transaction.
             var current = view
@@ -160,7 +160,7 @@ public struct PartitionVerifier {
 
     private func value(
         of name: RefName, in path: RelativePath, _ view: PartitionEffects,
-        _ packed: inout [RelativePath: [RefName: ObjectID]]
+        _ packed: inout [RelativePath: PackedRefs]
     ) throws(PartitionError) -> ObjectID {
         if let pending = view.references[path]?[name] { return pending }
         if view.cleared.contains(path) { return .zero }

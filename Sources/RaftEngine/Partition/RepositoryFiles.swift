@@ -62,34 +62,20 @@ public struct RepositoryFiles: Sendable {
     /// instead of one per reference, which on ext4 is what a large push costs (inode
     /// allocation for each lock file). Both are git's own formats.
     public func updateReferences(deleting: [RefName], setting: [(RefName, ObjectID)]) throws(IOError) {
-        var packed: PackedRefs?
-        func loadPacked() throws(IOError) -> PackedRefs {
-            if let packed { return packed }
-            let loaded = PackedRefs(try read("packed-refs") ?? [])
-            packed = loaded
-            return loaded
-        }
-        var packedChanged = false
-        for name in deleting {
-            try removeLoose(name)
-            if FileSystem.exists(path + "/packed-refs") {
-                var p = try loadPacked()
-                if p.remove(name) {
-                    packed = p
-                    packedChanged = true
-                }
+        for name in deleting { try removeLoose(name) }
+        let loose = setting.count <= Self.looseUpdateLimit
+        let packedChanges = loose ? [] : setting
+        if !deleting.isEmpty || !packedChanges.isEmpty, let existing = try read("packed-refs") ?? (loose ? nil : []) {
+            // The packed values first, then the loose files that would hide them.
+            if let rewritten = PackedRefs(existing).rewritten(setting: packedChanges, removing: deleting) {
+                try replace("packed-refs", with: rewritten)
             }
         }
-        if setting.count <= Self.looseUpdateLimit {
-            if packedChanged { try replace("packed-refs", with: packed!.bytes) }
+        if loose {
             for (name, oid) in setting { try setReference(name, to: oid) }
-            return
+        } else {
+            for (name, _) in setting { try removeLoose(name) }
         }
-        var p = try loadPacked()
-        for (name, oid) in setting { p.set(name, oid) }
-        // The packed values first, then the loose files that would hide them.
-        try replace("packed-refs", with: p.bytes)
-        for (name, _) in setting { try removeLoose(name) }
     }
 
     /// Transactions with more reference updates than this write them into `packed-refs`.
@@ -105,29 +91,26 @@ public struct RepositoryFiles: Sendable {
     }
 
     /// The parsed `packed-refs` (empty when there is none): for many lookups at once.
-    public func packedReferences() throws(IOError) -> [RefName: ObjectID] {
-        var out: [RefName: ObjectID] = [:]
-        for (name, record) in PackedRefs(try read("packed-refs") ?? []).records {
-            if let ref = try? RefName(name), let oid = try? ObjectID(hex: record.oid) { out[ref] = oid }
-        }
-        return out
-    }
+    func packedReferences() throws(IOError) -> PackedRefs { PackedRefs(try read("packed-refs") ?? []) }
 
     /// The reference's value: the loose file, else packed-refs (`packed`, when the caller
     /// parsed it already); nil when it does not exist.
-    public func reference(_ name: RefName, packed: [RefName: ObjectID]? = nil) throws(IOError) -> ObjectID? {
+    public func reference(_ name: RefName) throws(IOError) -> ObjectID? { try reference(name, packed: nil) }
+
+    func reference(_ name: RefName, packed: PackedRefs?) throws(IOError) -> ObjectID? {
         if let loose = try read(name.rawValue) {
             let text = String(decoding: loose, as: UTF8.self).trimmingSuffixNewline
             return try? ObjectID(hex: text)
         }
-        if let packed { return packed[name] }
-        return PackedRefs(try read("packed-refs") ?? []).value(name)
+        if let packed { return packed.value(name) }
+        return try packedReferences().value(name)
     }
 
     /// Every reference under `refs/`: loose files override `packed-refs`. Symbolic and
     /// unreadable loose files are skipped, as git skips broken refs when listing.
     public func references() throws(IOError) -> [RefName: ObjectID] {
-        var out = try packedReferences()
+        var out: [RefName: ObjectID] = [:]
+        for (name, oid) in try packedReferences().all { out[name] = oid }
         var directories = ["refs"]
         while let directory = directories.popLast() {
             guard FileSystem.exists(path + "/" + directory) else { continue }
@@ -135,7 +118,7 @@ public struct RepositoryFiles: Sendable {
                 let relative = directory + "/" + entry
                 if try FileSystem.kind(of: path + "/" + relative, followSymlinks: false) == .directory {
                     directories.append(relative)
-                } else if let name = try? RefName(relative), let value = try reference(name, packed: [:]) {
+                } else if let name = try? RefName(relative), let value = try reference(name, packed: PackedRefs([])) {
                     out[name] = value
                 }
             }
