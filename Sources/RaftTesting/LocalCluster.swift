@@ -75,7 +75,7 @@ public final class LocalCluster<Machine: StateMachine>: @unchecked Sendable {
         let machines = self.machines
         let host = try NodeHost(
             nodeID: nodeIDs[i], cluster: map, storages: [storage], options: options,
-            stateMachines: { replica, _, _ in machines.machine(node: i, replica: replica) })
+            stateMachines: { replica, _, _ in machines.machine(node: i, replica: replica, storage: storage) })
         let t2 = Date()
         host.start(transport: network.attach(nodeIDs[i], receiver: host))
         hosts[i] = host

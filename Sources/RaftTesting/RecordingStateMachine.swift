@@ -68,19 +68,32 @@ public final class CountingStateMachine: StateMachine, Sendable {
 /// durable state machines would be.
 public final class MachineRegistry<Machine: StateMachine>: Sendable {
     private let all = Mutex<[Int: [ReplicaKey: Machine]]>([:])
-    private let make: @Sendable (Int, ReplicaKey) -> Machine
+    private let make: @Sendable (Int, ReplicaKey, Storage?) -> Machine
 
-    public init(_ make: @escaping @Sendable () -> Machine) { self.make = { _, _ in make() } }
+    public init(_ make: @escaping @Sendable () -> Machine) { self.make = { _, _, _ in make() } }
 
     /// Machines that depend on where they live (node and replica), e.g. a partition's
     /// repositories under the node's storage root.
-    public init(perReplica make: @escaping @Sendable (Int, ReplicaKey) -> Machine) { self.make = make }
+    public init(perReplica make: @escaping @Sendable (Int, ReplicaKey) -> Machine) {
+        self.make = { node, replica, _ in make(node, replica) }
+    }
+
+    /// Machines that also use the node's storage (a partition registers its repositories in
+    /// the storage's metadata). The host creates them, passing the storage.
+    public init(perReplicaWithStorage make: @escaping @Sendable (Int, ReplicaKey, Storage) -> Machine) {
+        self.make = { node, replica, storage in
+            guard let storage else {
+                preconditionFailure("the machine of \(replica) on node \(node) is made by its host, with its storage")
+            }
+            return make(node, replica, storage)
+        }
+    }
 
     /// The machine of `replica` on node `node`, created on first use.
-    public func machine(node: Int, replica: ReplicaKey) -> Machine {
+    public func machine(node: Int, replica: ReplicaKey, storage: Storage? = nil) -> Machine {
         all.withLock { m in
             if let existing = m[node]?[replica] { return existing }
-            let fresh = make(node, replica)
+            let fresh = make(node, replica, storage)
             m[node, default: [:]][replica] = fresh
             return fresh
         }

@@ -2,8 +2,10 @@ import RaftConsensus
 
 /// A request handed to a shard.
 package enum HostRequest {
-    /// Deadlines are monotonic nanoseconds (`ShardContext.clock`).
-    case propose(PartitionKey, [UInt8], deadlineNanoseconds: Int, Promise<LogIndex>)
+    /// Deadlines are monotonic nanoseconds (`ShardContext.clock`). `term`: refused as
+    /// `lostLeadership` unless the replica leads in exactly that term (a caller that
+    /// verified against the state of a term).
+    case propose(PartitionKey, [UInt8], term: Term? = nil, deadlineNanoseconds: Int, Promise<LogIndex>)
     case read(PartitionKey, ReadConsistency, deadlineNanoseconds: Int, Promise<LogIndex>)
     case changeMembership(PartitionKey, ConfChange, deadlineNanoseconds: Int, Promise<LogIndex>)
     case transferLeadership(PartitionKey, MemberID, Promise<LogIndex>)
@@ -13,10 +15,10 @@ package enum HostRequest {
 extension HostShard {
     package func handle(_ request: HostRequest) {
         switch request {
-        case .propose(let partition, let data, let deadline, let promise):
-            propose(partition, payload: .normal(data), deadline: deadline, promise)
+        case .propose(let partition, let data, let term, let deadline, let promise):
+            propose(partition, payload: .normal(data), term: term, deadline: deadline, promise)
         case .changeMembership(let partition, let change, let deadline, let promise):
-            propose(partition, payload: .confChange(change), deadline: deadline, promise)
+            propose(partition, payload: .confChange(change), term: nil, deadline: deadline, promise)
         case .read(let partition, let consistency, let deadline, let promise):
             read(partition, consistency, deadline: deadline, promise)
         case .transferLeadership(let partition, let target, let promise):
@@ -43,7 +45,8 @@ extension HostShard {
     }
 
     private func propose(
-        _ partition: PartitionKey, payload: EntryPayload, deadline: Int, _ promise: @escaping Promise<LogIndex>
+        _ partition: PartitionKey, payload: EntryPayload, term: Term?, deadline: Int,
+        _ promise: @escaping Promise<LogIndex>
     ) {
         let (r, node): (Replica, RawNode)
         switch target(partition) {
@@ -56,6 +59,7 @@ extension HostShard {
             findLeader(r, node)
             return promise(.failure(notLeader(r, node)))
         }
+        if let term, node.term != term { return promise(.failure(.lostLeadership)) }
         if case .confChange(let change) = payload, change.changes.count > EntryCodec.maximumChanges {
             return promise(.failure(.invalid("a membership change has at most \(EntryCodec.maximumChanges) edits")))
         }

@@ -10,8 +10,8 @@ public struct ValidatedPack: Sendable {
 
 /// Validates an incoming pack the way git's receive-pack does, in a quarantine directory:
 /// `git index-pack --stdin --fix-thin --strict` (every object parses, fsck rules hold, a
-/// thin pack's bases exist in the repository), then `git rev-list --objects
-/// --missing=print <new tips> --not --all` (everything the new tips reach is in the
+/// thin pack's bases exist in the repository), then `git rev-list --objects --quiet
+/// <new tips> --not --all` (everything the new tips reach is in the
 /// repository, its pool or the pack). Nothing reaches the repository: the quarantine is
 /// removed afterwards. This is the only place a `git` process runs, and it is not on the
 /// apply path (followers apply the validated pack and index as they are).
@@ -40,6 +40,13 @@ public struct PackValidator: Sendable {
         guard pack.count >= 32, pack.prefix(4).elementsEqual(Array("PACK".utf8)) else {
             throw .invalidPack("not a git pack (no PACK signature)")
         }
+        // git splits its alternates variable at ':' (and alternates files at newlines): a
+        // path with either could name another repository's objects.
+        for path in [repository, pool, quarantine].compactMap({ $0 })
+        where path.utf8.contains(where: { $0 == UInt8(ascii: ":") || $0 < 0x20 }) {
+            throw .invalidPack(
+                "the repository path \(path) has a ':' or a control character; git cannot name it safely")
+        }
         let objectsDirectory = quarantine + "/objects"
         try storage { () throws(IOError) in
             // A minimal bare repository: git needs one when the target does not exist yet.
@@ -59,6 +66,8 @@ public struct PackValidator: Sendable {
         if !alternates.isEmpty { environment["GIT_ALTERNATE_OBJECT_DIRECTORIES"] = alternates.joined(separator: ":") }
         var runner = Subprocess(executable: git, environment: environment)
         runner.timeoutMilliseconds = timeoutMilliseconds
+        // index-pack prints one line and rev-list --quiet nothing: no large buffers.
+        runner.maximumOutputBytes = 4_096
 
         let indexed = try run(runner, ["index-pack", "--stdin", "--fix-thin", "--strict"], input: pack)
         guard indexed.succeeded else {
@@ -79,18 +88,14 @@ public struct PackValidator: Sendable {
 
         if !tips.isEmpty {
             // Everything the new tips reach, minus what the repository's references already
-            // reach, must be present; "?<oid>" lines name what is missing.
-            var arguments = ["rev-list", "--objects", "--missing=print"] + tips.map(\.hex)
+            // reach, must be present: rev-list fails naming the first missing object.
+            var arguments = ["rev-list", "--objects", "--quiet"] + tips.map(\.hex)
             if repository != nil { arguments += ["--not", "--all"] }
             let listed = try run(runner, arguments, input: [])
-            guard listed.succeeded, !listed.outputTruncated else {
+            guard listed.succeeded else {
                 throw .objectMissing(
                     repository: repository ?? quarantine,
                     object: "reachable from \(tips.map(\.hex).joined(separator: ", ")) (\(listed.errorText))")
-            }
-            for entry in String(decoding: listed.standardOutput, as: UTF8.self).split(separator: "\n")
-            where entry.hasPrefix("?") {
-                throw .objectMissing(repository: repository ?? quarantine, object: String(entry.dropFirst()))
             }
         }
         return ValidatedPack(pack: packBytes, index: indexBytes, objects: objects)

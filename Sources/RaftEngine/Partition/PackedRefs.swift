@@ -108,6 +108,21 @@ struct PackedRefs {
         return try? ObjectID(hex: String(decoding: bytes[r.start..<(r.start + Self.oidLength)], as: UTF8.self))
     }
 
+    /// Whether a record's name starts with `prefix` (binary search for the first candidate).
+    func hasName(withPrefix prefix: [UInt8], excluding skip: (String) -> Bool) -> Bool {
+        var index = search(prefix).index
+        while index < records.count {
+            let r = records[index]
+            let length = r.nameEnd - r.nameStart
+            guard length >= prefix.count, bytes[r.nameStart..<(r.nameStart + prefix.count)].elementsEqual(prefix) else {
+                return false
+            }
+            if !skip(String(decoding: bytes[r.nameStart..<r.nameEnd], as: UTF8.self)) { return true }
+            index += 1
+        }
+        return false
+    }
+
     /// Every record as (name, value); names that are not valid references are skipped.
     var all: [(RefName, ObjectID)] {
         records.compactMap { r in
@@ -131,7 +146,8 @@ struct PackedRefs {
         let ordered = changes.keys.sorted { $0.lexicographicallyPrecedes($1) }
         let anySet = !setting.isEmpty
         var changed = anySet
-        var traits = self.traits ?? ["peeled", "fully-peeled", "sorted"]
+        // No header: git assumes no traits, so nothing may be claimed about peeling.
+        var traits = self.traits ?? []
         if anySet { traits.removeAll { $0 == "peeled" || $0 == "fully-peeled" } }
         if !traits.contains("sorted") { traits.append("sorted") }
         var out: [UInt8] = []
@@ -153,6 +169,11 @@ struct PackedRefs {
                 if let oid = changes[ordered[j]]! { emit(ordered[j], oid) }
                 changed = true
                 j += 1
+                continue
+            }
+            if j > 0 && compare(record, ordered[j - 1]) == 0 {
+                // A duplicate of a name just changed (a damaged file): dropped with it.
+                changed = true
                 continue
             }
             out += bytes[record.start..<record.end]

@@ -96,6 +96,9 @@ public enum PartitionEntryCodec {
                 try checkKey(key)
                 w.u8(10)
                 text(&w, Array(key.utf8))
+            case .adoptRepository(let path):
+                w.u8(11)
+                text(&w, path.utf8)
             }
         }
         return w.bytes
@@ -159,6 +162,7 @@ public enum PartitionEntryCodec {
                 guard length <= t.maximumValueBytes else { throw DecodeFailure("value of \(length) bytes") }
                 operations.append(.setValue(key: key, value: try r.take(length)))
             case 10: operations.append(.deleteValue(key: try key(&r)))
+            case 11: operations.append(.adoptRepository(try path(&r)))
             default: throw DecodeFailure("unknown operation \(tag)")
             }
         }

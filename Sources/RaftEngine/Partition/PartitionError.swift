@@ -26,6 +26,8 @@ public enum PartitionError: Error, Equatable, Sendable, CustomStringConvertible 
     case objectPoolRule(String)
     /// Reading a repository's state failed (I/O error, or files git would call damaged).
     case storage(String)
+    /// The repository belongs to another partition (or, to adopt, is not a repository).
+    case wrongPartition(repository: String, reason: String)
 
     public var description: String {
         switch self {
@@ -42,6 +44,7 @@ public enum PartitionError: Error, Equatable, Sendable, CustomStringConvertible 
         case .invalidPack(let reason): "invalid pack: \(reason)"
         case .objectPoolRule(let reason): "object pool rule: \(reason)"
         case .storage(let reason): "reading repository state: \(reason)"
+        case .wrongPartition(let repository, let reason): "repository \(quoted(repository)): \(reason)"
         }
     }
 }

@@ -20,6 +20,9 @@ public enum PartitionOperation: Hashable, Sendable {
     /// Partition metadata: a key and its value.
     case setValue(key: String, value: [UInt8])
     case deleteValue(key: String)
+    /// A bare repository already on the storage, made before this node ran raftd, joins the
+    /// partition as it is: apply registers it and changes no file.
+    case adoptRepository(RelativePath)
 }
 
 /// One reference update, in git's own terms: `old` is what the ref held when the leader

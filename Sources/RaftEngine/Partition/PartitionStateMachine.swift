@@ -43,20 +43,32 @@ public final class PartitionStateMachine: StateMachine, Sendable {
     /// Takes the checkpoints, shared with the storage's other partitions; nil: this state
     /// machine takes its own, at most every `checkpointIntervalMilliseconds`, in `apply`.
     public let checkpointer: PartitionCheckpointer?
+    /// The partition this replica belongs to and the storage's registry of repositories,
+    /// which apply keeps current (nil: not registered, as in tests of apply alone).
+    public let partition: PartitionKey?
+    public let registry: (any RepositoryRegistry)?
 
     public init(
         storageRoot: String, directory: String, checkpointer: PartitionCheckpointer? = nil,
-        checkpointIntervalMilliseconds: Int = 50
+        checkpointIntervalMilliseconds: Int = 50, partition: PartitionKey? = nil,
+        registry: (any RepositoryRegistry)? = nil
     ) throws(StateMachineError) {
+        precondition((partition == nil) == (registry == nil), "a registry needs the partition it registers into")
         self.storageRoot = storageRoot
         self.directory = directory
         self.checkpointer = checkpointer
+        self.partition = partition
+        self.registry = registry
         checkpointIntervalNanoseconds = checkpointIntervalMilliseconds * 1_000_000
         do {
             let files = RepositoryFiles(path: directory)
             try files.makeLayout(["attachments", "staging", "incoming"])
-            let applied = try files.contents("applied").map { bytes -> LogIndex in
-                LogIndex(UInt64(String(decoding: bytes, as: UTF8.self).trimmingNewline) ?? 0)
+            var applied: LogIndex?
+            if let bytes = try files.contents("applied") {
+                guard let value = UInt64(String(decoding: bytes, as: UTF8.self).trimmingNewline) else {
+                    throw StateMachineError("the applied index file is damaged (\(bytes.count) bytes, not a number)")
+                }
+                applied = LogIndex(value)
             }
             let values = try files.contents("values").map(Self.decodeValues) ?? [:]
             state = Mutex(
@@ -163,8 +175,9 @@ public final class PartitionStateMachine: StateMachine, Sendable {
         let records = TouchedPaths()
         for (m, applied, values) in noted {
             let files = RepositoryFiles(path: m.directory, touched: records)
-            try files.writeFile("values", encodeValues(values))
-            try files.writeFile("applied", Array("\(applied.rawValue)\n".utf8))
+            // Durable before the rename: an empty `applied` would read as 0 after a power failure.
+            try files.writeFile("values", encodeValues(values), durable: true)
+            try files.writeFile("applied", Array("\(applied.rawValue)\n".utf8), durable: true)
         }
         try records.flush()
         CrashPoints.reached()
@@ -179,9 +192,13 @@ public final class PartitionStateMachine: StateMachine, Sendable {
     private func apply(_ op: PartitionOperation, index: LogIndex, values: inout [String: [UInt8]]) throws {
         switch op {
         case .createRepository(let path, let branch):
+            try register(path)
             try repository(path).create(defaultBranch: branch)
         case .createObjectPool(let path):
+            try register(path)
             try repository(path).create(defaultBranch: try RefName("refs/heads/main"))
+        case .adoptRepository(let path):
+            try register(path)
         case .removeRepository(let path):
             let repo = repository(path).path
             if FileSystem.exists(repo) {
@@ -189,6 +206,7 @@ public final class PartitionStateMachine: StateMachine, Sendable {
                 touched.note(parentOf: repo)
                 CrashPoints.reached()
             }
+            if let registry, let partition { try registry.unregister(path, from: partition) }
         case .updateReferences(let path, let updates):
             // Deletions first: `refs/heads/a` may make room for `refs/heads/a/b`.
             try repository(path).updateReferences(
@@ -221,6 +239,12 @@ public final class PartitionStateMachine: StateMachine, Sendable {
         case .deleteValue(let key):
             values[key] = nil
         }
+    }
+
+    /// Registers a repository of this partition (its registry write is durable at once: an
+    /// LMDB transaction; again on re-apply changes nothing).
+    private func register(_ path: RelativePath) throws(PartitionError) {
+        if let registry, let partition { try registry.register(path, in: partition) }
     }
 
     private func hex(_ bytes: [UInt8]) -> String {

@@ -41,12 +41,20 @@ public struct PartitionEffects: Sendable, Equatable {
 /// Returns this transaction's effects, for the next verification to build on.
 public struct PartitionVerifier {
     public let storageRoot: String
+    /// The partition verifying and the storage's registry: an operation on a repository
+    /// another partition holds is refused (nil: no registry, as in tests of verification alone).
+    public let partition: PartitionKey?
+    public let registry: (any RepositoryRegistry)?
 
     /// A repository path relative to the storage root names a pool when it starts with this
     /// (GitLab's layout: `@pools/ab/cd/<hash>.git`). Only `createObjectPool` makes one.
     public static let poolPrefix = "@pools/"
 
-    public init(storageRoot: String) { self.storageRoot = storageRoot }
+    public init(storageRoot: String, partition: PartitionKey? = nil, registry: (any RepositoryRegistry)? = nil) {
+        self.storageRoot = storageRoot
+        self.partition = partition
+        self.registry = registry
+    }
 
     /// `packObjects`: for each `attachPack` of the transaction (in order), the object names
     /// its validated index holds.
@@ -66,6 +74,7 @@ public struct PartitionVerifier {
             // Each operation sees the ones before it in the same transaction.
             var current = view
             current.merge(mine)
+            for path in op.repositories { try requireOwned(path, in: current, creating: op.creates(path)) }
             switch op {
             case .createRepository(let path, _):
                 guard !path.rawValue.hasPrefix(Self.poolPrefix) else {
@@ -102,6 +111,11 @@ public struct PartitionVerifier {
                     }
                     mine.references[path, default: [:]][update.name] = update.new
                 }
+                var after = current
+                after.merge(mine)
+                for update in updates where !update.isDeletion {
+                    try requireNoNameConflict(update.name, in: path, after, &packed)
+                }
             case .setHead(let path, _):
                 try requireExists(path, in: current)
             case .attachPack(let path, _):
@@ -124,6 +138,11 @@ public struct PartitionVerifier {
             case .unlinkFromPool(let path):
                 try requireExists(path, in: current)
                 mine.links[path] = .some(nil)
+            case .adoptRepository(let path):
+                guard view.exists[path] == nil, try exists(path, in: current) else {
+                    throw .wrongPartition(repository: path.rawValue, reason: "there is no repository to adopt")
+                }
+                mine.exists[path] = true
             case .setValue, .deleteValue:
                 break
             }
@@ -132,6 +151,22 @@ public struct PartitionVerifier {
     }
 
     // MARK: - State as of the applied index plus the pending transactions
+
+    /// A repository this partition holds, or (`creating`) one nobody holds; a pending
+    /// creation in this partition counts as held.
+    private func requireOwned(
+        _ path: RelativePath, in view: PartitionEffects, creating: Bool
+    ) throws(PartitionError) {
+        guard let registry, let partition else { return }
+        let holder = try registry.partition(of: path)
+        if let holder, holder != partition {
+            throw .wrongPartition(
+                repository: path.rawValue, reason: "it belongs to partition \(holder), not \(partition)")
+        }
+        if holder == nil && !creating && view.exists[path] != true {
+            throw .wrongPartition(repository: path.rawValue, reason: "no partition holds it (create or adopt it first)")
+        }
+    }
 
     private func directory(_ path: RelativePath) -> String { storageRoot + "/" + path.rawValue }
 
@@ -188,6 +223,78 @@ public struct PartitionVerifier {
         throw .objectMissing(repository: path.rawValue, object: oid.hex)
     }
 
+    /// git keeps references as files, so `refs/heads/a` and `refs/heads/a/b` cannot both
+    /// exist: a name one of whose leading parts is a reference, or that leads another
+    /// reference, is refused (as git refuses it), counting this transaction and the
+    /// pending ones. Without this, apply would meet a file where it needs a directory and
+    /// stop the replica on every node.
+    private func requireNoNameConflict(
+        _ name: RefName, in path: RelativePath, _ view: PartitionEffects,
+        _ packed: inout [RelativePath: PackedRefs]
+    ) throws(PartitionError) {
+        let pending = view.references[path] ?? [:]
+        let cleared = view.cleared.contains(path)
+        let files = RepositoryFiles(path: directory(path))
+        if packed[path] == nil { packed[path] = try storage { () throws(IOError) in try files.packedReferences() } }
+        let packedRefs = packed[path]!
+        func conflict(_ other: String) -> PartitionError {
+            .invalidRefName(
+                name.rawValue, reason: "it conflicts with the reference \(other) (one names a directory of the other)")
+        }
+        // Leading parts: refs/heads/a for refs/heads/a/b.
+        let parts = name.rawValue.split(separator: "/")
+        for count in 2..<parts.count {
+            let prefix = parts[0..<count].joined(separator: "/")
+            guard let ref = try? RefName(prefix) else { continue }
+            if let value = pending[ref] {
+                if !value.isZero { throw conflict(prefix) }
+                continue
+            }
+            if cleared { continue }
+            let file = files.path + "/" + prefix
+            if try kind(file) == .regularFile
+                || packedRefs.value(ref) != nil
+            {
+                throw conflict(prefix)
+            }
+        }
+        // References below it: refs/heads/a/b for refs/heads/a.
+        let below = name.rawValue + "/"
+        if let other = pending.first(where: { $0.key.rawValue.hasPrefix(below) && !$0.value.isZero }) {
+            throw conflict(other.key.rawValue)
+        }
+        if cleared { return }
+        let deleted = { (other: String) -> Bool in
+            guard let ref = try? RefName(other) else { return false }
+            return pending[ref]?.isZero == true
+        }
+        if packedRefs.hasName(withPrefix: Array(below.utf8), excluding: deleted) { throw conflict(below + "…") }
+        var directories = [name.rawValue]
+        while let relative = directories.popLast() {
+            let full = files.path + "/" + relative
+            guard try kind(full) == .directory else { continue }
+            for entry in try storage({ () throws(IOError) in try FileSystem.list(full) })
+            where !entry.hasSuffix(".lock") {
+                let child = relative + "/" + entry
+                switch try kind(files.path + "/" + child) {
+                case .directory: directories.append(child)
+                case .regularFile: if !deleted(child) { throw conflict(child) }
+                default: continue
+                }
+            }
+        }
+    }
+
+    /// What is at `path`; nil when nothing is, also when a leading part is a file.
+    private func kind(_ path: String) throws(PartitionError) -> FileSystem.FileKind? {
+        do {
+            return try FileSystem.kind(of: path, followSymlinks: false)
+        } catch {
+            if error.kind == .notADirectory { return nil }
+            throw .storage("\(error)")
+        }
+    }
+
     /// The repository's directory, where it exists in part, does not leave the storage root
     /// through a symbolic link.
     private func requireInsideRoot(_ path: RelativePath) throws(PartitionError) {
@@ -199,6 +306,27 @@ public struct PartitionVerifier {
         let resolved = try storage { () throws(IOError) in try FileSystem.canonicalPath(existing) }
         guard resolved == root || resolved.hasPrefix(root + "/") else {
             throw .invalidOperation("\(path) leaves the storage root through a symbolic link (to \(resolved))")
+        }
+    }
+}
+
+extension PartitionOperation {
+    /// The repositories the operation touches.
+    var repositories: [RelativePath] {
+        switch self {
+        case .createRepository(let p, _), .removeRepository(let p), .updateReferences(let p, _), .setHead(let p, _),
+            .attachPack(let p, _), .createObjectPool(let p), .unlinkFromPool(let p), .adoptRepository(let p):
+            return [p]
+        case .linkToPool(let repository, let pool): return [repository, pool]
+        case .setValue, .deleteValue: return []
+        }
+    }
+
+    /// Whether the operation brings `path` into the partition (it may be held by nobody yet).
+    func creates(_ path: RelativePath) -> Bool {
+        switch self {
+        case .createRepository(let p, _), .createObjectPool(let p), .adoptRepository(let p): return p == path
+        default: return false
         }
     }
 }

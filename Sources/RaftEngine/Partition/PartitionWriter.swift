@@ -44,6 +44,14 @@ public actor PartitionWriter {
         var nextProposal: UInt64 = 0
         /// The applied state may not include everything proposed: catch up first.
         var uncertain = true
+        /// Counts the times `uncertain` was set: a catch-up that began before the last one
+        /// does not clear it.
+        var generation: UInt64 = 0
+
+        func markUncertain() {
+            uncertain = true
+            generation &+= 1
+        }
     }
 
     private var pipelines: [PartitionKey: Pipeline] = [:]
@@ -69,17 +77,21 @@ public actor PartitionWriter {
         _ key: PartitionKey, _ transaction: PartitionTransaction
     ) async throws(PartitionWriteError) -> LogIndex {
         guard let machine = machines(key) else { throw .host(.partitionNotFound(key)) }
-        let term = try await catchUp(key, machine)
+        // Packs first: slow (a git process), and the same in any term.
         let prepared = try await validatePacks(transaction, machine)
+        let term = try await catchUp(key, machine)
 
-        // Verify and reserve with no suspension in between: the next transaction sees these effects.
+        // From here until the host holds the proposal, no suspension: verify, reserve and
+        // hand over in one go, so the log holds transactions in the order they were
+        // verified, each after the effects it was verified against. The host refuses the
+        // proposal unless this replica still leads in the term it caught up in.
         let pipeline = pipelines[key]!
-        guard pipeline.term == term, !pipeline.uncertain else {
-            throw .host(.lostLeadership)
-        }
+        guard pipeline.term == term, !pipeline.uncertain else { throw .host(.lostLeadership) }
         let effects: PartitionEffects
         do {
-            effects = try PartitionVerifier(storageRoot: machine.storageRoot).verify(
+            effects = try PartitionVerifier(
+                storageRoot: machine.storageRoot, partition: machine.partition, registry: machine.registry
+            ).verify(
                 prepared.transaction, pending: pipeline.pending.keys.sorted().map { pipeline.pending[$0]! },
                 packObjects: prepared.objects)
         } catch {
@@ -90,12 +102,19 @@ public actor PartitionWriter {
         let number = pipeline.nextProposal
         pipeline.nextProposal += 1
         pipeline.pending[number] = effects
-        defer { pipeline.pending[number] = nil }
-        do {
-            return try await host.propose(key, bytes)
-        } catch {
-            // Its fate may be unknown (a timeout can still commit): catch up before the next.
-            pipeline.uncertain = true
+        let host = self.host
+        let result = await withCheckedContinuation {
+            (continuation: CheckedContinuation<Result<LogIndex, HostError>, Never>) in
+            host.propose(key, bytes, term: term) { continuation.resume(returning: $0) }
+        }
+        // Applied here (success), or its fate unknown: its effects stop counting either way.
+        pipeline.pending[number] = nil
+        switch result {
+        case .success(let index):
+            return index
+        case .failure(let error):
+            // A timeout can still commit: catch up before verifying the next.
+            pipeline.markUncertain()
             throw .host(error)
         }
     }
@@ -113,9 +132,10 @@ public actor PartitionWriter {
         pipelines[key] = pipeline
         if pipeline.term != status.term {
             pipeline.term = status.term
-            pipeline.uncertain = true
+            pipeline.markUncertain()
         }
         guard pipeline.uncertain else { return status.term }
+        let generation = pipeline.generation
         let deadline = MonotonicClock.system.nanoseconds + catchUpMilliseconds * 1_000_000
         // First the proposals in flight end (their effects stop counting), then the log applies.
         while !pipeline.pending.isEmpty {
@@ -128,7 +148,7 @@ public actor PartitionWriter {
             guard MonotonicClock.system.nanoseconds < deadline else { throw .host(.timedOut) }
             try? await Task.sleep(nanoseconds: 2_000_000)
         }
-        if pipeline.term == status.term { pipeline.uncertain = false }
+        if pipeline.term == status.term && pipeline.generation == generation { pipeline.uncertain = false }
         return status.term
     }
 

@@ -23,19 +23,18 @@ public struct RepositoryFiles: Sendable {
         self.touched = touched
     }
 
-    /// Creates the repository (HEAD naming `defaultBranch`, config, objects, refs); a
-    /// repository already there is left as it is.
+    /// Creates the repository (HEAD naming `defaultBranch`, config, objects, refs). Met
+    /// again (re-applied after a crash), HEAD and config are written again whatever they
+    /// hold: a power failure may have left them empty, and the entries after this one,
+    /// applied again too, set HEAD as it was.
     public func create(defaultBranch: RefName) throws(IOError) {
         try makeDirectories(path)
         for directory in ["objects", "objects/info", "objects/pack", "refs", "refs/heads", "refs/tags"] {
             try makeDirectories(path + "/" + directory)
         }
-        if !FileSystem.exists(path + "/config") {
-            try replace(
-                "config",
-                with: Array("[core]\n\trepositoryformatversion = 0\n\tfilemode = true\n\tbare = true\n".utf8))
-        }
-        if !FileSystem.exists(path + "/HEAD") { try setHead(defaultBranch) }
+        try replace(
+            "config", with: Array("[core]\n\trepositoryformatversion = 0\n\tfilemode = true\n\tbare = true\n".utf8))
+        try setHead(defaultBranch)
     }
 
     /// Points the symbolic HEAD at `target`.
@@ -43,9 +42,14 @@ public struct RepositoryFiles: Sendable {
         try replace("HEAD", with: Array("ref: \(target.rawValue)\n".utf8))
     }
 
-    /// Sets a loose reference (its parent directories are made as needed).
+    /// Sets a loose reference (its parent directories are made as needed). Empty
+    /// directories left where it goes (a deleted `refs/heads/a/b` leaves `refs/heads/a/`)
+    /// are removed first, as git does.
     public func setReference(_ name: RefName, to oid: ObjectID) throws(IOError) {
         let file = path + "/" + name.rawValue
+        if try FileSystem.kind(of: file, followSymlinks: false) == .directory {
+            try removeEmptyDirectories(file)
+        }
         try makeDirectories(String(file[..<file.lastIndex(of: "/")!]))
         try replace(name.rawValue, with: Array((oid.hex + "\n").utf8))
     }
@@ -68,7 +72,9 @@ public struct RepositoryFiles: Sendable {
         if !deleting.isEmpty || !packedChanges.isEmpty, let existing = try read("packed-refs") ?? (loose ? nil : []) {
             // The packed values first, then the loose files that would hide them.
             if let rewritten = PackedRefs(existing).rewritten(setting: packedChanges, removing: deleting) {
-                try replace("packed-refs", with: rewritten)
+                // Durable before it replaces the old file: re-applying the entries after the
+                // last checkpoint starts from this file's content, which must not be lost.
+                try replace("packed-refs", with: rewritten, durable: true)
             }
         }
         if loose {
@@ -83,7 +89,10 @@ public struct RepositoryFiles: Sendable {
 
     private func removeLoose(_ name: RefName) throws(IOError) {
         let loose = path + "/" + name.rawValue
-        if FileSystem.exists(loose) {
+        let kind = try FileSystem.kind(of: loose, followSymlinks: false)
+        if kind == .directory {
+            try removeEmptyDirectories(loose)
+        } else if kind != nil {
             try FileSystem.removeFile(loose)
             touched?.note(parentOf: loose)
             CrashPoints.reached()
@@ -134,12 +143,14 @@ public struct RepositoryFiles: Sendable {
         let checksum = try packChecksum(pack)
         let base = path + "/objects/pack/pack-" + checksum
         try makeDirectories(path + "/objects/pack")
-        if !FileSystem.exists(base + ".pack") {
-            try FileSystem.link(pack, to: base + ".pack")
-            CrashPoints.reached()
-        }
-        if !FileSystem.exists(base + ".idx") {
-            try FileSystem.link(index, to: base + ".idx")
+        // Already there, but cut short by a power failure before its checkpoint: replaced.
+        // Both files end with the pack's checksum (the index: before its own checksum).
+        for (source, target, trailerEnd) in [(pack, base + ".pack", 0), (index, base + ".idx", ObjectID.byteCount)] {
+            if FileSystem.exists(target) {
+                if try trailer(of: target, endingBefore: trailerEnd) == checksum { continue }
+                try FileSystem.removeFile(target)
+            }
+            try FileSystem.link(source, to: target)
             CrashPoints.reached()
         }
         touched?.note(base + ".pack")
@@ -174,7 +185,9 @@ public struct RepositoryFiles: Sendable {
     func contents(_ relative: String) throws(IOError) -> [UInt8]? { try read(relative) }
 
     /// Writes a file of the repository's own (e.g. a pack to link) by lock file and rename.
-    func writeFile(_ relative: String, _ bytes: [UInt8]) throws(IOError) { try replace(relative, with: bytes) }
+    func writeFile(_ relative: String, _ bytes: [UInt8], durable: Bool = false) throws(IOError) {
+        try replace(relative, with: bytes, durable: durable)
+    }
 
     /// Deletes lock files a crash left (`HEAD.lock`, `packed-refs.lock`, `config.lock`,
     /// `refs/**.lock`). Returns how many.
@@ -208,14 +221,20 @@ public struct RepositoryFiles: Sendable {
     /// Missing parent directories are made: re-applied after a crash, an operation may meet
     /// the state of later entries (its repository removed by one that ran before the
     /// crash), and it must still succeed; the later entries, applied again, converge.
-    private func replace(_ name: String, with bytes: [UInt8]) throws(IOError) {
+    ///
+    /// `durable`: the new content is fsynced before the rename, so a power failure leaves
+    /// the old content or the new, never an empty file (for files whose old content matters).
+    private func replace(_ name: String, with bytes: [UInt8], durable: Bool = false) throws(IOError) {
         let target = path + "/" + name
         let lock = target + ".lock"
         try makeDirectories(String(target[..<target.lastIndex(of: "/")!]))
         if FileSystem.exists(lock) { try FileSystem.removeFile(lock) }
         let file = try DiskFile.open(lock, .createNew)
         let written = bytes.withUnsafeBytes { raw in
-            Result { () throws(IOError) in try file.write(toAbsoluteOffset: 0, raw) }
+            Result { () throws(IOError) in
+                try file.write(toAbsoluteOffset: 0, raw)
+                if durable { try file.sync() }
+            }
         }
         try? file.close()
         try written.get()
@@ -228,6 +247,22 @@ public struct RepositoryFiles: Sendable {
 
     private func read(_ name: String) throws(IOError) -> [UInt8]? {
         try FileSystem.readFileIfExists(path + "/" + name)
+    }
+
+    /// The 20 bytes that end `skipping` bytes before the end of the file, in hexadecimal
+    /// ("" when the file is shorter).
+    private func trailer(of path: String, endingBefore skipping: Int) throws(IOError) -> String {
+        let file = try DiskFile.open(path, .readOnly)
+        defer { try? file.close() }
+        let size = try file.size()
+        guard size >= UInt64(ObjectID.byteCount + skipping) else { return "" }
+        var bytes = [UInt8](repeating: 0, count: ObjectID.byteCount)
+        _ = try bytes.withUnsafeMutableBytes { raw in
+            Result { () throws(IOError) in
+                try file.readFully(fromAbsoluteOffset: size - UInt64(ObjectID.byteCount + skipping), into: raw)
+            }
+        }.get()
+        return (try? ObjectID(bytes: bytes))?.hex ?? ""
     }
 
     /// The SHA-1 checksum in a pack's 20-byte trailer, in hexadecimal: git's name for it.
@@ -243,6 +278,21 @@ public struct RepositoryFiles: Sendable {
             }
         }.get()
         return (try? ObjectID(bytes: trailer))?.hex ?? ""
+    }
+
+    /// Removes a tree of empty directories (a file in it is an error: verification keeps
+    /// references from conflicting, so one here means damage).
+    private func removeEmptyDirectories(_ directory: String) throws(IOError) {
+        for entry in try FileSystem.list(directory) {
+            let child = directory + "/" + entry
+            guard try FileSystem.kind(of: child, followSymlinks: false) == .directory else {
+                throw IOError("remove empty directories", path: child, code: ENOTEMPTY)
+            }
+            try removeEmptyDirectories(child)
+        }
+        try FileSystem.removeDirectory(directory)
+        touched?.note(parentOf: directory)
+        CrashPoints.reached()
     }
 
     /// Makes `directory` and any missing parents.

@@ -62,26 +62,53 @@ struct SourceRepository {
     let path: String
 
     /// `commits` commits on main (every tenth a merge of a side branch), tag v1 at the
-    /// middle, and a branch topic.
+    /// middle, and a branch topic at main's parent. Built by one `git fast-import` (a
+    /// process per commit held a test thread for tens of seconds on a loaded machine).
     init(at path: String, commits: Int) throws {
         self.path = path
         try git(["init", "-q", "-b", "main", path])
-        for n in 1...commits {
-            if n % 10 == 0 {
-                try git(["checkout", "-q", "-b", "side\(n)"], in: path)
-                try "side \(n)\n".write(toFile: path + "/side.txt", atomically: true, encoding: .utf8)
-                try git(["add", "."], in: path)
-                try git(["commit", "-q", "-m", "side \(n)"], in: path)
-                try git(["checkout", "-q", "main"], in: path)
-                try git(["merge", "-q", "--no-ff", "-m", "merge \(n)", "side\(n)"], in: path)
-            } else {
-                try "line \(n)\n".write(toFile: path + "/f\(n % 7).txt", atomically: true, encoding: .utf8)
-                try git(["add", "."], in: path)
-                try git(["commit", "-q", "-m", "commit \(n)"], in: path)
-            }
-            if n == commits / 2 { try git(["tag", "v1"], in: path) }
+        var stream = ""
+        var mark = 0
+        var time = 1_700_000_000
+        func data(_ text: String) -> String { "data \(text.utf8.count)\n\(text)\n" }
+        func commit(_ ref: String, _ message: String, file: String, content: String, from: Int?, merge: Int?) -> Int {
+            mark += 1
+            let blob = mark
+            stream += "blob\nmark :\(blob)\n" + data(content)
+            mark += 1
+            time += 60
+            stream += "commit \(ref)\nmark :\(mark)\n"
+            stream += "author raftd <raftd@example.invalid> \(time) +0000\n"
+            stream += "committer raftd <raftd@example.invalid> \(time) +0000\n" + data(message)
+            if let from { stream += "from :\(from)\n" }
+            if let merge { stream += "merge :\(merge)\n" }
+            stream += "M 100644 :\(blob) \(file)\n\n"
+            return mark
         }
-        try git(["branch", "topic", "HEAD~1"], in: path)
+        var head: Int?
+        var parent: Int?
+        var v1: Int?
+        for n in 1...commits {
+            let previous = head
+            if n % 10 == 0, let base = head {
+                let side = commit(
+                    "refs/heads/side\(n)", "side \(n)", file: "side.txt", content: "side \(n)\n", from: base, merge: nil
+                )
+                head = commit(
+                    "refs/heads/main", "merge \(n)", file: "merged\(n).txt", content: "merged \(n)\n", from: base,
+                    merge: side)
+            } else {
+                head = commit(
+                    "refs/heads/main", "commit \(n)", file: "f\(n % 7).txt", content: "line \(n)\n", from: head,
+                    merge: nil)
+            }
+            parent = previous
+            if n == commits / 2 { v1 = head }
+        }
+        stream += "reset refs/tags/v1\nfrom :\(v1 ?? head!)\n\n"
+        stream += "reset refs/heads/topic\nfrom :\(parent ?? head!)\n\n"
+        try gitBytes(["fast-import", "--quiet"], in: path, input: Data(stream.utf8))
+        try git(["checkout", "-q", "-f", "main"], in: path)
     }
 
     func oid(_ revision: String) throws -> ObjectID {

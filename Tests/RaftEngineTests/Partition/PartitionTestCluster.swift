@@ -17,6 +17,10 @@ final class PartitionTestCluster: @unchecked Sendable {
         var c = LocalCluster<PartitionStateMachine>.Configuration()
         c.nodes = nodes
         c.options = HostTestCluster.testOptions()
+        // 30 s per request: the other suites load the same disk and both cores, and a
+        // proposal that times out cannot simply be repeated (its fate is unknown, and a
+        // repeated transaction is refused by verification when the first one did commit).
+        c.options.requestTimeoutTicks = 3_000
         c.directory = directory
         for node in 0..<nodes {
             try FileManager.default.createDirectory(
@@ -28,16 +32,16 @@ final class PartitionTestCluster: @unchecked Sendable {
         self.checkpointers = checkpointers
         cluster = try LocalCluster<PartitionStateMachine>(
             c,
-            machines: MachineRegistry(perReplica: { node, replica in
+            machines: MachineRegistry(perReplicaWithStorage: { node, replica, storage in
                 try! PartitionStateMachine(
                     storageRoot: "\(directory)/node\(node)",
                     directory: "\(directory)/node\(node)/+raft/partitions/p\(replica.partition.partitionID.rawValue)",
-                    checkpointer: checkpointers[node])
+                    checkpointer: checkpointers[node], partition: replica.partition, registry: storage.metadata)
             }))
         try cluster.startAll()
         let cluster = self.cluster
         writers = (0..<nodes).map { node in
-            PartitionWriter(host: cluster.hosts[node]!) { key in
+            PartitionWriter(host: cluster.hosts[node]!, catchUpMilliseconds: 30_000) { key in
                 cluster.machines.existing(
                     node: node, replica: ReplicaKey(partition: key, member: MemberID(UInt64(node + 1))))
             }

@@ -189,6 +189,39 @@ struct PartitionVerificationTests {
         } else {
             Issue.record("a reference updated twice in one transaction was accepted")
         }
+        // Names that would be a file and a directory at once (git refuses them too).
+        for conflicting in ["refs/heads/main/x", "refs/heads/main/x/y"] {
+            guard
+                case .invalidRefName = refusal([
+                    .updateReferences(repo, [ReferenceUpdate(name: try RefName(conflicting), old: .zero, new: x)])
+                ])
+            else {
+                Issue.record("\(conflicting) was accepted beside refs/heads/main")
+                continue
+            }
+        }
+        let nested = try verifier.verify(
+            PartitionTransaction([
+                .updateReferences(repo, [ReferenceUpdate(name: try RefName("refs/heads/topic/x"), old: .zero, new: x)])
+            ]), pending: [])
+        guard
+            case .invalidRefName = refusal(
+                [.updateReferences(repo, [ReferenceUpdate(name: try RefName("refs/heads/topic"), old: .zero, new: x)])],
+                pending: [nested])
+        else {
+            Issue.record("refs/heads/topic was accepted above a pending refs/heads/topic/x")
+            return
+        }
+        // Deleting main and creating main/x in one transaction is what git allows.
+        #expect(
+            refusal([
+                .updateReferences(
+                    repo,
+                    [
+                        ReferenceUpdate(name: main, old: x, new: .zero),
+                        ReferenceUpdate(name: try RefName("refs/heads/main/x"), old: .zero, new: x),
+                    ])
+            ]) == nil)
         // Existence, counting pending creations and removals.
         let other = try RelativePath("@hashed/cc/dd/other.git")
         #expect(refusal([.createRepository(repo, defaultBranch: main)]) == .repositoryExists(repo.rawValue))

@@ -161,22 +161,37 @@ struct PartitionStateMachineTests {
         try git(["update-ref", "refs/heads/many/b3", main.hex], in: source.path)
         try git(["pack-refs", "--all"], in: source.path)
         #expect(try repo.reference(try RefName("refs/heads/many/b3")) == main)
+        // A deleted refs/heads/d/e leaves refs/heads/d/; setting refs/heads/d removes it.
+        try repo.updateReferences(deleting: [], setting: [(try RefName("refs/heads/d/e"), main)])
+        try repo.updateReferences(deleting: [try RefName("refs/heads/d/e")], setting: [])
+        try repo.updateReferences(deleting: [], setting: [(try RefName("refs/heads/d"), main)])
+        #expect(try git(["rev-parse", "refs/heads/d"], in: source.path).hasPrefix(main.hex))
+        // main replaced by main/x in one transaction (deletions first).
+        try repo.updateReferences(
+            deleting: [try RefName("refs/heads/main")], setting: [(try RefName("refs/heads/main/x"), v1)])
+        try git(["fsck", "--full", "--strict"], in: source.path)
         // Small transactions stay loose.
         try repo.updateReferences(deleting: [], setting: [(try RefName("refs/heads/small"), main)])
         #expect(FileManager.default.fileExists(atPath: source.path + "/.git/refs/heads/small"))
     }
 
-    @Test("Partition: packed-refs merge: sorted output, peeled lines kept for untouched tags, unsorted input sorted, lookups")
+    @Test(
+        "Partition: packed-refs merge: sorted output, peeled lines kept for untouched tags, unsorted input sorted, lookups"
+    )
     func packedRefsMerge() throws {
         let a = String(repeating: "a", count: 40)
         let b = String(repeating: "b", count: 40)
         let c = String(repeating: "c", count: 40)
-        let file = "# pack-refs with: peeled fully-peeled sorted \n\(a) refs/heads/m\n\(b) refs/tags/t1\n^\(c)\n\(a) refs/tags/t2\n^\(c)\n"
+        let file =
+            "# pack-refs with: peeled fully-peeled sorted \n\(a) refs/heads/m\n\(b) refs/tags/t1\n^\(c)\n\(a) refs/tags/t2\n^\(c)\n"
         let packed = PackedRefs(Array(file.utf8))
         #expect(packed.value(try RefName("refs/tags/t1")) == (try ObjectID(hex: b)))
         #expect(packed.value(try RefName("refs/heads/zz")) == nil)
         let out = packed.rewritten(
-            setting: [(try RefName("refs/heads/a"), try ObjectID(hex: c)), (try RefName("refs/tags/t2"), try ObjectID(hex: b))],
+            setting: [
+                (try RefName("refs/heads/a"), try ObjectID(hex: c)),
+                (try RefName("refs/tags/t2"), try ObjectID(hex: b)),
+            ],
             removing: [try RefName("refs/heads/m"), try RefName("refs/heads/none")])
         #expect(
             String(decoding: out ?? [], as: UTF8.self)
@@ -184,11 +199,18 @@ struct PartitionStateMachineTests {
         // Removing what is not there changes nothing; removing only keeps the peeled traits.
         #expect(packed.rewritten(setting: [], removing: [try RefName("refs/heads/none")]) == nil)
         #expect(
-            String(decoding: packed.rewritten(setting: [], removing: [try RefName("refs/tags/t1")]) ?? [], as: UTF8.self)
+            String(
+                decoding: packed.rewritten(setting: [], removing: [try RefName("refs/tags/t1")]) ?? [], as: UTF8.self)
                 == "# pack-refs with: peeled fully-peeled sorted \n\(a) refs/heads/m\n\(a) refs/tags/t2\n^\(c)\n")
         // A file without the sorted trait (an old git) is read in any order.
         let unsorted = PackedRefs(Array("\(b) refs/heads/z\n\(a) refs/heads/a\n".utf8))
         #expect(unsorted.value(try RefName("refs/heads/a")) == (try ObjectID(hex: a)))
         #expect(unsorted.all.map(\.0.rawValue) == ["refs/heads/a", "refs/heads/z"])
+        // No header claims nothing about peeling, also after a deletion; a duplicate name
+        // (a damaged file) goes with the name it repeats.
+        let bare = PackedRefs(Array("\(a) refs/heads/d\n\(b) refs/heads/d\n\(c) refs/tags/t\n^\(a)\n".utf8))
+        #expect(
+            String(decoding: bare.rewritten(setting: [], removing: [try RefName("refs/heads/d")]) ?? [], as: UTF8.self)
+                == "# pack-refs with: sorted \n\(c) refs/tags/t\n^\(a)\n")
     }
 }

@@ -1,0 +1,85 @@
+import RaftConsensus
+
+/// Places repositories in partitions on one storage of this node: a new repository gets a
+/// new partition minted by the storage (a single-node Raft group; the membership issue adds
+/// replicas), unless it joins an object pool's partition; an existing bare repository made
+/// before this node ran raftd is adopted as it is into a new single-node partition, and no
+/// data moves. Every placement is a transaction in the partition's log, so the registry
+/// entry is replicated with it.
+public struct PartitionProvisioner: Sendable {
+    public let host: NodeHost
+    public let writer: PartitionWriter
+    public let storage: StorageName
+    public let metadata: MetadataStore
+    /// How long a new group may take to elect its single member.
+    public var electionMilliseconds = 10_000
+
+    public init(host: NodeHost, writer: PartitionWriter, storage: StorageName, metadata: MetadataStore) {
+        self.host = host
+        self.writer = writer
+        self.storage = storage
+        self.metadata = metadata
+    }
+
+    /// Creates the repository at `path`: in `pool`'s partition when given (members of a
+    /// pool share its partition), else in a new partition. Returns the partition and the LSN.
+    public func createRepository(
+        _ path: RelativePath, defaultBranch: RefName, pool: RelativePath? = nil
+    ) async throws(PartitionWriteError) -> (PartitionKey, LogIndex) {
+        var operations: [PartitionOperation] = [.createRepository(path, defaultBranch: defaultBranch)]
+        let key: PartitionKey
+        if let pool {
+            guard let holder = try lookup(pool) else { throw .refused(.repositoryNotFound(pool.rawValue)) }
+            key = holder
+            operations.append(.linkToPool(repository: path, pool: pool))
+        } else {
+            key = try await mint()
+        }
+        return (key, try await writer.commit(key, PartitionTransaction(operations)))
+    }
+
+    /// Creates an object pool in a new partition.
+    public func createObjectPool(_ path: RelativePath) async throws(PartitionWriteError) -> (PartitionKey, LogIndex) {
+        let key = try await mint()
+        return (key, try await writer.commit(key, PartitionTransaction([.createObjectPool(path)])))
+    }
+
+    /// Adopts the bare repository already at `path` into a new single-node partition.
+    public func adopt(_ path: RelativePath) async throws(PartitionWriteError) -> (PartitionKey, LogIndex) {
+        if let holder = try lookup(path) {
+            throw .refused(.wrongPartition(repository: path.rawValue, reason: "partition \(holder) holds it already"))
+        }
+        let key = try await mint()
+        return (key, try await writer.commit(key, PartitionTransaction([.adoptRepository(path)])))
+    }
+
+    private func lookup(_ path: RelativePath) throws(PartitionWriteError) -> PartitionKey? {
+        do { return try metadata.partition(of: path) } catch { throw .refused(error) }
+    }
+
+    /// A new partition of this storage: a single-node group led by this node.
+    private func mint() async throws(PartitionWriteError) -> PartitionKey {
+        let key: PartitionKey
+        do {
+            key = PartitionKey(authority: storage, partitionID: try metadata.allocatePartitionID())
+        } catch {
+            throw .refused(.storage("allocating a partition ID: \(error)"))
+        }
+        let member = MemberID(1)
+        do {
+            try host.createReplicas([
+                ReplicaSpec(
+                    partition: key, member: member, storage: storage,
+                    replicas: [RouteReplica(member: member, storage: storage, role: .voter)], campaign: true)
+            ])
+        } catch {
+            throw .host(error)
+        }
+        let deadline = MonotonicClock.system.nanoseconds + electionMilliseconds * 1_000_000
+        while true {
+            if let status = try? await host.status(of: key), status.role == .leader { return key }
+            guard MonotonicClock.system.nanoseconds < deadline else { throw .host(.timedOut) }
+            try? await Task.sleep(nanoseconds: 2_000_000)
+        }
+    }
+}
