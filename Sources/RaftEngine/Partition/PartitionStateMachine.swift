@@ -79,6 +79,14 @@ public final class PartitionStateMachine: StateMachine, Sendable {
             for name in try FileSystem.list(directory + "/staging") {
                 try FileSystem.removeFile(directory + "/staging/" + name)
             }
+            // Lock files a crash left in the partition's repositories (git would refuse to
+            // update a reference whose lock exists). Re-apply rewrites what it touches;
+            // this covers the rest.
+            if let registry, let partition {
+                for path in try registry.repositories(of: partition) {
+                    try RepositoryFiles(path: storageRoot + "/" + path.rawValue).removeStaleLocks()
+                }
+            }
             // Quarantines of pack validations a crash interrupted (nothing refers to them).
             for name in try FileSystem.list(directory + "/incoming") {
                 try FileSystem.removeTree(directory + "/incoming/" + name)

@@ -10,6 +10,8 @@ public protocol RepositoryRegistry: Sendable {
     /// Unregisters `path` if `partition` holds it.
     func unregister(_ path: RelativePath, from partition: PartitionKey) throws(PartitionError)
     func partition(of path: RelativePath) throws(PartitionError) -> PartitionKey?
+    /// The repositories `partition` holds.
+    func repositories(of partition: PartitionKey) throws(PartitionError) -> [RelativePath]
 }
 
 extension MetadataStore: RepositoryRegistry {
@@ -28,5 +30,9 @@ extension MetadataStore: RepositoryRegistry {
 
     public func partition(of path: RelativePath) throws(PartitionError) -> PartitionKey? {
         do { return try partitionKey(for: path) } catch { throw .storage("looking up \(path): \(error)") }
+    }
+
+    public func repositories(of partition: PartitionKey) throws(PartitionError) -> [RelativePath] {
+        do { return try paths(of: partition) } catch { throw .storage("listing \(partition): \(error)") }
     }
 }

@@ -213,4 +213,45 @@ struct PartitionStateMachineTests {
             String(decoding: bare.rewritten(setting: [], removing: [try RefName("refs/heads/d")]) ?? [], as: UTF8.self)
                 == "# pack-refs with: sorted \n\(c) refs/tags/t\n^\(a)\n")
     }
+
+    @Test("Partition: opening a replica removes the lock files a crash left in its registered repositories, and registers and unregisters by apply")
+    func staleLocksAtOpen() throws {
+        let fixture = try MetadataFixture()
+        defer { fixture.remove() }
+        let metadata = try fixture.open()
+        let key = try fixture.key("default:7")
+        try metadata.registerPartition(key, mode: .raft)
+        let repo = try RelativePath("@hashed/77/77/r.git")
+        let other = try RelativePath("@hashed/77/77/other.git")
+        let directory = fixture.root + "/+raft/partitions/p7"
+        do {
+            let machine = try PartitionStateMachine(
+                storageRoot: fixture.root, directory: directory, partition: key, registry: metadata)
+            let main = try RefName("refs/heads/main")
+            try machine.apply([
+                Entry(
+                    term: 1, index: 1,
+                    payload: .normal(
+                        try PartitionEntryCodec.encode(
+                            PartitionTransaction([
+                                .createRepository(repo, defaultBranch: main), .createRepository(other, defaultBranch: main),
+                            ])))),
+                Entry(
+                    term: 1, index: 2,
+                    payload: .normal(try PartitionEntryCodec.encode(PartitionTransaction([.removeRepository(other)])))),
+            ])
+            try machine.checkpoint()
+        }
+        #expect(try metadata.partitionKey(for: repo) == key)
+        #expect(try metadata.partitionKey(for: other) == nil, "removal unregisters")
+        // A crash left lock files behind.
+        let locks = ["HEAD.lock", "refs/heads/main.lock", "refs/heads/feature/x.lock", "packed-refs.lock"]
+        try FileManager.default.createDirectory(
+            atPath: fixture.root + "/" + repo.rawValue + "/refs/heads/feature", withIntermediateDirectories: true)
+        for lock in locks { FileManager.default.createFile(atPath: fixture.root + "/" + repo.rawValue + "/" + lock, contents: Data()) }
+        let reopened = try PartitionStateMachine(
+            storageRoot: fixture.root, directory: directory, partition: key, registry: metadata)
+        #expect(reopened.appliedIndex == LogIndex(2))
+        for lock in locks { #expect(!FileManager.default.fileExists(atPath: fixture.root + "/" + repo.rawValue + "/" + lock)) }
+    }
 }
