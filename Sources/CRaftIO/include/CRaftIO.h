@@ -14,5 +14,6 @@
 #include "craft_crc32c.h"
 #include "craft_lmdb.h"
 #include "craft_process.h"
+#include "craft_sha256.h"
 
 #endif

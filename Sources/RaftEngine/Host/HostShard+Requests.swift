@@ -163,6 +163,8 @@ extension HostShard {
             replica: r.key, group: r.group, storage: r.storageName, role: .follower, term: .zero, leader: .none,
             commit: .zero, handedToApply: r.handedOut, applied: r.applied, lastIndex: r.stableLog.lastIndex,
             residency: r.residency)
+        let conf = r.stableLog.confState
+        s.members = Set(conf.voters + conf.votersOutgoing + conf.learners).count
         if let node = r.node {
             s.role = node.role
             s.term = node.term

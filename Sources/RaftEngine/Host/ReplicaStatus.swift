@@ -29,6 +29,9 @@ public struct ReplicaStatus: Hashable, Sendable, CustomStringConvertible {
     public var applied: LogIndex
     public var lastIndex: LogIndex
     public var residency: ReplicaResidency
+    /// Members of the group, as this replica knows its configuration: voters (both
+    /// majorities while joint) and learners.
+    public var members = 0
 
     public var description: String {
         "\(replica) \(group)@\(storage) \(role) term=\(term) leader=\(leader) commit=\(commit) applied=\(applied) last=\(lastIndex) \(residency.rawValue)"

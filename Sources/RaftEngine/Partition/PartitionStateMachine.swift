@@ -87,6 +87,7 @@ public final class PartitionStateMachine: StateMachine, Sendable {
                     try RepositoryFiles(path: storageRoot + "/" + path.rawValue).removeStaleLocks()
                 }
             }
+            try AttachmentStore(directory: directory + "/attachments").removeLeftovers()
             // Quarantines of pack validations a crash interrupted (nothing refers to them).
             for name in try FileSystem.list(directory + "/incoming") {
                 try FileSystem.removeTree(directory + "/incoming/" + name)
@@ -222,12 +223,15 @@ public final class PartitionStateMachine: StateMachine, Sendable {
                 setting: updates.filter { !$0.isDeletion }.map { ($0.name, $0.new) })
         case .setHead(let path, let target):
             try repository(path).setHead(target)
-        case .attachPack(let path, .attachment(let hash, _, _)):
-            let stem = directory + "/attachments/" + hex(hash)
-            guard FileSystem.exists(stem + ".pack"), FileSystem.exists(stem + ".idx") else {
-                throw StateMachineError("attachment \(hex(hash)) is not on this replica")
+        case .attachPack(let path, .attachment(let hash, let packBytes, let indexBytes)):
+            let store = AttachmentStore(directory: directory + "/attachments")
+            guard store.contains(hash, packBytes: packBytes, indexBytes: indexBytes) else {
+                throw StateMachineError(
+                    "attachment \(hex(hash)) (\(packBytes) + \(indexBytes) bytes) is not on this replica, or has other sizes"
+                )
             }
-            try repository(path).attachPack(pack: stem + ".pack", index: stem + ".idx")
+            let (pack, index) = store.paths(hash)
+            try repository(path).attachPack(pack: pack, index: index)
         case .attachPack(let path, .inline(let pack, let packIndex)):
             let staging = RepositoryFiles(path: directory + "/staging", touched: touched)
             let stem = "entry-\(index.rawValue)"

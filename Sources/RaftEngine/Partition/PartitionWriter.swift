@@ -78,7 +78,7 @@ public actor PartitionWriter {
     ) async throws(PartitionWriteError) -> LogIndex {
         guard let machine = machines(key) else { throw .host(.partitionNotFound(key)) }
         // Packs first: slow (a git process), and the same in any term.
-        let prepared = try await validatePacks(transaction, machine)
+        let prepared = try await validatePacks(key, transaction, machine)
         let term = try await catchUp(key, machine)
 
         // From here until the host holds the proposal, no suspension: verify, reserve and
@@ -159,7 +159,7 @@ public actor PartitionWriter {
     /// The transaction with every pushed pack replaced by git's validated pack and index,
     /// and the object names of each.
     private func validatePacks(
-        _ transaction: PartitionTransaction, _ machine: PartitionStateMachine
+        _ key: PartitionKey, _ transaction: PartitionTransaction, _ machine: PartitionStateMachine
     ) async throws(PartitionWriteError) -> (transaction: PartitionTransaction, objects: [[ObjectID]]) {
         var operations = transaction.operations
         var objects: [[ObjectID]] = []
@@ -194,14 +194,32 @@ public actor PartitionWriter {
             validations -= 1
             let validated: ValidatedPack
             do { validated = try result.get() } catch { throw .refused(error) }
-            guard validated.pack.count + validated.index.count <= PartitionTransaction.maximumInlinePackBytes else {
+            objects.append(validated.objects)
+            if validated.pack.count + validated.index.count <= PartitionTransaction.maximumInlinePackBytes {
+                operations[k] = .attachPack(path, .inline(pack: validated.pack, index: validated.index))
+                continue
+            }
+            // An attachment: durable here before the entry naming it is proposed. Other
+            // replicas would need it before they acknowledge the entry, over the bulk
+            // transfer, which is not built yet: single-member partitions only, for now.
+            let status = try await replicaStatus(key)
+            guard status.members <= 1 else {
                 throw .refused(
                     .invalidPack(
-                        "\(validated.pack.count) bytes with its index: packs above \(PartitionTransaction.maximumInlinePackBytes) bytes travel as attachments, which need the bulk transfer (not built yet)"
+                        "\(validated.pack.count) bytes with its index is above the \(PartitionTransaction.maximumInlinePackBytes) bytes that travel in a log entry; larger packs are attachments, which reach other replicas over the bulk transfer (not built yet), and this partition has \(status.members) members"
                     ))
             }
-            operations[k] = .attachPack(path, .inline(pack: validated.pack, index: validated.index))
-            objects.append(validated.objects)
+            let store = AttachmentStore(directory: machine.directory + "/attachments")
+            let stored = await offThePool("raftd-attach") { () -> Result<[UInt8], PartitionError> in
+                Result { () throws(PartitionError) in try store.put(pack: validated.pack, index: validated.index) }
+            }
+            let hash: [UInt8]
+            do { hash = try stored.get() } catch { throw .refused(error) }
+            operations[k] = .attachPack(
+                path,
+                .attachment(
+                    contentHash: hash, packBytes: UInt64(validated.pack.count),
+                    indexBytes: UInt64(validated.index.count)))
         }
         return (PartitionTransaction(operations), objects)
     }

@@ -194,7 +194,8 @@ public struct RepositoryFiles: Sendable {
     @discardableResult
     public func removeStaleLocks() throws(IOError) -> Int {
         var removed = 0
-        for name in ["HEAD.lock", "packed-refs.lock", "config.lock", "objects/info/alternates.lock"] where FileSystem.exists(path + "/" + name) {
+        for name in ["HEAD.lock", "packed-refs.lock", "config.lock", "objects/info/alternates.lock"]
+        where FileSystem.exists(path + "/" + name) {
             try FileSystem.removeFile(path + "/" + name)
             removed += 1
         }

@@ -214,7 +214,9 @@ struct PartitionStateMachineTests {
                 == "# pack-refs with: sorted \n\(c) refs/tags/t\n^\(a)\n")
     }
 
-    @Test("Partition: opening a replica removes the lock files a crash left in its registered repositories, and registers and unregisters by apply")
+    @Test(
+        "Partition: opening a replica removes the lock files a crash left in its registered repositories, and registers and unregisters by apply"
+    )
     func staleLocksAtOpen() throws {
         let fixture = try MetadataFixture()
         defer { fixture.remove() }
@@ -234,7 +236,8 @@ struct PartitionStateMachineTests {
                     payload: .normal(
                         try PartitionEntryCodec.encode(
                             PartitionTransaction([
-                                .createRepository(repo, defaultBranch: main), .createRepository(other, defaultBranch: main),
+                                .createRepository(repo, defaultBranch: main),
+                                .createRepository(other, defaultBranch: main),
                             ])))),
                 Entry(
                     term: 1, index: 2,
@@ -248,10 +251,14 @@ struct PartitionStateMachineTests {
         let locks = ["HEAD.lock", "refs/heads/main.lock", "refs/heads/feature/x.lock", "packed-refs.lock"]
         try FileManager.default.createDirectory(
             atPath: fixture.root + "/" + repo.rawValue + "/refs/heads/feature", withIntermediateDirectories: true)
-        for lock in locks { FileManager.default.createFile(atPath: fixture.root + "/" + repo.rawValue + "/" + lock, contents: Data()) }
+        for lock in locks {
+            FileManager.default.createFile(atPath: fixture.root + "/" + repo.rawValue + "/" + lock, contents: Data())
+        }
         let reopened = try PartitionStateMachine(
             storageRoot: fixture.root, directory: directory, partition: key, registry: metadata)
         #expect(reopened.appliedIndex == LogIndex(2))
-        for lock in locks { #expect(!FileManager.default.fileExists(atPath: fixture.root + "/" + repo.rawValue + "/" + lock)) }
+        for lock in locks {
+            #expect(!FileManager.default.fileExists(atPath: fixture.root + "/" + repo.rawValue + "/" + lock))
+        }
     }
 }
