@@ -7,7 +7,11 @@
 // measured in the same run. Figures go to docs/BENCHMARKS.md.
 //
 //   .build/release/PartitionBench [--seconds S] [--in-flight N] [--partitions 1,1000]
-//       [--refs 1,100] [--tick-ms MS] [--dir PATH]
+//       [--refs 1,100] [--pack-mb 1,16,64] [--tick-ms MS] [--dir PATH]
+//
+// --pack-mb: pushes of one commit with that many MiB of incompressible data to a new
+// single-member partition each (validated by git on the leader, stored as an attachment,
+// applied by hard link): the pack attach throughput in MB/s.
 
 import BenchSupport
 import Foundation
@@ -21,6 +25,7 @@ struct Options {
     var inFlight = 64
     var partitions = [1, 1_000]
     var refs = [1, 100]
+    var packMegabytes = [1, 16, 64]
     var tickMilliseconds = 20
     var directory = "bench-data/partition"
 
@@ -50,6 +55,7 @@ struct Options {
                 o.inFlight = n
             case "--partitions": o.partitions = list(flag)
             case "--refs": o.refs = list(flag)
+            case "--pack-mb": o.packMegabytes = list(flag)
             case "--tick-ms":
                 guard let n = Int(value(flag)), n >= 1, n <= 1_000 else {
                     fail("PartitionBench", "--tick-ms takes 1...1000")
@@ -235,6 +241,38 @@ for partitions in options.partitions {
         if let first = errors.first { print("    first error: \(first)") }
     }
 }
+// Pack attach throughput: one push per size into a new single-member partition.
+let storage = cluster.storageNames[0]
+let provisioner = PartitionProvisioner(
+    host: cluster.hosts[0]!, writer: writers[0], storage: storage, metadata: cluster.hosts[0]!.metadata(of: storage)!)
+var generator = SplitMix64(seed: 1)
+for megabytes in options.packMegabytes {
+    let source = root + "/pack\(megabytes)"
+    git(["init", "-q", "-b", "main", source])
+    try Data((0..<(megabytes << 20)).map { _ in UInt8(truncatingIfNeeded: generator.next()) })
+        .write(to: URL(fileURLWithPath: source + "/data.bin"))
+    git(["-C", source, "add", "."])
+    git(["-C", source, "commit", "-q", "-m", "data"])
+    let tip = try ObjectID(
+        hex: String(decoding: git(["-C", source, "rev-parse", "HEAD"]), as: UTF8.self)
+            .trimmingCharacters(in: .whitespacesAndNewlines))
+    let bytes = Array(git(["-C", source, "pack-objects", "--revs", "--stdout", "-q"], input: Data("main\n".utf8)))
+    let path = try RelativePath("@hashed/pack/\(megabytes).git")
+    let (key, _) = try await provisioner.createRepository(path, defaultBranch: main)
+    let t = now()
+    _ = try await writers[0].commit(
+        key,
+        PartitionTransaction([
+            .attachPack(path, .inline(pack: bytes, index: [])),
+            .updateReferences(path, [ReferenceUpdate(name: main, old: .zero, new: tip)]),
+        ]))
+    let elapsed = now() - t
+    let kind = bytes.count <= PartitionTransaction.maximumInlinePackBytes ? "inline" : "attachment"
+    print(
+        "  push of a \(format(Double(bytes.count) / 1_048_576, 1)) MiB pack (\(kind), single-member partition): \(format(elapsed * 1e3, 1)) ms, \(format(Double(bytes.count) / 1e6 / elapsed, 1)) MB/s (git index-pack --strict, fsync, commit, apply)"
+    )
+}
+
 cluster.stopAll()
 for checkpointer in checkpointers { checkpointer.stop() }
 try? FileManager.default.removeItem(atPath: options.directory)

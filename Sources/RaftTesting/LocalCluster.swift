@@ -98,9 +98,14 @@ public final class LocalCluster<Machine: StateMachine>: @unchecked Sendable {
         if ownsDirectory { try? FileManager.default.removeItem(atPath: directory) }
     }
 
-    /// The key of the n-th group (partition IDs from 2; authority: the first storage).
+    /// The first partition ID of the groups `createGroups` makes: far above what a
+    /// storage's own allocator hands out in a test or benchmark, so partitions minted by
+    /// the storage (`PartitionProvisioner`) never collide with them.
+    public static var firstPartitionID: UInt64 { 1 << 32 }
+
+    /// The key of the n-th group (authority: the first storage).
     public func key(_ n: Int) -> PartitionKey {
-        PartitionKey(authority: storageNames[0], partitionID: try! PartitionID(UInt64(n) + 2))
+        PartitionKey(authority: storageNames[0], partitionID: try! PartitionID(Self.firstPartitionID + UInt64(n)))
     }
 
     /// Creates `count` groups with a replica on every running node, in bulk (one metadata

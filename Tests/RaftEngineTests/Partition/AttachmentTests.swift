@@ -83,7 +83,7 @@ struct AttachmentTests {
         #expect(names[1] == SHA256.hex(SHA256.hash(stored)) + ".pack")
 
         // A partition with three replicas: refused, with the reason, and nothing proposed.
-        let shared = try nodes.cluster.createGroups(1, from: 1_000)[0]
+        let shared = try nodes.cluster.createGroups(1)[0]
         let other = try RelativePath("@hashed/66/66/other.git")
         _ = try await nodes.commit(shared, [.createRepository(other, defaultBranch: main)])
         do {

@@ -61,8 +61,7 @@ struct PartitionPlacementTests {
         }
 
         // Pools on a three-replica partition: two members, a push to one; fsck on every replica.
-        // (LocalCluster numbers its groups itself: far above what the storage's allocator hands out here.)
-        let key = try nodes.cluster.createGroups(1, from: 1_000)[0]
+        let key = try nodes.cluster.createGroups(1)[0]
         let sharedPool = try RelativePath("@pools/33/33/shared.git")
         let a = try RelativePath("@hashed/33/33/a.git")
         let b = try RelativePath("@hashed/33/33/b.git")
