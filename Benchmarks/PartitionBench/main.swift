@@ -257,6 +257,12 @@ for megabytes in options.packMegabytes {
         hex: String(decoding: git(["-C", source, "rev-parse", "HEAD"]), as: UTF8.self)
             .trimmingCharacters(in: .whitespacesAndNewlines))
     let bytes = Array(git(["-C", source, "pack-objects", "--revs", "--stdout", "-q"], input: Data("main\n".utf8)))
+    // Baseline in the same run: git indexing the same pack by itself, into a bare repository.
+    let bare = root + "/bare\(megabytes).git"
+    git(["init", "-q", "--bare", bare])
+    let g = now()
+    git(["--git-dir", bare, "index-pack", "--stdin", "--strict"], input: Data(bytes))
+    let gitSeconds = now() - g
     let path = try RelativePath("@hashed/pack/\(megabytes).git")
     let (key, _) = try await provisioner.createRepository(path, defaultBranch: main)
     let t = now()
@@ -269,7 +275,7 @@ for megabytes in options.packMegabytes {
     let elapsed = now() - t
     let kind = bytes.count <= PartitionTransaction.maximumInlinePackBytes ? "inline" : "attachment"
     print(
-        "  push of a \(format(Double(bytes.count) / 1_048_576, 1)) MiB pack (\(kind), single-member partition): \(format(elapsed * 1e3, 1)) ms, \(format(Double(bytes.count) / 1e6 / elapsed, 1)) MB/s (git index-pack --strict, fsync, commit, apply)"
+        "  push of a \(format(Double(bytes.count) / 1_048_576, 1)) MiB pack (\(kind), single-member partition): \(format(elapsed * 1e3, 1)) ms, \(format(Double(bytes.count) / 1e6 / elapsed, 1)) MB/s (git index-pack --strict, fsync, commit, apply); git index-pack alone: \(format(gitSeconds * 1e3, 1)) ms, \(format(Double(bytes.count) / 1e6 / gitSeconds, 1)) MB/s; \(format(gitSeconds / elapsed, 2))x"
     )
 }
 
