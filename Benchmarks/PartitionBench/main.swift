@@ -157,7 +157,7 @@ func commit(_ key: PartitionKey, _ operations: [PartitionOperation]) async throw
         let node = await cluster.leader(of: key) ?? 0
         do { return try await writers[node].commit(key, PartitionTransaction(operations)) } catch {
             lastError = error
-            guard case .host(let hostError) = error, hostError.isRetryable else { throw error }
+            guard error.isRetryable else { throw error }
             try? await Task.sleep(nanoseconds: 20_000_000)
         }
     }

@@ -141,12 +141,17 @@ public final class LocalCluster<Machine: StateMachine>: @unchecked Sendable {
     }
 
     /// Proposes at the leader, following NotLeader answers and retrying retryable errors
-    /// until the deadline.
+    /// until the deadline. At least one attempt is made whatever the clock says: this task
+    /// may not run for tens of seconds while synchronous tests hold the cooperative pool,
+    /// and a loop that checked the deadline first gave up without trying ("deadline
+    /// exceeded" on a fresh clone: the flake of issue 10's three-node test).
     public func write(_ key: PartitionKey, _ data: [UInt8], within seconds: Double = 20) async throws -> LogIndex {
         let deadline = Date().addingTimeInterval(seconds)
         var node = await leader(of: key) ?? 0
         var lastError: HostError?
-        while Date() < deadline {
+        var attempts = 0
+        while attempts == 0 || Date() < deadline {
+            attempts += 1
             guard let host = hosts[node] else {
                 node = (node + 1) % hosts.count
                 continue

@@ -41,7 +41,7 @@ struct WALUnitTests {
             if let result = outcome.result.withLock({ $0 }) { return result }
             usleep(1_000)
         }
-        return .failure(.closed)
+        return outcome.result.withLock { $0 } ?? .failure(.closed)
     }
 
     @Test("WAL: a unit larger than a batch and a segment is cut into ordered batches; it reads back after a reopen")

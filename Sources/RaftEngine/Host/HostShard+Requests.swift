@@ -2,10 +2,8 @@ import RaftConsensus
 
 /// A request handed to a shard.
 package enum HostRequest {
-    /// Deadlines are monotonic nanoseconds (`ShardContext.clock`). `term`: refused as
-    /// `lostLeadership` unless the replica leads in exactly that term (a caller that
-    /// verified against the state of a term).
-    case propose(PartitionKey, [UInt8], term: Term? = nil, deadlineNanoseconds: Int, Promise<LogIndex>)
+    /// Deadlines are monotonic nanoseconds (`ShardContext.clock`). `fence`: see `ProposalFence`.
+    case propose(PartitionKey, [UInt8], fence: ProposalFence? = nil, deadlineNanoseconds: Int, Promise<LogIndex>)
     case read(PartitionKey, ReadConsistency, deadlineNanoseconds: Int, Promise<LogIndex>)
     case changeMembership(PartitionKey, ConfChange, deadlineNanoseconds: Int, Promise<LogIndex>)
     case transferLeadership(PartitionKey, MemberID, Promise<LogIndex>)
@@ -15,10 +13,10 @@ package enum HostRequest {
 extension HostShard {
     package func handle(_ request: HostRequest) {
         switch request {
-        case .propose(let partition, let data, let term, let deadline, let promise):
-            propose(partition, payload: .normal(data), term: term, deadline: deadline, promise)
+        case .propose(let partition, let data, let fence, let deadline, let promise):
+            propose(partition, payload: .normal(data), fence: fence, deadline: deadline, promise)
         case .changeMembership(let partition, let change, let deadline, let promise):
-            propose(partition, payload: .confChange(change), term: nil, deadline: deadline, promise)
+            propose(partition, payload: .confChange(change), fence: nil, deadline: deadline, promise)
         case .read(let partition, let consistency, let deadline, let promise):
             read(partition, consistency, deadline: deadline, promise)
         case .transferLeadership(let partition, let target, let promise):
@@ -45,7 +43,7 @@ extension HostShard {
     }
 
     private func propose(
-        _ partition: PartitionKey, payload: EntryPayload, term: Term?, deadline: Int,
+        _ partition: PartitionKey, payload: EntryPayload, fence: ProposalFence?, deadline: Int,
         _ promise: @escaping Promise<LogIndex>
     ) {
         let (r, node): (Replica, RawNode)
@@ -59,7 +57,14 @@ extension HostShard {
             findLeader(r, node)
             return promise(.failure(notLeader(r, node)))
         }
-        if let term, node.term != term { return promise(.failure(.lostLeadership)) }
+        if let fence {
+            // Proposals verified against an earlier one that was not appended must not
+            // enter the log without it.
+            if node.term != fence.term || fence.epoch <= (r.droppedFenceEpoch ?? 0) && r.droppedFenceEpoch != nil {
+                r.droppedFenceEpoch = max(r.droppedFenceEpoch ?? 0, fence.epoch)
+                return promise(.failure(.lostLeadership))
+            }
+        }
         if case .confChange(let change) = payload, change.changes.count > EntryCodec.maximumChanges {
             return promise(.failure(.invalid("a membership change has at most \(EntryCodec.maximumChanges) edits")))
         }
@@ -77,8 +82,10 @@ extension HostShard {
                 PendingProposal(index: index, term: term, deadlineNanoseconds: deadline, promise: promise))
             trackRequests(r)
         case .dropped(.notLeader):
+            if let fence { r.droppedFenceEpoch = max(r.droppedFenceEpoch ?? 0, fence.epoch) }
             promise(.failure(notLeader(r, node)))
         case .dropped(let reason):
+            if let fence { r.droppedFenceEpoch = max(r.droppedFenceEpoch ?? 0, fence.epoch) }
             promise(.failure(.refused(reason)))
         case .forwarded, .accepted:
             preconditionFailure("a leader's proposal is appended or dropped")

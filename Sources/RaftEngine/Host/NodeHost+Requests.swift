@@ -16,10 +16,9 @@ extension NodeHost {
 
     /// Callback form of `propose` (the completion runs on a host thread; keep it short).
     /// The request is handed to the partition's worker before this returns, so calls made
-    /// in an order are appended in that order. `term`: refused as `lostLeadership` unless
-    /// this replica leads in exactly that term.
+    /// in an order are appended in that order. `fence`: see `ProposalFence`.
     public func propose(
-        _ partition: PartitionKey, _ data: [UInt8], term: Term? = nil, timeoutTicks: Int? = nil,
+        _ partition: PartitionKey, _ data: [UInt8], fence: ProposalFence? = nil, timeoutTicks: Int? = nil,
         completion: @escaping @Sendable (Result<LogIndex, HostError>) -> Void
     ) {
         guard data.count <= options.maxProposalBytes else {
@@ -29,7 +28,7 @@ extension NodeHost {
             return completion(.failure(.overloaded("apply backlog over \(options.maxApplyBacklogBytes) bytes")))
         }
         submit(partition, completion, timeoutTicks: timeoutTicks) {
-            .propose(partition, data, term: term, deadlineNanoseconds: $0, $1)
+            .propose(partition, data, fence: fence, deadlineNanoseconds: $0, $1)
         }
     }
 

@@ -78,6 +78,9 @@ package final class Replica {
     var isDirty = false
     /// Tick of the last request, for idle detection.
     var lastActivityTick: UInt64 = 0
+    /// The highest fence epoch of a fenced proposal that was not appended (see
+    /// `ProposalFence`): later proposals with an epoch at or below it are refused.
+    var droppedFenceEpoch: UInt64?
     /// Tick at which it quiesced (for dormancy), when quiesced.
     var quiescedAtTick: UInt64 = 0
     /// When a campaign is scheduled (awaitingCampaign).

@@ -77,8 +77,14 @@ public struct PartitionProvisioner: Sendable {
         }
         let deadline = MonotonicClock.system.nanoseconds + electionMilliseconds * 1_000_000
         while true {
-            if let status = try? await host.status(of: key), status.role == .leader { return key }
-            guard MonotonicClock.system.nanoseconds < deadline else { throw .host(.timedOut) }
+            let status: ReplicaStatus?
+            do { status = try await host.status(of: key) } catch { status = nil }
+            if let status, status.role == .leader { return key }
+            guard MonotonicClock.system.nanoseconds < deadline else {
+                throw .timedOut(
+                    "new partition \(key) has no leader after \(electionMilliseconds) ms (\(status.map { "\($0)" } ?? "no status"))"
+                )
+            }
             try? await Task.sleep(nanoseconds: 2_000_000)
         }
     }

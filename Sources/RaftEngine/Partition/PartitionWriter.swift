@@ -7,11 +7,24 @@ public enum PartitionWriteError: Error, Equatable, Sendable, CustomStringConvert
     /// The host could not propose or commit it (not the leader, timed out, overloaded...).
     /// `HostError.isRetryable` says whether to try again (at the leader it names).
     case host(HostError)
+    /// A wait of the write path itself ran out (a new leader applying its log, a new
+    /// partition electing its leader), with what it was waiting for. Retryable.
+    case timedOut(String)
 
     public var description: String {
         switch self {
         case .refused(let error): "\(error)"
         case .host(let error): "\(error)"
+        case .timedOut(let what): "timed out: \(what)"
+        }
+    }
+
+    /// Whether trying again (at the leader) may succeed.
+    public var isRetryable: Bool {
+        switch self {
+        case .refused: false
+        case .host(let error): error.isRetryable
+        case .timedOut: true
         }
     }
 }
@@ -44,13 +57,14 @@ public actor PartitionWriter {
         var nextProposal: UInt64 = 0
         /// The applied state may not include everything proposed: catch up first.
         var uncertain = true
-        /// Counts the times `uncertain` was set: a catch-up that began before the last one
-        /// does not clear it.
+        /// Grows each time `uncertain` is set: a catch-up that began before the last one
+        /// does not clear it. It is also the epoch of `ProposalFence`, so it grows across
+        /// writers of the process too (the monotonic clock), never back.
         var generation: UInt64 = 0
 
         func markUncertain() {
             uncertain = true
-            generation &+= 1
+            generation = max(generation + 1, UInt64(MonotonicClock.system.nanoseconds))
         }
     }
 
@@ -99,13 +113,18 @@ public actor PartitionWriter {
         }
         let bytes: [UInt8]
         do { bytes = try PartitionEntryCodec.encode(prepared.transaction) } catch { throw .refused(error) }
+        // Proposals verified since the last catch-up share its epoch: if one of them is not
+        // appended, the host refuses the rest of them (`ProposalFence`).
+        let epoch = pipeline.generation
         let number = pipeline.nextProposal
         pipeline.nextProposal += 1
         pipeline.pending[number] = effects
         let host = self.host
         let result = await withCheckedContinuation {
             (continuation: CheckedContinuation<Result<LogIndex, HostError>, Never>) in
-            host.propose(key, bytes, term: term) { continuation.resume(returning: $0) }
+            host.propose(key, bytes, fence: ProposalFence(term: term, epoch: epoch)) {
+                continuation.resume(returning: $0)
+            }
         }
         // Applied here (success), or its fate unknown: its effects stop counting either way.
         pipeline.pending[number] = nil
@@ -139,13 +158,21 @@ public actor PartitionWriter {
         let deadline = MonotonicClock.system.nanoseconds + catchUpMilliseconds * 1_000_000
         // First the proposals in flight end (their effects stop counting), then the log applies.
         while !pipeline.pending.isEmpty {
-            guard MonotonicClock.system.nanoseconds < deadline else { throw .host(.timedOut) }
+            guard MonotonicClock.system.nanoseconds < deadline else {
+                throw .timedOut(
+                    "\(key): \(pipeline.pending.count) proposals still in flight after \(catchUpMilliseconds) ms")
+            }
             try? await Task.sleep(nanoseconds: 2_000_000)
         }
         let target = try await replicaStatus(key)
         guard target.role == .leader, target.term == status.term else { throw .host(.lostLeadership) }
         while machine.appliedIndex < target.lastIndex {
-            guard MonotonicClock.system.nanoseconds < deadline else { throw .host(.timedOut) }
+            guard MonotonicClock.system.nanoseconds < deadline else {
+                let now = try? await host.status(of: key)
+                throw .timedOut(
+                    "\(key): a new leader applies its log before it verifies; applied \(machine.appliedIndex) of \(target.lastIndex) after \(catchUpMilliseconds) ms (now: \(now.map { "\($0)" } ?? "no status"))"
+                )
+            }
             try? await Task.sleep(nanoseconds: 2_000_000)
         }
         if pipeline.term == status.term && pipeline.generation == generation { pipeline.uncertain = false }

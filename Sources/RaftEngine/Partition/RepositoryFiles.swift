@@ -45,13 +45,42 @@ public struct RepositoryFiles: Sendable {
     /// Sets a loose reference (its parent directories are made as needed). Empty
     /// directories left where it goes (a deleted `refs/heads/a/b` leaves `refs/heads/a/`)
     /// are removed first, as git does.
+    ///
+    /// What is in the way is removed: a file where a leading part needs a directory, or a
+    /// directory where the reference goes. Verification refuses names that conflict with
+    /// live references, so this meets only empty directories left by deletions, or, when
+    /// an entry is applied again after a crash, files of later entries that ran before it
+    /// (which those entries, applied again too, put back).
     public func setReference(_ name: RefName, to oid: ObjectID) throws(IOError) {
         let file = path + "/" + name.rawValue
-        if try FileSystem.kind(of: file, followSymlinks: false) == .directory {
-            try removeEmptyDirectories(file)
+        let parts = name.rawValue.split(separator: "/")
+        for count in 1..<parts.count {
+            let leading = path + "/" + parts[0..<count].joined(separator: "/")
+            switch try existingKind(leading) {
+            case nil, .directory: continue
+            default:
+                try FileSystem.removeFile(leading)
+                touched?.note(parentOf: leading)
+                CrashPoints.reached()
+            }
+        }
+        if try existingKind(file) == .directory {
+            try FileSystem.removeTree(file)
+            touched?.note(parentOf: file)
+            CrashPoints.reached()
         }
         try makeDirectories(String(file[..<file.lastIndex(of: "/")!]))
         try replace(name.rawValue, with: Array((oid.hex + "\n").utf8))
+    }
+
+    /// What is at `path`; nil when nothing is, also when a leading part is a file (ENOTDIR).
+    private func existingKind(_ path: String) throws(IOError) -> FileSystem.FileKind? {
+        do {
+            return try FileSystem.kind(of: path, followSymlinks: false)
+        } catch {
+            if error.kind == .notADirectory { return nil }
+            throw error
+        }
     }
 
     /// Deletes a reference, loose and packed. Deleting a missing one changes nothing.
@@ -87,12 +116,13 @@ public struct RepositoryFiles: Sendable {
     /// Transactions with more reference updates than this write them into `packed-refs`.
     public static let looseUpdateLimit = 16
 
+    /// Removes the loose file of `name`. A directory there is not this reference (other
+    /// references live in it, or it is empty): left as it is.
     private func removeLoose(_ name: RefName) throws(IOError) {
         let loose = path + "/" + name.rawValue
-        let kind = try FileSystem.kind(of: loose, followSymlinks: false)
-        if kind == .directory {
-            try removeEmptyDirectories(loose)
-        } else if kind != nil {
+        switch try existingKind(loose) {
+        case nil, .directory: return
+        default:
             try FileSystem.removeFile(loose)
             touched?.note(parentOf: loose)
             CrashPoints.reached()
@@ -107,7 +137,7 @@ public struct RepositoryFiles: Sendable {
     public func reference(_ name: RefName) throws(IOError) -> ObjectID? { try reference(name, packed: nil) }
 
     func reference(_ name: RefName, packed: PackedRefs?) throws(IOError) -> ObjectID? {
-        if let loose = try read(name.rawValue) {
+        if try existingKind(path + "/" + name.rawValue) == .regularFile, let loose = try read(name.rawValue) {
             let text = String(decoding: loose, as: UTF8.self).trimmingSuffixNewline
             return try? ObjectID(hex: text)
         }
@@ -279,21 +309,6 @@ public struct RepositoryFiles: Sendable {
             }
         }.get()
         return (try? ObjectID(bytes: trailer))?.hex ?? ""
-    }
-
-    /// Removes a tree of empty directories (a file in it is an error: verification keeps
-    /// references from conflicting, so one here means damage).
-    private func removeEmptyDirectories(_ directory: String) throws(IOError) {
-        for entry in try FileSystem.list(directory) {
-            let child = directory + "/" + entry
-            guard try FileSystem.kind(of: child, followSymlinks: false) == .directory else {
-                throw IOError("remove empty directories", path: child, code: ENOTEMPTY)
-            }
-            try removeEmptyDirectories(child)
-        }
-        try FileSystem.removeDirectory(directory)
-        touched?.note(parentOf: directory)
-        CrashPoints.reached()
     }
 
     /// Makes `directory` and any missing parents.

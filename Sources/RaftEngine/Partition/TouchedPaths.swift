@@ -47,7 +47,14 @@ public final class TouchedPaths: Sendable {
                 return
             }
             for path in taken.sorted() {
-                switch try FileSystem.kind(of: path, followSymlinks: false) {
+                // Gone since (a leading part may even be a file now): its parent was noted.
+                let kind: FileSystem.FileKind?
+                do { kind = try FileSystem.kind(of: path, followSymlinks: false) } catch
+                    where error.kind == .notADirectory
+                {
+                    continue
+                }
+                switch kind {
                 case .directory:
                     try DiskFile.syncDirectory(path)
                 case .regularFile:
