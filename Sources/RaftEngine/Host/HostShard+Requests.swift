@@ -172,6 +172,8 @@ extension HostShard {
             residency: r.residency)
         let conf = r.stableLog.confState
         s.members = Set(conf.voters + conf.votersOutgoing + conf.learners).count
+        s.shardTick = currentTick
+        if case .awaitingCampaign = r.state { s.campaignAtTick = r.campaignAtTick }
         if let node = r.node {
             s.role = node.role
             s.term = node.term

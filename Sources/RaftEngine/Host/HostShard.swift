@@ -83,6 +83,18 @@ package final class HostShard {
             if replica.stateMachine.appliedIndex < suspended.commit { catchUpQueue.append(replica) }
         }
         if campaign, let node = replica.node {
+            let conf = replica.stableLog.confState
+            if conf.voters == [replica.key.member] && conf.votersOutgoing.isEmpty {
+                // Its only voter: no votes to ask for, so no storm to pace. A new
+                // single-member partition leads at once (one WAL write), without waiting
+                // for a tick slot.
+                replica.state = .quiesced(node)
+                setAwake(replica)
+                node.campaign()
+                markDirty(replica)
+                counters.campaigns &+= 1
+                return
+            }
             replica.state = .awaitingCampaign(node)
             replica.campaignAtTick = currentTick
             campaignQueue.append(replica)

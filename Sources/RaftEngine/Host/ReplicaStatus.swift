@@ -32,8 +32,12 @@ public struct ReplicaStatus: Hashable, Sendable, CustomStringConvertible {
     /// Members of the group, as this replica knows its configuration: voters (both
     /// majorities while joint) and learners.
     public var members = 0
+    /// The ticks its shard has handled (diagnostics: a replica waiting for a tick slot).
+    public var shardTick: UInt64 = 0
+    /// The tick its campaign slot is due at, when it waits for one.
+    public var campaignAtTick: UInt64?
 
     public var description: String {
-        "\(replica) \(group)@\(storage) \(role) term=\(term) leader=\(leader) commit=\(commit) applied=\(applied) last=\(lastIndex) \(residency.rawValue)"
+        "\(replica) \(group)@\(storage) \(role) term=\(term) leader=\(leader) commit=\(commit) applied=\(applied) last=\(lastIndex) \(residency.rawValue) tick=\(shardTick)\(campaignAtTick.map { " campaign at tick \($0)" } ?? "")"
     }
 }
