@@ -67,8 +67,9 @@ package final class HostShard {
     // MARK: - Replicas
 
     /// Adds a replica (created or loaded). Fresh replicas that should campaign are queued
-    /// for a paced campaign; every other replica starts dormant or quiesced: not ticked
-    /// until a message or request wakes it.
+    /// for a paced campaign, except one that is its group's only voter, which campaigns at
+    /// once; every other replica starts dormant or quiesced: not ticked until a message or
+    /// request wakes it.
     package func add(_ replica: Replica, campaign: Bool) {
         replicas[replica.key.partition, default: []].append(replica)
         counters.replicas += 1
@@ -93,6 +94,8 @@ package final class HostShard {
                 node.campaign()
                 markDirty(replica)
                 counters.campaigns &+= 1
+                campaignsThisTick += 1
+                counters.maxCampaignsInATick = max(counters.maxCampaignsInATick, campaignsThisTick)
                 return
             }
             replica.state = .awaitingCampaign(node)

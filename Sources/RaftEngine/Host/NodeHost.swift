@@ -145,15 +145,16 @@ public final class NodeHost: FrameReceiver, @unchecked Sendable {
 
     // MARK: - Replicas
 
-    /// Creates replicas on this node's storages: registers them in each storage's metadata
-    /// (one transaction per storage) and starts them. Replicas with `campaign` set campaign
-    /// in paced slots; the others wait, not ticked, for their group's first messages.
     /// The metadata store of a storage this node serves (its registry of partitions and
     /// repositories), or nil.
     public func metadata(of storage: StorageName) -> MetadataStore? {
         context.storageNames.firstIndex(of: storage).map { storages[$0].metadata }
     }
 
+    /// Creates replicas on this node's storages: registers them in each storage's metadata
+    /// (one transaction per storage) and starts them. Replicas with `campaign` set campaign
+    /// in paced slots (one that is its group's only voter at once); the others wait, not
+    /// ticked, for their group's first messages.
     public func createReplicas(_ specs: [ReplicaSpec]) throws(HostError) {
         var byStorage: [Int: [ReplicaSpec]] = [:]
         for spec in specs {
