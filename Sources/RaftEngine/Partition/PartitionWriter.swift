@@ -1,4 +1,5 @@
 import RaftConsensus
+import Synchronization
 
 /// Why a partition write did not happen.
 public enum PartitionWriteError: Error, Equatable, Sendable, CustomStringConvertible {
@@ -120,11 +121,17 @@ public actor PartitionWriter {
         pipeline.nextProposal += 1
         pipeline.pending[number] = effects
         let host = self.host
+        let refused = Mutex(false)
         let result = await withCheckedContinuation {
             (continuation: CheckedContinuation<Result<LogIndex, HostError>, Never>) in
-            host.propose(key, bytes, fence: ProposalFence(term: term, epoch: epoch)) {
-                continuation.resume(returning: $0)
+            host.propose(key, bytes, fence: ProposalFence(term: term, epoch: epoch)) { answer in
+                if case .failure = answer { refused.withLock { $0 = true } }
+                continuation.resume(returning: answer)
             }
+            // Refused before the host's worker saw it (too large, backlog, inbox full): the
+            // fence could not record it, so mark the partition uncertain here, before any
+            // other commit can verify on top of it, whatever the continuation does next.
+            if refused.withLock({ $0 }) { pipeline.markUncertain() }
         }
         // Applied here (success), or its fate unknown: its effects stop counting either way.
         pipeline.pending[number] = nil
