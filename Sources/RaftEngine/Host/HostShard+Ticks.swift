@@ -156,15 +156,20 @@ extension HostShard {
             guard budget > 0 else { break }
             budget -= 1
             started.insert(ObjectIdentifier(r))
-            r.state = .quiesced(node)
-            setAwake(r)
-            node.campaign()
-            markDirty(r)
-            counters.campaigns &+= 1
-            campaignsThisTick += 1
+            startCampaign(r, node)
         }
         for r in campaignQueue where !started.contains(ObjectIdentifier(r)) { waiting.append(r) }
         campaignQueue = waiting
+    }
+
+    /// Wakes the replica and starts its campaign (counted in this tick).
+    func startCampaign(_ r: Replica, _ node: RawNode) {
+        r.state = .quiesced(node)
+        setAwake(r)
+        node.campaign()
+        markDirty(r)
+        counters.campaigns &+= 1
+        campaignsThisTick += 1
         counters.maxCampaignsInATick = max(counters.maxCampaignsInATick, campaignsThisTick)
     }
 

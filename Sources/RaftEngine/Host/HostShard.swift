@@ -89,13 +89,7 @@ package final class HostShard {
                 // Its only voter: no votes to ask for, so no storm to pace. A new
                 // single-member partition leads at once (one WAL write), without waiting
                 // for a tick slot.
-                replica.state = .quiesced(node)
-                setAwake(replica)
-                node.campaign()
-                markDirty(replica)
-                counters.campaigns &+= 1
-                campaignsThisTick += 1
-                counters.maxCampaignsInATick = max(counters.maxCampaignsInATick, campaignsThisTick)
+                startCampaign(replica, node)
                 return
             }
             replica.state = .awaitingCampaign(node)

@@ -23,8 +23,9 @@ public enum FileSystem {
         _ = try Syscall.call("mkdir", path: path) { craft_mkdir(path, mode) }
     }
 
-    /// What is at `path`, or nil when nothing is. With `followSymlinks` false a symbolic
-    /// link is reported as such instead of as its target.
+    /// What is at `path`, or nil when nothing is (also when a leading part is a file, not a
+    /// directory: ENOTDIR). With `followSymlinks` false a symbolic link is reported as such
+    /// instead of as its target.
     public static func kind(of path: String, followSymlinks: Bool) throws(IOError) -> FileKind? {
         do {
             let type = try Syscall.call(followSymlinks ? "stat" : "lstat", path: path) {
@@ -36,7 +37,7 @@ public enum FileSystem {
             case S_IFLNK: return .symbolicLink
             default: return .other
             }
-        } catch  where error.kind == .notFound {
+        } catch  where error.kind == .notFound || error.kind == .notADirectory {
             return nil
         }
     }

@@ -41,11 +41,7 @@ public struct AttachmentStore: Sendable {
             if !FileSystem.exists(directory) { try FileSystem.makeDirectory(directory) }
             // The index last: an attachment counts as present once its index is there.
             for (path, bytes) in [(packPath, pack), (indexPath, index)] {
-                if let size = try? FileSystem.kind(of: path, followSymlinks: false), size == .regularFile,
-                    try DiskFile.open(path, .readOnly).size() == UInt64(bytes.count)
-                {
-                    continue
-                }
+                if Self.size(of: path) == UInt64(bytes.count) { continue }
                 let temporary = path + ".tmp"
                 if FileSystem.exists(temporary) { try FileSystem.removeFile(temporary) }
                 let file = try DiskFile.open(temporary, .createNew)
@@ -64,12 +60,16 @@ public struct AttachmentStore: Sendable {
     /// Whether the attachment is here with the sizes its entry names.
     public func contains(_ hash: [UInt8], packBytes: UInt64, indexBytes: UInt64) -> Bool {
         let (packPath, indexPath) = paths(hash)
-        func size(_ path: String) -> UInt64? {
-            guard FileSystem.exists(path), let file = try? DiskFile.open(path, .readOnly) else { return nil }
-            defer { try? file.close() }
-            return try? file.size()
-        }
-        return size(packPath) == packBytes && size(indexPath) == indexBytes
+        return Self.size(of: packPath) == packBytes && Self.size(of: indexPath) == indexBytes
+    }
+
+    /// The size of the regular file at `path`, or nil.
+    private static func size(of path: String) -> UInt64? {
+        guard (try? FileSystem.kind(of: path, followSymlinks: false)) == .regularFile,
+            let file = try? DiskFile.open(path, .readOnly)
+        else { return nil }
+        defer { try? file.close() }
+        return try? file.size()
     }
 
     /// Removes temporary files of writes a crash interrupted.

@@ -227,7 +227,7 @@ public final class PartitionStateMachine: StateMachine, Sendable {
             let store = AttachmentStore(directory: directory + "/attachments")
             guard store.contains(hash, packBytes: packBytes, indexBytes: indexBytes) else {
                 throw StateMachineError(
-                    "attachment \(hex(hash)) (\(packBytes) + \(indexBytes) bytes) is not on this replica, or has other sizes"
+                    "attachment \(SHA256.hex(hash)) (\(packBytes) + \(indexBytes) bytes) is not on this replica, or has other sizes"
                 )
             }
             let (pack, index) = store.paths(hash)
@@ -257,11 +257,6 @@ public final class PartitionStateMachine: StateMachine, Sendable {
     /// LMDB transaction; again on re-apply changes nothing).
     private func register(_ path: RelativePath) throws(PartitionError) {
         if let registry, let partition { try registry.register(path, in: partition) }
-    }
-
-    private func hex(_ bytes: [UInt8]) -> String {
-        let digits = Array("0123456789abcdef".utf8)
-        return String(decoding: bytes.flatMap { [digits[Int($0 >> 4)], digits[Int($0 & 0x0F)]] }, as: UTF8.self)
     }
 
     /// `values`: u32 count, then (u16 key length, key, u32 value length, value), sorted by key.

@@ -287,12 +287,7 @@ public struct PartitionVerifier {
 
     /// What is at `path`; nil when nothing is, also when a leading part is a file.
     private func kind(_ path: String) throws(PartitionError) -> FileSystem.FileKind? {
-        do {
-            return try FileSystem.kind(of: path, followSymlinks: false)
-        } catch {
-            if error.kind == .notADirectory { return nil }
-            throw .storage("\(error)")
-        }
+        try storage { () throws(IOError) in try FileSystem.kind(of: path, followSymlinks: false) }
     }
 
     /// The repository's directory, where it exists in part, does not leave the storage root

@@ -56,7 +56,7 @@ public struct RepositoryFiles: Sendable {
         let parts = name.rawValue.split(separator: "/")
         for count in 1..<parts.count {
             let leading = path + "/" + parts[0..<count].joined(separator: "/")
-            switch try existingKind(leading) {
+            switch try FileSystem.kind(of: leading, followSymlinks: false) {
             case nil, .directory: continue
             default:
                 try FileSystem.removeFile(leading)
@@ -64,23 +64,13 @@ public struct RepositoryFiles: Sendable {
                 CrashPoints.reached()
             }
         }
-        if try existingKind(file) == .directory {
+        if try FileSystem.kind(of: file, followSymlinks: false) == .directory {
             try FileSystem.removeTree(file)
             touched?.note(parentOf: file)
             CrashPoints.reached()
         }
         try makeDirectories(String(file[..<file.lastIndex(of: "/")!]))
         try replace(name.rawValue, with: Array((oid.hex + "\n").utf8))
-    }
-
-    /// What is at `path`; nil when nothing is, also when a leading part is a file (ENOTDIR).
-    private func existingKind(_ path: String) throws(IOError) -> FileSystem.FileKind? {
-        do {
-            return try FileSystem.kind(of: path, followSymlinks: false)
-        } catch {
-            if error.kind == .notADirectory { return nil }
-            throw error
-        }
     }
 
     /// Deletes a reference, loose and packed. Deleting a missing one changes nothing.
@@ -120,7 +110,7 @@ public struct RepositoryFiles: Sendable {
     /// references live in it, or it is empty): left as it is.
     private func removeLoose(_ name: RefName) throws(IOError) {
         let loose = path + "/" + name.rawValue
-        switch try existingKind(loose) {
+        switch try FileSystem.kind(of: loose, followSymlinks: false) {
         case nil, .directory: return
         default:
             try FileSystem.removeFile(loose)
@@ -137,7 +127,9 @@ public struct RepositoryFiles: Sendable {
     public func reference(_ name: RefName) throws(IOError) -> ObjectID? { try reference(name, packed: nil) }
 
     func reference(_ name: RefName, packed: PackedRefs?) throws(IOError) -> ObjectID? {
-        if try existingKind(path + "/" + name.rawValue) == .regularFile, let loose = try read(name.rawValue) {
+        if try FileSystem.kind(of: path + "/" + name.rawValue, followSymlinks: false) == .regularFile,
+            let loose = try read(name.rawValue)
+        {
             let text = String(decoding: loose, as: UTF8.self).trimmingSuffixNewline
             return try? ObjectID(hex: text)
         }

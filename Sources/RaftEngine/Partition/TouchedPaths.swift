@@ -48,13 +48,7 @@ public final class TouchedPaths: Sendable {
             }
             for path in taken.sorted() {
                 // Gone since (a leading part may even be a file now): its parent was noted.
-                let kind: FileSystem.FileKind?
-                do { kind = try FileSystem.kind(of: path, followSymlinks: false) } catch
-                    where error.kind == .notADirectory
-                {
-                    continue
-                }
-                switch kind {
+                switch try FileSystem.kind(of: path, followSymlinks: false) {
                 case .directory:
                     try DiskFile.syncDirectory(path)
                 case .regularFile:
