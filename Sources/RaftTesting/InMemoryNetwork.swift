@@ -10,6 +10,9 @@ public final class InMemoryNetwork: Sendable {
         var receivers: [NodeID: any FrameReceiver] = [:]
         /// Directed links that drop everything: (from, to).
         var cut: Set<[NodeID]> = []
+        /// Directed links whose bulk path alone is down (the network transport's separate
+        /// bulk connection): (from, to).
+        var bulkCut: Set<[NodeID]> = []
     }
 
     /// Counters of what crossed the network.
@@ -17,6 +20,9 @@ public final class InMemoryNetwork: Sendable {
         public var frames = 0
         public var messages = 0
         public var dropped = 0
+        public var bulkRequests = 0
+        /// Bytes of bulk data answered.
+        public var bulkBytes = 0
     }
 
     private let state = Mutex(State())
@@ -37,6 +43,13 @@ public final class InMemoryNetwork: Sendable {
     public func setLink(from a: NodeID, to b: NodeID, up: Bool) {
         state.withLock {
             if up { $0.cut.remove([a, b]) } else { $0.cut.insert([a, b]) }
+        }
+    }
+
+    /// Cuts or restores only the bulk path from `a` to `b` (one way); frames still flow.
+    public func setBulkLink(from a: NodeID, to b: NodeID, up: Bool) {
+        state.withLock {
+            if up { $0.bulkCut.remove([a, b]) } else { $0.bulkCut.insert([a, b]) }
         }
     }
 
@@ -66,6 +79,28 @@ public final class InMemoryNetwork: Sendable {
         return true
     }
 
+    /// A bulk request: answered by the receiver in the caller's task (the in-process
+    /// stand-in for the network transport's bulk connection). Cut links and detached nodes
+    /// are unreachable, as for frames.
+    private func request(_ request: BulkRequest, from: NodeID, to: NodeID) async throws(BulkError) -> BulkResponse {
+        let receiver: (any FrameReceiver)? = state.withLock {
+            $0.cut.contains([from, to]) || $0.bulkCut.contains([from, to]) ? nil : $0.receivers[to]
+        }
+        guard let receiver else { throw .unreachable(to) }
+        counted.withLock { $0.bulkRequests += 1 }
+        let response = await receiver.serve(request, from: from)
+        // The answer crosses the link back: a link cut meanwhile loses it.
+        guard
+            state.withLock({
+                !$0.cut.contains([to, from]) && !$0.bulkCut.contains([to, from]) && $0.receivers[from] != nil
+            })
+        else {
+            throw .unreachable(to)
+        }
+        if case .data(let bytes) = response { counted.withLock { $0.bulkBytes += bytes.count } }
+        return response
+    }
+
     private final class Endpoint: Transport {
         let network: InMemoryNetwork
         let node: NodeID
@@ -78,6 +113,10 @@ public final class InMemoryNetwork: Sendable {
         func send(_ frame: PeerFrame) -> Bool {
             precondition(frame.from == node, "a transport sends only its own node's frames")
             return network.deliver(frame)
+        }
+
+        func request(_ request: BulkRequest, to: NodeID) async throws(BulkError) -> BulkResponse {
+            try await network.request(request, from: node, to: to)
         }
     }
 }

@@ -9,6 +9,9 @@ public struct HostCounters: Sendable, Equatable {
     public var messagesReceived: UInt64 = 0
     /// Messages for replicas this node does not host.
     public var messagesDropped: UInt64 = 0
+    /// Appends dropped because they named an attachment the replica did not hold yet (the
+    /// bulk service fetched it; the leader sent the append again).
+    public var appendsHeldForAttachments: UInt64 = 0
     public var walWrites: UInt64 = 0
     public var entriesWritten: UInt64 = 0
     public var entriesApplied: UInt64 = 0
@@ -37,6 +40,7 @@ public struct HostCounters: Sendable, Equatable {
         messagesSent += o.messagesSent
         messagesReceived += o.messagesReceived
         messagesDropped += o.messagesDropped
+        appendsHeldForAttachments += o.appendsHeldForAttachments
         walWrites += o.walWrites
         entriesWritten += o.entriesWritten
         entriesApplied += o.entriesApplied

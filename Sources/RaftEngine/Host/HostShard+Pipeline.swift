@@ -35,6 +35,14 @@ extension HostShard {
             {
                 continue
             }
+            // Entries naming an attachment this replica lacks stay out of its log until the
+            // attachment is durable here: the acknowledgement of an entry promises it.
+            if pm.message.kind == .append, !pm.message.entries.isEmpty, let bulk = context.bulk.current,
+                !bulk.admit(pm, replica: r.key, sender: r.nodeSlot(of: pm.message.from).map { context.nodes[$0] })
+            {
+                counters.appendsHeldForAttachments &+= 1
+                continue
+            }
             guard let node = resident(r) else { continue }
             node.step(pm.message)
             syncResidency(r)

@@ -172,6 +172,12 @@ extension HostShard {
             residency: r.residency)
         let conf = r.stableLog.confState
         s.members = Set(conf.voters + conf.votersOutgoing + conf.learners).count
+        s.voters = conf.voters
+        s.votersOutgoing = conf.votersOutgoing
+        s.learners = conf.learners
+        for m in r.members {
+            if let slot = m.nodeSlot { s.memberNodes[m.member] = context.nodes[slot] }
+        }
         s.shardTick = currentTick
         if case .awaitingCampaign = r.state { s.campaignAtTick = r.campaignAtTick }
         if let node = r.node {

@@ -133,6 +133,7 @@ public final class NodeHost: FrameReceiver, @unchecked Sendable {
         }
         tickThread?.join()
         tickThread = nil
+        context.bulk.set(nil)
         for w in workers { w.stop() }
         for a in appliers { a.stop() }
         for w in workers {
@@ -234,6 +235,39 @@ public final class NodeHost: FrameReceiver, @unchecked Sendable {
         var split: [[PeerMessage]] = Array(repeating: [], count: workers.count)
         for m in frame.messages { split[shardIndex(m.partition)].append(m) }
         for (i, list) in split.enumerated() where !list.isEmpty { _ = workers[i].offer(.messages(list)) }
+    }
+
+    // MARK: - Bulk path
+
+    /// Plugs in the application's bulk service (attachments): it admits appends whose
+    /// entries name attachments, and serves peers' bulk requests. Set it before the host
+    /// takes traffic for partitions that use attachments; `stop()` unplugs it.
+    public func attach(bulk service: any BulkService) { context.bulk.set(service) }
+
+    /// Answers a peer's bulk request through the bulk service.
+    public func serve(_ request: BulkRequest, from node: NodeID) async -> BulkResponse {
+        guard !stopped.load(ordering: .relaxed) else { return .refused("node \(nodeID) is stopping") }
+        guard node != nodeID, context.nodes.contains(node) else {
+            return .refused("node \(node) is not a peer in this cluster")
+        }
+        guard let service = context.bulk.current else { return .refused("node \(nodeID) serves no bulk data") }
+        return await service.serve(request, from: node)
+    }
+
+    /// Sends a bulk request to a peer node.
+    public func bulkRequest(_ request: BulkRequest, to node: NodeID) async throws(BulkError) -> BulkResponse {
+        guard !stopped.load(ordering: .relaxed), node != nodeID,
+            let transport = transportBox.withLock({ $0 })
+        else { throw .unreachable(node) }
+        return try await transport.request(request, to: node)
+    }
+
+    /// Hands messages the bulk service held back (their attachments are here now) to their
+    /// shards again. Stepping a message twice is harmless: Raft answers a stale append from
+    /// the log it has.
+    public func redeliver(_ messages: [PeerMessage]) {
+        guard !stopped.load(ordering: .relaxed) else { return }
+        for m in messages { _ = workers[shardIndex(m.partition)].offer(.messages([m])) }
     }
 
     // MARK: - Carrying out a turn

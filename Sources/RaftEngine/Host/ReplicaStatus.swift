@@ -32,6 +32,12 @@ public struct ReplicaStatus: Hashable, Sendable, CustomStringConvertible {
     /// Members of the group, as this replica knows its configuration: voters (both
     /// majorities while joint) and learners.
     public var members = 0
+    /// The voters (both majorities while joint) and learners of its configuration.
+    public var voters: [MemberID] = []
+    public var votersOutgoing: [MemberID] = []
+    public var learners: [MemberID] = []
+    /// The node hosting each member this replica knows the node of (itself included).
+    public var memberNodes: [MemberID: NodeID] = [:]
     /// The ticks its shard has handled (diagnostics: a replica waiting for a tick slot).
     public var shardTick: UInt64 = 0
     /// The tick its campaign slot is due at, when it waits for one.

@@ -1,4 +1,15 @@
 import RaftConsensus
+import Synchronization
+
+/// The application's bulk service, plugged in after the host is built (the service needs
+/// the host); shared by every shard.
+final class BulkServiceSlot: Sendable {
+    private let service = Mutex<(any BulkService)?>(nil)
+
+    var current: (any BulkService)? { service.withLock { $0 } }
+
+    func set(_ new: (any BulkService)?) { service.withLock { $0 = new } }
+}
 
 /// What a shard needs to know about its node; shared by all shards, immutable.
 package struct ShardContext: Sendable {
@@ -14,6 +25,7 @@ package struct ShardContext: Sendable {
     let clock: MonotonicClock
     /// This start's boot value (unique per node and start): ReadIndex contexts carry it.
     let boot: UInt64
+    let bulk = BulkServiceSlot()
 
     package init(
         options: NodeHost.Options, nodes: [NodeID], selfSlot: Int, logs: [SharedLog], storageNames: [StorageName],

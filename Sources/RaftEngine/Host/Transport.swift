@@ -30,16 +30,26 @@ public struct PeerFrame: Sendable {
     }
 }
 
-/// Receives frames from peers (a `NodeHost`).
+/// Receives frames and bulk requests from peers (a `NodeHost`).
 public protocol FrameReceiver: AnyObject, Sendable {
     func receive(_ frame: PeerFrame)
+
+    /// Answers a bulk request from node `from` (attachments now, snapshots later).
+    func serve(_ request: BulkRequest, from: NodeID) async -> BulkResponse
 }
 
 /// Moves frames between nodes. `send` never blocks: a transport that cannot take a frame
 /// (queue full, peer unreachable) drops it and returns false, which Raft tolerates. The
 /// network transport (a later issue) authenticates peers (cluster ID + secret) before any
 /// frame is delivered.
+///
+/// Bulk requests travel on a path of their own (the network transport: a separate
+/// connection per peer), so that a large transfer never delays a frame.
 public protocol Transport: AnyObject, Sendable {
     @discardableResult
     func send(_ frame: PeerFrame) -> Bool
+
+    /// Sends a bulk request to node `to` and waits for its answer. The caller bounds what
+    /// it has in flight; the transport bounds its queues and answers `.busy` beyond them.
+    func request(_ request: BulkRequest, to: NodeID) async throws(BulkError) -> BulkResponse
 }

@@ -21,7 +21,11 @@ struct ByteReader {
         guard found == expected else { throw DecodeFailure("unknown encoding version \(found), expected \(expected)") }
     }
 
-    mutating func u8() throws(DecodeFailure) -> UInt8 { try take(1)[0] }
+    mutating func u8() throws(DecodeFailure) -> UInt8 {
+        try need(1)
+        defer { offset += 1 }
+        return bytes[offset]
+    }
 
     mutating func u16() throws(DecodeFailure) -> UInt16 { UInt16(truncatingIfNeeded: try integer(2)) }
 
@@ -31,11 +35,21 @@ struct ByteReader {
 
     /// The next `count` bytes (a copy, indexed from 0).
     mutating func take(_ count: Int) throws(DecodeFailure) -> [UInt8] {
+        try need(count)
+        defer { offset += count }
+        return Array(bytes[offset..<(offset + count)])
+    }
+
+    /// Moves past the next `count` bytes.
+    mutating func skip(_ count: Int) throws(DecodeFailure) {
+        try need(count)
+        offset += count
+    }
+
+    private func need(_ count: Int) throws(DecodeFailure) {
         guard count >= 0, count <= remaining else {
             throw DecodeFailure("truncated: needs \(count) more bytes at offset \(offset), has \(remaining)")
         }
-        defer { offset += count }
-        return Array(bytes[offset..<(offset + count)])
     }
 
     /// The rest of the bytes.
@@ -50,8 +64,10 @@ struct ByteReader {
     }
 
     private mutating func integer(_ width: Int) throws(DecodeFailure) -> UInt64 {
+        try need(width)
         var value: UInt64 = 0
-        for byte in try take(width) { value = value << 8 | UInt64(byte) }
+        for i in offset..<(offset + width) { value = value << 8 | UInt64(bytes[i]) }
+        offset += width
         return value
     }
 }

@@ -170,6 +170,58 @@ public enum PartitionEntryCodec {
         return PartitionTransaction(operations)
     }
 
+    /// The attachments an encoded transaction names, found without decoding the rest (a
+    /// follower asks this of every entry it receives). Bytes that are not a transaction
+    /// name none: decoding at apply reports the damage.
+    public static func attachments(in bytes: [UInt8]) -> [AttachmentID] {
+        guard bytes.first == version else { return [] }
+        var found: [AttachmentID] = []
+        do throws(DecodeFailure) {
+            var r = ByteReader(bytes)
+            try r.skip(1)
+            let count = Int(try r.u16())
+            for _ in 0..<count {
+                switch try r.u8() {
+                case 2, 6, 8, 11:
+                    try r.skip(Int(try r.u16()))
+                case 1, 4, 7:
+                    try r.skip(Int(try r.u16()))
+                    try r.skip(Int(try r.u16()))
+                case 3:
+                    try r.skip(Int(try r.u16()))
+                    for _ in 0..<Int(try r.u16()) {
+                        try r.skip(Int(try r.u16()))
+                        try r.skip(2 * ObjectID.byteCount)
+                    }
+                case 5:
+                    try r.skip(Int(try r.u16()))
+                    switch try r.u8() {
+                    case 1:
+                        let hash = try r.take(32)
+                        let packBytes = try r.u64()
+                        let indexBytes = try r.u64()
+                        if let id = try? AttachmentID(hash: hash, sizes: [packBytes, indexBytes]) { found.append(id) }
+                    case 2:
+                        try r.skip(Int(try r.u32()))
+                        try r.skip(Int(try r.u32()))
+                    default:
+                        return found
+                    }
+                case 9:
+                    try r.skip(Int(try r.u16()))
+                    try r.skip(Int(try r.u32()))
+                case 10:
+                    try r.skip(Int(try r.u16()))
+                default:
+                    return found
+                }
+            }
+        } catch {
+            return found
+        }
+        return found
+    }
+
     private static func text(_ w: inout ByteWriter, _ utf8: [UInt8]) {
         precondition(utf8.count <= Int(UInt16.max), "validated types are shorter")
         w.u16(UInt16(utf8.count))

@@ -28,6 +28,8 @@ public enum PartitionError: Error, Equatable, Sendable, CustomStringConvertible 
     case storage(String)
     /// The repository belongs to another partition (or, to adopt, is not a repository).
     case wrongPartition(repository: String, reason: String)
+    /// An attachment could not be stored, read, moved to another replica or found.
+    case attachment(String)
 
     public var description: String {
         switch self {
@@ -45,6 +47,7 @@ public enum PartitionError: Error, Equatable, Sendable, CustomStringConvertible 
         case .objectPoolRule(let reason): "object pool rule: \(reason)"
         case .storage(let reason): "reading repository state: \(reason)"
         case .wrongPartition(let repository, let reason): "repository \(quoted(repository)): \(reason)"
+        case .attachment(let reason): "attachment: \(reason)"
         }
     }
 }

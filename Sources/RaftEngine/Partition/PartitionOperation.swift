@@ -46,7 +46,7 @@ public struct ReferenceUpdate: Hashable, Sendable {
 /// replica's partition directory, durable on every replica before the entry naming them
 /// is acknowledged. Small ones travel inside the entry.
 public enum PackReference: Hashable, Sendable {
-    /// The attachment with this SHA-256 of the pack's bytes, and the sizes of pack and index.
+    /// The attachment with this SHA-256 (of the pack and then the index), and their sizes.
     case attachment(contentHash: [UInt8], packBytes: UInt64, indexBytes: UInt64)
     /// Pack and index bytes carried in the entry (at most `PartitionTransaction.maximumInlinePackBytes`).
     case inline(pack: [UInt8], index: [UInt8])

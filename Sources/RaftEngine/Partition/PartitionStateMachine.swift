@@ -225,13 +225,13 @@ public final class PartitionStateMachine: StateMachine, Sendable {
             try repository(path).setHead(target)
         case .attachPack(let path, .attachment(let hash, let packBytes, let indexBytes)):
             let store = AttachmentStore(directory: directory + "/attachments")
-            guard store.contains(hash, packBytes: packBytes, indexBytes: indexBytes) else {
+            guard let id = try? AttachmentID(hash: hash, sizes: [packBytes, indexBytes]), store.contains(id) else {
                 throw StateMachineError(
                     "attachment \(SHA256.hex(hash)) (\(packBytes) + \(indexBytes) bytes) is not on this replica, or has other sizes"
                 )
             }
-            let (pack, index) = store.paths(hash)
-            try repository(path).attachPack(pack: pack, index: index)
+            let files = store.paths(id)
+            try repository(path).attachPack(pack: files[0], index: files[1])
         case .attachPack(let path, .inline(let pack, let packIndex)):
             let staging = RepositoryFiles(path: directory + "/staging", touched: touched)
             let stem = "entry-\(index.rawValue)"

@@ -50,6 +50,8 @@ public actor PartitionWriter {
     public let maximumConcurrentValidations: Int
     /// How long a new leader waits to apply its log before it answers "timed out".
     public let catchUpMilliseconds: Int
+    /// Moves attachments to the other members (nil: single-member partitions only).
+    public let attachments: PartitionAttachments?
 
     private final class Pipeline {
         var term = Term.zero
@@ -75,9 +77,11 @@ public actor PartitionWriter {
 
     public init(
         host: NodeHost, validator: PackValidator = PackValidator(), maximumConcurrentValidations: Int = 4,
-        catchUpMilliseconds: Int = 10_000, machines: @escaping @Sendable (PartitionKey) -> PartitionStateMachine?
+        catchUpMilliseconds: Int = 10_000, attachments: PartitionAttachments? = nil,
+        machines: @escaping @Sendable (PartitionKey) -> PartitionStateMachine?
     ) {
         self.host = host
+        self.attachments = attachments
         self.machines = machines
         self.validator = validator
         self.maximumConcurrentValidations = maximumConcurrentValidations
@@ -233,27 +237,27 @@ public actor PartitionWriter {
                 operations[k] = .attachPack(path, .inline(pack: validated.pack, index: validated.index))
                 continue
             }
-            // An attachment: durable here before the entry naming it is proposed. Other
-            // replicas would need it before they acknowledge the entry, over the bulk
-            // transfer, which is not built yet: single-member partitions only, for now.
+            // An attachment: durable here, then on a majority of the voters, before the entry
+            // naming it is proposed (the members left fetch it before they acknowledge).
             let status = try await replicaStatus(key)
-            guard status.members <= 1 else {
+            if status.members > 1 && attachments == nil {
                 throw .refused(
                     .invalidPack(
-                        "\(validated.pack.count) bytes with its index is above the \(PartitionTransaction.maximumInlinePackBytes) bytes that travel in a log entry; larger packs are attachments, which reach other replicas over the bulk transfer (not built yet), and this partition has \(status.members) members"
+                        "\(validated.pack.count) bytes with its index is above the \(PartitionTransaction.maximumInlinePackBytes) bytes that travel in a log entry, and this node moves no attachments to the partition's \(status.members) members (no bulk service)"
                     ))
             }
             let store = AttachmentStore(directory: machine.directory + "/attachments")
-            let stored = await offThePool("raftd-attach") { () -> Result<[UInt8], PartitionError> in
+            let stored = await offThePool("raftd-attach") { () -> Result<AttachmentID, PartitionError> in
                 Result { () throws(PartitionError) in try store.put(pack: validated.pack, index: validated.index) }
             }
-            let hash: [UInt8]
-            do { hash = try stored.get() } catch { throw .refused(error) }
+            let id: AttachmentID
+            do { id = try stored.get() } catch { throw .refused(error) }
+            if let attachments {
+                // Nothing is proposed yet: a failure here is safe to retry.
+                do { try await attachments.replicate(key, id, status: status) } catch { throw .timedOut("\(error)") }
+            }
             operations[k] = .attachPack(
-                path,
-                .attachment(
-                    contentHash: hash, packBytes: UInt64(validated.pack.count),
-                    indexBytes: UInt64(validated.index.count)))
+                path, .attachment(contentHash: id.hash, packBytes: id.sizes[0], indexBytes: id.sizes[1]))
         }
         return (PartitionTransaction(operations), objects)
     }

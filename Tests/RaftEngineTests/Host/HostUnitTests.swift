@@ -147,11 +147,12 @@ struct HostUnitTests {
         #expect(map.node(serving: try StorageName("other")) == nil)
     }
 
-    @Test("Host: in-memory network: cut links and detached nodes drop frames")
-    func network() {
+    @Test("Host: in-memory network: cut links and detached nodes drop frames and fail bulk requests")
+    func network() async throws {
         final class Sink: FrameReceiver, @unchecked Sendable {
             var frames = 0
             func receive(_ frame: PeerFrame) { frames += 1 }
+            func serve(_ request: BulkRequest, from: NodeID) async -> BulkResponse { .data([1, 2, 3]) }
         }
         let net = InMemoryNetwork()
         let a = NodeID.random()
@@ -167,5 +168,17 @@ struct HostUnitTests {
         net.detach(b)
         #expect(!ta.send(PeerFrame(from: a, to: b, senderBoot: 1, messages: [])))
         #expect(sb.frames == 1 && net.counters.frames == 1 && net.counters.dropped == 2)
+
+        let tb = net.attach(b, receiver: sb)
+        let id = try AttachmentID(hash: [UInt8](repeating: 1, count: 32), sizes: [3])
+        let key = PartitionKey(authority: try StorageName("s"), partitionID: try PartitionID(1))
+        let read = BulkRequest.read(partition: key, attachment: id, offset: 0, length: 3)
+        #expect(try await ta.request(read, to: b) == .data([1, 2, 3]))
+        net.setLink(from: b, to: a, up: false)
+        await #expect(throws: BulkError.unreachable(b)) { try await ta.request(read, to: b) }
+        net.setLink(from: b, to: a, up: true)
+        net.detach(a)
+        await #expect(throws: BulkError.unreachable(a)) { try await tb.request(read, to: a) }
+        #expect(net.counters.bulkRequests == 2 && net.counters.bulkBytes == 3)
     }
 }

@@ -97,7 +97,28 @@ struct PartitionEntryTests {
             .setValue(key: "replication", value: Array("raft".utf8)),
             .deleteValue(key: "old"),
             .removeRepository(repo),
+            .adoptRepository(repo),
         ])
+    }
+
+    @Test(
+        "Partition: the attachment scan finds exactly the attachments of a transaction with every operation, and never traps on damage"
+    )
+    func attachmentScan() throws {
+        let bytes = try PartitionEntryCodec.encode(try Self.sample())
+        let found = PartitionEntryCodec.attachments(in: bytes)
+        #expect(found == [try AttachmentID(hash: [UInt8](repeating: 9, count: 32), sizes: [200 << 20, 4096])])
+        let none = try PartitionEntryCodec.encode(
+            PartitionTransaction([.setValue(key: "k", value: [1]), .deleteValue(key: "k")]))
+        #expect(PartitionEntryCodec.attachments(in: none).isEmpty)
+        #expect(PartitionEntryCodec.attachments(in: []).isEmpty)
+        for cut in 0..<bytes.count { _ = PartitionEntryCodec.attachments(in: Array(bytes.prefix(cut))) }
+        var rng = SplitMix64(seed: 3)
+        for _ in 0..<5_000 {
+            var mutated = bytes
+            mutated[Int(rng.next() % UInt64(mutated.count))] = UInt8(truncatingIfNeeded: rng.next())
+            _ = PartitionEntryCodec.attachments(in: mutated)
+        }
     }
 
     @Test("Partition: a transaction with every operation round-trips through its log encoding")

@@ -11,8 +11,14 @@ final class PartitionTestCluster: @unchecked Sendable {
     let cluster: LocalCluster<PartitionStateMachine>
     let checkpointers: [PartitionCheckpointer]
     let writers: [PartitionWriter]
+    let attachments: [PartitionAttachments]
 
-    init(directory: String, nodes: Int = 3) throws {
+    /// The partition directory of a node's replica.
+    static func partitionDirectory(_ root: String, node: Int, _ key: PartitionKey) -> String {
+        "\(root)/node\(node)/+raft/partitions/p\(key.partitionID.rawValue)"
+    }
+
+    init(directory: String, nodes: Int = 3, attachmentOptions: PartitionAttachments.Options = .init()) throws {
         root = directory
         var c = LocalCluster<PartitionStateMachine>.Configuration()
         c.nodes = nodes
@@ -35,13 +41,21 @@ final class PartitionTestCluster: @unchecked Sendable {
             machines: MachineRegistry(perReplicaWithStorage: { node, replica, storage in
                 try! PartitionStateMachine(
                     storageRoot: "\(directory)/node\(node)",
-                    directory: "\(directory)/node\(node)/+raft/partitions/p\(replica.partition.partitionID.rawValue)",
+                    directory: Self.partitionDirectory(directory, node: node, replica.partition),
                     checkpointer: checkpointers[node], partition: replica.partition, registry: storage.metadata)
             }))
         try cluster.startAll()
         let cluster = self.cluster
+        let attachments = (0..<nodes).map { node in
+            PartitionAttachments(host: cluster.hosts[node]!, options: attachmentOptions) { key in
+                Self.partitionDirectory(directory, node: node, key)
+            }
+        }
+        for (node, service) in attachments.enumerated() { cluster.hosts[node]!.attach(bulk: service) }
+        self.attachments = attachments
         writers = (0..<nodes).map { node in
-            PartitionWriter(host: cluster.hosts[node]!, catchUpMilliseconds: 30_000) { key in
+            PartitionWriter(host: cluster.hosts[node]!, catchUpMilliseconds: 30_000, attachments: attachments[node]) {
+                key in
                 cluster.machines.existing(
                     node: node, replica: ReplicaKey(partition: key, member: MemberID(UInt64(node + 1))))
             }

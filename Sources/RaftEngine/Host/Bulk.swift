@@ -1,0 +1,104 @@
+import RaftConsensus
+
+/// A content-addressed attachment: large immutable data an entry names instead of carrying
+/// (a Git pack and its index). Its address is the SHA-256 of its parts concatenated in
+/// order; the sizes travel with it, so a receiver knows what to expect before the first byte.
+public struct AttachmentID: Hashable, Sendable, CustomStringConvertible {
+    /// SHA-256 of the parts concatenated.
+    public let hash: [UInt8]
+    /// The size of each part, in order (a pack, then its index).
+    public let sizes: [UInt64]
+
+    /// The most parts an attachment has, and the largest one the bulk path moves: larger
+    /// ones are damage or a hostile peer.
+    public static let maximumParts = 4
+    public static let maximumBytes: UInt64 = 64 << 30
+
+    public init(hash: [UInt8], sizes: [UInt64]) throws(HostError) {
+        guard hash.count == 32 else { throw .invalid("an attachment hash has 32 bytes, not \(hash.count)") }
+        guard (1...Self.maximumParts).contains(sizes.count) else {
+            throw .invalid("an attachment has 1 to \(Self.maximumParts) parts, not \(sizes.count)")
+        }
+        var total: UInt64 = 0
+        for size in sizes {
+            guard size <= Self.maximumBytes, total + size <= Self.maximumBytes else {
+                throw .invalid("an attachment above \(Self.maximumBytes) bytes is refused")
+            }
+            total += size
+        }
+        self.hash = hash
+        self.sizes = sizes
+    }
+
+    /// All parts together.
+    public var totalBytes: UInt64 { sizes.reduce(0, +) }
+
+    public var hex: String {
+        let digits = Array("0123456789abcdef".utf8)
+        return String(decoding: hash.flatMap { [digits[Int($0 >> 4)], digits[Int($0 & 0x0F)]] }, as: UTF8.self)
+    }
+
+    public var description: String {
+        "attachment \(hex.prefix(16)) (\(sizes.map(String.init).joined(separator: " + ")) bytes)"
+    }
+}
+
+/// A request on the bulk path between two nodes: large data, moved outside consensus frames
+/// so heartbeats and appends never queue behind it (the network transport gives it its own
+/// connection).
+public enum BulkRequest: Sendable, Equatable {
+    /// `length` bytes at `offset` of `attachment` (its parts concatenated), from the
+    /// receiver's replica of `partition`.
+    case read(partition: PartitionKey, attachment: AttachmentID, offset: UInt64, length: Int)
+    /// Make `attachment` durable on the receiver's replica of `partition`, reading it from
+    /// the sender; answered once it is (or cannot be).
+    case store(partition: PartitionKey, attachment: AttachmentID)
+
+    public var partition: PartitionKey {
+        switch self {
+        case .read(let partition, _, _, _), .store(let partition, _): partition
+        }
+    }
+
+    /// The largest `read` a node serves.
+    public static let maximumReadBytes = 4 << 20
+}
+
+public enum BulkResponse: Sendable, Equatable {
+    case data([UInt8])
+    case stored
+    /// The receiver will not or cannot: the reason, for the log.
+    case refused(String)
+}
+
+/// Why a bulk request got no answer.
+public enum BulkError: Error, Equatable, Sendable, CustomStringConvertible {
+    /// The peer is not reachable (not connected, link down, stopped).
+    case unreachable(NodeID)
+    /// The transport's queue for the peer is full.
+    case busy(NodeID)
+
+    public var description: String {
+        switch self {
+        case .unreachable(let node): "node \(node) is not reachable on the bulk path"
+        case .busy(let node): "the bulk path to node \(node) is full"
+        }
+    }
+}
+
+/// What an application plugs into a host to move attachments: it decides whether an
+/// append's entries may enter a replica's log (all the attachments they name are durable
+/// here), fetching what is missing, and it serves peers' bulk requests.
+public protocol BulkService: AnyObject, Sendable {
+    /// Whether `entries`, arriving for `replica` in an append from node `sender`, may be
+    /// stepped. False when one of them names an attachment this replica does not hold
+    /// durably: the host then drops the append (Raft's leader sends it again) and the
+    /// service fetches the attachment from `sender` (nil: the host does not know the
+    /// sender's node yet, and nothing can be fetched), handing the message back through
+    /// `NodeHost.redeliver` once it holds it. Called on a shard's worker thread: quick, no
+    /// waiting.
+    func admit(_ message: PeerMessage, replica: ReplicaKey, sender: NodeID?) -> Bool
+
+    /// Answers a peer's bulk request.
+    func serve(_ request: BulkRequest, from node: NodeID) async -> BulkResponse
+}
