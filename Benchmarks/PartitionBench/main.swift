@@ -7,11 +7,15 @@
 // measured in the same run. Figures go to docs/BENCHMARKS.md.
 //
 //   .build/release/PartitionBench [--seconds S] [--in-flight N] [--partitions 1,1000]
-//       [--refs 1,100] [--pack-mb 1,16,64] [--tick-ms MS] [--dir PATH]
+//       [--refs 1,100] [--pack-mb 1,16,64] [--replicate-mb 200] [--tick-ms MS] [--dir PATH]
 //
 // --pack-mb: pushes of one commit with that many MiB of incompressible data to a new
 // single-member partition each (validated by git on the leader, stored as an attachment,
 // applied by hard link): the pack attach throughput in MB/s.
+// --replicate-mb: one push of that many MiB to a three-member partition (the attachment
+// goes to a majority over the bulk path before its entry is proposed, the last member
+// fetches it), while small reference transactions run on 100 other partitions; their p99
+// and the elections are compared with the same load without the push. 0 skips it.
 
 import BenchSupport
 import Foundation
@@ -26,6 +30,7 @@ struct Options {
     var partitions = [1, 1_000]
     var refs = [1, 100]
     var packMegabytes = [1, 16, 64]
+    var replicateMegabytes = 200
     var tickMilliseconds = 20
     var directory = "bench-data/partition"
 
@@ -56,6 +61,11 @@ struct Options {
             case "--partitions": o.partitions = list(flag)
             case "--refs": o.refs = list(flag)
             case "--pack-mb": o.packMegabytes = list(flag)
+            case "--replicate-mb":
+                guard let n = Int(value(flag)), n >= 0, n <= 4_096 else {
+                    fail("PartitionBench", "--replicate-mb takes 0...4096")
+                }
+                o.replicateMegabytes = n
             case "--tick-ms":
                 guard let n = Int(value(flag)), n >= 1, n <= 1_000 else {
                     fail("PartitionBench", "--tick-ms takes 1...1000")
@@ -129,17 +139,23 @@ for node in 0..<3 {
     try FileManager.default.createDirectory(atPath: "\(root)/cluster/node\(node)", withIntermediateDirectories: true)
 }
 let checkpointers = (0..<3).map { PartitionCheckpointer(storageRoot: "\(root)/cluster/node\($0)") }
+@Sendable func partitionDirectory(_ node: Int, _ key: PartitionKey) -> String {
+    "\(root)/cluster/node\(node)/+raft/partitions/p\(key.partitionID.rawValue)"
+}
 let cluster = try LocalCluster<PartitionStateMachine>(
     c,
     machines: MachineRegistry(perReplica: { node, replica in
         try! PartitionStateMachine(
-            storageRoot: "\(root)/cluster/node\(node)",
-            directory: "\(root)/cluster/node\(node)/+raft/partitions/p\(replica.partition.partitionID.rawValue)",
+            storageRoot: "\(root)/cluster/node\(node)", directory: partitionDirectory(node, replica.partition),
             checkpointer: checkpointers[node])
     }))
+cluster.configuration.bulkService = { node, host in
+    PartitionAttachments(host: host) { key in partitionDirectory(node, key) }
+}
 try cluster.startAll()
+let attachments = (0..<3).map { cluster.bulkServices[$0] as! PartitionAttachments }
 let writers = (0..<3).map { node in
-    PartitionWriter(host: cluster.hosts[node]!) { key in
+    PartitionWriter(host: cluster.hosts[node]!, attachments: attachments[node]) { key in
         cluster.machines.existing(node: node, replica: ReplicaKey(partition: key, member: MemberID(UInt64(node + 1))))
     }
 }
@@ -166,6 +182,8 @@ func commit(_ key: PartitionKey, _ operations: [PartitionOperation]) async throw
 
 final class Tally: @unchecked Sendable {
     let lock = Mutex<(latencies: [Double], errors: [String])>(([], []))
+    /// Each transaction's start and latency (the replication measurement's timeline).
+    let timeline = Mutex<[(start: Double, milliseconds: Double)]>([])
 }
 
 var created = 0
@@ -245,9 +263,10 @@ for partitions in options.partitions {
 let storage = cluster.storageNames[0]
 let provisioner = PartitionProvisioner(
     host: cluster.hosts[0]!, writer: writers[0], storage: storage, metadata: cluster.hosts[0]!.metadata(of: storage)!)
-var generator = SplitMix64(seed: 1)
-for megabytes in options.packMegabytes {
-    let source = root + "/pack\(megabytes)"
+/// A repository with one commit of `megabytes` MiB of incompressible data: its tip and pack.
+func largePack(_ megabytes: Int, _ name: String) throws -> (ObjectID, [UInt8]) {
+    let source = root + "/" + name
+    var generator = SplitMix64(seed: UInt64(megabytes))
     git(["init", "-q", "-b", "main", source])
     try Data((0..<(megabytes << 20)).map { _ in UInt8(truncatingIfNeeded: generator.next()) })
         .write(to: URL(fileURLWithPath: source + "/data.bin"))
@@ -256,7 +275,10 @@ for megabytes in options.packMegabytes {
     let tip = try ObjectID(
         hex: String(decoding: git(["-C", source, "rev-parse", "HEAD"]), as: UTF8.self)
             .trimmingCharacters(in: .whitespacesAndNewlines))
-    let bytes = Array(git(["-C", source, "pack-objects", "--revs", "--stdout", "-q"], input: Data("main\n".utf8)))
+    return (tip, Array(git(["-C", source, "pack-objects", "--revs", "--stdout", "-q"], input: Data("main\n".utf8))))
+}
+for megabytes in options.packMegabytes {
+    let (tip, bytes) = try largePack(megabytes, "pack\(megabytes)")
     // Baseline in the same run: git indexing the same pack by itself, into a bare repository.
     let bare = root + "/bare\(megabytes).git"
     git(["init", "-q", "--bare", bare])
@@ -276,6 +298,153 @@ for megabytes in options.packMegabytes {
     let kind = bytes.count <= PartitionTransaction.maximumInlinePackBytes ? "inline" : "attachment"
     print(
         "  push of a \(format(Double(bytes.count) / 1_048_576, 1)) MiB pack (\(kind), single-member partition): \(format(elapsed * 1e3, 1)) ms, \(format(Double(bytes.count) / 1e6 / elapsed, 1)) MB/s (git index-pack --strict, fsync, commit, apply); git index-pack alone: \(format(gitSeconds * 1e3, 1)) ms, \(format(Double(bytes.count) / 1e6 / gitSeconds, 1)) MB/s; \(format(gitSeconds / elapsed, 2))x"
+    )
+}
+
+if options.replicateMegabytes > 0 {
+    // 100 other partitions with small reference transactions, 16 in flight, with and
+    // without one large push replicating to all three nodes.
+    let others = try cluster.createGroups(100, from: created)
+    created += 100
+    for key in others {
+        _ = try await commit(
+            key,
+            [
+                .createRepository(repository(key), defaultBranch: main),
+                .attachPack(repository(key), .inline(pack: pack, index: [])),
+            ])
+    }
+    /// Elections so far: the sum over the partitions of the highest term any replica knows
+    /// (a dormant leader rebuilt from its record is no election; a new term is).
+    func elections() async -> UInt64 {
+        var total: UInt64 = 0
+        for key in others {
+            var term: UInt64 = 0
+            for host in cluster.hosts.compactMap({ $0 }) {
+                if let status = try? await host.status(of: key) { term = max(term, status.term.rawValue) }
+            }
+            total += term
+        }
+        return total
+    }
+    /// Small transactions until `done()` holds (and at least `seconds`); sorted latencies.
+    func smallLoad(
+        _ run: Int, seconds: Double, until done: @escaping @Sendable () -> Bool
+    ) async -> (sorted: [Double], timeline: [(start: Double, milliseconds: Double)]) {
+        let tally = Tally()
+        let deadline = now() + seconds
+        await withTaskGroup(of: Void.self) { group in
+            for task in 0..<16 {
+                group.addTask {
+                    let name = try! RefName("refs/heads/small\(run)-\(task)")
+                    var current: [PartitionKey: ObjectID] = [:]
+                    var n = task
+                    var latencies: [Double] = []
+                    var samples: [(start: Double, milliseconds: Double)] = []
+                    var errors: [String] = []
+                    while now() < deadline || !done() {
+                        let key = others[n % others.count]
+                        n += 16
+                        let old = current[key] ?? .zero
+                        let new = old == commits[0] ? commits[1] : commits[0]
+                        let t = now()
+                        do {
+                            _ = try await commit(
+                                key,
+                                [.updateReferences(repository(key), [ReferenceUpdate(name: name, old: old, new: new)])])
+                            latencies.append((now() - t) * 1e3)
+                            samples.append((t, latencies.last!))
+                            current[key] = new
+                        } catch {
+                            errors.append("\(error)")
+                            if errors.count > 20 { break }
+                        }
+                    }
+                    tally.lock.withLock {
+                        $0.latencies += latencies
+                        $0.errors += errors
+                    }
+                    tally.timeline.withLock { $0 += samples }
+                }
+            }
+        }
+        let errors = tally.lock.withLock { $0.errors }
+        if let first = errors.first { print("    \(errors.count) errors; first: \(first)") }
+        return (tally.lock.withLock { $0.latencies.sorted() }, tally.timeline.withLock { $0 })
+    }
+    let (tip, bytes) = try largePack(options.replicateMegabytes, "replicate")
+    func summary(_ l: [Double]) -> String {
+        "\(l.count) transactions, p50 \(format(percentile(l, 0.5), 1)) ms, p99 \(format(percentile(l, 0.99), 1)) ms, max \(format(l.last ?? 0, 1)) ms"
+    }
+    // When the slow ones happened, by second.
+    func bySecond(_ samples: [(start: Double, milliseconds: Double)], from start: Double) -> String {
+        var seconds: [Int: [Double]] = [:]
+        for sample in samples { seconds[Int(sample.start - start), default: []].append(sample.milliseconds) }
+        return seconds.keys.sorted().map { "\($0): \(format(percentile(seconds[$0]!.sorted(), 0.99), 0))" }
+            .joined(separator: ", ") + " ms"
+    }
+
+    let electionsBefore = await elections()
+    let quietStart = now()
+    let (quiet, quietTimeline) = await smallLoad(1, seconds: options.seconds) { true }
+    print(
+        "  small transactions on 100 other three-member partitions, 16 in flight, without a push: \(summary(quiet)); elections: \(await elections() - electionsBefore)"
+    )
+    print("    p99 by second: " + bySecond(quietTimeline, from: quietStart))
+
+    /// Pushes the large pack into `key` while the small load runs; prints what it saw.
+    func measurePush(
+        _ key: PartitionKey, _ path: RelativePath, run: Int, replicas: [Int], what: String
+    ) async throws
+        -> [Double]
+    {
+        let electionsBefore = await elections()
+        let pushed = Atomic<Bool>(false)
+        let pushStart = now()
+        async let push: (Double, LogIndex) = {
+            let index = try await commit(
+                key,
+                [
+                    .attachPack(path, .inline(pack: bytes, index: [])),
+                    .updateReferences(path, [ReferenceUpdate(name: main, old: .zero, new: tip)]),
+                ])
+            let elapsed = now() - pushStart
+            pushed.store(true, ordering: .releasing)
+            return (elapsed, index)
+        }()
+        let (busy, timeline) = await smallLoad(run, seconds: 1) { pushed.load(ordering: .acquiring) }
+        let (pushSeconds, pushIndex) = try await push
+        let newElections = await elections() - electionsBefore
+        try await cluster.waitUntil("every replica applied the push", within: 120) { @Sendable in
+            replicas.allSatisfy {
+                (cluster.machines.existing(
+                    node: $0, replica: ReplicaKey(partition: key, member: MemberID(UInt64($0 + 1))))?
+                    .appliedIndex ?? .zero) >= pushIndex
+            }
+        }
+        print(
+            "  push of a \(format(Double(bytes.count) / 1_048_576, 1)) MiB pack to a \(what) partition: committed in \(format(pushSeconds, 2)) s (\(format(Double(bytes.count) / 1e6 / pushSeconds, 1)) MB/s)"
+        )
+        print("    small transactions meanwhile: \(summary(busy)); elections: \(newElections)")
+        print("    p99 by second of the push: " + bySecond(timeline, from: pushStart))
+        print("    p99 during / without: \(format(percentile(busy, 0.99) / max(percentile(quiet, 0.99), 0.001), 2))x")
+        return busy
+    }
+
+    // The same push without replication (a single-member partition on node 0): what the
+    // push itself costs (git validation, storing the attachment), apart from moving it.
+    let singlePath = try RelativePath("@hashed/single/large.git")
+    let (single, _) = try await provisioner.createRepository(singlePath, defaultBranch: main)
+    _ = try await measurePush(single, singlePath, run: 2, replicas: [0], what: "single-member")
+
+    let large = try cluster.createGroups(1, from: created)[0]
+    created += 1
+    let path = repository(large)
+    _ = try await commit(large, [.createRepository(path, defaultBranch: main)])
+    let received = attachments.map(\.counters.received).reduce(0, +)
+    _ = try await measurePush(large, path, run: 3, replicas: [0, 1, 2], what: "three-member")
+    print(
+        "    \(attachments.map(\.counters.received).reduce(0, +) - received) members received it over the bulk path (git index-pack, store, bulk transfer to a majority, commit, apply)"
     )
 }
 

@@ -12,6 +12,7 @@
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 int craft_openat(int dirfd, const char *path, int flags, mode_t mode) {
@@ -54,6 +55,10 @@ int craft_prefetch(int fd, uint64_t offset, uint64_t length) {
     return -rc; /* posix_fadvise returns the error number itself */
 }
 
+int craft_writeback(int fd, uint64_t offset, uint64_t length) {
+    return sync_file_range(fd, (off64_t)offset, (off64_t)length, SYNC_FILE_RANGE_WRITE) == 0 ? 0 : -errno;
+}
+
 int craft_ftruncate(int fd, uint64_t length) {
     return ftruncate(fd, (off_t)length) == 0 ? 0 : -errno;
 }
@@ -77,6 +82,11 @@ int craft_set_file_size_limit(uint64_t limit) {
 
 int craft_set_thread_name(const char *name) {
     return prctl(PR_SET_NAME, (unsigned long)name, 0, 0, 0) == 0 ? 0 : -errno;
+}
+
+int craft_set_thread_niceness(int niceness) {
+    /* Linux keeps a nice value per thread: PRIO_PROCESS with the thread's own ID. */
+    return setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), niceness) == 0 ? 0 : -errno;
 }
 
 int craft_mkdir(const char *path, mode_t mode) {

@@ -17,6 +17,7 @@ int64_t craft_heap_in_use(void) {
 #include <poll.h>
 #include <signal.h>
 #include <spawn.h>
+#include <sys/resource.h>
 #include <string.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -68,6 +69,10 @@ int craft_run(const char *const argv[], const char *const envp[], const char *cw
     posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
     pid_t pid;
     int rc = posix_spawn(&pid, argv[0], &actions, &attr, (char *const *)argv, (char *const *)envp);
+    /* Children validate data in the background of the node's latency-sensitive threads:
+     * they yield the CPU to them (set before the child's threads start, which inherit it;
+     * a failure only leaves the default priority). */
+    if (rc == 0) (void)setpriority(PRIO_PROCESS, (id_t)pid, CRAFT_CHILD_NICENESS);
     posix_spawn_file_actions_destroy(&actions);
     posix_spawnattr_destroy(&attr);
     craft_close_quietly(&in_pipe[0]);

@@ -21,6 +21,8 @@ public final class LocalCluster<Machine: StateMachine>: @unchecked Sendable {
         public var walOptionsOfNode: @Sendable (Int, SharedLog.Options) -> SharedLog.Options = { $1 }
         /// Adjusts the host options of one node (mismatched configurations).
         public var optionsOfNode: @Sendable (Int, NodeHost.Options) -> NodeHost.Options = { $1 }
+        /// Makes a node's bulk service (attachments) for its host, at every start; nil: none.
+        public var bulkService: (@Sendable (_ node: Int, _ host: NodeHost) -> any BulkService)?
 
         public init() {}
     }
@@ -36,6 +38,8 @@ public final class LocalCluster<Machine: StateMachine>: @unchecked Sendable {
     public let network = InMemoryNetwork()
     public let machines: MachineRegistry<Machine>
     public private(set) var hosts: [NodeHost?]
+    /// The bulk service of each running node (`Configuration.bulkService`).
+    public private(set) var bulkServices: [(any BulkService)?]
 
     public init(_ configuration: Configuration, machines: MachineRegistry<Machine>) throws {
         self.configuration = configuration
@@ -53,6 +57,7 @@ public final class LocalCluster<Machine: StateMachine>: @unchecked Sendable {
         storageNames = names
         map = try ClusterMap(Dictionary(uniqueKeysWithValues: (0..<n).map { (ids[$0], [names[$0]]) }))
         hosts = Array(repeating: nil, count: n)
+        bulkServices = Array(repeating: nil, count: n)
         self.machines = machines
     }
 
@@ -77,8 +82,10 @@ public final class LocalCluster<Machine: StateMachine>: @unchecked Sendable {
             nodeID: nodeIDs[i], cluster: map, storages: [storage], options: options,
             stateMachines: { replica, _, _ in machines.machine(node: i, replica: replica, storage: storage) })
         let t2 = Date()
-        host.start(transport: network.attach(nodeIDs[i], receiver: host))
+        let bulk = configuration.bulkService?(i, host)
+        host.start(transport: network.attach(nodeIDs[i], receiver: host), bulk: bulk)
         hosts[i] = host
+        bulkServices[i] = bulk
         return (t1.timeIntervalSince(t0), t2.timeIntervalSince(t1))
     }
 
@@ -90,6 +97,7 @@ public final class LocalCluster<Machine: StateMachine>: @unchecked Sendable {
         network.detach(nodeIDs[i])
         hosts[i]?.stop()
         hosts[i] = nil
+        bulkServices[i] = nil
     }
 
     /// Stops every node; removes the directory when the cluster made it.

@@ -40,6 +40,12 @@ int64_t craft_pwrite(int fd, const void *buffer, size_t length, uint64_t offset)
  * Returns 0 or -errno. */
 int craft_prefetch(int fd, uint64_t offset, uint64_t length);
 
+/* sync_file_range(SYNC_FILE_RANGE_WRITE): start writing [offset, offset+length) back to the
+ * disk without waiting, so that a large file's final fsync has little left to do and other
+ * files' fdatasyncs do not queue behind one large flush. Durability still needs fsync.
+ * Returns 0 or -errno. */
+int craft_writeback(int fd, uint64_t offset, uint64_t length);
+
 /* ftruncate(2). Returns 0 or -errno. */
 int craft_ftruncate(int fd, uint64_t length);
 
@@ -53,6 +59,10 @@ int craft_set_file_size_limit(uint64_t limit);
 
 /* Names the calling thread (at most 15 bytes are kept), for ps, top and perf. Returns 0 or -errno. */
 int craft_set_thread_name(const char *name);
+
+/* Sets the calling thread's nice value (background work such as bulk transfers yields the
+ * CPU to the node's latency-sensitive threads). Returns 0 or -errno. */
+int craft_set_thread_niceness(int niceness);
 
 /* mkdir(2). Returns 0 or -errno (-EEXIST when anything exists at `path`). */
 int craft_mkdir(const char *path, mode_t mode);

@@ -13,6 +13,10 @@ int64_t craft_heap_in_use(void);
 
 #include <stddef.h>
 
+/* The nice value children run at (git validating a pushed pack): below the node's own
+ * threads, so a large push does not take the CPU from heartbeats and small writes. */
+#define CRAFT_CHILD_NICENESS 10
+
 /* What craft_run reports about the finished child. */
 struct craft_run_result {
     int exited;      /* 1: exited normally with exit_code; 0: killed by term_signal */

@@ -20,4 +20,8 @@ void craft_sha256_update(struct craft_sha256 *ctx, const void *data, size_t leng
 /* Writes the 32-byte digest; the context must be initialised again before reuse. */
 void craft_sha256_final(struct craft_sha256 *ctx, uint8_t digest[32]);
 
+/* Uses the CPU's SHA instructions when it has them (the default) or not (tests compare the
+ * two). Returns whether they are used now. */
+int craft_sha256_accelerate(int enable);
+
 #endif

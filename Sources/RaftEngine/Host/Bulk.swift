@@ -101,4 +101,7 @@ public protocol BulkService: AnyObject, Sendable {
 
     /// Answers a peer's bulk request.
     func serve(_ request: BulkRequest, from node: NodeID) async -> BulkResponse
+
+    /// The host stopped (its workers are joined): end transfers, take no new ones.
+    func stop()
 }

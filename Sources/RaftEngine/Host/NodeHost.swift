@@ -114,8 +114,11 @@ public final class NodeHost: FrameReceiver, @unchecked Sendable {
         return last + 1
     }
 
-    /// Connects the host to its transport and starts its threads.
-    public func start(transport: any Transport) {
+    /// Connects the host to its transport and starts its threads. `bulk`: the application's
+    /// bulk service, in place before the first message is stepped. An application whose
+    /// entries name attachments must pass it: without one, appends are admitted unchecked.
+    public func start(transport: any Transport, bulk: (any BulkService)? = nil) {
+        context.bulk.set(bulk)
         transportBox.withLock { $0 = transport }
         for w in workers { w.start(host: self) }
         for a in appliers { a.start(host: self) }
@@ -133,8 +136,11 @@ public final class NodeHost: FrameReceiver, @unchecked Sendable {
         }
         tickThread?.join()
         tickThread = nil
-        context.bulk.set(nil)
         for w in workers { w.stop() }
+        // After the workers: the appends they step while finishing their inboxes are still
+        // admitted by the service. Unplugging it breaks the host-service reference cycle.
+        context.bulk.current?.stop()
+        context.bulk.set(nil)
         for a in appliers { a.stop() }
         for w in workers {
             w.shard.failAllRequests(.stopped)
@@ -238,11 +244,6 @@ public final class NodeHost: FrameReceiver, @unchecked Sendable {
     }
 
     // MARK: - Bulk path
-
-    /// Plugs in the application's bulk service (attachments): it admits appends whose
-    /// entries name attachments, and serves peers' bulk requests. Set it before the host
-    /// takes traffic for partitions that use attachments; `stop()` unplugs it.
-    public func attach(bulk service: any BulkService) { context.bulk.set(service) }
 
     /// Answers a peer's bulk request through the bulk service.
     public func serve(_ request: BulkRequest, from node: NodeID) async -> BulkResponse {

@@ -144,6 +144,14 @@ public final class DiskFile {
         _ = craft_prefetch(descriptor, offset, length)
     }
 
+    /// Starts writing the range back to the disk without waiting (a hint: durability still
+    /// needs `sync()`). Large files written in steps call it per step, so their final sync
+    /// is short and does not hold the disk from other files' syncs for long.
+    public func startWriteback(offset: UInt64, length: UInt64) {
+        guard descriptor >= 0 else { return }
+        _ = craft_writeback(descriptor, offset, length)
+    }
+
     public func truncate(to length: UInt64) throws(IOError) {
         let fd = liveDescriptor
         _ = try Syscall.call("ftruncate", path: path) { craft_ftruncate(fd, length) }

@@ -1,4 +1,9 @@
 import CRaftIO
+import Synchronization
+
+/// Distinguishes the temporary files of every write in this process: two writers of the
+/// same attachment never share (or delete) one another's file.
+private let temporaryTags = Atomic<UInt64>(0)
 
 /// SHA-256 of a byte sequence (the content address of an attachment).
 public enum SHA256 {
@@ -46,6 +51,10 @@ public enum SHA256 {
 public struct AttachmentStore: Sendable {
     public let directory: String
     static let extensions = ["pack", "idx"]
+    /// Attachments are written in steps of this size, each handed to the kernel's writeback
+    /// at once: the final fsync then has little left, and the WAL's fdatasyncs on the same
+    /// disk do not wait behind hundreds of MiB flushed in one go.
+    static let writebackStep = 4 << 20
 
     public init(directory: String) { self.directory = directory }
 
@@ -56,31 +65,52 @@ public struct AttachmentStore: Sendable {
     }
 
     /// The name a pack and its index are stored under.
-    public static func id(pack: [UInt8], index: [UInt8]) -> AttachmentID {
+    public static func id(pack: [UInt8], index: [UInt8]) throws(PartitionError) -> AttachmentID {
         var hasher = SHA256.Hasher()
         hasher.update(pack)
         hasher.update(index)
-        return try! AttachmentID(hash: hasher.finish(), sizes: [UInt64(pack.count), UInt64(index.count)])
+        do {
+            return try AttachmentID(hash: hasher.finish(), sizes: [UInt64(pack.count), UInt64(index.count)])
+        } catch {
+            throw .attachment("\(error)")
+        }
+    }
+
+    /// A temporary name for `path` that no other write of this process uses.
+    static func temporary(_ path: String) -> String {
+        "\(path).\(temporaryTags.add(1, ordering: .relaxed).newValue).tmp"
     }
 
     /// Stores a pack and its index; returns their name. Storing one that is there already
     /// rewrites nothing.
     public func put(pack: [UInt8], index: [UInt8]) throws(PartitionError) -> AttachmentID {
-        let id = Self.id(pack: pack, index: index)
+        let id = try Self.id(pack: pack, index: index)
         let files = paths(id)
         try storage { () throws(IOError) in
             if !FileSystem.exists(directory) { try FileSystem.makeDirectory(directory) }
             for (path, bytes) in zip(files, [pack, index]) {
                 if Self.size(of: path) == UInt64(bytes.count) { continue }
-                let temporary = path + ".tmp"
-                if FileSystem.exists(temporary) { try FileSystem.removeFile(temporary) }
+                let temporary = Self.temporary(path)
                 let file = try DiskFile.open(temporary, .createNew)
                 defer { try? file.close() }
-                try bytes.withUnsafeBytes { raw in
-                    Result { () throws(IOError) in try file.write(toAbsoluteOffset: 0, raw) }
-                }.get()
-                try file.sync()
-                try file.rename(to: path)
+                do throws(IOError) {
+                    // In steps, each handed to writeback at once (see `writebackStep`).
+                    try bytes.withUnsafeBytes { raw in
+                        Result { () throws(IOError) in
+                            for start in stride(from: 0, to: raw.count, by: Self.writebackStep) {
+                                let end = min(start + Self.writebackStep, raw.count)
+                                try file.write(
+                                    toAbsoluteOffset: UInt64(start), UnsafeRawBufferPointer(rebasing: raw[start..<end]))
+                                file.startWriteback(offset: UInt64(start), length: UInt64(end - start))
+                            }
+                        }
+                    }.get()
+                    try file.sync()
+                    try file.rename(to: path)
+                } catch {
+                    try? FileSystem.removeFile(temporary)
+                    throw error
+                }
             }
             try DiskFile.syncDirectory(directory)
         }
@@ -127,12 +157,12 @@ public struct AttachmentStore: Sendable {
         return out
     }
 
-    /// Starts receiving an attachment from a peer, into temporary files named `tag`.
-    public func receive(_ id: AttachmentID, tag: UInt64) throws(PartitionError) -> AttachmentReceiver {
+    /// Starts receiving an attachment from a peer, into temporary files of its own.
+    public func receive(_ id: AttachmentID) throws(PartitionError) -> AttachmentReceiver {
         guard id.sizes.count == Self.extensions.count else {
             throw .attachment("\(id) has \(id.sizes.count) parts; a pack attachment has \(Self.extensions.count)")
         }
-        return try AttachmentReceiver(store: self, id: id, tag: tag)
+        return try AttachmentReceiver(store: self, id: id)
     }
 
     /// The size of the regular file at `path`, or nil.
@@ -144,12 +174,22 @@ public struct AttachmentStore: Sendable {
         return try? file.size()
     }
 
-    /// Removes temporary files of writes a crash interrupted.
-    public func removeLeftovers() throws(IOError) {
+    /// At open: removes temporary files of writes a crash interrupted, and makes durable
+    /// what a crash of the process left renamed but perhaps not yet flushed (the files and
+    /// the directory), so that an attachment found here is one that survives a power loss.
+    public func recover() throws(IOError) {
         guard FileSystem.exists(directory) else { return }
-        for name in try FileSystem.list(directory) where name.hasSuffix(".tmp") {
-            try FileSystem.removeFile(directory + "/" + name)
+        for name in try FileSystem.list(directory) {
+            let path = directory + "/" + name
+            if name.hasSuffix(".tmp") {
+                try FileSystem.removeFile(path)
+            } else if (try? FileSystem.kind(of: path, followSymlinks: false)) == .regularFile {
+                let file = try DiskFile.open(path, .readOnly)
+                defer { try? file.close() }
+                try file.sync()
+            }
         }
+        try DiskFile.syncDirectory(directory)
     }
 }
 
@@ -163,19 +203,19 @@ public final class AttachmentReceiver: @unchecked Sendable {
     private let temporaries: [String]
     private var files: [DiskFile] = []
     private var hasher = SHA256.Hasher()
+    /// Per part, the offset up to which writeback was started.
+    private var writebackFrom: [UInt64]
 
-    fileprivate init(store: AttachmentStore, id: AttachmentID, tag: UInt64) throws(PartitionError) {
+    fileprivate init(store: AttachmentStore, id: AttachmentID) throws(PartitionError) {
         self.store = store
         self.id = id
-        temporaries = store.paths(id).map { "\($0).\(tag).tmp" }
+        writebackFrom = id.sizes.map { _ in 0 }
+        temporaries = store.paths(id).map(AttachmentStore.temporary)
         let temporaries = self.temporaries
         files = try storage { () throws(IOError) -> [DiskFile] in
             if !FileSystem.exists(store.directory) { try FileSystem.makeDirectory(store.directory) }
             var opened: [DiskFile] = []
-            for path in temporaries {
-                if FileSystem.exists(path) { try FileSystem.removeFile(path) }
-                opened.append(try DiskFile.open(path, .createNew))
-            }
+            for path in temporaries { opened.append(try DiskFile.open(path, .createNew)) }
             return opened
         }
     }
@@ -207,6 +247,11 @@ public final class AttachmentReceiver: @unchecked Sendable {
                 }
                 done += count
                 received += UInt64(count)
+                let written = received - partStart
+                if written - writebackFrom[k] >= UInt64(AttachmentStore.writebackStep) || written == size {
+                    file.startWriteback(offset: writebackFrom[k], length: written - writebackFrom[k])
+                    writebackFrom[k] = written
+                }
             }
             partStart = partEnd
         }

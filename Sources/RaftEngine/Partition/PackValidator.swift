@@ -62,6 +62,10 @@ public struct PackValidator: Sendable {
             // No user or system configuration, no prompts, no hooks, no pager.
             "GIT_CONFIG_NOSYSTEM": "1", "GIT_CONFIG_GLOBAL": "/dev/null", "HOME": "/nonexistent",
             "GIT_TERMINAL_PROMPT": "0", "GIT_PAGER": "cat", "PATH": "/usr/bin:/bin", "LC_ALL": "C",
+            // The quarantine is scratch, removed within seconds: git need not flush it (it
+            // fsyncs packs by default). What is kept is made durable by raftd itself (the
+            // log entry, or the attachment), so a large push is written to disk once.
+            "GIT_CONFIG_COUNT": "1", "GIT_CONFIG_KEY_0": "core.fsync", "GIT_CONFIG_VALUE_0": "none",
         ]
         if !alternates.isEmpty { environment["GIT_ALTERNATE_OBJECT_DIRECTORIES"] = alternates.joined(separator: ":") }
         var runner = Subprocess(executable: git, environment: environment)

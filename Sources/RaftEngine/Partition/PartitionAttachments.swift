@@ -30,6 +30,9 @@ public final class PartitionAttachments: BulkService {
         public var maximumTransfers = 8
         /// How long the leader waits for a majority to hold a pushed attachment.
         public var replicationMilliseconds = 120_000
+        /// The largest attachment this node accepts from a peer (a pack the validator
+        /// accepts, 1 GiB by default, with its index).
+        public var maximumAttachmentBytes: UInt64 = 2 << 30
 
         public init() {}
     }
@@ -49,6 +52,8 @@ public final class PartitionAttachments: BulkService {
         public var damagedTransfers: UInt64 = 0
         /// Peer requests refused (not a member, out of bounds, busy).
         public var refusedRequests: UInt64 = 0
+        /// Appends refused for good: an entry names something that cannot be an attachment.
+        public var appendsRefused: UInt64 = 0
     }
 
     public let host: NodeHost
@@ -57,6 +62,11 @@ public final class PartitionAttachments: BulkService {
     /// in `attachments/` below it), or nil when the node hosts none.
     let directories: @Sendable (PartitionKey) -> String?
     private let logger = Logger(label: "raftd.attachments")
+    /// File work of transfers (reads served to peers; writes, hashing and fsyncs of what
+    /// arrives) on threads of their own at a lower priority, never on Swift's cooperative
+    /// pool, where it would hold up the writer and every small transaction behind it.
+    private let readThread = BackgroundThread(name: "raftd-bulk-read")
+    private let writeThread = BackgroundThread(name: "raftd-bulk-write")
 
     private struct TransferKey: Hashable {
         var partition: PartitionKey
@@ -75,8 +85,18 @@ public final class PartitionAttachments: BulkService {
         /// row). An append that keeps arriving does not restart a failing transfer at every
         /// heartbeat.
         var backoff: [TransferKey: (notBefore: Int, failures: Int)] = [:]
-        var nextTag: UInt64 = 0
+        /// Attachments known durable on this node's replicas: admission asks the disk once.
+        /// Bounded (cleared when full; the disk answers again).
+        var durable: Set<TransferKey> = []
+        /// Attachments this node's writer is storing (a leader's own pushes).
+        var storing: Set<TransferKey> = []
+        var stopped = false
         var counters = Counters()
+
+        mutating func remember(_ key: TransferKey) {
+            if durable.count >= 65_536 { durable.removeAll() }
+            durable.insert(key)
+        }
     }
 
     private let state = Mutex(State())
@@ -84,6 +104,10 @@ public final class PartitionAttachments: BulkService {
     public init(
         host: NodeHost, options: Options = Options(), directories: @escaping @Sendable (PartitionKey) -> String?
     ) {
+        precondition(
+            (1...BulkRequest.maximumReadBytes).contains(options.chunkBytes) && (1...64).contains(options.window)
+                && options.maximumTransfers >= 1 && options.replicationMilliseconds >= 1,
+            "PartitionAttachments options out of bounds: \(options)")
         self.host = host
         self.options = options
         self.directories = directories
@@ -101,12 +125,17 @@ public final class PartitionAttachments: BulkService {
         var named: [AttachmentID] = []
         for entry in message.message.entries {
             guard case .normal(let bytes) = entry.payload, bytes.count > 1 else { continue }
-            for id in PartitionEntryCodec.attachments(in: bytes) where !named.contains(id) { named.append(id) }
+            guard let ids = PartitionEntryCodec.attachments(in: bytes) else {
+                // Never acknowledged: no replica could hold what it names.
+                state.withLock { $0.counters.appendsRefused &+= 1 }
+                return false
+            }
+            for id in ids where !named.contains(id) { named.append(id) }
         }
         if named.isEmpty { return true }
         // Not knowing where the replica keeps attachments, it cannot promise them.
         guard let store = store(replica.partition) else { return false }
-        let missing = named.filter { !store.contains($0) }
+        let missing = named.filter { !isDurable(TransferKey(partition: replica.partition, attachment: $0), store) }
         if missing.isEmpty { return true }
         state.withLock { $0.counters.appendsHeld &+= 1 }
         guard let sender else { return false }
@@ -115,6 +144,43 @@ public final class PartitionAttachments: BulkService {
                 TransferKey(partition: replica.partition, attachment: id), from: sender, holding: (replica, message))
         }
         return false
+    }
+
+    /// Whether the attachment is durable on this node's replica: not while a transfer or a
+    /// store of it is in progress (its files may be renamed before the directory is
+    /// synced), then from memory, then from the disk (what `AttachmentStore.recover` found
+    /// at open is durable).
+    private func isDurable(_ key: TransferKey, _ store: AttachmentStore) -> Bool {
+        state.withLock { s in
+            if s.transfers[key] != nil || s.storing.contains(key) { return false }
+            if s.durable.contains(key) { return true }
+            guard store.contains(key.attachment) else { return false }
+            s.remember(key)
+            return true
+        }
+    }
+
+    /// Stores a pack the leader's writer validated, as an attachment of `partition`.
+    public func put(
+        _ partition: PartitionKey, pack: [UInt8], index: [UInt8]
+    ) async throws(PartitionError)
+        -> AttachmentID
+    {
+        guard let store = store(partition) else {
+            throw .attachment("node \(host.nodeID) has no directory for \(partition)")
+        }
+        let key = TransferKey(partition: partition, attachment: try AttachmentStore.id(pack: pack, index: index))
+        guard state.withLock({ $0.storing.insert(key).inserted }) else {
+            throw .attachment("\(key.attachment) is being stored already")
+        }
+        let result = await writeThread.run { () -> Result<AttachmentID, PartitionError> in
+            Result { () throws(PartitionError) in try store.put(pack: pack, index: index) }
+        }
+        state.withLock { s in
+            s.storing.remove(key)
+            if case .success = result { s.remember(key) }
+        }
+        return try result.get()
     }
 
     // MARK: - Serving peers
@@ -137,16 +203,28 @@ public final class PartitionAttachments: BulkService {
             return .refused("node \(node) hosts no other member of \(key)")
         }
         guard let store = store(key) else { return .refused("node \(host.nodeID) has no directory for \(key)") }
+        if case .store(_, let id) = request {
+            // Pushes come from the leader this replica knows, at most the size it takes.
+            guard status.memberNodes[status.leader] == node else {
+                return .refused("node \(node) does not lead \(key) as this replica knows it (term \(status.term))")
+            }
+            guard id.totalBytes <= options.maximumAttachmentBytes else {
+                return .refused("\(id) is above the \(options.maximumAttachmentBytes) bytes this node accepts")
+            }
+        }
         switch request {
         case .read(_, let id, let offset, let length):
             guard length > 0, length <= BulkRequest.maximumReadBytes else {
                 return .refused("a read of \(length) bytes (1...\(BulkRequest.maximumReadBytes))")
             }
-            do {
-                let bytes = try store.read(id, offset: offset, length: length)
+            let read = await readThread.run { () -> Result<[UInt8], PartitionError> in
+                Result { () throws(PartitionError) in try store.read(id, offset: offset, length: length) }
+            }
+            switch read {
+            case .success(let bytes):
                 state.withLock { $0.counters.servedBytes &+= UInt64(bytes.count) }
                 return .data(bytes)
-            } catch {
+            case .failure(let error):
                 return .refused("\(error)")
             }
         case .store(_, let id):
@@ -180,6 +258,9 @@ public final class PartitionAttachments: BulkService {
         var holders: Set<MemberID> = [me]
         if quorum(holders) { return }
         let peers = status.memberNodes.filter { $0.key != me }
+        guard quorum(holders.union(peers.keys)) else {
+            throw .attachment("\(id): the members whose nodes are known cannot form a majority of the voters")
+        }
         let (results, continuation) = AsyncStream.makeStream(of: (MemberID, Result<Void, PartitionError>)?.self)
         for (member, node) in peers {
             Task {
@@ -225,6 +306,17 @@ public final class PartitionAttachments: BulkService {
                 + answers.joined(separator: "; "))
     }
 
+    /// Ends transfers in progress and takes no new ones (the host stopped).
+    public func stop() {
+        let tasks = state.withLock { s in
+            s.stopped = true
+            return s.transfers.values.compactMap(\.task)
+        }
+        for task in tasks { task.cancel() }
+        readThread.stop()
+        writeThread.stop()
+    }
+
     // MARK: - Receiving
 
     /// The transfer of `key` from `node`: the one in progress, or a new one; nil when this
@@ -232,17 +324,15 @@ public final class PartitionAttachments: BulkService {
     private func transfer(
         _ key: TransferKey, from node: NodeID, holding: (ReplicaKey, PeerMessage)?
     ) -> Task<Result<Void, PartitionError>, Never>? {
-        state.withLock { s in
+        state.withLock { s -> Task<Result<Void, PartitionError>, Never>? in
             if let existing = s.transfers[key] {
                 if let (replica, message) = holding { existing.held[replica] = message }
                 return existing.task
             }
-            guard s.transfers.count < options.maximumTransfers else { return nil }
+            guard !s.stopped, s.transfers.count < options.maximumTransfers else { return nil }
             if holding != nil, let b = s.backoff[key], MonotonicClock.system.nanoseconds < b.notBefore {
                 return nil
             }
-            s.nextTag += 1
-            let tag = s.nextTag
             let transfer = Transfer()
             if let (replica, message) = holding { transfer.held[replica] = message }
             s.transfers[key] = transfer
@@ -256,7 +346,7 @@ public final class PartitionAttachments: BulkService {
                 var result: Result<Void, PartitionError> = .failure(.attachment("no member to fetch it from"))
                 var failures: [String] = []
                 for source in sources {
-                    result = await pull(key, from: source, tag: tag)
+                    result = await pull(key, from: source)
                     guard case .failure(let error) = result else { break }
                     failures.append("node \(source): \(error)")
                     if case .attachment(let reason) = error, reason.contains("damaged") {
@@ -267,6 +357,7 @@ public final class PartitionAttachments: BulkService {
                     s.transfers.removeValue(forKey: key)
                     switch result {
                     case .success:
+                        s.remember(key)
                         s.counters.received &+= 1
                         s.counters.receivedBytes &+= key.attachment.totalBytes
                         s.backoff.removeValue(forKey: key)
@@ -294,14 +385,18 @@ public final class PartitionAttachments: BulkService {
     }
 
     /// Pulls the attachment from `node` in order, `window` chunks at a time.
-    private func pull(_ key: TransferKey, from node: NodeID, tag: UInt64) async -> Result<Void, PartitionError> {
+    private func pull(_ key: TransferKey, from node: NodeID) async -> Result<Void, PartitionError> {
         let id = key.attachment
         guard let store = store(key.partition) else {
             return .failure(.attachment("node \(host.nodeID) has no directory for \(key.partition)"))
         }
         if store.contains(id) { return .success(()) }
+        let opened = await writeThread.run { () -> Result<AttachmentReceiver, PartitionError> in
+            Result { () throws(PartitionError) in try store.receive(id) }
+        }
         let receiver: AttachmentReceiver
-        do { receiver = try store.receive(id, tag: tag) } catch { return .failure(error) }
+        do { receiver = try opened.get() } catch { return .failure(error) }
+        let writeThread = self.writeThread
         let total = id.totalBytes
         let chunk = UInt64(options.chunkBytes)
         let offsets = Array(stride(from: UInt64(0), to: total, by: Int(chunk)))
@@ -334,10 +429,10 @@ public final class PartitionAttachments: BulkService {
                     next += 1
                 }
                 let bytes = try await inFlight.removeFirst().value.get()
-                try receiver.write(bytes)
+                if Task.isCancelled { throw .attachment("the transfer was cancelled: the node stops") }
+                try await writeThread.run { Result { () throws(PartitionError) in try receiver.write(bytes) } }.get()
             }
-            // The fsync of a large file takes long: not on a thread of the cooperative pool.
-            try await offThePool("raftd-attach") { Result { () throws(PartitionError) in try receiver.finish() } }.get()
+            try await writeThread.run { Result { () throws(PartitionError) in try receiver.finish() } }.get()
             return .success(())
         } catch {
             for task in inFlight { task.cancel() }

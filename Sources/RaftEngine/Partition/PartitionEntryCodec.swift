@@ -57,7 +57,10 @@ public enum PartitionEntryCodec {
                 text(&w, path.utf8)
                 switch pack {
                 case .attachment(let hash, let packBytes, let indexBytes):
-                    guard hash.count == 32 else { throw .invalidOperation("attachment hash of \(hash.count) bytes") }
+                    guard (try? AttachmentID(hash: hash, sizes: [packBytes, indexBytes])) != nil else {
+                        throw .invalidOperation(
+                            "attachment of a \(hash.count)-byte hash and \(packBytes) + \(indexBytes) bytes")
+                    }
                     w.u8(1)
                     w.append(hash)
                     w.u64(packBytes)
@@ -141,8 +144,13 @@ public enum PartitionEntryCodec {
                 switch try r.u8() {
                 case 1:
                     let hash = try r.take(32)
+                    let packBytes = try r.u64()
+                    let indexBytes = try r.u64()
+                    guard (try? AttachmentID(hash: hash, sizes: [packBytes, indexBytes])) != nil else {
+                        throw DecodeFailure("attachment of \(packBytes) + \(indexBytes) bytes is out of bounds")
+                    }
                     operations.append(
-                        .attachPack(p, .attachment(contentHash: hash, packBytes: try r.u64(), indexBytes: try r.u64())))
+                        .attachPack(p, .attachment(contentHash: hash, packBytes: packBytes, indexBytes: indexBytes)))
                 case 2:
                     let pack = try r.take(Int(try r.u32()))
                     let index = try r.take(Int(try r.u32()))
@@ -171,9 +179,10 @@ public enum PartitionEntryCodec {
     }
 
     /// The attachments an encoded transaction names, found without decoding the rest (a
-    /// follower asks this of every entry it receives). Bytes that are not a transaction
-    /// name none: decoding at apply reports the damage.
-    public static func attachments(in bytes: [UInt8]) -> [AttachmentID] {
+    /// follower asks this of every entry it receives). Nil when it names one that cannot be
+    /// an attachment (sizes beyond any the bulk path moves): such an entry must not be
+    /// acknowledged. Other damage names nothing more: decoding at apply reports it.
+    public static func attachments(in bytes: [UInt8]) -> [AttachmentID]? {
         guard bytes.first == version else { return [] }
         var found: [AttachmentID] = []
         do throws(DecodeFailure) {
@@ -200,7 +209,8 @@ public enum PartitionEntryCodec {
                         let hash = try r.take(32)
                         let packBytes = try r.u64()
                         let indexBytes = try r.u64()
-                        if let id = try? AttachmentID(hash: hash, sizes: [packBytes, indexBytes]) { found.append(id) }
+                        guard let id = try? AttachmentID(hash: hash, sizes: [packBytes, indexBytes]) else { return nil }
+                        found.append(id)
                     case 2:
                         try r.skip(Int(try r.u32()))
                         try r.skip(Int(try r.u32()))

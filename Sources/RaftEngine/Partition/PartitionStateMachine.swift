@@ -87,7 +87,7 @@ public final class PartitionStateMachine: StateMachine, Sendable {
                     try RepositoryFiles(path: storageRoot + "/" + path.rawValue).removeStaleLocks()
                 }
             }
-            try AttachmentStore(directory: directory + "/attachments").removeLeftovers()
+            try AttachmentStore(directory: directory + "/attachments").recover()
             // Quarantines of pack validations a crash interrupted (nothing refers to them).
             for name in try FileSystem.list(directory + "/incoming") {
                 try FileSystem.removeTree(directory + "/incoming/" + name)

@@ -246,12 +246,18 @@ public actor PartitionWriter {
                         "\(validated.pack.count) bytes with its index is above the \(PartitionTransaction.maximumInlinePackBytes) bytes that travel in a log entry, and this node moves no attachments to the partition's \(status.members) members (no bulk service)"
                     ))
             }
-            let store = AttachmentStore(directory: machine.directory + "/attachments")
-            let stored = await offThePool("raftd-attach") { () -> Result<AttachmentID, PartitionError> in
-                Result { () throws(PartitionError) in try store.put(pack: validated.pack, index: validated.index) }
-            }
             let id: AttachmentID
-            do { id = try stored.get() } catch { throw .refused(error) }
+            if let attachments {
+                do { id = try await attachments.put(key, pack: validated.pack, index: validated.index) } catch {
+                    throw .refused(error)
+                }
+            } else {
+                let store = AttachmentStore(directory: machine.directory + "/attachments")
+                let stored = await offThePool("raftd-attach") { () -> Result<AttachmentID, PartitionError> in
+                    Result { () throws(PartitionError) in try store.put(pack: validated.pack, index: validated.index) }
+                }
+                do { id = try stored.get() } catch { throw .refused(error) }
+            }
             if let attachments {
                 // Nothing is proposed yet: a failure here is safe to retry.
                 do { try await attachments.replicate(key, id, status: status) } catch { throw .timedOut("\(error)") }

@@ -42,3 +42,30 @@ func offThePool<T: Sendable>(_ name: String, _ body: @escaping @Sendable () -> T
         OSThread(name: name) { continuation.resume(returning: body()) }.detach()
     }
 }
+
+/// A dedicated thread for blocking background work (bulk transfers: file reads, writes,
+/// hashing, fsyncs), so none of it occupies a thread of Swift's cooperative pool, where it
+/// would hold up every task queued behind it. Runs at a lower priority (`niceness`): it
+/// yields the CPU to the threads that carry heartbeats and small writes.
+final class BackgroundThread: Sendable {
+    private let queue = WorkQueue<@Sendable () -> Void>()
+
+    init(name: String, niceness: Int32 = 10) {
+        queue.start(name: name) { jobs in
+            for job in jobs { job() }
+        }
+        let lower: @Sendable () -> Void = { _ = craft_set_thread_niceness(niceness) }
+        queue.post(CollectionOfOne(lower))
+    }
+
+    /// Runs `body` on the thread and returns its result (once stopped: on the caller's).
+    func run<T: Sendable>(_ body: @escaping @Sendable () -> T) async -> T {
+        await withCheckedContinuation { continuation in
+            let job: @Sendable () -> Void = { continuation.resume(returning: body()) }
+            if !queue.offer(job) { job() }
+        }
+    }
+
+    /// Finishes what is queued, then ends the thread.
+    func stop() { queue.stop() }
+}

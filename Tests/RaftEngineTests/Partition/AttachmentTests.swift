@@ -1,3 +1,4 @@
+import CRaftIO
 import Foundation
 import RaftConsensus
 import Testing
@@ -6,8 +7,30 @@ import Testing
 
 @Suite("Partition: attachments", .serialized)
 struct AttachmentTests {
-    @Test("SHA-256: FIPS 180-4 vectors, and agreement with sha256sum at every length around a block")
+    @Test(
+        "SHA-256: FIPS 180-4 vectors, and agreement with sha256sum at every length around a block, with and without the CPU's SHA instructions"
+    )
     func sha256() throws {
+        let accelerated = craft_sha256_accelerate(1) == 1
+        defer { _ = craft_sha256_accelerate(1) }
+        try checkSHA256()
+        if accelerated {
+            _ = craft_sha256_accelerate(0)
+            try checkSHA256()
+        }
+        // Hashed in pieces of every size, the same digest.
+        var rng = SplitMix64(seed: 5)
+        let bytes = (0..<10_000).map { _ in UInt8(truncatingIfNeeded: rng.next()) }
+        for piece in [1, 63, 64, 65, 1_000] {
+            var hasher = SHA256.Hasher()
+            for start in stride(from: 0, to: bytes.count, by: piece) {
+                hasher.update(Array(bytes[start..<min(start + piece, bytes.count)]))
+            }
+            #expect(hasher.finish() == SHA256.hash(bytes), "pieces of \(piece)")
+        }
+    }
+
+    func checkSHA256() throws {
         #expect(SHA256.hex(SHA256.hash([])) == "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855")
         #expect(
             SHA256.hex(SHA256.hash(Array("abc".utf8)))
@@ -274,8 +297,22 @@ struct AttachmentTests {
             .read(partition: shared, attachment: id, offset: 0, length: BulkRequest.maximumReadBytes + 1), from: 1,
             "a read of")
         await refused(.read(partition: shared, attachment: id, offset: 0, length: 0), from: 1, "a read of")
-        let threeParts = try AttachmentID(hash: id.hash, sizes: [1, 2, 3])
-        await refused(.store(partition: shared, attachment: threeParts), from: 1, "not a pack attachment")
+        // Pushes: only from the leader, of a pack's shape, within the size accepted.
+        let leader = try #require(await nodes.cluster.leader(of: shared))
+        let follower = (leader + 1) % 3
+        let third = (leader + 2) % 3
+        func refusedStore(_ attachment: AttachmentID, from node: Int, _ expected: String) async {
+            let answer = await nodes.cluster.hosts[follower]!.serve(
+                .store(partition: shared, attachment: attachment), from: ids[node])
+            guard case .refused(let reason) = answer else {
+                Issue.record("a store of \(attachment) from node \(node) answered \(answer)")
+                return
+            }
+            #expect(reason.contains(expected), "\(reason)")
+        }
+        await refusedStore(id, from: third, "does not lead")
+        await refusedStore(try AttachmentID(hash: id.hash, sizes: [1, 2, 3]), from: leader, "not a pack attachment")
+        await refusedStore(try AttachmentID(hash: id.hash, sizes: [3 << 30, 1]), from: leader, "above")
         // Out of range on a replica that holds it: copy the attachment to the shared partition.
         let sharedDirectory = nodes.machine(0, shared).directory + "/attachments/"
         for name in names { try FileManager.default.copyItem(atPath: directory + name, toPath: sharedDirectory + name) }
@@ -291,7 +328,7 @@ struct AttachmentTests {
         // A store whose bytes do not match the name: the receiver refuses it, keeps nothing.
         let forged = try AttachmentID(hash: [UInt8](repeating: 7, count: 32), sizes: [packBytes, indexBytes])
         let store = AttachmentStore(directory: sharedDirectory)
-        let receiver = try store.receive(forged, tag: 1)
+        let receiver = try store.receive(forged)
         try receiver.write(Array(try Data(contentsOf: URL(fileURLWithPath: directory + names[1]))))
         try receiver.write(Array(try Data(contentsOf: URL(fileURLWithPath: directory + names[0]))))
         #expect(throws: PartitionError.self) { try receiver.finish() }

@@ -110,8 +110,23 @@ struct PartitionEntryTests {
         #expect(found == [try AttachmentID(hash: [UInt8](repeating: 9, count: 32), sizes: [200 << 20, 4096])])
         let none = try PartitionEntryCodec.encode(
             PartitionTransaction([.setValue(key: "k", value: [1]), .deleteValue(key: "k")]))
-        #expect(PartitionEntryCodec.attachments(in: none).isEmpty)
-        #expect(PartitionEntryCodec.attachments(in: []).isEmpty)
+        #expect(PartitionEntryCodec.attachments(in: none) == [])
+        #expect(PartitionEntryCodec.attachments(in: []) == [])
+        // An attachment no node could hold: the scan says so (admission refuses the entry),
+        // and neither the encoder nor the decoder takes it.
+        let path = Array("r.git".utf8)
+        var huge: [UInt8] = [PartitionEntryCodec.version, 0, 1, 5, 0, UInt8(path.count)] + path + [1]
+        huge += [UInt8](repeating: 9, count: 32) + [0x40, 0, 0, 0, 0, 0, 0, 0] + [0, 0, 0, 0, 0, 0, 0x10, 0]
+        #expect(PartitionEntryCodec.attachments(in: huge) == nil)
+        #expect(throws: PartitionError.self) { try PartitionEntryCodec.decode(huge) }
+        #expect(throws: PartitionError.self) {
+            try PartitionEntryCodec.encode(
+                PartitionTransaction([
+                    .attachPack(
+                        try RelativePath("r.git"),
+                        .attachment(contentHash: [UInt8](repeating: 9, count: 32), packBytes: 1 << 62, indexBytes: 1))
+                ]))
+        }
         for cut in 0..<bytes.count { _ = PartitionEntryCodec.attachments(in: Array(bytes.prefix(cut))) }
         var rng = SplitMix64(seed: 3)
         for _ in 0..<5_000 {

@@ -44,14 +44,14 @@ final class PartitionTestCluster: @unchecked Sendable {
                     directory: Self.partitionDirectory(directory, node: node, replica.partition),
                     checkpointer: checkpointers[node], partition: replica.partition, registry: storage.metadata)
             }))
-        try cluster.startAll()
-        let cluster = self.cluster
-        let attachments = (0..<nodes).map { node in
-            PartitionAttachments(host: cluster.hosts[node]!, options: attachmentOptions) { key in
+        cluster.configuration.bulkService = { node, host in
+            PartitionAttachments(host: host, options: attachmentOptions) { key in
                 Self.partitionDirectory(directory, node: node, key)
             }
         }
-        for (node, service) in attachments.enumerated() { cluster.hosts[node]!.attach(bulk: service) }
+        try cluster.startAll()
+        let cluster = self.cluster
+        let attachments = (0..<nodes).map { cluster.bulkServices[$0] as! PartitionAttachments }
         self.attachments = attachments
         writers = (0..<nodes).map { node in
             PartitionWriter(host: cluster.hosts[node]!, catchUpMilliseconds: 30_000, attachments: attachments[node]) {
