@@ -144,6 +144,10 @@ public final class RawNode {
     public func isQuiescable(ignoring down: Set<MemberID>) -> Bool { raft.isQuiescable(ignoring: down) }
     /// Whether ticks are currently ignored.
     public var isQuiesced: Bool { raft.quiesced }
+
+    /// A membership change is proposed and not yet applied (a leader counts its whole log
+    /// until it has applied it).
+    public var hasPendingConfChange: Bool { raft.pendingConfIndex > raft.log.applied }
     /// Quiesces the group (leader only). Returns false if not quiescable. Members in `down`
     /// are not waited for; the caller must wake the group when they come back.
     @discardableResult

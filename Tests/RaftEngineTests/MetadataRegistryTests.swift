@@ -15,7 +15,7 @@ struct MetadataRegistryTests {
         let b = try fixture.key("default:2")
         let c = try fixture.key("another:7")
         let recordA = try store.registerPartition(a, mode: .raft)
-        let recordB = try store.registerPartition(b, mode: .none, state: .active)
+        let recordB = try store.registerPartition(b, mode: .local, state: .active)
         let recordC = try store.registerPartition(c, mode: .raft, state: .active)
         #expect(recordA == PartitionRecord(key: a, group: GroupID(2), mode: .raft, state: .initializing))
         #expect(recordB.group == GroupID(3) && recordC.group == GroupID(4))
@@ -36,7 +36,7 @@ struct MetadataRegistryTests {
         let key = try fixture.key("default:5")
         let first = try store.registerPartition(key, mode: .raft)
         #expect(throws: MetadataError.partitionAlreadyRegistered(key, group: first.group)) {
-            try store.registerPartition(key, mode: .none)
+            try store.registerPartition(key, mode: .local)
         }
         #expect(try store.partition(key) == first)
         #expect(try store.partitions().count == 1)
@@ -48,7 +48,7 @@ struct MetadataRegistryTests {
         defer { fixture.remove() }
         let store = try fixture.open()
         let key = try fixture.key("default:5")
-        try store.registerPartition(key, mode: .none)
+        try store.registerPartition(key, mode: .local)
         #expect(try store.updateReplicaState(.active, of: key).state == .active)
         #expect(try store.updateReplicationMode(.raft, of: key).mode == .raft)
         #expect(throws: MetadataError.invalidStateTransition(key, from: .active, to: .initializing)) {

@@ -8,6 +8,10 @@ package enum HostRequest {
     case changeMembership(PartitionKey, ConfChange, deadlineNanoseconds: Int, Promise<LogIndex>)
     case transferLeadership(PartitionKey, MemberID, Promise<LogIndex>)
     case status(PartitionKey, @Sendable (Result<ReplicaStatus, HostError>) -> Void)
+    /// A replica that knows no leader starts looking for one (see `NodeHost.seekLeader`).
+    case seekLeader(PartitionKey)
+    /// Switches the replica's mode in memory (the host records it in the metadata store).
+    case setMode(PartitionKey, ReplicationMode, @Sendable (Result<StorageName, HostError>) -> Void)
 }
 
 extension HostShard {
@@ -23,7 +27,47 @@ extension HostShard {
             transfer(partition, to: target, promise)
         case .status(let partition, let answer):
             answer(status(partition))
+        case .setMode(let partition, let mode, let answer):
+            answer(setMode(partition, mode))
+        case .seekLeader(let partition):
+            if case .success(let (r, node)) = target(partition), node.role != .leader { findLeader(r, node) }
         }
+    }
+
+    /// To `.local`: only a group whose one voter is this replica, with no membership change
+    /// in flight, and that leads (a sole voter that does not lead yet campaigns, and the
+    /// caller asks again). To `.raft`: always; it is ticked again from its next activity.
+    private func setMode(_ partition: PartitionKey, _ mode: ReplicationMode) -> Result<StorageName, HostError> {
+        let (r, node): (Replica, RawNode)
+        switch target(partition) {
+        case .failure(let error): return .failure(error)
+        case .success(let t): (r, node) = t
+        }
+        switch mode {
+        case .raft:
+            r.mode = .raft
+            r.lastActivityTick = currentTick
+            if !node.isQuiesced { setAwake(r) }
+        case .local:
+            let conf = node.confState
+            let members = Set(conf.voters + conf.votersOutgoing + conf.learners + conf.learnersNext)
+            guard conf.voters == [r.key.member], members.count == 1 else {
+                return .failure(
+                    .invalid(
+                        "\(partition) has \(members.count) members; local mode is for a partition whose only replica is this one: remove the others first"
+                    ))
+            }
+            guard node.role == .leader else {
+                findLeader(r, node)
+                return .failure(notLeader(r, node))
+            }
+            guard !node.hasPendingConfChange else {
+                return .failure(.overloaded("a membership change of \(partition) is still being applied"))
+            }
+            r.mode = .local
+            setNotAwake(r, as: .quiesced)
+        }
+        return .success(r.storageName)
     }
 
     /// The replica for a request, resident; or the error to answer.
@@ -56,6 +100,10 @@ extension HostShard {
         guard node.role == .leader else {
             findLeader(r, node)
             return promise(.failure(notLeader(r, node)))
+        }
+        if case .confChange = payload, r.mode == .local {
+            return promise(
+                .failure(.invalid("\(partition) is in local mode: switch it to raft before changing its members")))
         }
         if let fence {
             // Proposals verified against an earlier one that was not appended must not
@@ -171,6 +219,7 @@ extension HostShard {
             commit: .zero, handedToApply: r.handedOut, applied: r.applied, lastIndex: r.stableLog.lastIndex,
             residency: r.residency)
         let conf = r.stableLog.confState
+        s.mode = r.mode
         s.members = Set(conf.voters + conf.votersOutgoing + conf.learners).count
         s.voters = conf.voters
         s.votersOutgoing = conf.votersOutgoing
@@ -202,8 +251,17 @@ extension HostShard {
     /// either hears from a live leader (whose in-lease refusal of its pre-vote wakes it,
     /// and it re-announces itself) or, after an election timeout, campaigns. Leaders are
     /// thus found lazily, per group, on first use.
-    private func findLeader(_ r: Replica, _ node: RawNode) {
-        guard node.leader == .none, r.residency != .awake, r.residency != .awaitingCampaign else { return }
+    func findLeader(_ r: Replica, _ node: RawNode) {
+        guard node.leader == .none, r.residency != .awake || r.mode == .local, r.residency != .awaitingCampaign
+        else { return }
+        let conf = node.confState
+        if conf.voters == [r.key.member] && conf.votersOutgoing.isEmpty {
+            // Its group's only voter (a local partition, or a single-member Raft group after
+            // a restart): no votes to wait for, so it leads at once rather than after an
+            // election timeout.
+            startCampaign(r, node)
+            return
+        }
         node.wake()
         r.lastActivityTick = currentTick
         setAwake(r)

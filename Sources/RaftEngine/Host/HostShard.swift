@@ -132,9 +132,10 @@ package final class HostShard {
 
     // MARK: - Ticked set
 
-    /// Ticks the replica from now on (a resident, not failed replica).
+    /// Ticks the replica from now on (a resident, not failed replica). A local one is never
+    /// ticked: alone in its group, it has no heartbeats to send and no leader to lose.
     func setAwake(_ r: Replica) {
-        guard r.awakeSlot == nil, let node = r.node else { return }
+        guard r.mode == .raft, r.awakeSlot == nil, let node = r.node else { return }
         r.state = .awake(node, slot: awake.count)
         awake.append(r)
     }

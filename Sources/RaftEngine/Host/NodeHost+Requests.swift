@@ -77,6 +77,75 @@ extension NodeHost {
         return try result.get()
     }
 
+    /// Makes the local replica of `partition` look for its leader when it knows none: it
+    /// wakes and, after an election timeout without one, campaigns (a group's only voter
+    /// campaigns at once). A caller that reads `status` instead of proposing (the partition
+    /// writer) uses it, or a group whose replicas were all loaded dormant after a restart
+    /// would wait for traffic that never comes.
+    public func seekLeader(of partition: PartitionKey) {
+        _ = workers[shardIndex(partition)].offer(.request(.seekLeader(partition)))
+    }
+
+    // MARK: - Replication mode
+
+    /// Switches this node's replica of `partition` to `mode` and records it in its
+    /// storage's metadata. No data moves and the log stays as it is: every LSN is kept, and
+    /// the next write takes the next index. To `.local` only a partition whose one member
+    /// is this replica (remove the others first); a local partition refuses membership
+    /// changes until it is switched back to `.raft`.
+    public func setReplicationMode(
+        _ mode: ReplicationMode, of partition: PartitionKey, timeoutTicks: Int? = nil
+    ) async throws(HostError) {
+        let previous = try await status(of: partition).mode
+        let deadline =
+            clock.nanoseconds + (timeoutTicks ?? options.requestTimeoutTicks) * options.tickMilliseconds * 1_000_000
+        var storage: StorageName
+        while true {
+            do {
+                storage = try await switchMode(mode, of: partition)
+                break
+            } catch {
+                // A sole voter campaigns first; a membership change is still being applied.
+                switch error {
+                case .notLeader, .overloaded: break
+                default: throw error
+                }
+                guard clock.nanoseconds < deadline else { throw error }
+                try? await Task.sleep(nanoseconds: 5_000_000)
+            }
+        }
+        guard let metadata = metadata(of: storage) else { throw .invalid("storage \(storage) is not served here") }
+        do {
+            try metadata.updateReplicationMode(mode, of: partition)
+        } catch {
+            _ = try? await switchMode(previous, of: partition)
+            throw .invalid("recording the replication mode of \(partition) in \(storage): \(error)")
+        }
+    }
+
+    /// Turns every local partition of `storage` into a single-node Raft cluster, in one
+    /// metadata transaction; returns the partitions converted. Replicas can then be added
+    /// to them (the membership issue).
+    public func convertLocalPartitionsToRaft(on storage: StorageName) async throws(HostError) -> [PartitionKey] {
+        guard let metadata = metadata(of: storage) else { throw .invalid("storage \(storage) is not served here") }
+        let keys: [PartitionKey]
+        do { keys = try metadata.updateReplicationModes(from: .local, to: .raft) } catch {
+            throw .invalid("switching the local partitions of \(storage) to raft: \(error)")
+        }
+        for key in keys { _ = try? await switchMode(.raft, of: key) }
+        return keys
+    }
+
+    /// The in-memory switch, on the partition's worker; answers the replica's storage.
+    private func switchMode(_ mode: ReplicationMode, of partition: PartitionKey) async throws(HostError) -> StorageName {
+        let result: Result<StorageName, HostError> = await withCheckedContinuation { continuation in
+            let ok = workers[shardIndex(partition)].offer(
+                .request(.setMode(partition, mode) { continuation.resume(returning: $0) }))
+            if !ok { continuation.resume(returning: .failure(.overloaded("worker inbox full"))) }
+        }
+        return try result.get()
+    }
+
     /// Counters summed over the workers (read on their threads).
     public func counters() async -> HostCounters {
         var total = HostCounters()

@@ -185,7 +185,11 @@ public final class NodeHost: FrameReceiver, @unchecked Sendable {
                     let voters = spec.replicas.filter { $0.role == .voter }.map(\.member)
                     let learners = spec.replicas.filter { $0.role == .learner }.map(\.member)
                     let stored = try StoredConfState(voters: voters, learners: learners)
-                    new.append(MetadataStore.NewReplica(key: spec.partition, route: route, confState: stored))
+                    if spec.mode == .local && (voters != [spec.member] || !learners.isEmpty) {
+                        throw HostError.invalid("a local partition has exactly one replica, itself a voter")
+                    }
+                    new.append(
+                        MetadataStore.NewReplica(key: spec.partition, route: route, confState: stored, mode: spec.mode))
                     confs.append(ConfState(stored))
                 } catch {
                     throw .invalid("replica of \(spec.partition): \(error)")
@@ -200,7 +204,7 @@ public final class NodeHost: FrameReceiver, @unchecked Sendable {
             for (i, spec) in list.enumerated() {
                 let replica = try factory.makeReplica(
                     key: ReplicaKey(partition: spec.partition, member: spec.member), group: records[i].group,
-                    storageSlot: slot, route: spec.replicas, confState: confs[i], applied: .zero)
+                    storageSlot: slot, route: spec.replicas, confState: confs[i], applied: .zero, mode: spec.mode)
                 perWorker[shardIndex(spec.partition)].append((replica, spec.campaign))
             }
         }

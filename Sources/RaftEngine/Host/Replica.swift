@@ -67,6 +67,9 @@ package final class Replica {
 
     /// Members of the group, sorted, each with its node.
     var members: [GroupMember]
+    /// `.local`: its group's only member, never ticked; it leads from its first request
+    /// (a campaign with no votes to ask for) and commits each entry once it is durable.
+    var mode = ReplicationMode.raft
 
     var state: State
 

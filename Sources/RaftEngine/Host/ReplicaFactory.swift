@@ -15,7 +15,7 @@ package struct ReplicaFactory {
 
     package func makeReplica(
         key: ReplicaKey, group: GroupID, storageSlot: Int, route: [RouteReplica], confState: ConfState,
-        applied: LogIndex, suspended: SuspendedState? = nil
+        applied: LogIndex, suspended: SuspendedState? = nil, mode: ReplicationMode = .raft
     ) throws(HostError) -> Replica {
         let machine: any StateMachine
         do {
@@ -43,9 +43,11 @@ package struct ReplicaFactory {
             state = .quiesced(
                 RawNode(config: context.raftConfig(member: key.member, applied: applied, seed: seed), log: stable))
         }
-        return Replica(
+        let replica = Replica(
             key: key, group: group, storageSlot: storageSlot, storageName: context.storageNames[storageSlot],
             stateMachine: machine, stableLog: stable, members: members, state: state, applied: applied)
+        replica.mode = mode
+        return replica
     }
 
     /// Every registered Raft replica of `storage`, dormant, as a follower that knows no
@@ -74,7 +76,7 @@ package struct ReplicaFactory {
                 try makeReplica(
                     key: ReplicaKey(partition: item.record.key, member: me.member), group: item.record.group,
                     storageSlot: slot, route: route.replicas, confState: ConfState(conf), applied: item.applied,
-                    suspended: record))
+                    suspended: record, mode: item.record.mode))
         }
         return out
     }

@@ -10,11 +10,14 @@ public struct ReplicaSpec: Sendable {
     public var replicas: [RouteReplica]
     /// Whether this replica campaigns right away (one replica per new group should).
     public var campaign: Bool
+    /// `.local`: a single-replica partition written without Raft rounds or ticks.
+    public var mode: ReplicationMode
 
     public init(
         partition: PartitionKey, member: MemberID, storage: StorageName, replicas: [RouteReplica],
-        campaign: Bool = false
+        campaign: Bool = false, mode: ReplicationMode = .raft
     ) {
+        self.mode = mode
         self.partition = partition
         self.member = member
         self.storage = storage

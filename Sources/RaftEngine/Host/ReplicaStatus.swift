@@ -29,6 +29,7 @@ public struct ReplicaStatus: Hashable, Sendable, CustomStringConvertible {
     public var applied: LogIndex
     public var lastIndex: LogIndex
     public var residency: ReplicaResidency
+    public var mode = ReplicationMode.raft
     /// Members of the group, as this replica knows its configuration: voters (both
     /// majorities while joint) and learners.
     public var members = 0
@@ -44,6 +45,6 @@ public struct ReplicaStatus: Hashable, Sendable, CustomStringConvertible {
     public var campaignAtTick: UInt64?
 
     public var description: String {
-        "\(replica) \(group)@\(storage) \(role) term=\(term) leader=\(leader) commit=\(commit) applied=\(applied) last=\(lastIndex) \(residency.rawValue) tick=\(shardTick)\(campaignAtTick.map { " campaign at tick \($0)" } ?? "")"
+        "\(replica) \(group)@\(storage) \(role) term=\(term) leader=\(leader) commit=\(commit) applied=\(applied) last=\(lastIndex) \(residency.rawValue) \(mode) tick=\(shardTick)\(campaignAtTick.map { " campaign at tick \($0)" } ?? "")"
     }
 }

@@ -3,8 +3,9 @@
 /// Raft and non-Raft partitions live side by side in the same layout, and switching a
 /// partition between the modes moves no data; only this registry field changes.
 public enum ReplicationMode: UInt8, Sendable, CaseIterable, CustomStringConvertible {
-    /// Written by this storage alone, no consensus.
-    case none = 1
+    /// Written by this storage alone: the same WAL and formats, each write committed as
+    /// soon as it is durable, with no Raft round, no ticks and no other member.
+    case local = 1
     /// A Raft group; every write goes through the replicated log.
     case raft = 2
 
@@ -12,7 +13,7 @@ public enum ReplicationMode: UInt8, Sendable, CaseIterable, CustomStringConverti
 
     public var description: String {
         switch self {
-        case .none: "none"
+        case .local: "local"
         case .raft: "raft"
         }
     }

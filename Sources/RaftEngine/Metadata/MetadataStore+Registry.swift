@@ -61,6 +61,25 @@ extension MetadataStore {
         try update(key) { (record) throws(MetadataError) in record.mode = mode }
     }
 
+    /// Switches every active replica of this storage in mode `from` to mode `to`, in one
+    /// transaction; returns the keys switched.
+    public func updateReplicationModes(from: ReplicationMode, to: ReplicationMode) throws(MetadataError)
+        -> [PartitionKey]
+    {
+        let records = try partitions().filter { $0.mode == from && $0.state == .active }
+        let databases = self.databases
+        return try write { (txn) throws(MetadataError) -> [PartitionKey] in
+            var switched: [PartitionKey] = []
+            for old in records {
+                guard var record = try Self.record(txn, databases, old.key), record.mode == from else { continue }
+                record.mode = to
+                try txn.set(databases.partitions, record.key.encoded, record.encodedValue)
+                switched.append(record.key)
+            }
+            return switched
+        }
+    }
+
     /// Removes a tombstoned replica of `key` with everything the store keeps for it: the
     /// reverse index, its configuration, its applied index and its relative paths. Its
     /// group ID is never handed out again. Routing entries are kept: they describe the

@@ -10,11 +10,13 @@ extension MetadataStore {
         public var key: PartitionKey
         public var route: RouteEntry
         public var confState: StoredConfState
+        public var mode: ReplicationMode
 
-        public init(key: PartitionKey, route: RouteEntry, confState: StoredConfState) {
+        public init(key: PartitionKey, route: RouteEntry, confState: StoredConfState, mode: ReplicationMode = .raft) {
             self.key = key
             self.route = route
             self.confState = confState
+            self.mode = mode
         }
     }
 
@@ -38,7 +40,8 @@ extension MetadataStore {
                 if let existing = try Self.record(txn, databases, replica.key) {
                     throw .partitionAlreadyRegistered(replica.key, group: existing.group)
                 }
-                let record = PartitionRecord(key: replica.key, group: try takeGroupID(txn), mode: .raft, state: .active)
+                let record = PartitionRecord(
+                    key: replica.key, group: try takeGroupID(txn), mode: replica.mode, state: .active)
                 try txn.set(databases.partitions, replica.key.encoded, record.encodedValue)
                 var reverse = ByteWriter(version: 1)
                 reverse.append(replica.key.encoded)
@@ -85,15 +88,16 @@ extension MetadataStore {
         }
     }
 
-    /// Every registered Raft replica that is active or leaving, in partition key order,
-    /// with its route, configuration and applied index, read in one transaction.
+    /// Every registered replica the host runs (Raft or local mode, active or leaving), in
+    /// partition key order, with its route, configuration and applied index, read in one
+    /// transaction.
     public func loadRaftReplicas() throws(MetadataError) -> [LoadedReplica] {
         let records = try partitions()
         let databases = self.databases
         return try read { (txn) throws(MetadataError) -> [LoadedReplica] in
             var loaded: [LoadedReplica] = []
             loaded.reserveCapacity(records.count)
-            for record in records where record.mode == .raft && (record.state == .active || record.state == .leaving) {
+            for record in records where record.state == .active || record.state == .leaving {
                 let route = try Self.storedRoute(txn, databases, record.key)
                 let confState = try Self.storedConfState(txn, databases, record.group)
                 let applied = try Self.storedApplied(txn, databases, record.group)

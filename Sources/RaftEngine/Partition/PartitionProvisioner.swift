@@ -13,6 +13,10 @@ public struct PartitionProvisioner: Sendable {
     public let metadata: MetadataStore
     /// How long a new group may take to elect its single member.
     public var electionMilliseconds = 10_000
+    /// The mode of the partitions it mints: `.raft` (a single-node Raft group, to which
+    /// replicas can be added) or `.local` (written without Raft rounds or ticks; switched to
+    /// raft later with `NodeHost.setReplicationMode`, moving no data).
+    public var mode = ReplicationMode.raft
 
     public init(host: NodeHost, writer: PartitionWriter, storage: StorageName, metadata: MetadataStore) {
         self.host = host
@@ -57,7 +61,7 @@ public struct PartitionProvisioner: Sendable {
         do { return try metadata.partition(of: path) } catch { throw .refused(error) }
     }
 
-    /// A new partition of this storage: a single-node group led by this node.
+    /// A new partition of this storage: a single-node group led by this node (in `mode`).
     private func mint() async throws(PartitionWriteError) -> PartitionKey {
         let key: PartitionKey
         do {
@@ -70,7 +74,8 @@ public struct PartitionProvisioner: Sendable {
             try host.createReplicas([
                 ReplicaSpec(
                     partition: key, member: member, storage: storage,
-                    replicas: [RouteReplica(member: member, storage: storage, role: .voter)], campaign: true)
+                    replicas: [RouteReplica(member: member, storage: storage, role: .voter)], campaign: true,
+                    mode: mode)
             ])
         } catch {
             throw .host(error)

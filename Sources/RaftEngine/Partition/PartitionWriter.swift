@@ -157,7 +157,10 @@ public actor PartitionWriter {
         -> Term
     {
         let status = try await replicaStatus(key)
-        guard status.role == .leader else { throw .host(.notLeader(leader: status.leader, node: nil)) }
+        guard status.role == .leader else {
+            if status.leader == .none { host.seekLeader(of: key) }
+            throw .host(.notLeader(leader: status.leader, node: status.memberNodes[status.leader]))
+        }
         let pipeline = pipelines[key] ?? Pipeline()
         pipelines[key] = pipeline
         if pipeline.term != status.term {
