@@ -38,6 +38,14 @@ extension HostShard {
     /// in flight, and that leads (a sole voter that does not lead yet campaigns, and the
     /// caller asks again). To `.raft`: always; it is ticked again from its next activity.
     private func setMode(_ partition: PartitionKey, _ mode: ReplicationMode) -> Result<StorageName, HostError> {
+        if mode == .raft {
+            // Needs no rebuilding of a dormant replica: it wakes as a Raft one.
+            guard let r = replica(for: partition) else { return .failure(.partitionNotFound(partition)) }
+            r.mode = .raft
+            r.lastActivityTick = currentTick
+            if let node = r.node, !node.isQuiesced, !r.isFailed { setAwake(r) }
+            return .success(r.storageName)
+        }
         let (r, node): (Replica, RawNode)
         switch target(partition) {
         case .failure(let error): return .failure(error)
@@ -45,9 +53,7 @@ extension HostShard {
         }
         switch mode {
         case .raft:
-            r.mode = .raft
-            r.lastActivityTick = currentTick
-            if !node.isQuiesced { setAwake(r) }
+            break
         case .local:
             let conf = node.confState
             let members = Set(conf.voters + conf.votersOutgoing + conf.learners + conf.learnersNext)
@@ -66,6 +72,7 @@ extension HostShard {
             }
             r.mode = .local
             setNotAwake(r, as: .quiesced)
+            noteQuiesced(r)
         }
         return .success(r.storageName)
     }

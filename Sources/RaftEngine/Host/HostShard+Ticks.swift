@@ -166,6 +166,9 @@ extension HostShard {
     func startCampaign(_ r: Replica, _ node: RawNode) {
         r.state = .quiesced(node)
         setAwake(r)
+        // A local replica is never ticked: its quiet period, which ends in a dormant
+        // record, starts now and restarts with each request (see `suspendIdle`).
+        if r.mode == .local { noteQuiesced(r) }
         node.campaign()
         markDirty(r)
         counters.campaigns &+= 1
@@ -225,6 +228,18 @@ extension HostShard {
             budget -= 1
             // Still the same quiet period, nothing in flight?
             guard r.residency == .quiesced, r.quiescedAtTick == at else { continue }
+            if r.mode == .local, let node = r.node {
+                // Never ticked, so never quiesced by a tick: its quiet period runs from its
+                // last request, and it quiesces here (alone, it has no one to tell).
+                if r.lastActivityTick > at {
+                    noteQuiesced(r)
+                    continue
+                }
+                if !node.isQuiesced && !node.quiesce() {
+                    noteQuiesced(r)
+                    continue
+                }
+            }
             // Busy at this moment: try again after another quiet period.
             if !suspend(r) { noteQuiesced(r) }
         }

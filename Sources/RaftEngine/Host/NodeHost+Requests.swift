@@ -96,16 +96,45 @@ extension NodeHost {
     public func setReplicationMode(
         _ mode: ReplicationMode, of partition: PartitionKey, timeoutTicks: Int? = nil
     ) async throws(HostError) {
-        let previous = try await status(of: partition).mode
+        // One change of mode per partition at a time: the metadata must end as memory does.
+        guard modeChanges.withLock({ $0.insert(partition).inserted }) else {
+            throw .overloaded("a change of the replication mode of \(partition) is in progress")
+        }
+        defer { _ = modeChanges.withLock { $0.remove(partition) } }
+        if mode == .raft {
+            // Widening: recorded first, so that no crash or failed write leaves a group
+            // that gained members recorded as local (it would never be ticked again).
+            let storage = try await status(of: partition).storage
+            guard let metadata = metadata(of: storage) else { throw .invalid("storage \(storage) is not served here") }
+            do { try metadata.updateReplicationMode(.raft, of: partition) } catch {
+                throw .invalid("recording the replication mode of \(partition) in \(storage): \(error)")
+            }
+            _ = try await switchModeRetrying(.raft, of: partition, deadline: clock.nanoseconds + 10_000_000_000)
+            return
+        }
+        // Narrowing: checked and switched in memory first (from then on no membership
+        // change is accepted), then recorded; a failed write switches back.
         let deadline =
             clock.nanoseconds + (timeoutTicks ?? options.requestTimeoutTicks) * options.tickMilliseconds * 1_000_000
-        var storage: StorageName
+        let storage = try await switchModeRetrying(.local, of: partition, deadline: deadline)
+        guard let metadata = metadata(of: storage) else { throw .invalid("storage \(storage) is not served here") }
+        do {
+            try metadata.updateReplicationMode(.local, of: partition)
+        } catch {
+            _ = try? await switchModeRetrying(.raft, of: partition, deadline: clock.nanoseconds + 10_000_000_000)
+            throw .invalid("recording the replication mode of \(partition) in \(storage): \(error)")
+        }
+    }
+
+    /// `switchMode`, again while the answer is retryable (a sole voter campaigning first, a
+    /// membership change being applied, a full inbox) and the deadline allows.
+    private func switchModeRetrying(
+        _ mode: ReplicationMode, of partition: PartitionKey, deadline: Int
+    ) async throws(HostError) -> StorageName {
         while true {
             do {
-                storage = try await switchMode(mode, of: partition)
-                break
+                return try await switchMode(mode, of: partition)
             } catch {
-                // A sole voter campaigns first; a membership change is still being applied.
                 switch error {
                 case .notLeader, .overloaded: break
                 default: throw error
@@ -113,13 +142,6 @@ extension NodeHost {
                 guard clock.nanoseconds < deadline else { throw error }
                 try? await Task.sleep(nanoseconds: 5_000_000)
             }
-        }
-        guard let metadata = metadata(of: storage) else { throw .invalid("storage \(storage) is not served here") }
-        do {
-            try metadata.updateReplicationMode(mode, of: partition)
-        } catch {
-            _ = try? await switchMode(previous, of: partition)
-            throw .invalid("recording the replication mode of \(partition) in \(storage): \(error)")
         }
     }
 
@@ -132,12 +154,25 @@ extension NodeHost {
         do { keys = try metadata.updateReplicationModes(from: .local, to: .raft) } catch {
             throw .invalid("switching the local partitions of \(storage) to raft: \(error)")
         }
-        for key in keys { _ = try? await switchMode(.raft, of: key) }
+        var failed: [String] = []
+        for key in keys {
+            do { _ = try await switchModeRetrying(.raft, of: key, deadline: clock.nanoseconds + 10_000_000_000) } catch
+            {
+                failed.append("\(key): \(error)")
+            }
+        }
+        guard failed.isEmpty else {
+            // Recorded as raft: a restart loads them so; until then they stay local in memory.
+            throw .invalid(
+                "\(failed.count) of \(keys.count) partitions of \(storage) are recorded as raft but still local until a restart: \(failed.prefix(3).joined(separator: "; "))"
+            )
+        }
         return keys
     }
 
     /// The in-memory switch, on the partition's worker; answers the replica's storage.
-    private func switchMode(_ mode: ReplicationMode, of partition: PartitionKey) async throws(HostError) -> StorageName {
+    private func switchMode(_ mode: ReplicationMode, of partition: PartitionKey) async throws(HostError) -> StorageName
+    {
         let result: Result<StorageName, HostError> = await withCheckedContinuation { continuation in
             let ok = workers[shardIndex(partition)].offer(
                 .request(.setMode(partition, mode) { continuation.resume(returning: $0) }))

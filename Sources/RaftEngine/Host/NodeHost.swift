@@ -50,6 +50,8 @@ public final class NodeHost: FrameReceiver, @unchecked Sendable {
     let walRetries = Atomic<UInt64>(0)
     /// Times a peer node was declared dead (restarts included).
     let peerDeaths = Atomic<UInt64>(0)
+    /// Partitions whose replication mode is being changed (one change at a time each).
+    let modeChanges = Mutex<Set<PartitionKey>>([])
     var tickThread: OSThread?
     let tickLock = ConditionLock()
     var tickStopping = false

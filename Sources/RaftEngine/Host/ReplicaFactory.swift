@@ -1,3 +1,4 @@
+import Logging
 import RaftConsensus
 
 /// Builds replicas: fresh ones for `createReplicas` and dormant ones from a storage's
@@ -67,6 +68,15 @@ package struct ReplicaFactory {
                 throw .invalid(
                     "replica \(item.record.key) on \(storageName) has no route or configuration in the metadata store")
             }
+            var mode = item.record.mode
+            if mode == .local && (conf.voters != [me.member] || !conf.learners.isEmpty || !conf.votersOutgoing.isEmpty)
+            {
+                // A local replica is its group's only member; one with others runs as Raft.
+                Logger(label: "raftd.host").warning(
+                    "replica \(item.record.key) on \(storageName) is recorded as local but its group has other members: it runs as raft; switch it with setReplicationMode"
+                )
+                mode = .raft
+            }
             let hs = storage.log.hardState(of: item.record.group) ?? .empty
             // Applied never passes the durable commit (commits are durable before apply).
             let record = SuspendedState(
@@ -76,7 +86,7 @@ package struct ReplicaFactory {
                 try makeReplica(
                     key: ReplicaKey(partition: item.record.key, member: me.member), group: item.record.group,
                     storageSlot: slot, route: route.replicas, confState: ConfState(conf), applied: item.applied,
-                    suspended: record, mode: item.record.mode))
+                    suspended: record, mode: mode))
         }
         return out
     }

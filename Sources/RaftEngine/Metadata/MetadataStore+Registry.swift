@@ -63,7 +63,9 @@ extension MetadataStore {
 
     /// Switches every active replica of this storage in mode `from` to mode `to`, in one
     /// transaction; returns the keys switched.
-    public func updateReplicationModes(from: ReplicationMode, to: ReplicationMode) throws(MetadataError)
+    public func updateReplicationModes(
+        from: ReplicationMode, to: ReplicationMode
+    ) throws(MetadataError)
         -> [PartitionKey]
     {
         let records = try partitions().filter { $0.mode == from && $0.state == .active }

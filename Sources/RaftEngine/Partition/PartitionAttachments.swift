@@ -204,8 +204,13 @@ public final class PartitionAttachments: BulkService {
         }
         guard let store = store(key) else { return .refused("node \(host.nodeID) has no directory for \(key)") }
         if case .store(_, let id) = request {
-            // Pushes come from the leader this replica knows, at most the size it takes.
-            guard status.memberNodes[status.leader] == node else {
+            // Pushes come from the leader this replica knows (or, when it knows none, as after
+            // a restart into an idle group, from a voter's node), at most the size it takes.
+            // The content hash and the size bound keep what is stored honest either way.
+            let voterNodes = Set((status.voters + status.votersOutgoing).compactMap { status.memberNodes[$0] })
+            let fromLeader =
+                status.leader == .none ? voterNodes.contains(node) : status.memberNodes[status.leader] == node
+            guard fromLeader else {
                 return .refused("node \(node) does not lead \(key) as this replica knows it (term \(status.term))")
             }
             guard id.totalBytes <= options.maximumAttachmentBytes else {
@@ -308,10 +313,12 @@ public final class PartitionAttachments: BulkService {
 
     /// Ends transfers in progress and takes no new ones (the host stopped).
     public func stop() {
-        let tasks = state.withLock { s in
+        let tasks: [Task<Result<Void, PartitionError>, Never>]? = state.withLock { s in
+            guard !s.stopped else { return nil }
             s.stopped = true
             return s.transfers.values.compactMap(\.task)
         }
+        guard let tasks else { return }
         for task in tasks { task.cancel() }
         readThread.stop()
         writeThread.stop()

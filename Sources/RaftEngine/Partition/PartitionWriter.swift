@@ -1,3 +1,4 @@
+import CRaftIO
 import RaftConsensus
 import Synchronization
 
@@ -156,9 +157,14 @@ public actor PartitionWriter {
     ) async throws(PartitionWriteError)
         -> Term
     {
-        let status = try await replicaStatus(key)
+        var status = try await replicaStatus(key)
+        if status.role != .leader && status.leader == .none {
+            // Nobody woke the group (all its replicas were loaded dormant): look for a
+            // leader; a group whose only voter is this replica leads at once.
+            host.seekLeader(of: key)
+            status = try await replicaStatus(key)
+        }
         guard status.role == .leader else {
-            if status.leader == .none { host.seekLeader(of: key) }
             throw .host(.notLeader(leader: status.leader, node: status.memberNodes[status.leader]))
         }
         let pipeline = pipelines[key] ?? Pipeline()
@@ -226,7 +232,10 @@ public actor PartitionWriter {
             let validator = self.validator
             let newTips = tips
             let result = await offThePool("raftd-pack") { () -> Result<ValidatedPack, PartitionError> in
-                Result { () throws(PartitionError) in
+                // This thread is its own and ends with the validation: at the children's nice
+                // value, so git's threads inherit it from their first instruction.
+                _ = craft_set_thread_niceness(CRAFT_CHILD_NICENESS)
+                return Result { () throws(PartitionError) in
                     try validator.validate(
                         pack: pack, repository: exists ? repository : nil, pool: pool, tips: newTips,
                         quarantine: quarantine)

@@ -18,7 +18,10 @@ final class PartitionTestCluster: @unchecked Sendable {
         "\(root)/node\(node)/+raft/partitions/p\(key.partitionID.rawValue)"
     }
 
-    init(directory: String, nodes: Int = 3, attachmentOptions: PartitionAttachments.Options = .init()) throws {
+    init(
+        directory: String, nodes: Int = 3, attachmentOptions: PartitionAttachments.Options = .init(),
+        hostOptions: (inout NodeHost.Options) -> Void = { _ in }
+    ) throws {
         root = directory
         var c = LocalCluster<PartitionStateMachine>.Configuration()
         c.nodes = nodes
@@ -27,6 +30,7 @@ final class PartitionTestCluster: @unchecked Sendable {
         // proposal that times out cannot simply be repeated (its fate is unknown, and a
         // repeated transaction is refused by verification when the first one did commit).
         c.options.requestTimeoutTicks = 3_000
+        hostOptions(&c.options)
         c.directory = directory
         for node in 0..<nodes {
             try FileManager.default.createDirectory(

@@ -111,10 +111,15 @@ struct ReplicationModeTests {
         }
         #expect(try await nodes.cluster.hosts[leader]!.status(of: shared).mode == .raft)
 
+        // Recorded as local while its group has other members (an interrupted or foreign
+        // change): loaded as raft, so it is ticked and can elect.
+        try #require(host.metadata(of: nodes.cluster.storageNames[0])).updateReplicationMode(.local, of: shared)
+
         nodes.cluster.crash(0)
         try nodes.cluster.start(0)
         let restarted = nodes.cluster.hosts[0]!
         #expect(try await restarted.status(of: key).mode == .local)
+        #expect(try await restarted.status(of: shared).mode == .raft)
         let writer = PartitionWriter(host: restarted, catchUpMilliseconds: 30_000) { k in
             nodes.cluster.machines.existing(node: 0, replica: ReplicaKey(partition: k, member: MemberID(1)))
         }
@@ -190,5 +195,28 @@ struct ReplicationModeTests {
             _ = try await nodes.writers[0].commit(key, PartitionTransaction([.setValue(key: "after", value: [1])]))
         }
         #expect(try await host.convertLocalPartitionsToRaft(on: nodes.cluster.storageNames[0]).isEmpty)
+    }
+
+    @Test("Partition: an idle local partition shrinks to a dormant record and leads again from it without an election")
+    func localDormancy() async throws {
+        let dir = try TemporaryDirectory("raftd-modes-dormant")
+        defer { dir.remove() }
+        let nodes = try PartitionTestCluster(directory: dir.file("cluster")) { $0.dormantAfterQuiescedTicks = 20 }
+        defer { nodes.stop() }
+        let repo = try RelativePath("@hashed/77/88/dormant.git")
+        let (key, _) = try await Self.provisioner(nodes, .local).createRepository(repo, defaultBranch: Self.main)
+        let host = nodes.cluster.hosts[0]!
+        for n in 0..<3 {
+            _ = try await nodes.writers[0].commit(key, PartitionTransaction([.setValue(key: "k", value: [UInt8(n)])]))
+            try await nodes.cluster.waitUntil("the local partition went dormant", within: 30) {
+                (try? await host.status(of: key).residency) == .dormant
+            }
+        }
+        let status = try await host.status(of: key)
+        #expect(status.mode == .local && status.role == .leader, "\(status)")
+        let term = status.term
+        _ = try await nodes.writers[0].commit(key, PartitionTransaction([.setValue(key: "k", value: [9])]))
+        #expect(try await host.status(of: key).term == term, "a dormant leader resumes without an election")
+        #expect(nodes.machine(0, key).value("k") == [9])
     }
 }
