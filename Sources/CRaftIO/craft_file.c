@@ -59,6 +59,11 @@ int craft_writeback(int fd, uint64_t offset, uint64_t length) {
     return sync_file_range(fd, (off64_t)offset, (off64_t)length, SYNC_FILE_RANGE_WRITE) == 0 ? 0 : -errno;
 }
 
+int craft_writeback_wait(int fd, uint64_t offset, uint64_t length) {
+    unsigned flags = SYNC_FILE_RANGE_WAIT_BEFORE | SYNC_FILE_RANGE_WRITE | SYNC_FILE_RANGE_WAIT_AFTER;
+    return sync_file_range(fd, (off64_t)offset, (off64_t)length, flags) == 0 ? 0 : -errno;
+}
+
 int craft_ftruncate(int fd, uint64_t length) {
     return ftruncate(fd, (off_t)length) == 0 ? 0 : -errno;
 }

@@ -46,6 +46,11 @@ int craft_prefetch(int fd, uint64_t offset, uint64_t length);
  * Returns 0 or -errno. */
 int craft_writeback(int fd, uint64_t offset, uint64_t length);
 
+/* sync_file_range waiting for the range's writeback to end: a large file written in steps
+ * waits for the step before last, so it never has more than two steps queued at the disk
+ * ahead of other files' fdatasyncs. Returns 0 or -errno. */
+int craft_writeback_wait(int fd, uint64_t offset, uint64_t length);
+
 /* ftruncate(2). Returns 0 or -errno. */
 int craft_ftruncate(int fd, uint64_t length);
 

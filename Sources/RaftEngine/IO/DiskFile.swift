@@ -152,6 +152,13 @@ public final class DiskFile {
         _ = craft_writeback(descriptor, offset, length)
     }
 
+    /// Waits until the range is written back (starting it if needed): a large file written
+    /// in steps waits for the step before last, which bounds what it queues at the disk.
+    public func awaitWriteback(offset: UInt64, length: UInt64) {
+        guard descriptor >= 0, length > 0 else { return }
+        _ = craft_writeback_wait(descriptor, offset, length)
+    }
+
     public func truncate(to length: UInt64) throws(IOError) {
         let fd = liveDescriptor
         _ = try Syscall.call("ftruncate", path: path) { craft_ftruncate(fd, length) }

@@ -102,6 +102,10 @@ public struct AttachmentStore: Sendable {
                                 try file.write(
                                     toAbsoluteOffset: UInt64(start), UnsafeRawBufferPointer(rebasing: raw[start..<end]))
                                 file.startWriteback(offset: UInt64(start), length: UInt64(end - start))
+                                if start >= Self.writebackStep {
+                                    file.awaitWriteback(
+                                        offset: UInt64(start - Self.writebackStep), length: UInt64(Self.writebackStep))
+                                }
                             }
                         }
                     }.get()
@@ -203,13 +207,15 @@ public final class AttachmentReceiver: @unchecked Sendable {
     private let temporaries: [String]
     private var files: [DiskFile] = []
     private var hasher = SHA256.Hasher()
-    /// Per part, the offset up to which writeback was started.
+    /// Per part, the offset up to which writeback was started, and up to which it ended.
     private var writebackFrom: [UInt64]
+    private var writebackWaited: [UInt64]
 
     fileprivate init(store: AttachmentStore, id: AttachmentID) throws(PartitionError) {
         self.store = store
         self.id = id
         writebackFrom = id.sizes.map { _ in 0 }
+        writebackWaited = id.sizes.map { _ in 0 }
         temporaries = store.paths(id).map(AttachmentStore.temporary)
         let temporaries = self.temporaries
         files = try storage { () throws(IOError) -> [DiskFile] in
@@ -250,6 +256,9 @@ public final class AttachmentReceiver: @unchecked Sendable {
                 let written = received - partStart
                 if written - writebackFrom[k] >= UInt64(AttachmentStore.writebackStep) || written == size {
                     file.startWriteback(offset: writebackFrom[k], length: written - writebackFrom[k])
+                    // The step before this one: wait for it, so at most two are queued.
+                    file.awaitWriteback(offset: writebackWaited[k], length: writebackFrom[k] - writebackWaited[k])
+                    writebackWaited[k] = writebackFrom[k]
                     writebackFrom[k] = written
                 }
             }

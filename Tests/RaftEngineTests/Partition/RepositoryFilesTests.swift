@@ -77,6 +77,22 @@ struct RepositoryFilesTests {
 
 @Suite("Partition: state machine checkpoints")
 struct PartitionStateMachineTests {
+    @Test("Partition: checkpoints read the system's dirty data, and skip syncfs above the limit")
+    func dirtyData() throws {
+        // On Linux /proc/meminfo has both lines; the value is whatever the system holds.
+        let dirty = try #require(TouchedPaths.systemDirtyBytes())
+        #expect(dirty < 1 << 50)
+        // A round with many paths: targeted fsyncs or one syncfs, durable either way.
+        let dir = try TemporaryDirectory("raftd-touched")
+        defer { dir.remove() }
+        let touched = TouchedPaths()
+        for n in 0..<100 {
+            try Data([UInt8(n)]).write(to: URL(fileURLWithPath: dir.file("f\(n)")))
+            touched.note(dir.file("f\(n)"))
+        }
+        try touched.flush(fileSystem: dir.path, syncFileSystemAbove: 64)
+    }
+
     @Test("Partition: entries applied after the last checkpoint are applied again on reopen, to the same bytes")
     func reapplyAfterReopen() throws {
         let dir = try TemporaryDirectory("raftd-partition-sm")
