@@ -15,13 +15,38 @@ import RaftEngine
 #endif
 
 let arguments = CommandLine.arguments
-guard arguments.count == 5, let killAt = Int(arguments[4]) else {
-    print("usage: PartitionCrashChild <storage root> <replica directory> <script> <kill point | -1>")
-    exit(2)
-}
 func fail(_ message: String) -> Never {
     print("E \(message)")
     exit(1)
+}
+
+// PartitionCrashChild attach <directory> <pack file> <index file> <kill point | -1>:
+// stores the pack and index as an attachment in <directory>/put (AttachmentStore.put), then
+// receives them in 1 MiB pieces into <directory>/received (AttachmentReceiver), as a
+// leader's writer and a follower's transfer do.
+if arguments.count == 6 && arguments[1] == "attach" {
+    guard let killAt = Int(arguments[5]), let pack = try? FileSystem.readFileIfExists(arguments[3]),
+        let index = try? FileSystem.readFileIfExists(arguments[4])
+    else { fail("usage: PartitionCrashChild attach <directory> <pack> <index> <kill point | -1>") }
+    if killAt >= 0 { CrashPoints.arm(killAt: killAt) }
+    do {
+        let id = try AttachmentStore(directory: arguments[2] + "/put").put(pack: pack, index: index)
+        let receiver = try AttachmentStore(directory: arguments[2] + "/received").receive(id)
+        let whole = pack + index
+        for start in stride(from: 0, to: whole.count, by: 1 << 20) {
+            try receiver.write(Array(whole[start..<min(start + (1 << 20), whole.count)]))
+        }
+        try receiver.finish()
+    } catch {
+        fail("\(error)")
+    }
+    print("points \(CrashPoints.count)")
+    exit(0)
+}
+
+guard arguments.count == 5, let killAt = Int(arguments[4]) else {
+    print("usage: PartitionCrashChild <storage root> <replica directory> <script> <kill point | -1>")
+    exit(2)
 }
 guard let script = try? FileSystem.readFileIfExists(arguments[3]) else { fail("cannot read \(arguments[3])") }
 func u32(_ at: Int) -> Int {

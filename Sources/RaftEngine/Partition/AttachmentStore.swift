@@ -102,6 +102,7 @@ public struct AttachmentStore: Sendable {
                                 try file.write(
                                     toAbsoluteOffset: UInt64(start), UnsafeRawBufferPointer(rebasing: raw[start..<end]))
                                 file.startWriteback(offset: UInt64(start), length: UInt64(end - start))
+                                CrashPoints.reached()
                                 if start >= Self.writebackStep {
                                     file.awaitWriteback(
                                         offset: UInt64(start - Self.writebackStep), length: UInt64(Self.writebackStep))
@@ -110,13 +111,16 @@ public struct AttachmentStore: Sendable {
                         }
                     }.get()
                     try file.sync()
+                    CrashPoints.reached()
                     try file.rename(to: path)
+                    CrashPoints.reached()
                 } catch {
                     try? FileSystem.removeFile(temporary)
                     throw error
                 }
             }
             try DiskFile.syncDirectory(directory)
+            CrashPoints.reached()
         }
         return id
     }
@@ -253,6 +257,7 @@ public final class AttachmentReceiver: @unchecked Sendable {
                 }
                 done += count
                 received += UInt64(count)
+                CrashPoints.reached()
                 let written = received - partStart
                 if written - writebackFrom[k] >= UInt64(AttachmentStore.writebackStep) || written == size {
                     file.startWriteback(offset: writebackFrom[k], length: written - writebackFrom[k])
@@ -283,9 +288,12 @@ public final class AttachmentReceiver: @unchecked Sendable {
         try storage { () throws(IOError) in
             for (file, path) in zip(files, finals) {
                 try file.sync()
+                CrashPoints.reached()
                 try file.rename(to: path)
+                CrashPoints.reached()
             }
             try DiskFile.syncDirectory(directory)
+            CrashPoints.reached()
         }
         for file in files { try? file.close() }
         self.files = []

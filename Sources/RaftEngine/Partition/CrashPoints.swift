@@ -6,7 +6,7 @@ import Synchronization
     import Musl
 #endif
 
-/// Kill points inside apply and checkpoints, for the kill -9 test (a child process arms
+/// Kill points inside apply, checkpoints and attachment writes, for the kill -9 tests (a child process arms
 /// them; nothing else does). Every file operation of apply counts one; when the armed
 /// count is reached, the process sends itself SIGKILL, exactly as a power cut or the OOM
 /// killer would end it (no cleanup, no flush of anything still in user space).

@@ -194,4 +194,80 @@ struct PartitionCrashTests {
         }
         #expect(problems.isEmpty, "\(problems.prefix(10))")
     }
+
+    @Test(
+        "Partition: SIGKILL at every step of writing an attachment (stored by a leader, received from a peer): after recovery it is there whole or absent, never partial, and writing it again gives the same bytes"
+    )
+    func killInsideAttachmentWrite() async throws {
+        let child = builtProduct("PartitionCrashChild")
+        try #require(
+            FileManager.default.isExecutableFile(atPath: child),
+            "build PartitionCrashChild first (swift build --build-tests)")
+        let dir = try TemporaryDirectory("raftd-attach-crash")
+        defer { dir.remove() }
+        // 9 MiB and an "index" of 100 KB: several writeback steps and receive pieces.
+        var rng = SplitMix64(seed: 23)
+        let pack = (0..<(9 << 20)).map { _ in UInt8(truncatingIfNeeded: rng.next()) }
+        let index = (0..<100_000).map { _ in UInt8(truncatingIfNeeded: rng.next()) }
+        try Data(pack).write(to: URL(fileURLWithPath: dir.file("pack")))
+        try Data(index).write(to: URL(fileURLWithPath: dir.file("index")))
+        let id = try AttachmentStore.id(pack: pack, index: index)
+
+        @Sendable func run(_ root: String, kill: Int) throws -> (Int32?, String) {
+            try FileManager.default.createDirectory(atPath: root, withIntermediateDirectories: true)
+            let process = Process()
+            process.executableURL = URL(fileURLWithPath: child)
+            process.arguments = ["attach", root, dir.file("pack"), dir.file("index"), "\(kill)"]
+            let out = Pipe()
+            process.standardOutput = out
+            process.standardError = FileHandle.nullDevice
+            try process.run()
+            let text = String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+            process.waitUntilExit()
+            return (process.terminationReason == .exit ? process.terminationStatus : nil, text)
+        }
+
+        let problems = try await onDedicatedThread("raftd-attach-crash") { () throws -> [String] in
+            let (status, output) = try run(dir.file("reference"), kill: -1)
+            guard status == 0, output.hasPrefix("points ") else { return ["uncrashed run failed: \(output)"] }
+            let points = Int(output.dropFirst("points ".count).trimmingCharacters(in: .whitespacesAndNewlines)) ?? 0
+            var problems: [String] = []
+            if points < 10 { problems.append("only \(points) kill points") }
+            for point in 0..<points {
+                let root = dir.file("crash\(point)")
+                let (killed, killedOutput) = try run(root, kill: point)
+                if killed != nil {
+                    problems.append("kill point \(point): the child was not killed (\(killedOutput))")
+                    continue
+                }
+                for part in ["put", "received"] {
+                    let store = AttachmentStore(directory: root + "/" + part)
+                    try store.recover()
+                    let left = (try? FileManager.default.contentsOfDirectory(atPath: store.directory)) ?? []
+                    if left.contains(where: { $0.hasSuffix(".tmp") }) {
+                        problems.append("kill point \(point): \(part) kept temporary files \(left)")
+                    }
+                    // Whole (the index counts it present) or absent, never a partial pack under its name.
+                    if store.contains(id) {
+                        let paths = store.paths(id)
+                        let bytes = try paths.map { Array(try Data(contentsOf: URL(fileURLWithPath: $0))) }
+                        if bytes != [pack, index] { problems.append("kill point \(point): \(part) holds other bytes") }
+                    }
+                }
+                let (again, againOutput) = try run(root, kill: -1)
+                if again != 0 { problems.append("kill point \(point): writing again failed: \(againOutput)") }
+                for part in ["put", "received"] {
+                    let store = AttachmentStore(directory: root + "/" + part)
+                    let bytes = try store.paths(id).map { Array(try Data(contentsOf: URL(fileURLWithPath: $0))) }
+                    if bytes != [pack, index] {
+                        problems.append("kill point \(point): \(part) differs after writing again")
+                    }
+                }
+                try? FileManager.default.removeItem(atPath: root)
+            }
+            print("attachment crash test: \(points) kill points, \(problems.count) problems")
+            return problems
+        }
+        #expect(problems.isEmpty, "\(problems.prefix(10))")
+    }
 }
