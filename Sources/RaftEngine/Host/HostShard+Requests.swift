@@ -9,7 +9,7 @@ package enum HostRequest {
     case transferLeadership(PartitionKey, MemberID, Promise<LogIndex>)
     case status(PartitionKey, @Sendable (Result<ReplicaStatus, HostError>) -> Void)
     /// A replica that knows no leader starts looking for one (see `NodeHost.seekLeader`).
-    case seekLeader(PartitionKey)
+    case seekLeader(PartitionKey, handled: @Sendable () -> Void)
     /// Switches the replica's mode in memory (the host records it in the metadata store).
     case setMode(PartitionKey, ReplicationMode, @Sendable (Result<StorageName, HostError>) -> Void)
 }
@@ -29,8 +29,9 @@ extension HostShard {
             answer(status(partition))
         case .setMode(let partition, let mode, let answer):
             answer(setMode(partition, mode))
-        case .seekLeader(let partition):
+        case .seekLeader(let partition, let handled):
             if case .success(let (r, node)) = target(partition), node.role != .leader { findLeader(r, node) }
+            handled()
         }
     }
 

@@ -83,7 +83,10 @@ extension NodeHost {
     /// writer) uses it, or a group whose replicas were all loaded dormant after a restart
     /// would wait for traffic that never comes.
     public func seekLeader(of partition: PartitionKey) {
-        _ = workers[shardIndex(partition)].offer(.request(.seekLeader(partition)))
+        // One request in a worker's inbox per partition, however often writers ask.
+        guard seeking.withLock({ $0.insert(partition).inserted }) else { return }
+        let handled: @Sendable () -> Void = { [self] in _ = seeking.withLock { $0.remove(partition) } }
+        if !workers[shardIndex(partition)].offer(.request(.seekLeader(partition, handled: handled))) { handled() }
     }
 
     // MARK: - Replication mode

@@ -52,6 +52,8 @@ public final class NodeHost: FrameReceiver, @unchecked Sendable {
     let peerDeaths = Atomic<UInt64>(0)
     /// Partitions whose replication mode is being changed (one change at a time each).
     let modeChanges = Mutex<Set<PartitionKey>>([])
+    /// Partitions with a `seekLeader` request queued (see `seekLeader`).
+    let seeking = Mutex<Set<PartitionKey>>([])
     var tickThread: OSThread?
     let tickLock = ConditionLock()
     var tickStopping = false

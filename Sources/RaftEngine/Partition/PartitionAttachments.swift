@@ -151,10 +151,16 @@ public final class PartitionAttachments: BulkService {
     /// synced), then from memory, then from the disk (what `AttachmentStore.recover` found
     /// at open is durable).
     private func isDurable(_ key: TransferKey, _ store: AttachmentStore) -> Bool {
-        state.withLock { s in
+        func known(_ s: State) -> Bool? {
             if s.transfers[key] != nil || s.storing.contains(key) { return false }
-            if s.durable.contains(key) { return true }
-            guard store.contains(key.attachment) else { return false }
+            return s.durable.contains(key) ? true : nil
+        }
+        if let answer = state.withLock({ known($0) }) { return answer }
+        // The disk, outside the lock; then again nothing may have started meanwhile (a
+        // write that began after the first look could have renamed its files already).
+        guard store.contains(key.attachment) else { return false }
+        return state.withLock { s in
+            if let answer = known(s) { return answer }
             s.remember(key)
             return true
         }
@@ -170,8 +176,9 @@ public final class PartitionAttachments: BulkService {
             throw .attachment("node \(host.nodeID) has no directory for \(partition)")
         }
         let key = TransferKey(partition: partition, attachment: try AttachmentStore.id(pack: pack, index: index))
-        guard state.withLock({ $0.storing.insert(key).inserted }) else {
-            throw .attachment("\(key.attachment) is being stored already")
+        // The same pack pushed twice at once: the second waits for the first's store.
+        while !state.withLock({ $0.storing.insert(key).inserted }) {
+            try? await Task.sleep(nanoseconds: 10_000_000)
         }
         let result = await writeThread.run { () -> Result<AttachmentID, PartitionError> in
             Result { () throws(PartitionError) in try store.put(pack: pack, index: index) }
