@@ -186,6 +186,57 @@ final class Tally: @unchecked Sendable {
     let timeline = Mutex<[(start: Double, milliseconds: Double)]>([])
 }
 
+/// Closed-loop reference transactions: `tasks` tasks, each moving its own references
+/// (`names(task)`, so tasks never conflict) between the two commits, over `keys` in turn,
+/// until `seconds` have passed and `done()` holds. Latencies (ms) with their start times,
+/// and errors (at most 21 per task), go to the tally.
+func referenceLoad(
+    _ keys: [PartitionKey], tasks: Int, seconds: Double, names: @escaping @Sendable (Int) -> [RefName],
+    until done: @escaping @Sendable () -> Bool = { true }
+) async -> Tally {
+    let tally = Tally()
+    let deadline = now() + seconds
+    await withTaskGroup(of: Void.self) { group in
+        for task in 0..<tasks {
+            group.addTask {
+                let names = names(task)
+                var current: [PartitionKey: ObjectID] = [:]
+                var n = task
+                var latencies: [Double] = []
+                var samples: [(start: Double, milliseconds: Double)] = []
+                var errors: [String] = []
+                while now() < deadline || !done() {
+                    let key = keys[n % keys.count]
+                    n += tasks
+                    let old = current[key] ?? .zero
+                    let new = old == commits[0] ? commits[1] : commits[0]
+                    let t = now()
+                    do {
+                        _ = try await commit(
+                            key,
+                            [
+                                .updateReferences(
+                                    repository(key), names.map { ReferenceUpdate(name: $0, old: old, new: new) })
+                            ])
+                        latencies.append((now() - t) * 1e3)
+                        samples.append((t, latencies.last!))
+                        current[key] = new
+                    } catch {
+                        errors.append("\(error)")
+                        if errors.count > 20 { break }
+                    }
+                }
+                tally.lock.withLock {
+                    $0.latencies += latencies
+                    $0.errors += errors
+                }
+                tally.timeline.withLock { $0 += samples }
+            }
+        }
+    }
+    return tally
+}
+
 var created = 0
 for partitions in options.partitions {
     // New groups for this size, each with its repository and the pack.
@@ -210,45 +261,9 @@ for partitions in options.partitions {
     print("\(partitions) partitions: created, elected, repository pushed in \(format(now() - t0, 1)) s")
 
     for refs in options.refs {
-        let tally = Tally()
-        let deadline = now() + options.seconds
         let start = now()
-        await withTaskGroup(of: Void.self) { group in
-            for task in 0..<options.inFlight {
-                group.addTask {
-                    // Each task owns its reference names, so tasks never conflict; it moves
-                    // them between the two commits.
-                    let names = (0..<refs).map { try! RefName("refs/heads/t\(task)/r\(refs)-\($0)") }
-                    var current: [PartitionKey: ObjectID] = [:]
-                    var n = task
-                    var latencies: [Double] = []
-                    var errors: [String] = []
-                    while now() < deadline {
-                        let key = keys[n % keys.count]
-                        n += options.inFlight
-                        let old = current[key] ?? .zero
-                        let new = old == commits[0] ? commits[1] : commits[0]
-                        let t = now()
-                        do {
-                            _ = try await commit(
-                                key,
-                                [
-                                    .updateReferences(
-                                        repository(key), names.map { ReferenceUpdate(name: $0, old: old, new: new) })
-                                ])
-                            latencies.append((now() - t) * 1e3)
-                            current[key] = new
-                        } catch {
-                            errors.append("\(error)")
-                            if errors.count > 20 { break }
-                        }
-                    }
-                    tally.lock.withLock {
-                        $0.latencies += latencies
-                        $0.errors += errors
-                    }
-                }
-            }
+        let tally = await referenceLoad(keys, tasks: options.inFlight, seconds: options.seconds) { task in
+            (0..<refs).map { try! RefName("refs/heads/t\(task)/r\(refs)-\($0)") }
         }
         let elapsed = now() - start
         let (latencies, errors) = tally.lock.withLock { ($0.latencies.sorted(), $0.errors) }
@@ -331,43 +346,11 @@ if options.replicateMegabytes > 0 {
     func smallLoad(
         _ run: Int, seconds: Double, until done: @escaping @Sendable () -> Bool
     ) async -> (sorted: [Double], timeline: [(start: Double, milliseconds: Double)]) {
-        let tally = Tally()
-        let deadline = now() + seconds
-        await withTaskGroup(of: Void.self) { group in
-            for task in 0..<16 {
-                group.addTask {
-                    let name = try! RefName("refs/heads/small\(run)-\(task)")
-                    var current: [PartitionKey: ObjectID] = [:]
-                    var n = task
-                    var latencies: [Double] = []
-                    var samples: [(start: Double, milliseconds: Double)] = []
-                    var errors: [String] = []
-                    while now() < deadline || !done() {
-                        let key = others[n % others.count]
-                        n += 16
-                        let old = current[key] ?? .zero
-                        let new = old == commits[0] ? commits[1] : commits[0]
-                        let t = now()
-                        do {
-                            _ = try await commit(
-                                key,
-                                [.updateReferences(repository(key), [ReferenceUpdate(name: name, old: old, new: new)])])
-                            latencies.append((now() - t) * 1e3)
-                            samples.append((t, latencies.last!))
-                            current[key] = new
-                        } catch {
-                            errors.append("\(error)")
-                            if errors.count > 20 { break }
-                        }
-                    }
-                    tally.lock.withLock {
-                        $0.latencies += latencies
-                        $0.errors += errors
-                    }
-                    tally.timeline.withLock { $0 += samples }
-                }
-            }
-        }
+        let tally = await referenceLoad(
+            others, tasks: 16, seconds: seconds,
+            names: {
+                [try! RefName("refs/heads/small\(run)-\($0)")]
+            }, until: done)
         let errors = tally.lock.withLock { $0.errors }
         if let first = errors.first { print("    \(errors.count) errors; first: \(first)") }
         return (tally.lock.withLock { $0.latencies.sorted() }, tally.timeline.withLock { $0 })

@@ -33,10 +33,7 @@ public struct AttachmentID: Hashable, Sendable, CustomStringConvertible {
     /// All parts together.
     public var totalBytes: UInt64 { sizes.reduce(0, +) }
 
-    public var hex: String {
-        let digits = Array("0123456789abcdef".utf8)
-        return String(decoding: hash.flatMap { [digits[Int($0 >> 4)], digits[Int($0 & 0x0F)]] }, as: UTF8.self)
-    }
+    public var hex: String { SHA256.hex(hash) }
 
     public var description: String {
         "attachment \(hex.prefix(16)) (\(sizes.map(String.init).joined(separator: " + ")) bytes)"

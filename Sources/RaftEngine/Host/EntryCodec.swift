@@ -98,6 +98,9 @@ enum EntryCodec {
 }
 
 extension ConfState {
+    /// `member` is the only voter (not joint): it needs no votes but its own to lead.
+    func hasOnlyVoter(_ member: MemberID) -> Bool { voters == [member] && votersOutgoing.isEmpty }
+
     /// The consensus form of a stored configuration.
     package init(_ stored: StoredConfState) {
         self.init(

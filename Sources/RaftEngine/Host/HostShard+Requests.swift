@@ -52,29 +52,24 @@ extension HostShard {
         case .failure(let error): return .failure(error)
         case .success(let t): (r, node) = t
         }
-        switch mode {
-        case .raft:
-            break
-        case .local:
-            let conf = node.confState
-            let members = Set(conf.voters + conf.votersOutgoing + conf.learners + conf.learnersNext)
-            guard conf.voters == [r.key.member], members.count == 1 else {
-                return .failure(
-                    .invalid(
-                        "\(partition) has \(members.count) members; local mode is for a partition whose only replica is this one: remove the others first"
-                    ))
-            }
-            guard node.role == .leader else {
-                findLeader(r, node)
-                return .failure(notLeader(r, node))
-            }
-            guard !node.hasPendingConfChange else {
-                return .failure(.overloaded("a membership change of \(partition) is still being applied"))
-            }
-            r.mode = .local
-            setNotAwake(r, as: .quiesced)
-            noteQuiesced(r)
+        let conf = node.confState
+        let members = Set(conf.voters + conf.votersOutgoing + conf.learners + conf.learnersNext)
+        guard conf.voters == [r.key.member], members.count == 1 else {
+            return .failure(
+                .invalid(
+                    "\(partition) has \(members.count) members; local mode is for a partition whose only replica is this one: remove the others first"
+                ))
         }
+        guard node.role == .leader else {
+            findLeader(r, node)
+            return .failure(notLeader(r, node))
+        }
+        guard !node.hasPendingConfChange else {
+            return .failure(.overloaded("a membership change of \(partition) is still being applied"))
+        }
+        r.mode = .local
+        setNotAwake(r, as: .quiesced)
+        noteQuiesced(r)
         return .success(r.storageName)
     }
 
@@ -228,7 +223,6 @@ extension HostShard {
             residency: r.residency)
         let conf = r.stableLog.confState
         s.mode = r.mode
-        s.members = Set(conf.voters + conf.votersOutgoing + conf.learners).count
         s.voters = conf.voters
         s.votersOutgoing = conf.votersOutgoing
         s.learners = conf.learners
@@ -262,8 +256,7 @@ extension HostShard {
     func findLeader(_ r: Replica, _ node: RawNode) {
         guard node.leader == .none, r.residency != .awake || r.mode == .local, r.residency != .awaitingCampaign
         else { return }
-        let conf = node.confState
-        if conf.voters == [r.key.member] && conf.votersOutgoing.isEmpty {
+        if node.confState.hasOnlyVoter(r.key.member) {
             // Its group's only voter (a local partition, or a single-member Raft group after
             // a restart): no votes to wait for, so it leads at once rather than after an
             // election timeout.

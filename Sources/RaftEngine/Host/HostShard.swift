@@ -84,8 +84,7 @@ package final class HostShard {
             if replica.stateMachine.appliedIndex < suspended.commit { catchUpQueue.append(replica) }
         }
         if campaign, let node = replica.node {
-            let conf = replica.stableLog.confState
-            if conf.voters == [replica.key.member] && conf.votersOutgoing.isEmpty {
+            if replica.stableLog.confState.hasOnlyVoter(replica.key.member) {
                 // Its only voter: no votes to ask for, so no storm to pace. A new
                 // single-member partition leads at once (one WAL write), without waiting
                 // for a tick slot.

@@ -30,13 +30,13 @@ public struct ReplicaStatus: Hashable, Sendable, CustomStringConvertible {
     public var lastIndex: LogIndex
     public var residency: ReplicaResidency
     public var mode = ReplicationMode.raft
-    /// Members of the group, as this replica knows its configuration: voters (both
-    /// majorities while joint) and learners.
-    public var members = 0
-    /// The voters (both majorities while joint) and learners of its configuration.
+    /// The voters (both majorities while joint) and learners of its configuration, as
+    /// this replica knows it.
     public var voters: [MemberID] = []
     public var votersOutgoing: [MemberID] = []
     public var learners: [MemberID] = []
+    /// Members of the group: voters of both configurations and learners, each once.
+    public var members: Int { Set(voters + votersOutgoing + learners).count }
     /// The node hosting each member this replica knows the node of (itself included).
     public var memberNodes: [MemberID: NodeID] = [:]
     /// The ticks its shard has handled (diagnostics: a replica waiting for a tick slot).

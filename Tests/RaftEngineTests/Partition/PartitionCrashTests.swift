@@ -29,11 +29,18 @@ struct PartitionCrashTests {
         return out
     }
 
-    /// Runs the child; returns (exit code or nil when killed by a signal, its output).
+    /// Runs the child applying `script`; returns (exit code or nil when killed by a signal,
+    /// its output).
     func runChild(_ child: String, _ root: String, _ script: String, kill: Int) throws -> (Int32?, String) {
+        try Self.run(child, [root, root + "/+raft/partitions/p2", script, "\(kill)"])
+    }
+
+    /// Runs the child with `arguments`; returns (exit code or nil when killed by a signal,
+    /// its output).
+    static func run(_ child: String, _ arguments: [String]) throws -> (Int32?, String) {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: child)
-        process.arguments = [root, root + "/+raft/partitions/p2", script, "\(kill)"]
+        process.arguments = arguments
         let out = Pipe()
         process.standardOutput = out
         process.standardError = FileHandle.nullDevice
@@ -215,16 +222,7 @@ struct PartitionCrashTests {
 
         @Sendable func run(_ root: String, kill: Int) throws -> (Int32?, String) {
             try FileManager.default.createDirectory(atPath: root, withIntermediateDirectories: true)
-            let process = Process()
-            process.executableURL = URL(fileURLWithPath: child)
-            process.arguments = ["attach", root, dir.file("pack"), dir.file("index"), "\(kill)"]
-            let out = Pipe()
-            process.standardOutput = out
-            process.standardError = FileHandle.nullDevice
-            try process.run()
-            let text = String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-            process.waitUntilExit()
-            return (process.terminationReason == .exit ? process.terminationStatus : nil, text)
+            return try Self.run(child, ["attach", root, dir.file("pack"), dir.file("index"), "\(kill)"])
         }
 
         let problems = try await onDedicatedThread("raftd-attach-crash") { () throws -> [String] in
