@@ -141,6 +141,11 @@ struct HostQuiescingTests {
     func dormantRehydrates() async throws {
         var options = HostTestCluster.testOptions()
         options.dormantAfterQuiescedTicks = 5
+        // What is checked is that rebuilding elects nobody; an election timeout of 100 ms
+        // (10 ticks) is shorter than the stalls of a loaded 2-core machine, after which a
+        // woken follower campaigns for another reason (seen once in a clean-clone run).
+        options.electionTicks = 100
+        options.livenessTimeoutTicks = 100
         let cluster = try HostTestCluster(options: options)
         defer { cluster.stopAll() }
         try cluster.startAll()
