@@ -13,10 +13,13 @@ let package = Package(
         .library(name: "RaftConsensus", targets: ["RaftConsensus"]),
         .library(name: "RaftSimulation", targets: ["RaftSimulation"]),
         .library(name: "RaftTesting", targets: ["RaftTesting"]),
+        .library(name: "RaftTransport", targets: ["RaftTransport"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
         .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
+        .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
+        .package(url: "https://github.com/apple/swift-crypto", from: "3.12.3"),
     ],
     targets: [
         // Thin C: io_uring, file syscalls, zstd, crc32c, LMDB's C API. Debian packages
@@ -50,6 +53,18 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
+        // The network transport between nodes: SwiftNIO TCP, the authenticated handshake,
+        // batched frames and the bulk connection. The engine itself never imports NIO.
+        .target(
+            name: "RaftTransport",
+            dependencies: [
+                "RaftEngine",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
         // The one in-process cluster harness (LocalCluster), the in-memory network, the
         // recording state machine and agreement checker, and the seeded host simulation:
         // shared by the tests, `raftd demo`, `raftd simulate --host` and HostBench. Nothing
@@ -57,7 +72,9 @@ let package = Package(
         // shards through `package` access.
         .target(
             name: "RaftTesting",
-            dependencies: ["RaftEngine", "RaftConsensus"]
+            dependencies: [
+                "RaftEngine", "RaftConsensus", "RaftTransport", .product(name: "Logging", package: "swift-log"),
+            ]
         ),
         .executableTarget(
             name: "raftd",
@@ -103,6 +120,15 @@ let package = Package(
         .testTarget(
             name: "RaftSimulationTests",
             dependencies: ["RaftConsensus", "RaftSimulation", "RaftTesting"]
+        ),
+        .testTarget(
+            name: "RaftTransportTests",
+            dependencies: [
+                "RaftTransport", "RaftEngine", "RaftConsensus", "RaftTesting",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Crypto", package: "swift-crypto"),
+            ]
         ),
         .testTarget(
             name: "RaftEngineTests",

@@ -23,6 +23,9 @@ public final class LocalCluster<Machine: StateMachine>: @unchecked Sendable {
         public var optionsOfNode: @Sendable (Int, NodeHost.Options) -> NodeHost.Options = { $1 }
         /// Makes a node's bulk service (attachments) for its host, at every start; nil: none.
         public var bulkService: (@Sendable (_ node: Int, _ host: NodeHost) -> any BulkService)?
+        /// Real sockets between the nodes instead of the in-memory network (whose link
+        /// controls then do nothing).
+        public var tcp = false
 
         public init() {}
     }
@@ -36,6 +39,9 @@ public final class LocalCluster<Machine: StateMachine>: @unchecked Sendable {
     public let storageNames: [StorageName]
     public let map: ClusterMap
     public let network = InMemoryNetwork()
+    /// The nodes' TCP transports when `Configuration.tcp` is set.
+    public let tcpNetwork: TCPNetwork?
+    private var attached: any ClusterNetwork { tcpNetwork ?? network }
     public let machines: MachineRegistry<Machine>
     public private(set) var hosts: [NodeHost?]
     /// The bulk service of each running node (`Configuration.bulkService`).
@@ -56,6 +62,7 @@ public final class LocalCluster<Machine: StateMachine>: @unchecked Sendable {
         nodeIDs = ids
         storageNames = names
         map = try ClusterMap(Dictionary(uniqueKeysWithValues: (0..<n).map { (ids[$0], [names[$0]]) }))
+        tcpNetwork = configuration.tcp ? TCPNetwork(clusterID: clusterID, nodes: ids) : nil
         hosts = Array(repeating: nil, count: n)
         bulkServices = Array(repeating: nil, count: n)
         self.machines = machines
@@ -83,7 +90,17 @@ public final class LocalCluster<Machine: StateMachine>: @unchecked Sendable {
             stateMachines: { replica, _, _ in machines.machine(node: i, replica: replica, storage: storage) })
         let t2 = Date()
         let bulk = configuration.bulkService?(i, host)
-        host.start(transport: network.attach(nodeIDs[i], receiver: host), bulk: bulk)
+        let transport: any Transport
+        do {
+            transport = try attached.attach(nodeIDs[i], receiver: host)
+        } catch {
+            // A host is stopped only once started: start it off the network, then stop it.
+            host.start(transport: network.attach(nodeIDs[i], receiver: host))
+            network.detach(nodeIDs[i])
+            host.stop()
+            throw error
+        }
+        host.start(transport: transport, bulk: bulk)
         hosts[i] = host
         bulkServices[i] = bulk
         return (t1.timeIntervalSince(t0), t2.timeIntervalSince(t1))
@@ -94,7 +111,7 @@ public final class LocalCluster<Machine: StateMachine>: @unchecked Sendable {
     /// Takes node `i` off the network, then stops it: an in-process stand-in for a crash
     /// (the daemon's tests kill real processes).
     public func crash(_ i: Int) {
-        network.detach(nodeIDs[i])
+        attached.detach(nodeIDs[i])
         hosts[i]?.stop()
         hosts[i] = nil
         bulkServices[i] = nil

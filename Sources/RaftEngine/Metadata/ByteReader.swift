@@ -89,9 +89,7 @@ struct ByteWriter {
     mutating func append(_ raw: some Sequence<UInt8>) { bytes.append(contentsOf: raw) }
 
     private mutating func integer(_ value: UInt64, width: Int) {
-        for shift in stride(from: (width - 1) * 8, through: 0, by: -8) {
-            bytes.append(UInt8(truncatingIfNeeded: value >> UInt64(shift)))
-        }
+        withUnsafeBytes(of: value.bigEndian) { bytes.append(contentsOf: $0[(8 - width)...]) }
     }
 }
 

@@ -1,0 +1,306 @@
+import Crypto
+import NIOCore
+import RaftEngine
+
+/// Runs one peer connection on its event loop: the handshake, then the traffic of its
+/// kind. Anything unexpected (a malformed, truncated, oversized or out-of-place message, a
+/// failed proof) closes this connection only, with one log line per peer and cause.
+final class PeerChannelHandler: ChannelInboundHandler {
+    typealias InboundIn = PeerWireMessage
+
+    enum Role {
+        case dialer(peer: NodeID, kind: ConnectionKind)
+        case acceptor
+    }
+
+    private enum State {
+        case awaitingHello
+        case awaitingChallenge(PeerHandshake.Hello)
+        case awaitingProof(PeerHandshake.Hello, acceptorNonce: [UInt8])
+        case awaitingAccepted(PeerHandshake.Hello, acceptorNonce: [UInt8])
+        case established(PeerConnection)
+        case finished
+    }
+
+    private let transport: PeerTransport
+    private let role: Role
+    private var state: State
+    /// Completed once the handshake succeeds or fails (the dialer waits on it).
+    private let handshake: HandshakeSignal?
+    private var handshakeDone = false
+    private var timeout: Scheduled<Void>?
+    /// Who the peer is (claimed, before the proof), for log lines.
+    private var claimedPeer: String = "unidentified peer"
+
+    init(transport: PeerTransport, role: Role, handshake: HandshakeSignal?) {
+        self.transport = transport
+        self.role = role
+        self.handshake = handshake
+        switch role {
+        case .acceptor: state = .awaitingHello
+        case .dialer(let peer, _):
+            state = .finished
+            claimedPeer = "node \(peer)"
+        }
+    }
+
+    func channelActive(context: ChannelHandlerContext) {
+        let milliseconds = transport.configuration.handshakeTimeoutMilliseconds
+        let loopBound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+        timeout = context.eventLoop.scheduleTask(in: .milliseconds(milliseconds)) {
+            let (handler, context) = loopBound.value
+            handler.fail(context, .handshakeTimeout, "no completed handshake within \(milliseconds) ms")
+        }
+        if case .acceptor = role {
+            claimedPeer = context.remoteAddress.map { "\($0)" } ?? "unidentified peer"
+        }
+        if case .dialer(let peer, let kind) = role {
+            let configuration = transport.configuration
+            let hello = PeerHandshake.Hello(
+                cluster: configuration.clusterID, from: configuration.nodeID, to: peer, kind: kind,
+                nonce: PeerHandshake.nonce())
+            state = .awaitingChallenge(hello)
+            write(context, .hello, hello.encoded)
+        }
+        context.fireChannelActive()
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        let message = unwrapInboundIn(data)
+        guard let type = PeerMessageType(rawValue: message.type) else {
+            return fail(context, .malformedMessage, "unknown message type \(message.type)")
+        }
+        let body = Array(buffer: message.body)
+        switch state {
+        case .awaitingHello:
+            guard type == .hello, let hello = PeerHandshake.Hello(decoding: body) else {
+                return fail(context, .badHandshake, "expected a hello of this protocol, got type \(message.type)")
+            }
+            acceptHello(context, hello)
+        case .awaitingChallenge(let hello):
+            if type == .refused { return peerRefused(context, body) }
+            guard type == .challenge, body.count == PeerHandshake.nonceBytes else {
+                return fail(context, .badHandshake, "expected a challenge, got type \(message.type)")
+            }
+            state = .awaitingAccepted(hello, acceptorNonce: body)
+            write(context, .proof, PeerHandshake.dialerMAC(secret: transport.key, hello: hello, acceptorNonce: body))
+        case .awaitingProof(let hello, let acceptorNonce):
+            guard type == .proof else {
+                return fail(context, .badHandshake, "expected a proof, got type \(message.type)")
+            }
+            guard
+                PeerHandshake.verify(
+                    body, label: "raftd-dialer", secret: transport.key, hello: hello, acceptorNonce: acceptorNonce)
+            else {
+                return refuse(
+                    context, .wrongSecret,
+                    "it could not prove the cluster's shared secret: the secret files differ, or it is not a node of this cluster"
+                )
+            }
+            write(
+                context, .accepted,
+                PeerHandshake.acceptorMAC(secret: transport.key, hello: hello, acceptorNonce: acceptorNonce))
+            establish(context, peer: hello.from, kind: hello.kind)
+        case .awaitingAccepted(let hello, let acceptorNonce):
+            if type == .refused { return peerRefused(context, body) }
+            guard type == .accepted else {
+                return fail(context, .badHandshake, "expected acceptance, got type \(message.type)")
+            }
+            guard
+                PeerHandshake.verify(
+                    body, label: "raftd-acceptor", secret: transport.key, hello: hello, acceptorNonce: acceptorNonce)
+            else {
+                return fail(
+                    context, .wrongSecret,
+                    "it accepted this node without proving the cluster's shared secret: the secret files differ, or it is not a node of this cluster"
+                )
+            }
+            establish(context, peer: hello.to, kind: hello.kind)
+        case .established(let connection):
+            traffic(context, connection, type, body)
+        case .finished:
+            break
+        }
+    }
+
+    /// The acceptor's checks on a hello, then its challenge.
+    private func acceptHello(_ context: ChannelHandlerContext, _ hello: PeerHandshake.Hello) {
+        let configuration = transport.configuration
+        claimedPeer = "node \(hello.from) at \(context.remoteAddress.map { "\($0)" } ?? "?")"
+        guard hello.cluster == configuration.clusterID else {
+            return refuse(
+                context, .wrongCluster,
+                "it belongs to cluster \(hello.cluster), this node to \(configuration.clusterID): check its configuration"
+            )
+        }
+        guard hello.to == configuration.nodeID else {
+            return refuse(
+                context, .wrongNode,
+                "it dialled node \(hello.to), but this is node \(configuration.nodeID): check the peer addresses")
+        }
+        guard hello.from != configuration.nodeID, configuration.peers[hello.from] != nil else {
+            return refuse(context, .unknownNode, "it is not among this node's peers")
+        }
+        guard transport.freshNonce(hello.nonce) else {
+            return refuse(context, .replayedChallenge, "it repeated a recent handshake nonce (a replay)")
+        }
+        let acceptorNonce = PeerHandshake.nonce()
+        state = .awaitingProof(hello, acceptorNonce: acceptorNonce)
+        write(context, .challenge, acceptorNonce)
+    }
+
+    private func establish(_ context: ChannelHandlerContext, peer: NodeID, kind: ConnectionKind) {
+        timeout?.cancel()
+        let connection = PeerConnection(channel: context.channel, peer: peer, kind: kind)
+        state = .established(connection)
+        if kind == .frames {
+            let idle = transport.configuration.idleTimeoutMilliseconds
+            try? context.pipeline.syncOperations.addHandler(
+                IdleStateHandler(readTimeout: .milliseconds(idle)), position: .first)
+        }
+        transport.register(connection)
+        completeHandshake(nil)
+    }
+
+    private func traffic(
+        _ context: ChannelHandlerContext, _ connection: PeerConnection, _ type: PeerMessageType, _ body: [UInt8]
+    ) {
+        switch (type, connection.kind) {
+        case (.frame, .frames):
+            let frame: PeerFrame
+            do {
+                frame = try PeerWire.decodeFrame(body)
+            } catch {
+                return fail(context, .malformedMessage, "\(error)")
+            }
+            guard frame.from == connection.peer, frame.to == transport.configuration.nodeID else {
+                return fail(
+                    context, .impersonation,
+                    "a frame from \(frame.from) to \(frame.to) on the connection of node \(connection.peer)")
+            }
+            transport.deliver(frame, bytes: body.count + 5)
+        case (.bulkRequest, .bulk):
+            guard body.count >= 8 else { return fail(context, .malformedMessage, "a bulk request without its ID") }
+            let id = Self.u64(body)
+            let request: BulkRequest
+            do {
+                request = try PeerWire.decodeBulkRequest(Array(body[8...]))
+            } catch {
+                return fail(context, .malformedMessage, "\(error)")
+            }
+            transport.serve(request, id: id, on: connection)
+        case (.bulkResponse, .bulk):
+            guard body.count >= 8 else { return fail(context, .malformedMessage, "a bulk answer without its ID") }
+            let id = Self.u64(body)
+            let response: BulkResponse
+            do {
+                response = try PeerWire.decodeBulkResponse(Array(body[8...]))
+            } catch {
+                return fail(context, .malformedMessage, "\(error)")
+            }
+            if case .data(let bytes) = response { transport.countBulkBytes(bytes.count) }
+            guard connection.answer(id, response) else {
+                return fail(context, .malformedMessage, "an answer to bulk request \(id), which was never asked")
+            }
+        default:
+            fail(context, .malformedMessage, "a message of type \(type) on a \(connection.kind) connection")
+        }
+    }
+
+    private static func u64(_ bytes: [UInt8]) -> UInt64 {
+        bytes[..<8].reduce(UInt64(0)) { $0 << 8 | UInt64($1) }
+    }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if let idle = event as? IdleStateHandler.IdleStateEvent, idle == .read {
+            transport.logger.warning(
+                "peer connection idle: closing it to dial again", metadata: ["peer": "\(claimedPeer)"])
+            context.close(promise: nil)
+            return
+        }
+        context.fireUserInboundEventTriggered(event)
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        if let framing = error as? PeerFramingError {
+            fail(context, framing.cause, framing.detail)
+        } else {
+            transport.logger.debug(
+                "peer connection error", metadata: ["peer": "\(claimedPeer)", "error": "\(error)"])
+            completeHandshake(.connectionClosed(claimedPeer))
+            context.close(promise: nil)
+        }
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        completeHandshake(.connectionClosed(claimedPeer))
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        timeout?.cancel()
+        if case .established(let connection) = state {
+            transport.unregister(connection)
+            connection.closed()
+        }
+        state = .finished
+        completeHandshake(.connectionClosed(claimedPeer))
+        context.fireChannelInactive()
+    }
+
+    /// Refuses the peer: tells it why (so its operator sees the cause), then closes.
+    private func refuse(_ context: ChannelHandlerContext, _ cause: RefusalCause, _ detail: String) {
+        transport.refused(cause: cause, peer: claimedPeer, detail: detail)
+        write(context, .refused, Array(cause.rawValue.utf8))
+        finish(context, cause)
+    }
+
+    /// Closes the connection over a broken stream or a failed proof, without a word.
+    private func fail(_ context: ChannelHandlerContext, _ cause: RefusalCause, _ detail: String) {
+        guard !isFinished else { return }
+        transport.refused(cause: cause, peer: claimedPeer, detail: detail)
+        finish(context, cause)
+    }
+
+    private func peerRefused(_ context: ChannelHandlerContext, _ body: [UInt8]) {
+        let reason = String(decoding: body.prefix(64), as: UTF8.self)
+        transport.refusedByPeer(peer: claimedPeer, reason: reason)
+        finish(context, nil)
+    }
+
+    private var isFinished: Bool {
+        if case .finished = state { return true }
+        return false
+    }
+
+    private func finish(_ context: ChannelHandlerContext, _ cause: RefusalCause?) {
+        timeout?.cancel()
+        if case .established(let connection) = state {
+            transport.unregister(connection)
+            connection.closed()
+        }
+        state = .finished
+        completeHandshake(.refused(claimedPeer, cause?.rawValue ?? "refused by the peer"))
+        context.close(promise: nil)
+    }
+
+    private func completeHandshake(_ failure: HandshakeFailure?) {
+        guard !handshakeDone else { return }
+        handshakeDone = true
+        handshake?.complete(failure)
+    }
+
+    private func write(_ context: ChannelHandlerContext, _ type: PeerMessageType, _ body: [UInt8]) {
+        var buffer = context.channel.allocator.buffer(capacity: 5 + body.count)
+        buffer.writeInteger(UInt32(1 + body.count))
+        buffer.writeInteger(type.rawValue)
+        buffer.writeBytes(body)
+        context.writeAndFlush(wrapOutboundOut(buffer), promise: nil)
+    }
+
+    typealias OutboundOut = ByteBuffer
+}
+
+enum HandshakeFailure: Error {
+    case connectionClosed(String)
+    case refused(String, String)
+}

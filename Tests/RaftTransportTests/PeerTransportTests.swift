@@ -1,0 +1,287 @@
+import RaftConsensus
+import RaftEngine
+import RaftTesting
+import Testing
+
+@testable import RaftTransport
+
+@Suite("Transport: peer connections over TCP", .serialized)
+struct PeerTransportTests {
+    @Test("Transport: three nodes exchange frames both ways on one connection per pair")
+    func framesFlow() async throws {
+        let mesh = try Mesh(3)
+        defer { mesh.stop() }
+        try await mesh.waitConnected()
+        for a in 0..<3 {
+            for b in 0..<3 where a != b { try await mesh.exchange(a, b) }
+        }
+        // What arrived is what was sent, from the node it claims.
+        for b in 0..<3 {
+            for frame in mesh.receivers[b].received {
+                #expect(frame.to == mesh.nodes[b] && frame.messages.count == 1)
+            }
+        }
+        for i in 0..<3 {
+            let stats = mesh.transport(i).statistics
+            #expect(stats.connectionsEstablished >= 4, "frames and bulk to two peers")
+            #expect(stats.refusals.isEmpty, "\(stats.refusals)")
+        }
+    }
+
+    @Test("Transport: bulk reads and stores are answered on their own connection; an absent peer is unreachable")
+    func bulkRequests() async throws {
+        let mesh = try Mesh(2)
+        defer { mesh.stop() }
+        try await mesh.waitConnected()
+        let key = PartitionKey(authority: try StorageName("s0"), partitionID: try PartitionID(1))
+        let attachment = try AttachmentID(hash: Array(repeating: 1, count: 32), sizes: [10 << 20])
+        // Large reads, many at once, in both directions.
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for n in 0..<9 {
+                group.addTask {
+                    let from = n % 2
+                    let offset = UInt64(n) << 18
+                    // Eight small reads and one of the largest size a node serves.
+                    let length = n == 8 ? BulkRequest.maximumReadBytes : 1 << 18
+                    let response = try await mesh.transport(from).request(
+                        .read(partition: key, attachment: attachment, offset: offset, length: length),
+                        to: mesh.nodes[1 - from])
+                    #expect(response == .data((0..<length).map { UInt8(truncatingIfNeeded: Int(offset) + $0) }))
+                }
+            }
+            try await group.waitForAll()
+        }
+        #expect(
+            try await mesh.transport(0).request(.store(partition: key, attachment: attachment), to: mesh.nodes[1])
+                == .stored)
+        await #expect(throws: BulkError.self) {
+            _ = try await mesh.transport(0).request(.store(partition: key, attachment: attachment), to: NodeID.random())
+        }
+        // A peer that goes away fails what is in flight to it.
+        mesh.receivers[1].holdServing.store(true, ordering: .relaxed)
+        let pending = Task {
+            try await mesh.transport(0).request(.store(partition: key, attachment: attachment), to: mesh.nodes[1])
+        }
+        try await Task.sleep(for: .milliseconds(100))
+        mesh.network.detach(mesh.nodes[1])
+        await #expect(throws: BulkError.self) { _ = try await pending.value }
+        mesh.receivers[1].holdServing.store(false, ordering: .relaxed)
+    }
+
+    @Test("Transport: requests beyond the in-flight bound are answered busy; served ones beyond theirs are refused")
+    func bulkBounds() async throws {
+        // Node 0 (the smallest ID) serves one request at a time; node 1 serves eight.
+        let mesh = try Mesh(2) { configuration in
+            configuration.bulkRequestsInFlight = 2
+            configuration.bulkRequestsServed = configuration.peers.keys.allSatisfy { configuration.nodeID < $0 } ? 1 : 8
+        }
+        defer { mesh.stop() }
+        try await mesh.waitConnected()
+        let key = PartitionKey(authority: try StorageName("s0"), partitionID: try PartitionID(1))
+        let attachment = try AttachmentID(hash: Array(repeating: 1, count: 32), sizes: [100])
+        let store = BulkRequest.store(partition: key, attachment: attachment)
+        // Node 0 to node 1: two held in service, the third over node 0's in-flight bound.
+        mesh.receivers[1].holdServing.store(true, ordering: .relaxed)
+        let held = (0..<2).map { _ in Task { try await mesh.transport(0).request(store, to: mesh.nodes[1]) } }
+        try await until("both requests are in service", within: 10) {
+            mesh.transport(1).statistics.bulkRequestsServed == 2
+        }
+        await #expect(throws: BulkError.busy(mesh.nodes[1])) {
+            _ = try await mesh.transport(0).request(store, to: mesh.nodes[1])
+        }
+        mesh.receivers[1].holdServing.store(false, ordering: .relaxed)
+        for task in held { #expect(try await task.value == .stored) }
+        // Node 1 to node 0: one in service, the other refused by node 0's serving bound.
+        mesh.receivers[0].holdServing.store(true, ordering: .relaxed)
+        let first = Task { try await mesh.transport(1).request(store, to: mesh.nodes[0]) }
+        try await until("the first request is in service", within: 10) {
+            mesh.transport(0).statistics.bulkRequestsServed == 1
+        }
+        let second = try await mesh.transport(1).request(store, to: mesh.nodes[0])
+        #expect(second == .refused("busy: 1 bulk requests in service for this node"))
+        mesh.receivers[0].holdServing.store(false, ordering: .relaxed)
+        #expect(try await first.value == .stored)
+        #expect(mesh.transport(0).statistics.bulkRequestsRefused == 1)
+    }
+
+    @Test("Transport: a restarted peer on a new port is dialled again and frames flow")
+    func reconnect() async throws {
+        let mesh = try Mesh(3)
+        defer { mesh.stop() }
+        try await mesh.waitConnected()
+        for victim in [0, 2] {
+            mesh.network.detach(mesh.nodes[victim])
+            _ = try mesh.network.attach(mesh.nodes[victim], receiver: mesh.receivers[victim])
+            try await mesh.waitConnected()
+            for other in 0..<3 where other != victim {
+                try await mesh.exchange(victim, other)
+                try await mesh.exchange(other, victim)
+            }
+        }
+    }
+
+    @Test("Transport: a wrong cluster, wrong secret, unknown node or wrong target is refused; the node keeps serving")
+    func handshakeRefusals() async throws {
+        let mesh = try Mesh(2)
+        defer { mesh.stop() }
+        try await mesh.waitConnected()
+        let target = mesh.transport(1)
+        let port = target.listeningPort
+        let secret = mesh.network.secret
+        let cases: [(ManualDialer, RefusalCause)] = [
+            (
+                ManualDialer(cluster: ClusterID.random(), from: mesh.nodes[0], to: mesh.nodes[1], secret: secret),
+                .wrongCluster
+            ),
+            (
+                ManualDialer(
+                    cluster: mesh.network.clusterID, from: mesh.nodes[0], to: mesh.nodes[1],
+                    secret: Array("another secret of the cluster".utf8)), .wrongSecret
+            ),
+            (
+                ManualDialer(cluster: mesh.network.clusterID, from: NodeID.random(), to: mesh.nodes[1], secret: secret),
+                .unknownNode
+            ),
+            (
+                ManualDialer(cluster: mesh.network.clusterID, from: mesh.nodes[0], to: NodeID.random(), secret: secret),
+                .wrongNode
+            ),
+        ]
+        for (dialer, cause) in cases {
+            let socket = try RawSocket(port: port)
+            let answer = dialer.run(socket)
+            #expect(answer?.type == PeerMessageType.refused.rawValue, "\(cause)")
+            #expect(answer.map { String(decoding: $0.body, as: UTF8.self) } == cause.rawValue)
+            #expect(socket.closedByPeer(), "\(cause)")
+            #expect(target.statistics.refusals[cause.rawValue] == 1, "\(cause): \(target.statistics.refusals)")
+            try await mesh.exchange(0, 1)
+            try await mesh.exchange(1, 0)
+        }
+        // A rogue transport with the wrong secret never connects and refuses the real node too.
+        #expect(target.connectedPeers == [mesh.nodes[0]])
+    }
+
+    @Test("Transport: a replayed hello or proof is refused")
+    func replay() async throws {
+        let mesh = try Mesh(2)
+        defer { mesh.stop() }
+        try await mesh.waitConnected()
+        let target = mesh.transport(1)
+        let secret = mesh.network.secret
+        let dialer = ManualDialer(
+            cluster: mesh.network.clusterID, from: mesh.nodes[0], to: mesh.nodes[1], secret: secret)
+        // A genuine handshake (it replaces node 0's frame connection: the newest wins).
+        let first = try RawSocket(port: target.listeningPort)
+        let accepted = dialer.run(first)
+        #expect(accepted?.type == PeerMessageType.accepted.rawValue)
+        // The same hello again: refused as a replay.
+        let second = try RawSocket(port: target.listeningPort)
+        #expect(dialer.run(second)?.type == PeerMessageType.refused.rawValue)
+        #expect(target.statistics.refusals[RefusalCause.replayedChallenge.rawValue] == 1)
+        // A fresh hello with a proof recorded from another handshake: its MAC covers the old
+        // nonces, so it fails.
+        let third = try RawSocket(port: target.listeningPort)
+        let fresh = ManualDialer(
+            cluster: mesh.network.clusterID, from: mesh.nodes[0], to: mesh.nodes[1], secret: secret)
+        third.sendMessage(PeerMessageType.hello.rawValue, fresh.hello.encoded)
+        _ = third.receiveMessage()
+        third.sendMessage(PeerMessageType.proof.rawValue, Array(repeating: 0x5A, count: 32))
+        #expect(third.receiveMessage()?.type == PeerMessageType.refused.rawValue)
+        #expect(target.statistics.refusals[RefusalCause.wrongSecret.rawValue] == 1)
+        try await mesh.waitConnected()
+        try await mesh.exchange(0, 1)
+    }
+
+    @Test("Transport: garbage, truncated, oversized and impersonating messages close that connection only")
+    func hostileBytes() async throws {
+        let mesh = try Mesh(2) { $0.maximumMessageBytes = 8 << 20 }
+        defer { mesh.stop() }
+        try await mesh.waitConnected()
+        let target = mesh.transport(1)
+        let port = target.listeningPort
+        // Garbage before any handshake.
+        do {
+            let socket = try RawSocket(port: port)
+            socket.send(Array("GET / HTTP/1.1\r\nHost: x\r\n\r\n".utf8))
+            #expect(socket.closedByPeer())
+            // "GET " read as a length is far over the bound.
+            #expect(target.statistics.refusals[RefusalCause.oversizedMessage.rawValue] == 1)
+        }
+        // An announced length over the bound.
+        do {
+            let socket = try RawSocket(port: port)
+            socket.send([0x00, 0x80, 0x00, 0x01, 1])
+            #expect(socket.closedByPeer())
+            #expect(target.statistics.refusals[RefusalCause.oversizedMessage.rawValue] == 2)
+        }
+        // A message cut short by the end of the stream.
+        do {
+            let socket = try RawSocket(port: port)
+            socket.send([0, 0, 0, 100, 1, 2, 3])
+            socket.finishWriting()
+            #expect(socket.closedByPeer())
+        }
+        try await until("the truncated message is counted", within: 5) {
+            target.statistics.refusals[RefusalCause.truncatedMessage.rawValue] == 1
+        }
+        // After a genuine handshake: a malformed frame, then a frame claiming another sender.
+        let secret = mesh.network.secret
+        for damage in ["malformed", "impersonation", "wrong type"] {
+            let socket = try RawSocket(port: port)
+            let dialer = ManualDialer(
+                cluster: mesh.network.clusterID, from: mesh.nodes[0], to: mesh.nodes[1], secret: secret)
+            #expect(dialer.run(socket)?.type == PeerMessageType.accepted.rawValue)
+            switch damage {
+            case "malformed":
+                socket.sendMessage(PeerMessageType.frame.rawValue, [1, 2, 3, 4, 5])
+            case "impersonation":
+                let frame = PeerFrame(from: NodeID.random(), to: mesh.nodes[1], senderBoot: 1, messages: [])
+                socket.sendMessage(PeerMessageType.frame.rawValue, PeerWire.encode(frame))
+            default:
+                socket.sendMessage(PeerMessageType.bulkRequest.rawValue, Array(repeating: 0, count: 20))
+            }
+            #expect(socket.closedByPeer(), "\(damage)")
+        }
+        #expect(target.statistics.refusals[RefusalCause.malformedMessage.rawValue] == 2)
+        #expect(target.statistics.refusals[RefusalCause.impersonation.rawValue] == 1)
+        try await mesh.waitConnected()
+        try await mesh.exchange(0, 1)
+        try await mesh.exchange(1, 0)
+    }
+
+    @Test("Transport: a frame over the send queue's byte bound is dropped, not buffered")
+    func sendQueueBound() async throws {
+        let mesh = try Mesh(2) { configuration in
+            configuration.maximumMessageBytes = 8 << 20
+            configuration.sendQueueBytes = 8 << 20
+        }
+        defer { mesh.stop() }
+        try await mesh.waitConnected()
+        let key = PartitionKey(authority: try StorageName("s0"), partitionID: try PartitionID(1))
+        let big = Message(
+            kind: .append, from: MemberID(1), to: MemberID(2),
+            entries: [Entry(term: Term(1), index: LogIndex(1), payload: .normal(Array(repeating: 7, count: 3 << 20)))])
+        let frame = PeerFrame(
+            from: mesh.nodes[0], to: mesh.nodes[1], senderBoot: 1, messages: [PeerMessage(partition: key, message: big)]
+        )
+        // Sent back to back, faster than loopback drains them: some are refused.
+        var accepted = 0
+        for _ in 0..<20 where mesh.transport(0).send(frame) { accepted += 1 }
+        #expect(accepted >= 1 && accepted < 20)
+        #expect(mesh.transport(0).statistics.framesDropped == UInt64(20 - accepted))
+        // A frame over the message bound is never sent.
+        let huge = PeerFrame(
+            from: mesh.nodes[0], to: mesh.nodes[1], senderBoot: 1,
+            messages: Array(repeating: PeerMessage(partition: key, message: big), count: 3))
+        #expect(!mesh.transport(0).send(huge))
+        try await until("the accepted frames arrive", within: 10) { mesh.receivers[1].received.count >= accepted }
+    }
+}
+
+extension Array {
+    func asyncMap<T>(_ transform: (Element) async throws -> T) async rethrows -> [T] {
+        var out: [T] = []
+        for element in self { out.append(try await transform(element)) }
+        return out
+    }
+}

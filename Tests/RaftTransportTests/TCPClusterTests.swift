@@ -1,0 +1,65 @@
+import Foundation
+import RaftConsensus
+import RaftEngine
+import RaftTesting
+import Testing
+
+@testable import RaftTransport
+
+/// Node hosts in one process on real sockets: the engine over the network transport.
+@Suite("Transport: node hosts over TCP", .serialized)
+struct TCPClusterTests {
+    static func configuration() -> LocalCluster<RecordingStateMachine>.Configuration {
+        var c = LocalCluster<RecordingStateMachine>.Configuration()
+        c.tcp = true
+        c.options.workers = 2
+        c.options.applyWorkers = 1
+        c.options.tickMilliseconds = 10
+        c.options.electionTicks = 10
+        c.options.heartbeatTicks = 1
+        c.options.livenessIntervalTicks = 2
+        c.options.livenessTimeoutTicks = 30
+        c.options.quiesceAfterIdleTicks = 3
+        c.options.requestTimeoutTicks = 300
+        c.walOptions.segmentSize = 8 << 20
+        c.walOptions.maxBatchBytes = 2 << 20
+        c.walOptions.maxQueuedBytes = 32 << 20
+        c.options.maxProposalBytes = 1 << 20
+        return c
+    }
+
+    @Test("Transport: 3 hosts x 100 groups on TCP: writes commit; a crashed node's groups re-elect; it catches up")
+    func crashAndCatchUp() async throws {
+        let cluster = try LocalCluster<RecordingStateMachine>(Self.configuration())
+        defer { cluster.stopAll() }
+        try cluster.startAll()
+        let keys = try cluster.createGroups(100)
+        var acknowledged: [(PartitionKey, [UInt8])] = []
+        for (n, key) in keys.enumerated() {
+            let data = Array("before-\(n)".utf8)
+            _ = try await cluster.write(key, data, within: 30)
+            acknowledged.append((key, data))
+        }
+        // Crash the node leading the most groups; the others keep taking writes.
+        var led = [0, 0, 0]
+        for key in keys { if let leader = await cluster.leader(of: key) { led[leader] += 1 } }
+        let victim = led.indices.max { led[$0] < led[$1] }!
+        cluster.crash(victim)
+        for (n, key) in keys.enumerated() {
+            let data = Array("during-\(n)".utf8)
+            _ = try await cluster.write(key, data, within: 30)
+            acknowledged.append((key, data))
+        }
+        try cluster.start(victim)
+        for (n, key) in keys.enumerated() {
+            let data = Array("after-\(n)".utf8)
+            _ = try await cluster.write(key, data, within: 30)
+            acknowledged.append((key, data))
+        }
+        try await cluster.waitUntilApplied(keys, within: 60)
+        let problems = cluster.checkAgreement(keys, acknowledged: acknowledged)
+        #expect(problems.isEmpty, "\(problems.prefix(5))")
+        let stats = (0..<3).compactMap { cluster.tcpNetwork?.transport(cluster.nodeIDs[$0])?.statistics }
+        #expect(stats.count == 3 && stats.allSatisfy { $0.framesReceived > 0 && $0.refusals.isEmpty })
+    }
+}

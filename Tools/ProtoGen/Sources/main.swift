@@ -1,0 +1,1 @@
+print("ProtoGen: run scripts/generate-proto.sh")
