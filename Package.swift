@@ -14,12 +14,21 @@ let package = Package(
         .library(name: "RaftSimulation", targets: ["RaftSimulation"]),
         .library(name: "RaftTesting", targets: ["RaftTesting"]),
         .library(name: "RaftTransport", targets: ["RaftTransport"]),
+        .library(name: "RaftAPI", targets: ["RaftAPI"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
         .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
         .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
         .package(url: "https://github.com/apple/swift-crypto", from: "3.12.3"),
+        .package(url: "https://github.com/LebJe/TOMLKit", from: "0.6.0"),
+        .package(url: "https://github.com/apple/swift-metrics", from: "2.13.0"),
+        .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
+        .package(url: "https://github.com/grpc/grpc-swift-2", from: "2.4.3"),
+        .package(url: "https://github.com/grpc/grpc-swift-nio-transport", from: "2.9.2"),
+        .package(url: "https://github.com/grpc/grpc-swift-protobuf", from: "2.4.1"),
+        .package(url: "https://github.com/apple/swift-protobuf", from: "1.39.0"),
     ],
     targets: [
         // Thin C: io_uring, file syscalls, zstd, crc32c, LMDB's C API. Debian packages
@@ -65,6 +74,17 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
+        // The client API's contract (Proto/raftd.proto) and its generated code (committed;
+        // scripts/generate-proto.sh regenerates it): what servers and clients share.
+        .target(
+            name: "RaftAPI",
+            dependencies: [
+                .product(name: "GRPCCore", package: "grpc-swift-2"),
+                .product(name: "GRPCProtobuf", package: "grpc-swift-protobuf"),
+                .product(name: "SwiftProtobuf", package: "swift-protobuf"),
+            ],
+            exclude: ["Proto"]
+        ),
         // The one in-process cluster harness (LocalCluster), the in-memory network, the
         // recording state machine and agreement checker, and the seeded host simulation:
         // shared by the tests, `raftd demo`, `raftd simulate --host` and HostBench. Nothing
@@ -74,12 +94,25 @@ let package = Package(
             name: "RaftTesting",
             dependencies: [
                 "RaftEngine", "RaftConsensus", "RaftTransport", .product(name: "Logging", package: "swift-log"),
+                .product(name: "NIOPosix", package: "swift-nio"),
             ]
         ),
         .executableTarget(
             name: "raftd",
             dependencies: [
                 "RaftEngine",
+                "RaftTransport",
+                "RaftAPI",
+                .product(name: "TOMLKit", package: "TOMLKit"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "GRPCCore", package: "grpc-swift-2"),
+                .product(name: "GRPCNIOTransportHTTP2", package: "grpc-swift-nio-transport"),
+                .product(name: "GRPCProtobuf", package: "grpc-swift-protobuf"),
                 "RaftSimulation",
                 "RaftTesting",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),

@@ -1,4 +1,5 @@
 import Logging
+import NIOPosix
 import RaftEngine
 import RaftTransport
 import Synchronization
@@ -23,6 +24,9 @@ public final class TCPNetwork: ClusterNetwork {
     public let secret: [UInt8]
     private let adjust: @Sendable (inout PeerTransportConfiguration) -> Void
     private let transports = Mutex<[NodeID: PeerTransport]>([:])
+    /// One event-loop thread for every transport of the process, never shut down: a
+    /// transport stopped from synchronous code leaves no dialler on a dead loop.
+    private static let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
 
     /// `nodes`: every node of the cluster (each attaches later). `adjust` changes each
     /// node's transport configuration before it starts (bounds, time-outs).
@@ -52,7 +56,7 @@ public final class TCPNetwork: ClusterNetwork {
         adjust(&configuration)
         var logger = Logger(label: "raftd.transport")
         logger.logLevel = .warning
-        let transport = try PeerTransport(configuration: configuration, logger: logger)
+        let transport = try PeerTransport(configuration: configuration, logger: logger, group: Self.group)
         try transport.startBlocking(receiver: receiver)
         let address = PeerAddress(host: "127.0.0.1", port: transport.listeningPort)
         for (_, other) in running { other.setAddress(of: node, to: address) }

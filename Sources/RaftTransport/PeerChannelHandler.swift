@@ -25,6 +25,14 @@ final class PeerChannelHandler: ChannelInboundHandler {
     private let transport: PeerTransport
     private let role: Role
     private var state: State
+    private let limit: DecoderLimit
+    private let sealer: PeerSealer
+    /// Checks the peer's integrity tags once established.
+    private var openingKey: SymmetricKey?
+    private var openingDirection: UInt8 = 0
+    private var openingSequence: UInt64 = 0
+    /// Counted among the transport's pending handshakes (acceptors only).
+    private var countedPending = false
     /// Completed once the handshake succeeds or fails (the dialer waits on it).
     private let handshake: HandshakeSignal?
     private var handshakeDone = false
@@ -32,10 +40,14 @@ final class PeerChannelHandler: ChannelInboundHandler {
     /// Who the peer is (claimed, before the proof), for log lines.
     private var claimedPeer: String = "unidentified peer"
 
-    init(transport: PeerTransport, role: Role, handshake: HandshakeSignal?) {
+    init(
+        transport: PeerTransport, role: Role, handshake: HandshakeSignal?, limit: DecoderLimit, sealer: PeerSealer
+    ) {
         self.transport = transport
         self.role = role
         self.handshake = handshake
+        self.limit = limit
+        self.sealer = sealer
         switch role {
         case .acceptor: state = .awaitingHello
         case .dialer(let peer, _):
@@ -45,6 +57,7 @@ final class PeerChannelHandler: ChannelInboundHandler {
     }
 
     func channelActive(context: ChannelHandlerContext) {
+        sourceHost = context.remoteAddress?.ipAddress ?? "unknown"
         let milliseconds = transport.configuration.handshakeTimeoutMilliseconds
         let loopBound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
         timeout = context.eventLoop.scheduleTask(in: .milliseconds(milliseconds)) {
@@ -53,6 +66,12 @@ final class PeerChannelHandler: ChannelInboundHandler {
         }
         if case .acceptor = role {
             claimedPeer = context.remoteAddress.map { "\($0)" } ?? "unidentified peer"
+            guard transport.beginHandshake() else {
+                return fail(
+                    context, .tooManyHandshakes,
+                    "more than \(transport.configuration.maximumPendingHandshakes) connections are in their handshake")
+            }
+            countedPending = true
         }
         if case .dialer(let peer, let kind) = role {
             let configuration = transport.configuration
@@ -100,7 +119,7 @@ final class PeerChannelHandler: ChannelInboundHandler {
             write(
                 context, .accepted,
                 PeerHandshake.acceptorMAC(secret: transport.key, hello: hello, acceptorNonce: acceptorNonce))
-            establish(context, peer: hello.from, kind: hello.kind)
+            establish(context, hello: hello, acceptorNonce: acceptorNonce, dialer: false)
         case .awaitingAccepted(let hello, let acceptorNonce):
             if type == .refused { return peerRefused(context, body) }
             guard type == .accepted else {
@@ -115,9 +134,21 @@ final class PeerChannelHandler: ChannelInboundHandler {
                     "it accepted this node without proving the cluster's shared secret: the secret files differ, or it is not a node of this cluster"
                 )
             }
-            establish(context, peer: hello.to, kind: hello.kind)
+            establish(context, hello: hello, acceptorNonce: acceptorNonce, dialer: true)
         case .established(let connection):
-            traffic(context, connection, type, body)
+            guard let key = openingKey, body.count >= PeerSealer.tagBytes else {
+                return fail(context, .badIntegrityTag, "a message without its integrity tag")
+            }
+            let content = body.prefix(body.count - PeerSealer.tagBytes)
+            let expected = PeerSealer.tag(
+                key: key, direction: openingDirection, sequence: openingSequence, message: [message.type] + content)
+            guard Self.constantTimeEqual(expected, body.suffix(PeerSealer.tagBytes)) else {
+                return fail(
+                    context, .badIntegrityTag,
+                    "a message failed its integrity check: altered on the way, or not from the authenticated peer")
+            }
+            openingSequence += 1
+            traffic(context, connection, type, Array(content))
         case .finished:
             break
         }
@@ -149,17 +180,41 @@ final class PeerChannelHandler: ChannelInboundHandler {
         write(context, .challenge, acceptorNonce)
     }
 
-    private func establish(_ context: ChannelHandlerContext, peer: NodeID, kind: ConnectionKind) {
+    private func establish(
+        _ context: ChannelHandlerContext, hello: PeerHandshake.Hello, acceptorNonce: [UInt8], dialer: Bool
+    ) {
         timeout?.cancel()
-        let connection = PeerConnection(channel: context.channel, peer: peer, kind: kind)
+        endPending()
+        let key = PeerHandshake.sessionKey(secret: transport.key, hello: hello, acceptorNonce: acceptorNonce)
+        sealer.seal(key: key, direction: dialer ? PeerHandshake.dialerToAcceptor : PeerHandshake.acceptorToDialer)
+        openingKey = key
+        openingDirection = dialer ? PeerHandshake.acceptorToDialer : PeerHandshake.dialerToAcceptor
+        limit.bytes = transport.configuration.maximumMessageBytes + PeerSealer.tagBytes
+        let connection = PeerConnection(
+            channel: context.channel, peer: dialer ? hello.to : hello.from, kind: hello.kind)
         state = .established(connection)
-        if kind == .frames {
-            let idle = transport.configuration.idleTimeoutMilliseconds
-            try? context.pipeline.syncOperations.addHandler(
-                IdleStateHandler(readTimeout: .milliseconds(idle)), position: .first)
-        }
+        // Both ends ping when they have written nothing for a third of the idle time, so a
+        // connection that reads nothing for the whole of it has a dead or stuck peer.
+        let idle = transport.configuration.idleTimeoutMilliseconds
+        try? context.pipeline.syncOperations.addHandler(
+            IdleStateHandler(readTimeout: .milliseconds(idle), writeTimeout: .milliseconds(max(1, idle / 3))),
+            position: .first)
         transport.register(connection)
         completeHandshake(nil)
+    }
+
+    private func endPending() {
+        if countedPending {
+            countedPending = false
+            transport.endHandshake()
+        }
+    }
+
+    private static func constantTimeEqual(_ a: [UInt8], _ b: some Collection<UInt8>) -> Bool {
+        guard a.count == b.count else { return false }
+        var difference: UInt8 = 0
+        for (x, y) in zip(a, b) { difference |= x ^ y }
+        return difference == 0
     }
 
     private func traffic(
@@ -179,6 +234,8 @@ final class PeerChannelHandler: ChannelInboundHandler {
                     "a frame from \(frame.from) to \(frame.to) on the connection of node \(connection.peer)")
             }
             transport.deliver(frame, bytes: body.count + 5)
+        case (.ping, _):
+            break
         case (.bulkRequest, .bulk):
             guard body.count >= 8 else { return fail(context, .malformedMessage, "a bulk request without its ID") }
             let id = Self.u64(body)
@@ -212,10 +269,18 @@ final class PeerChannelHandler: ChannelInboundHandler {
     }
 
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
-        if let idle = event as? IdleStateHandler.IdleStateEvent, idle == .read {
-            transport.logger.warning(
-                "peer connection idle: closing it to dial again", metadata: ["peer": "\(claimedPeer)"])
-            context.close(promise: nil)
+        if let idle = event as? IdleStateHandler.IdleStateEvent {
+            switch idle {
+            case .write:
+                write(context, .ping, [])
+            case .read:
+                transport.logger.warning(
+                    "peer connection silent for the idle time: closing it (it is dialled again)",
+                    metadata: ["peer": "\(claimedPeer)"])
+                context.close(promise: nil)
+            default:
+                break
+            }
             return
         }
         context.fireUserInboundEventTriggered(event)
@@ -238,6 +303,7 @@ final class PeerChannelHandler: ChannelInboundHandler {
 
     func channelInactive(context: ChannelHandlerContext) {
         timeout?.cancel()
+        endPending()
         if case .established(let connection) = state {
             transport.unregister(connection)
             connection.closed()
@@ -249,7 +315,7 @@ final class PeerChannelHandler: ChannelInboundHandler {
 
     /// Refuses the peer: tells it why (so its operator sees the cause), then closes.
     private func refuse(_ context: ChannelHandlerContext, _ cause: RefusalCause, _ detail: String) {
-        transport.refused(cause: cause, peer: claimedPeer, detail: detail)
+        transport.refused(cause: cause, peer: claimedPeer, source: sourceHost, detail: detail)
         write(context, .refused, Array(cause.rawValue.utf8))
         finish(context, cause)
     }
@@ -257,7 +323,7 @@ final class PeerChannelHandler: ChannelInboundHandler {
     /// Closes the connection over a broken stream or a failed proof, without a word.
     private func fail(_ context: ChannelHandlerContext, _ cause: RefusalCause, _ detail: String) {
         guard !isFinished else { return }
-        transport.refused(cause: cause, peer: claimedPeer, detail: detail)
+        transport.refused(cause: cause, peer: claimedPeer, source: sourceHost, detail: detail)
         finish(context, cause)
     }
 
@@ -267,6 +333,9 @@ final class PeerChannelHandler: ChannelInboundHandler {
         finish(context, nil)
     }
 
+    /// The remote host (no port): what keys refusal log lines.
+    private var sourceHost = "unknown"
+
     private var isFinished: Bool {
         if case .finished = state { return true }
         return false
@@ -274,6 +343,7 @@ final class PeerChannelHandler: ChannelInboundHandler {
 
     private func finish(_ context: ChannelHandlerContext, _ cause: RefusalCause?) {
         timeout?.cancel()
+        endPending()
         if case .established(let connection) = state {
             transport.unregister(connection)
             connection.closed()
@@ -290,7 +360,7 @@ final class PeerChannelHandler: ChannelInboundHandler {
     }
 
     private func write(_ context: ChannelHandlerContext, _ type: PeerMessageType, _ body: [UInt8]) {
-        var buffer = context.channel.allocator.buffer(capacity: 5 + body.count)
+        var buffer = context.channel.allocator.buffer(capacity: 5 + body.count + PeerSealer.tagBytes)
         buffer.writeInteger(UInt32(1 + body.count))
         buffer.writeInteger(type.rawValue)
         buffer.writeBytes(body)

@@ -1,3 +1,4 @@
+import Crypto
 import NIOCore
 import RaftEngine
 import Synchronization
@@ -10,16 +11,15 @@ final class PeerConnection: Sendable {
     let kind: ConnectionKind
     /// Bytes written to the channel and not yet flushed to the socket.
     let queuedBytes = Atomic<Int>(0)
-    /// Bulk requests served for the peer right now.
-    let serving = Atomic<Int>(0)
     private let nextRequest = Atomic<UInt64>(1)
-    /// Set when the channel closed: nothing is written after (a write to a channel whose
-    /// event loop has shut down would never complete).
+    /// Set when the channel closed: nothing is written after.
     private let isClosed = Atomic<Bool>(false)
 
     private struct Pending {
         var closed = false
         var waiting: [UInt64: CheckedContinuation<Result<BulkResponse, BulkError>, Never>] = [:]
+        /// Requests of the peer this node is serving: cancelled when the connection closes.
+        var serving: [UInt64: Task<Void, Never>] = [:]
     }
     private let pending = Mutex(Pending())
 
@@ -29,14 +29,15 @@ final class PeerConnection: Sendable {
         self.kind = kind
     }
 
-    /// Writes one message; `completion` runs when it left the process (or failed).
+    /// Writes one message; `completion` runs when it left the process (or failed). The
+    /// sealer in the pipeline adds the integrity tag.
     func write(_ type: PeerMessageType, _ parts: [UInt8]..., completion: (@Sendable (Bool) -> Void)? = nil) {
         guard !isClosed.load(ordering: .acquiring) else {
             completion?(false)
             return
         }
         let length = 1 + parts.reduce(0) { $0 + $1.count }
-        var buffer = channel.allocator.buffer(capacity: 4 + length)
+        var buffer = channel.allocator.buffer(capacity: 4 + length + PeerSealer.tagBytes)
         buffer.writeInteger(UInt32(length))
         buffer.writeInteger(type.rawValue)
         for part in parts { buffer.writeBytes(part) }
@@ -49,45 +50,123 @@ final class PeerConnection: Sendable {
         }
     }
 
-    /// Sends a bulk request and waits for its answer, or for the connection to close.
-    func request(_ body: [UInt8], bound: Int) async -> Result<BulkResponse, BulkError> {
+    /// Sends a bulk request and waits for its answer, for the connection to close, for the
+    /// deadline, or for the calling task to be cancelled (all but the first: unreachable).
+    func request(_ body: [UInt8], bound: Int, deadlineMilliseconds: Int64) async -> Result<BulkResponse, BulkError> {
         let id = nextRequest.add(1, ordering: .relaxed).oldValue
-        return await withCheckedContinuation { continuation in
-            let refusal: BulkError? = pending.withLock { state in
-                if state.closed { return .unreachable(peer) }
-                if state.waiting.count >= bound { return .busy(peer) }
-                state.waiting[id] = continuation
-                return nil
+        let timeout = channel.eventLoop.scheduleTask(in: .milliseconds(deadlineMilliseconds)) { [self] in
+            resolve(id, .failure(.unreachable(peer)))
+        }
+        defer { timeout.cancel() }
+        return await withTaskCancellationHandler {
+            await withCheckedContinuation { continuation in
+                let refusal: BulkError? = pending.withLock { state in
+                    if state.closed { return .unreachable(peer) }
+                    if state.waiting.count >= bound { return .busy(peer) }
+                    state.waiting[id] = continuation
+                    return nil
+                }
+                if let refusal {
+                    continuation.resume(returning: .failure(refusal))
+                    return
+                }
+                if Task.isCancelled {
+                    resolve(id, .failure(.unreachable(peer)))
+                    return
+                }
+                write(.bulkRequest, Self.u64(id), body)
             }
-            if let refusal {
-                continuation.resume(returning: .failure(refusal))
-                return
-            }
-            write(.bulkRequest, Self.u64(id), body)
+        } onCancel: {
+            resolve(id, .failure(.unreachable(peer)))
         }
     }
 
-    /// Hands an answer to the request waiting for it. False when none waits (a peer that
-    /// answers what was never asked is broken).
-    func answer(_ id: UInt64, _ response: BulkResponse) -> Bool {
+    /// Resumes the request `id` if it still waits (each one exactly once).
+    @discardableResult
+    private func resolve(_ id: UInt64, _ result: Result<BulkResponse, BulkError>) -> Bool {
         guard let continuation = pending.withLock({ $0.waiting.removeValue(forKey: id) }) else { return false }
-        continuation.resume(returning: .success(response))
+        continuation.resume(returning: result)
         return true
     }
 
-    /// The connection closed: every waiting request fails, and no new one is taken.
+    /// Hands an answer to the request waiting for it. False when none waits: a late answer
+    /// (after its deadline) is dropped, but one to an ID never used is a broken peer.
+    func answer(_ id: UInt64, _ response: BulkResponse) -> Bool {
+        resolve(id, .success(response)) || id < nextRequest.load(ordering: .relaxed)
+    }
+
+    /// Tracks a served request, so that closing the connection cancels it. False when the
+    /// connection closed already (the task is cancelled at once).
+    func serving(_ id: UInt64, _ task: Task<Void, Never>) {
+        let open = pending.withLock { state in
+            if !state.closed { state.serving[id] = task }
+            return !state.closed
+        }
+        if !open { task.cancel() }
+    }
+
+    func served(_ id: UInt64) { _ = pending.withLock { $0.serving.removeValue(forKey: id) } }
+
+    /// The connection closed: every waiting request fails, served ones are cancelled, and
+    /// no new one is taken.
     func closed() {
         isClosed.store(true, ordering: .releasing)
-        let waiting = pending.withLock { state in
+        let (waiting, serving) = pending.withLock { state in
             state.closed = true
-            defer { state.waiting = [:] }
-            return state.waiting
+            defer {
+                state.waiting = [:]
+                state.serving = [:]
+            }
+            return (state.waiting, state.serving)
         }
         for (_, continuation) in waiting { continuation.resume(returning: .failure(.unreachable(peer))) }
+        for (_, task) in serving { task.cancel() }
     }
 
     static func u64(_ value: UInt64) -> [UInt8] {
         withUnsafeBytes(of: value.bigEndian) { Array($0) }
+    }
+}
+
+/// Adds each outgoing message's integrity tag once the handshake has set the session key:
+/// a truncated HMAC-SHA256 over the direction, a per-direction sequence number, the type
+/// and the body. Runs on the channel's event loop, so sequence numbers follow wire order.
+/// Before the key is set (the handshake's own messages) it only fills in the length.
+final class PeerSealer: ChannelOutboundHandler {
+    typealias OutboundIn = ByteBuffer
+    typealias OutboundOut = ByteBuffer
+    static let tagBytes = 16
+
+    private var key: SymmetricKey?
+    private var direction: UInt8 = 0
+    private var sequence: UInt64 = 0
+
+    func seal(key: SymmetricKey, direction: UInt8) {
+        self.key = key
+        self.direction = direction
+    }
+
+    func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
+        var buffer = unwrapOutboundIn(data)
+        if let key {
+            let tag = PeerSealer.tag(
+                key: key, direction: direction, sequence: sequence,
+                message: buffer.readableBytesView.dropFirst(4))
+            sequence += 1
+            buffer.writeBytes(tag)
+            buffer.setInteger(UInt32(buffer.readableBytes - 4), at: buffer.readerIndex)
+        }
+        context.write(wrapOutboundOut(buffer), promise: promise)
+    }
+
+    static func tag(key: SymmetricKey, direction: UInt8, sequence: UInt64, message: some Collection<UInt8>) -> [UInt8] {
+        var mac = HMAC<Crypto.SHA256>(key: key)
+        mac.update(data: [direction])
+        withUnsafeBytes(of: sequence.bigEndian) { mac.update(data: Array($0)) }
+        if message.withContiguousStorageIfAvailable({ mac.update(data: UnsafeRawBufferPointer($0)) }) == nil {
+            mac.update(data: Array(message))
+        }
+        return Array(Array(mac.finalize()).prefix(tagBytes))
     }
 }
 
@@ -107,7 +186,10 @@ struct PeerFramingError: Error {
 /// before buffering any of it.
 struct PeerMessageDecoder: ByteToMessageDecoder {
     typealias InboundOut = PeerWireMessage
-    let maximumBytes: Int
+    /// Small until the handshake completes (`PeerHandshake.maximumHandshakeBytes`), so a
+    /// stranger cannot make this node buffer large messages.
+    let limit: DecoderLimit
+    var maximumBytes: Int { limit.bytes }
 
     mutating func decode(context: ChannelHandlerContext, buffer: inout ByteBuffer) throws -> DecodingState {
         guard let length = buffer.getInteger(at: buffer.readerIndex, as: UInt32.self) else { return .needMoreData }
@@ -138,4 +220,10 @@ struct PeerMessageDecoder: ByteToMessageDecoder {
         }
         return .needMoreData
     }
+}
+
+/// The largest message a connection's decoder takes now (event-loop confined).
+final class DecoderLimit {
+    var bytes: Int
+    init(_ bytes: Int) { self.bytes = bytes }
 }

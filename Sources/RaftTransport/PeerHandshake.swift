@@ -12,6 +12,8 @@ enum PeerMessageType: UInt8 {
     case frame = 16
     case bulkRequest = 17
     case bulkResponse = 18
+    /// Keeps an idle connection's liveness visible both ways; carries nothing.
+    case ping = 19
 }
 
 /// Which traffic a connection carries: consensus frames, or bulk data (so that a large
@@ -37,6 +39,8 @@ enum RefusalCause: String, Sendable, CaseIterable {
     case malformedMessage = "malformed_message"
     case truncatedMessage = "truncated_message"
     case impersonation = "impersonation"
+    case badIntegrityTag = "bad_integrity_tag"
+    case tooManyHandshakes = "too_many_handshakes"
 }
 
 /// The handshake: mutual proof of the shared secret over fresh nonces, with no secret on
@@ -58,6 +62,11 @@ enum PeerHandshake {
     static let nonceBytes = 32
     static let helloBytes = 8 + 1 + 16 + 16 + 16 + 1 + nonceBytes
     static let macBytes = 32
+    /// The largest message a connection takes before its handshake completes.
+    static let maximumHandshakeBytes = 256
+    /// Direction labels of the session's integrity tags.
+    static let dialerToAcceptor: UInt8 = 1
+    static let acceptorToDialer: UInt8 = 2
 
     struct Hello: Equatable {
         var cluster: ClusterID
@@ -116,6 +125,14 @@ enum PeerHandshake {
         Array(
             HMAC<Crypto.SHA256>.authenticationCode(
                 for: Array("raftd-dialer".utf8) + transcript(hello, acceptorNonce: acceptorNonce), using: secret))
+    }
+
+    /// The key of the connection's integrity tags, known only to the two ends.
+    static func sessionKey(secret: SymmetricKey, hello: Hello, acceptorNonce: [UInt8]) -> SymmetricKey {
+        SymmetricKey(
+            data: Array(
+                HMAC<Crypto.SHA256>.authenticationCode(
+                    for: Array("raftd-session".utf8) + transcript(hello, acceptorNonce: acceptorNonce), using: secret)))
     }
 
     /// Constant-time check of a MAC the peer sent.

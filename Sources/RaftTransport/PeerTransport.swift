@@ -33,9 +33,12 @@ public struct PeerTransportStatistics: Sendable, Equatable {
 public final class PeerTransport: Transport, Sendable {
     public let configuration: PeerTransportConfiguration
     let logger: Logger
+    private let pendingHandshakes = Atomic<Int>(0)
     /// The handshake's HMAC key (made per use: `SymmetricKey` is not `Sendable`).
     var key: SymmetricKey { SymmetricKey(data: configuration.secret) }
     private let group: MultiThreadedEventLoopGroup
+    /// Whether `stop` shuts the group down (false when the caller lent it).
+    private let ownsGroup: Bool
 
     private struct State {
         var receiver: (any FrameReceiver)?
@@ -48,22 +51,29 @@ public final class PeerTransport: Transport, Sendable {
         /// Where each peer listens (from the configuration; `setAddress` changes it).
         var addresses: [NodeID: PeerAddress] = [:]
         var nonces = RecentNonces(capacity: 4096)
-        /// Refusal log lines already written, by peer and cause.
-        var logged: Set<String> = []
+        /// When a refusal was last logged, by source host and cause (at most one line per
+        /// key per `refusalLogInterval`).
+        var logged: [String: ContinuousClock.Instant] = [:]
+        /// Bulk requests in service per peer (over all its connections).
+        var servingByPeer: [NodeID: Int] = [:]
     }
     private let state = Mutex(State())
     private let stats = Mutex(PeerTransportStatistics())
 
+    static let refusalLogInterval = Duration.seconds(600)
+
+    /// `group`: event loops lent by the caller (shared by several transports in one
+    /// process; `stop` leaves them running); nil: the transport makes and owns its own.
     public init(
-        configuration: PeerTransportConfiguration, logger: Logger = Logger(label: "raftd.transport")
-    )
-        throws(PeerTransportError)
-    {
+        configuration: PeerTransportConfiguration, logger: Logger = Logger(label: "raftd.transport"),
+        group: MultiThreadedEventLoopGroup? = nil
+    ) throws(PeerTransportError) {
         if let problem = configuration.validate() { throw .configuration(problem) }
         self.configuration = configuration
         self.logger = logger
         state.withLock { $0.addresses = configuration.peers }
-        group = MultiThreadedEventLoopGroup(numberOfThreads: configuration.eventLoopThreads)
+        ownsGroup = group == nil
+        self.group = group ?? MultiThreadedEventLoopGroup(numberOfThreads: configuration.eventLoopThreads)
     }
 
     /// Binds the listening socket and starts dialling the peers with larger IDs. Frames and
@@ -92,16 +102,18 @@ public final class PeerTransport: Transport, Sendable {
 
     private func bind(_ receiver: any FrameReceiver) -> EventLoopFuture<any Channel> {
         state.withLock { $0.receiver = receiver }
-        let maximum = configuration.maximumMessageBytes
         return ServerBootstrap(group: group)
             .serverChannelOption(.backlog, value: 256)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
             .childChannelInitializer { [self] channel in
                 channel.eventLoop.makeCompletedFuture {
+                    let limit = DecoderLimit(PeerHandshake.maximumHandshakeBytes)
+                    let sealer = PeerSealer()
                     try channel.pipeline.syncOperations.addHandlers(
-                        ByteToMessageHandler(PeerMessageDecoder(maximumBytes: maximum)),
-                        PeerChannelHandler(transport: self, role: .acceptor, handshake: nil))
+                        ByteToMessageHandler(PeerMessageDecoder(limit: limit)), sealer,
+                        PeerChannelHandler(
+                            transport: self, role: .acceptor, handshake: nil, limit: limit, sealer: sealer))
                 }
             }
             .bind(host: configuration.listen.host, port: configuration.listen.port)
@@ -143,7 +155,7 @@ public final class PeerTransport: Transport, Sendable {
         try? await server?.close()
         for channel in channels { try? await channel.close() }
         for task in dialers { await task.value }
-        try? await group.shutdownGracefully()
+        if ownsGroup { try? await group.shutdownGracefully() }
     }
 
     /// `stop` for callers outside Swift concurrency.
@@ -153,7 +165,9 @@ public final class PeerTransport: Transport, Sendable {
         for task in dialers { task.cancel() }
         try? server?.close().wait()
         for channel in channels { try? channel.close().wait() }
-        try? group.syncShutdownGracefully()
+        // A dialer still finishing its last attempt would find an owned group shut down
+        // under it; callers of this form lend the group (`TCPNetwork`), which stays up.
+        if ownsGroup { try? group.syncShutdownGracefully() }
     }
 
     private func beginStop() -> ((any Channel)?, [Task<Void, Never>], [any Channel]) {
@@ -195,14 +209,32 @@ public final class PeerTransport: Transport, Sendable {
             stats.withLock { $0.framesDropped += 1 }
             return false
         }
+        return send(frame, on: connection)
+    }
+
+    private func send(_ frame: PeerFrame, on connection: PeerConnection) -> Bool {
         let body = PeerWire.encode(frame)
-        let size = body.count + 5
+        let size = body.count + 5 + PeerSealer.tagBytes
         guard size <= configuration.maximumMessageBytes else {
-            logger.error(
-                "a frame over the message bound was not sent",
-                metadata: ["peer": "\(frame.to)", "bytes": "\(size)", "messages": "\(frame.messages.count)"])
-            stats.withLock { $0.framesDropped += 1 }
-            return false
+            // A turn's frame over the bound goes as several (in order, on one connection);
+            // only a single message over it by itself is dropped.
+            guard frame.messages.count > 1 else {
+                logger.error(
+                    "a message over the peer message bound was not sent (maximumMessageBytes must exceed the host's message size)",
+                    metadata: [
+                        "peer": "\(frame.to)", "bytes": "\(size)", "partition": "\(frame.messages[0].partition)",
+                    ])
+                stats.withLock { $0.framesDropped += 1 }
+                return false
+            }
+            let half = frame.messages.count / 2
+            var first = frame
+            first.messages = Array(frame.messages[..<half])
+            var second = frame
+            second.messages = Array(frame.messages[half...])
+            let a = send(first, on: connection)
+            let b = send(second, on: connection)
+            return a && b
         }
         let queued = connection.queuedBytes.add(size, ordering: .relaxed).newValue
         if queued > configuration.sendQueueBytes {
@@ -222,7 +254,15 @@ public final class PeerTransport: Transport, Sendable {
     public func request(_ request: BulkRequest, to node: NodeID) async throws(BulkError) -> BulkResponse {
         guard let connection = state.withLock({ $0.bulk[node] }) else { throw .unreachable(node) }
         stats.withLock { $0.bulkRequestsSent += 1 }
-        switch await connection.request(PeerWire.encode(request), bound: configuration.bulkRequestsInFlight) {
+        let deadline: Int64
+        if case .read = request {
+            deadline = configuration.bulkReadTimeoutMilliseconds
+        } else {
+            deadline = configuration.bulkStoreTimeoutMilliseconds
+        }
+        switch await connection.request(
+            PeerWire.encode(request), bound: configuration.bulkRequestsInFlight, deadlineMilliseconds: deadline)
+        {
         case .success(let response): return response
         case .failure(let error): throw error
         }
@@ -231,6 +271,17 @@ public final class PeerTransport: Transport, Sendable {
     // MARK: connection handlers' calls
 
     func freshNonce(_ nonce: [UInt8]) -> Bool { state.withLock { $0.nonces.insert(nonce) } }
+
+    /// Counts an inbound connection into its handshake; false over the bound.
+    func beginHandshake() -> Bool {
+        guard pendingHandshakes.add(1, ordering: .relaxed).newValue <= configuration.maximumPendingHandshakes else {
+            pendingHandshakes.subtract(1, ordering: .relaxed)
+            return false
+        }
+        return true
+    }
+
+    func endHandshake() { pendingHandshakes.subtract(1, ordering: .relaxed) }
 
     func register(_ connection: PeerConnection) {
         let replaced: PeerConnection? = state.withLock { state in
@@ -285,8 +336,15 @@ public final class PeerTransport: Transport, Sendable {
     func serve(_ request: BulkRequest, id: UInt64, on connection: PeerConnection) {
         guard let receiver = state.withLock({ $0.receiver }) else { return }
         let bound = configuration.bulkRequestsServed
-        guard connection.serving.add(1, ordering: .relaxed).newValue <= bound else {
-            connection.serving.subtract(1, ordering: .relaxed)
+        let peer = connection.peer
+        // Per peer over all its connections, held until the answer left the process: a
+        // peer that reconnects or stops reading cannot get more than the bound in service.
+        let admitted = state.withLock { state in
+            guard state.servingByPeer[peer, default: 0] < bound else { return false }
+            state.servingByPeer[peer, default: 0] += 1
+            return true
+        }
+        guard admitted else {
             stats.withLock { $0.bulkRequestsRefused += 1 }
             connection.write(
                 .bulkResponse, PeerConnection.u64(id),
@@ -294,39 +352,50 @@ public final class PeerTransport: Transport, Sendable {
             return
         }
         stats.withLock { $0.bulkRequestsServed += 1 }
-        Task {
-            let response = await receiver.serve(request, from: connection.peer)
-            connection.serving.subtract(1, ordering: .relaxed)
-            connection.write(.bulkResponse, PeerConnection.u64(id), PeerWire.encode(response))
+        let task = Task { [self] in
+            let response = await receiver.serve(request, from: peer)
+            connection.write(.bulkResponse, PeerConnection.u64(id), PeerWire.encode(response)) { [self] _ in
+                state.withLock { $0.servingByPeer[peer, default: 1] -= 1 }
+            }
+            connection.served(id)
         }
+        connection.serving(id, task)
     }
 
     func countBulkBytes(_ count: Int) { stats.withLock { $0.bulkBytesReceived += UInt64(count) } }
 
-    /// Counts a refusal and logs it once per peer and cause (a peer retrying with the wrong
-    /// secret every second would otherwise flood the log).
-    func refused(cause: RefusalCause, peer: String, detail: String) {
+    /// Counts a refusal and logs it at most once per source host and cause every ten
+    /// minutes (a peer retrying with the wrong secret every second would flood the log;
+    /// what a stranger claims before its proof never keys the log).
+    func refused(cause: RefusalCause, peer: String, source: String, detail: String) {
         stats.withLock { $0.refusals[cause.rawValue, default: 0] += 1 }
-        // Acceptors identify a peer by its claimed node ID and address; the port of an
-        // address changes with each connection, so only the host part keys the log line.
-        let key = "\(peer.split(separator: ":").first ?? "")|\(cause.rawValue)"
-        let first: Bool = state.withLock { state in
-            guard state.logged.count < 4096 else { return false }
-            return state.logged.insert(key).inserted
-        }
-        guard first else { return }
+        guard shouldLog("\(source)|\(cause.rawValue)") else { return }
         logger.warning(
             "peer connection refused: \(detail)",
-            metadata: ["peer": "\(peer)", "cause": "\(cause.rawValue)", "repeats": "logged once per peer and cause"])
+            metadata: [
+                "peer": "\(peer)", "cause": "\(cause.rawValue)",
+                "repeats": "logged at most once per source and cause every 10 minutes",
+            ])
     }
 
     func refusedByPeer(peer: String, reason: String) {
-        let key = "\(peer)|by-peer|\(reason)"
-        let first = state.withLock { $0.logged.count < 4096 && $0.logged.insert(key).inserted }
-        guard first else { return }
+        guard shouldLog("\(peer)|by-peer|\(reason)") else { return }
         logger.error(
             "a peer refused this node's connection: fix the configuration named by the cause",
             metadata: ["peer": "\(peer)", "cause": "\(reason)"])
+    }
+
+    private func shouldLog(_ key: String) -> Bool {
+        let now = ContinuousClock.now
+        return state.withLock { state in
+            if let last = state.logged[key], now - last < Self.refusalLogInterval { return false }
+            if state.logged.count >= 1024 {
+                state.logged = state.logged.filter { now - $0.value < Self.refusalLogInterval }
+                if state.logged.count >= 1024 { return false }
+            }
+            state.logged[key] = now
+            return true
+        }
     }
 
     // MARK: dialling
@@ -336,7 +405,6 @@ public final class PeerTransport: Transport, Sendable {
     private func dial(_ peer: NodeID, _ kind: ConnectionKind) async {
         var attempt = 0
         var reportedDown = false
-        let maximum = configuration.maximumMessageBytes
         while !Task.isCancelled && !state.withLock({ $0.stopped }) {
             guard let address = state.withLock({ $0.addresses[peer] }) else { return }
             let promise = HandshakeSignal(group.next().makePromise(of: Void.self))
@@ -345,10 +413,13 @@ public final class PeerTransport: Transport, Sendable {
                 .channelOption(.socketOption(.tcp_nodelay), value: 1)
                 .channelInitializer { [self] channel in
                     channel.eventLoop.makeCompletedFuture {
+                        let limit = DecoderLimit(PeerHandshake.maximumHandshakeBytes)
+                        let sealer = PeerSealer()
                         try channel.pipeline.syncOperations.addHandlers(
-                            ByteToMessageHandler(PeerMessageDecoder(maximumBytes: maximum)),
+                            ByteToMessageHandler(PeerMessageDecoder(limit: limit)), sealer,
                             PeerChannelHandler(
-                                transport: self, role: .dialer(peer: peer, kind: kind), handshake: promise))
+                                transport: self, role: .dialer(peer: peer, kind: kind), handshake: promise,
+                                limit: limit, sealer: sealer))
                     }
                 }
             do {
@@ -385,7 +456,11 @@ public final class PeerTransport: Transport, Sendable {
             let ceiling = min(
                 configuration.reconnectMaximumMilliseconds,
                 configuration.reconnectMinimumMilliseconds << min(attempt, 16))
-            let delay = attempt == 0 ? configuration.reconnectMinimumMilliseconds : Int.random(in: 0...ceiling)
+            let delay =
+                attempt == 0
+                ? Int.random(
+                    in: configuration.reconnectMinimumMilliseconds...(2 * configuration.reconnectMinimumMilliseconds))
+                : Int.random(in: 0...ceiling)
             do {
                 try await Task.sleep(for: .milliseconds(delay))
             } catch {

@@ -41,7 +41,8 @@ public struct PeerTransportConfiguration: Sendable {
     public var peers: [NodeID: PeerAddress]
 
     /// The largest message on a connection (length prefix excluded). A peer that announces
-    /// a larger one is closed: it is damaged or hostile.
+    /// a larger one is closed: it is damaged or hostile. Every node of a cluster must use
+    /// the same value: a frame one node sends must fit what the other takes.
     public var maximumMessageBytes = 64 << 20
     /// Bytes queued for one peer's frame connection beyond which `send` drops frames (Raft
     /// sends again); the host sees the drop as `false`.
@@ -51,10 +52,16 @@ public struct PeerTransportConfiguration: Sendable {
     /// Bulk requests one peer may have this node serve at once; beyond it they are refused.
     public var bulkRequestsServed = 32
     /// A connection that has not completed the handshake within this is closed.
-    public var handshakeTimeoutMilliseconds: Int64 = 5_000
-    /// A frame connection that carries nothing for this long is closed and dialled again
-    /// (the host's liveness heartbeats keep a healthy one busy).
-    public var idleTimeoutMilliseconds: Int64 = 15_000
+    public var handshakeTimeoutMilliseconds: Int64 = 2_000
+    /// Inbound connections in their handshake at once; more are closed at once (a
+    /// stranger opening many connections cannot use up this node's descriptors).
+    public var maximumPendingHandshakes = 64
+    /// A connection that receives nothing (not even the pings each end sends after a third
+    /// of this without writing) for this long is closed and dialled again.
+    public var idleTimeoutMilliseconds: Int64 = 10_000
+    /// How long a bulk read, and a store or replica creation, may wait for its answer.
+    public var bulkReadTimeoutMilliseconds: Int64 = 30_000
+    public var bulkStoreTimeoutMilliseconds: Int64 = 600_000
     /// Reconnect back-off: full jitter between 0 and min(maximum, minimum × 2^attempt).
     public var reconnectMinimumMilliseconds = 50
     public var reconnectMaximumMilliseconds = 3_000
@@ -84,6 +91,9 @@ public struct PeerTransportConfiguration: Sendable {
             return "reconnect back-off needs 1 ≤ minimum ≤ maximum"
         }
         if eventLoopThreads < 1 { return "eventLoopThreads must be at least 1" }
+        if maximumPendingHandshakes < 1 || handshakeTimeoutMilliseconds < 1 || idleTimeoutMilliseconds < 3 {
+            return "handshake and idle bounds must be positive"
+        }
         return nil
     }
 }

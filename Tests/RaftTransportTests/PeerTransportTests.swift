@@ -226,24 +226,31 @@ struct PeerTransportTests {
         }
         // After a genuine handshake: a malformed frame, then a frame claiming another sender.
         let secret = mesh.network.secret
-        for damage in ["malformed", "impersonation", "wrong type"] {
+        for damage in ["malformed", "impersonation", "wrong type", "tampered", "unsealed"] {
             let socket = try RawSocket(port: port)
             let dialer = ManualDialer(
                 cluster: mesh.network.clusterID, from: mesh.nodes[0], to: mesh.nodes[1], secret: secret)
             #expect(dialer.run(socket)?.type == PeerMessageType.accepted.rawValue)
             switch damage {
             case "malformed":
-                socket.sendMessage(PeerMessageType.frame.rawValue, [1, 2, 3, 4, 5])
+                dialer.sendSealed(socket, .frame, [1, 2, 3, 4, 5])
             case "impersonation":
                 let frame = PeerFrame(from: NodeID.random(), to: mesh.nodes[1], senderBoot: 1, messages: [])
+                dialer.sendSealed(socket, .frame, PeerWire.encode(frame))
+            case "tampered":
+                let frame = PeerFrame(from: mesh.nodes[0], to: mesh.nodes[1], senderBoot: 1, messages: [])
+                dialer.sendSealed(socket, .frame, PeerWire.encode(frame), tamper: true)
+            case "unsealed":
+                let frame = PeerFrame(from: mesh.nodes[0], to: mesh.nodes[1], senderBoot: 1, messages: [])
                 socket.sendMessage(PeerMessageType.frame.rawValue, PeerWire.encode(frame))
             default:
-                socket.sendMessage(PeerMessageType.bulkRequest.rawValue, Array(repeating: 0, count: 20))
+                dialer.sendSealed(socket, .bulkRequest, Array(repeating: 0, count: 20))
             }
             #expect(socket.closedByPeer(), "\(damage)")
         }
         #expect(target.statistics.refusals[RefusalCause.malformedMessage.rawValue] == 2)
         #expect(target.statistics.refusals[RefusalCause.impersonation.rawValue] == 1)
+        #expect(target.statistics.refusals[RefusalCause.badIntegrityTag.rawValue] == 2)
         try await mesh.waitConnected()
         try await mesh.exchange(0, 1)
         try await mesh.exchange(1, 0)
@@ -275,6 +282,59 @@ struct PeerTransportTests {
             messages: Array(repeating: PeerMessage(partition: key, message: big), count: 3))
         #expect(!mesh.transport(0).send(huge))
         try await until("the accepted frames arrive", within: 10) { mesh.receivers[1].received.count >= accepted }
+    }
+}
+
+@Suite("Transport: bounds on strangers and silent peers", .serialized)
+struct PeerTransportBoundsTests {
+    @Test(
+        "Transport: connections beyond the pending-handshake bound are closed; a message before the handshake is small")
+    func pendingHandshakes() async throws {
+        let mesh = try Mesh(2) { $0.maximumPendingHandshakes = 8 }
+        defer { mesh.stop() }
+        try await mesh.waitConnected()
+        let target = mesh.transport(1)
+        // Before its handshake, a connection may not announce more than a hello's size.
+        let big = try RawSocket(port: target.listeningPort)
+        big.send([0, 0, 2, 0, 1])
+        #expect(big.closedByPeer())
+        #expect(target.statistics.refusals[RefusalCause.oversizedMessage.rawValue] == 1)
+        let idle = try (0..<12).map { _ in try RawSocket(port: target.listeningPort) }
+        try await until("the connections over the bound are refused", within: 5) {
+            target.statistics.refusals[RefusalCause.tooManyHandshakes.rawValue, default: 0] >= 4
+        }
+        _ = idle
+        try await mesh.exchange(0, 1)
+        try await mesh.exchange(1, 0)
+    }
+
+    @Test("Transport: an idle connection stays up on pings; a bulk request past its deadline is unreachable")
+    func idleAndDeadlines() async throws {
+        let mesh = try Mesh(2) { configuration in
+            configuration.idleTimeoutMilliseconds = 300
+            configuration.bulkStoreTimeoutMilliseconds = 300
+        }
+        defer { mesh.stop() }
+        try await mesh.waitConnected()
+        let established = mesh.transport(0).statistics.connectionsEstablished
+        try await Task.sleep(for: .milliseconds(1_500))
+        #expect(mesh.transport(0).statistics.connectionsEstablished == established, "pings keep idle connections")
+        let key = PartitionKey(authority: try StorageName("s0"), partitionID: try PartitionID(1))
+        let attachment = try AttachmentID(hash: Array(repeating: 1, count: 32), sizes: [100])
+        mesh.receivers[1].holdServing.store(true, ordering: .relaxed)
+        let started = ContinuousClock.now
+        await #expect(throws: BulkError.unreachable(mesh.nodes[1])) {
+            _ = try await mesh.transport(0).request(.store(partition: key, attachment: attachment), to: mesh.nodes[1])
+        }
+        #expect(ContinuousClock.now - started < .seconds(5))
+        // A cancelled request ends at once too.
+        let task = Task {
+            try await mesh.transport(0).request(.store(partition: key, attachment: attachment), to: mesh.nodes[1])
+        }
+        try await Task.sleep(for: .milliseconds(50))
+        task.cancel()
+        await #expect(throws: BulkError.self) { _ = try await task.value }
+        mesh.receivers[1].holdServing.store(false, ordering: .relaxed)
     }
 }
 

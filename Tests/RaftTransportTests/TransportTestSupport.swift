@@ -26,7 +26,7 @@ final class RecordingReceiver: FrameReceiver, Sendable {
         switch request {
         case .read(_, _, let offset, let length):
             return .data((0..<length).map { UInt8(truncatingIfNeeded: Int(offset) + $0) })
-        case .store:
+        case .store, .createReplica:
             return .stored
         }
     }
@@ -160,10 +160,13 @@ final class RawSocket {
     }
 }
 
-/// Runs the dialer's half of the handshake by hand, as a peer would.
-struct ManualDialer {
+/// Runs the dialer's half of the handshake by hand, as a peer would, then seals messages
+/// with the session key as a real node does.
+final class ManualDialer {
     let hello: PeerHandshake.Hello
     let secret: [UInt8]
+    private var sessionKey: SymmetricKey?
+    private var sequence: UInt64 = 0
 
     init(cluster: ClusterID, from: NodeID, to: NodeID, kind: ConnectionKind = .frames, secret: [UInt8]) {
         hello = PeerHandshake.Hello(cluster: cluster, from: from, to: to, kind: kind, nonce: PeerHandshake.nonce())
@@ -176,9 +179,23 @@ struct ManualDialer {
         socket.sendMessage(PeerMessageType.hello.rawValue, hello.encoded)
         guard let challenge = socket.receiveMessage() else { return nil }
         guard challenge.type == PeerMessageType.challenge.rawValue else { return challenge }
-        let proof = PeerHandshake.dialerMAC(
-            secret: SymmetricKey(data: secret), hello: hello, acceptorNonce: challenge.body)
+        let key = SymmetricKey(data: secret)
+        let proof = PeerHandshake.dialerMAC(secret: key, hello: hello, acceptorNonce: challenge.body)
         socket.sendMessage(PeerMessageType.proof.rawValue, proof)
-        return socket.receiveMessage()
+        let answer = socket.receiveMessage()
+        if answer?.type == PeerMessageType.accepted.rawValue {
+            sessionKey = PeerHandshake.sessionKey(secret: key, hello: hello, acceptorNonce: challenge.body)
+        }
+        return answer
+    }
+
+    /// Sends a message after the handshake with its integrity tag (`tamper`: a wrong one).
+    func sendSealed(_ socket: RawSocket, _ type: PeerMessageType, _ body: [UInt8], tamper: Bool = false) {
+        var tag = PeerSealer.tag(
+            key: sessionKey!, direction: PeerHandshake.dialerToAcceptor, sequence: sequence,
+            message: [type.rawValue] + body)
+        sequence += 1
+        if tamper { tag[0] ^= 1 }
+        socket.sendMessage(type.rawValue, body + tag)
     }
 }

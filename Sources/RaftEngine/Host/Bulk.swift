@@ -50,10 +50,16 @@ public enum BulkRequest: Sendable, Equatable {
     /// Make `attachment` durable on the receiver's replica of `partition`, reading it from
     /// the sender; answered once it is (or cannot be).
     case store(partition: PartitionKey, attachment: AttachmentID)
+    /// Create the receiver's replica `spec` of a partition the sender minted (its key's
+    /// authority is a storage of the sender): a new multi-member partition's other members.
+    /// The host answers it itself (`stored` once the replica is registered), never the
+    /// bulk service; a replica that exists already with the same member is `stored` too.
+    case createReplica(ReplicaSpec)
 
     public var partition: PartitionKey {
         switch self {
         case .read(let partition, _, _, _), .store(let partition, _): partition
+        case .createReplica(let spec): spec.partition
         }
     }
 

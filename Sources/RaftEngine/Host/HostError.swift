@@ -24,11 +24,13 @@ public enum HostError: Error, Hashable, Sendable, CustomStringConvertible {
     case replicaFailed(String)
     /// The host is shutting down or was stopped.
     case stopped
+    /// A peer node this request needs is not reachable now (retryable).
+    case unreachable(String)
 
     /// True when the same request may succeed later (possibly at another replica).
     public var isRetryable: Bool {
         switch self {
-        case .overloaded, .notLeader, .lostLeadership, .timedOut: return true
+        case .overloaded, .notLeader, .lostLeadership, .timedOut, .unreachable: return true
         case .refused(let reason):
             switch reason {
             case .notLeader, .uncommittedLimitExceeded, .transferInProgress, .confChangeInProgress: return true
@@ -51,6 +53,7 @@ public enum HostError: Error, Hashable, Sendable, CustomStringConvertible {
         case .invalid(let reason): return "invalid request: \(reason)"
         case .replicaFailed(let reason): return "replica stopped: \(reason)"
         case .stopped: return "the node host is stopped"
+        case .unreachable(let what): return "\(what); retry when the node is back"
         }
     }
 }

@@ -259,8 +259,56 @@ public final class NodeHost: FrameReceiver, @unchecked Sendable {
         guard node != nodeID, context.nodes.contains(node) else {
             return .refused("node \(node) is not a peer in this cluster")
         }
+        if case .createReplica(let spec) = request { return await createReplica(spec, for: node) }
         guard let service = context.bulk.current else { return .refused("node \(nodeID) serves no bulk data") }
         return await service.serve(request, from: node)
+    }
+
+    /// A peer's request to create this node's replica of a partition it minted.
+    private func createReplica(_ spec: ReplicaSpec, for node: NodeID) async -> BulkResponse {
+        guard cluster.node(serving: spec.partition.authority) == node else {
+            return .refused(
+                "node \(node) does not serve storage \(spec.partition.authority), the authority of \(spec.partition)")
+        }
+        guard context.storageNames.contains(spec.storage) else {
+            return .refused("storage \(spec.storage) is not served by node \(nodeID)")
+        }
+        for replica in spec.replicas where cluster.node(serving: replica.storage) == nil {
+            return .refused(
+                "member \(replica.member) is on storage \(replica.storage), which the cluster does not know")
+        }
+        if let status = try? await status(of: spec.partition) {
+            return status.replica.member == spec.member
+                ? .stored : .refused("\(spec.partition) has member \(status.replica.member) here, not \(spec.member)")
+        }
+        var spec = spec
+        spec.campaign = false
+        do {
+            try createReplicas([spec])
+            return .stored
+        } catch {
+            return .refused("\(error)")
+        }
+    }
+
+    /// Creates `spec` (a replica of a partition this node minted) on the node serving its
+    /// storage, and waits for it to be registered there.
+    public func createReplicaOnPeer(_ spec: ReplicaSpec) async throws(HostError) {
+        guard let node = cluster.node(serving: spec.storage), node != nodeID else {
+            throw .invalid("storage \(spec.storage) is not a peer's storage")
+        }
+        let response: BulkResponse
+        do {
+            response = try await bulkRequest(.createReplica(spec), to: node)
+        } catch {
+            throw .unreachable("creating replica \(spec.member) of \(spec.partition) on node \(node): \(error)")
+        }
+        switch response {
+        case .stored: return
+        case .refused(let reason):
+            throw .invalid("node \(node) refused replica \(spec.member) of \(spec.partition): \(reason)")
+        case .data: throw .invalid("node \(node) answered a replica creation with data")
+        }
     }
 
     /// Sends a bulk request to a peer node.

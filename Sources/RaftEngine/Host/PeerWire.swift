@@ -208,6 +208,17 @@ public enum PeerWire {
         case .store(_, let attachment):
             writer.u8(2)
             encode(attachment, into: &writer)
+        case .createReplica(let spec):
+            writer.u8(3)
+            writer.u64(spec.member.rawValue)
+            writer.storageName(spec.storage)
+            writer.u8(spec.mode.rawValue)
+            writer.u8(UInt8(spec.replicas.count))
+            for replica in spec.replicas {
+                writer.u64(replica.member.rawValue)
+                writer.storageName(replica.storage)
+                writer.u8(replica.role.rawValue)
+            }
         }
         return writer.bytes
     }
@@ -231,6 +242,29 @@ public enum PeerWire {
                 request = .read(partition: partition, attachment: attachment, offset: offset, length: length)
             case 2:
                 request = .store(partition: partition, attachment: try attachmentID(&reader))
+            case 3:
+                let member = MemberID(try reader.u64())
+                let storage = try reader.storageName()
+                let rawMode = try reader.u8()
+                guard let mode = ReplicationMode(rawValue: rawMode) else {
+                    throw DecodeFailure("unknown replication mode \(rawMode)")
+                }
+                let count = Int(try reader.u8())
+                guard count <= StoredConfState.maximumMembers else { throw DecodeFailure("\(count) replicas") }
+                var replicas: [RouteReplica] = []
+                for _ in 0..<count {
+                    let replicaMember = MemberID(try reader.u64())
+                    let replicaStorage = try reader.storageName()
+                    let rawRole = try reader.u8()
+                    guard let role = ReplicaRole(rawValue: rawRole) else {
+                        throw DecodeFailure("unknown replica role \(rawRole)")
+                    }
+                    guard replicaMember != .none else { throw DecodeFailure("a replica with member 0") }
+                    replicas.append(RouteReplica(member: replicaMember, storage: replicaStorage, role: role))
+                }
+                guard member != .none else { throw DecodeFailure("a replica with member 0") }
+                request = .createReplica(
+                    ReplicaSpec(partition: partition, member: member, storage: storage, replicas: replicas, mode: mode))
             default:
                 throw DecodeFailure("unknown bulk request kind \(kind)")
             }

@@ -2,7 +2,7 @@ import RaftConsensus
 
 /// A replica to create on this node: the partition, the member this replica is, the local
 /// storage that holds it, and every replica of the group (its initial configuration).
-public struct ReplicaSpec: Sendable {
+public struct ReplicaSpec: Sendable, Equatable {
     public var partition: PartitionKey
     public var member: MemberID
     public var storage: StorageName

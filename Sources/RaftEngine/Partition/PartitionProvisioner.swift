@@ -17,6 +17,11 @@ public struct PartitionProvisioner: Sendable {
     /// replicas can be added) or `.local` (written without Raft rounds or ticks; switched to
     /// raft later with `NodeHost.setReplicationMode`, moving no data).
     public var mode = ReplicationMode.raft
+    /// Storages (of other nodes) that hold the other members of each partition it mints,
+    /// members 2, 3, … in order: their replicas are created first (every one must be), then
+    /// this node's member 1, which campaigns. Empty: single-member partitions. Only with
+    /// `.raft`.
+    public var peerStorages: [StorageName] = []
 
     public init(host: NodeHost, writer: PartitionWriter, storage: StorageName, metadata: MetadataStore) {
         self.host = host
@@ -70,12 +75,22 @@ public struct PartitionProvisioner: Sendable {
             throw .refused(.storage("allocating a partition ID: \(error)"))
         }
         let member = MemberID(1)
+        let others = mode == .raft ? peerStorages : []
+        let replicas =
+            [RouteReplica(member: member, storage: storage, role: .voter)]
+            + others.enumerated().map {
+                RouteReplica(member: MemberID(UInt64($0.offset + 2)), storage: $0.element, role: .voter)
+            }
         do {
+            // The other members first: a leader elected before they exist would send to
+            // nobody, and a partition missing a member on some node is worse than none.
+            for replica in replicas.dropFirst() {
+                try await host.createReplicaOnPeer(
+                    ReplicaSpec(partition: key, member: replica.member, storage: replica.storage, replicas: replicas))
+            }
             try host.createReplicas([
                 ReplicaSpec(
-                    partition: key, member: member, storage: storage,
-                    replicas: [RouteReplica(member: member, storage: storage, role: .voter)], campaign: true,
-                    mode: mode)
+                    partition: key, member: member, storage: storage, replicas: replicas, campaign: true, mode: mode)
             ])
         } catch {
             throw .host(error)
