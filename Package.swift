@@ -15,6 +15,7 @@ let package = Package(
         .library(name: "RaftTesting", targets: ["RaftTesting"]),
         .library(name: "RaftTransport", targets: ["RaftTransport"]),
         .library(name: "RaftAPI", targets: ["RaftAPI"]),
+        .library(name: "RaftClient", targets: ["RaftClient"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
@@ -60,6 +61,7 @@ let package = Package(
                 "CRaftIO",
                 "RaftConsensus",
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "Metrics", package: "swift-metrics"),
             ]
         ),
         // The network transport between nodes: SwiftNIO TCP, the authenticated handshake,
@@ -85,6 +87,16 @@ let package = Package(
             ],
             exclude: ["Proto"]
         ),
+        // The Swift client: the batch stream, routing cache, NotLeader following, retries.
+        .target(
+            name: "RaftClient",
+            dependencies: [
+                "RaftAPI",
+                .product(name: "GRPCCore", package: "grpc-swift-2"),
+                .product(name: "GRPCNIOTransportHTTP2", package: "grpc-swift-nio-transport"),
+                .product(name: "GRPCProtobuf", package: "grpc-swift-protobuf"),
+            ]
+        ),
         // The one in-process cluster harness (LocalCluster), the in-memory network, the
         // recording state machine and agreement checker, and the seeded host simulation:
         // shared by the tests, `raftd demo`, `raftd simulate --host` and HostBench. Nothing
@@ -103,6 +115,8 @@ let package = Package(
                 "RaftEngine",
                 "RaftTransport",
                 "RaftAPI",
+                "RaftClient",
+                .product(name: "SwiftProtobuf", package: "swift-protobuf"),
                 .product(name: "TOMLKit", package: "TOMLKit"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),

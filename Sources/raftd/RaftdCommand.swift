@@ -7,11 +7,14 @@ struct RaftdCommand: AsyncParsableCommand {
         commandName: "raftd",
         abstract: "A multi-Raft replication engine for storage nodes hosting thousands of Git repository partitions.",
         discussion: """
-            Subcommands that exist today: demo (a 3-node cluster in one process), io-probe, wal verify, \
-            wal dump, simulate. serve and the cluster/partition admin commands arrive with the daemon \
-            issue; see docs/ROADMAP.md in the repository.
+            Start a local cluster with `raftd init --dir D`, then `raftd serve --config D/node<k>.toml` per \
+            node; repo, ref, cluster and partition talk to it over gRPC. demo runs a 3-node cluster in \
+            one process; io-probe, wal verify, wal dump and simulate are the engine's tools.
             """,
-        subcommands: [DemoCommand.self, IOProbeCommand.self, WALCommand.self, SimulateCommand.self]
+        subcommands: [
+            InitCommand.self, ServeCommand.self, RepoCommand.self, RefCommand.self, ClusterCommand.self,
+            PartitionCommand.self, DemoCommand.self, IOProbeCommand.self, WALCommand.self, SimulateCommand.self,
+        ]
     )
 }
 

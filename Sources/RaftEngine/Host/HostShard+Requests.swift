@@ -237,6 +237,11 @@ extension HostShard {
             s.leader = node.leader
             s.commit = node.logBounds.commit
             s.lastIndex = node.logBounds.last
+            if node.role == .leader {
+                for m in r.members {
+                    if let progress = node.progress(of: m.member) { s.matchIndex[m.member] = progress.match }
+                }
+            }
         } else if let d = r.suspended {
             s.role = d.isLeader ? .leader : .follower
             s.term = d.term

@@ -39,6 +39,9 @@ public struct ReplicaStatus: Hashable, Sendable, CustomStringConvertible {
     public var members: Int { Set(voters + votersOutgoing + learners).count }
     /// The node hosting each member this replica knows the node of (itself included).
     public var memberNodes: [MemberID: NodeID] = [:]
+    /// On a leader: each member's match index (what it holds durably, as far as the leader
+    /// knows). Empty elsewhere.
+    public var matchIndex: [MemberID: LogIndex] = [:]
     /// The ticks its shard has handled (diagnostics: a replica waiting for a tick slot).
     public var shardTick: UInt64 = 0
     /// The tick its campaign slot is due at, when it waits for one.

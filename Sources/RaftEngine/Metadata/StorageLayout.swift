@@ -34,6 +34,17 @@ public struct StorageLayout: Sendable, Equatable {
     public var walDirectory: String { raftDirectory + "/wal" }
     public var partitionsDirectory: String { raftDirectory + "/partitions" }
     public var stagingDirectory: String { raftDirectory + "/staging" }
+
+    /// The directory of this storage's replica of `key`:
+    /// `partitions/<h0h1>/<h2h3>/<authority>_<partitionID>`, where h0…h3 are the first hex
+    /// digits of the SHA-256 of the key's byte form (thousands of partitions spread over
+    /// 65,536 directories instead of one).
+    public func partitionDirectory(_ key: PartitionKey) -> String {
+        let hex = SHA256.hex(SHA256.hash(key.encoded))
+        let h = Array(hex.prefix(4))
+        return
+            "\(partitionsDirectory)/\(String(h[0...1]))/\(String(h[2...3]))/\(key.authority)_\(key.partitionID.rawValue)"
+    }
     public var tmpDirectory: String { raftDirectory + "/tmp" }
     /// The file whose flock(2) marks the storage as in use by one process.
     public var lockFile: String { raftDirectory + "/lock" }

@@ -1,3 +1,4 @@
+import Metrics
 import RaftConsensus
 
 #if canImport(Glibc)
@@ -22,6 +23,9 @@ extension SharedLog {
         var requests: [Request] = []
         var entryCount = 0
         var isRewrite = false
+        /// When the batch was prepared: `apply` records prepare-to-durable (the write and
+        /// its fdatasync) in `raftd_wal_batch_durable_seconds`.
+        let preparedAt = MonotonicClock.system.nanoseconds
 
         init(sequence: UInt64, segment: UInt64, offset: Int, capacity: Int) {
             self.sequence = sequence
@@ -492,6 +496,10 @@ extension SharedLog {
         for request in batch.requests { request.completion(.success(())) }
     }
 
+    /// Prepare-to-durable latency of WAL batches (swift-metrics: a no-op until the process
+    /// bootstraps a metrics backend, as `raftd serve` does with Prometheus).
+    static let durableLatency = Metrics.Timer(label: "raftd_wal_batch_durable_seconds", preferredDisplayUnit: .seconds)
+
     /// Applies a durable batch to the index, the cache and the counters.
     func apply(_ batch: PreparedBatch) {
         lock.withLock {
@@ -510,6 +518,7 @@ extension SharedLog {
                 case .hardState: break
                 }
             }
+            Self.durableLatency.recordNanoseconds(Int64(MonotonicClock.system.nanoseconds - batch.preparedAt))
             statisticsStorage.batches += 1
             statisticsStorage.fdatasyncs += 1
             statisticsStorage.records += UInt64(batch.records.count)

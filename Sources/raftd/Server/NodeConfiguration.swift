@@ -68,7 +68,8 @@ struct NodeConfiguration: Sendable {
             table = try TOMLTable(string: text)
         } catch let error as TOMLParseError {
             throw ConfigurationError(
-                file: file, field: "(syntax)", problem: "\(error.description) at \(error.source.begin.debugDescription)")
+                file: file, field: "(syntax)", problem: "\(error.description) at \(error.source.begin.debugDescription)"
+            )
         } catch {
             throw ConfigurationError(file: file, field: "(syntax)", problem: "\(error)")
         }
@@ -243,7 +244,9 @@ struct NodeConfiguration: Sendable {
             return text
         }
 
-        func int(_ table: TOMLTable, _ field: String, default value: Int, range: ClosedRange<Int>)
+        func int(
+            _ table: TOMLTable, _ field: String, default value: Int, range: ClosedRange<Int>
+        )
             throws(ConfigurationError) -> Int
         {
             guard let raw = table[last(field)] else { return value }
@@ -254,7 +257,9 @@ struct NodeConfiguration: Sendable {
             return number
         }
 
-        func parse<T>(_ table: TOMLTable, _ field: String, _ expected: String, _ make: (String) throws -> T)
+        func parse<T>(
+            _ table: TOMLTable, _ field: String, _ expected: String, _ make: (String) throws -> T
+        )
             throws(ConfigurationError) -> T
         {
             let text = try string(table, field)
@@ -296,7 +301,8 @@ struct NodeConfiguration: Sendable {
             guard info.st_mode & 0o077 == 0 else {
                 throw error(
                     field,
-                    "\(path) is readable by others (mode \(String(info.st_mode & 0o777, radix: 8))): run chmod 600 \(path)")
+                    "\(path) is readable by others (mode \(String(info.st_mode & 0o777, radix: 8))): run chmod 600 \(path)"
+                )
             }
             guard let data = FileManager.default.contents(atPath: path) else {
                 throw error(field, "\(path) is not readable by this user")

@@ -1,0 +1,163 @@
+import ArgumentParser
+import Foundation
+import GRPCCore
+import GRPCNIOTransportHTTP2
+import Logging
+import NIOCore
+import NIOPosix
+import RaftAPI
+import RaftEngine
+import ServiceLifecycle
+
+/// `raftd serve --config FILE`: one node of a cluster, until SIGTERM or SIGINT.
+struct ServeCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "serve",
+        abstract: "Run one raftd node (peer, gRPC and HTTP listeners) from its TOML configuration.",
+        discussion: """
+            `raftd init` writes a ready configuration per node. On SIGTERM or SIGINT the node stops \
+            accepting clients, finishes the requests in flight, writes and syncs its WAL, and exits 0.
+            """)
+
+    @Option(name: .long, help: "The node's TOML configuration file.")
+    var config: String
+
+    @Option(name: .long, help: "Log level: trace, debug, info, notice, warning, error or critical.")
+    var logLevel: String = "info"
+
+    func run() async throws {
+        guard let level = Logger.Level(rawValue: logLevel) else {
+            throw ValidationError(
+                "--log-level '\(logLevel)': use trace, debug, info, notice, warning, error or critical")
+        }
+        LoggingSystem.bootstrap { label in
+            var handler = StreamLogHandler.standardError(label: label)
+            handler.logLevel = level
+            return handler
+        }
+        var logger = Logger(label: "raftd")
+        let configuration: NodeConfiguration
+        do {
+            configuration = try NodeConfiguration(file: config)
+            try Self.checkPorts(configuration)
+        } catch {
+            FileHandle.standardError.write(Data("raftd serve: configuration error: \(error)\n".utf8))
+            throw ExitCode(2)
+        }
+        logger[metadataKey: "node"] = "\(configuration.name)"
+        let metrics = ServerMetrics()
+        let server: RaftServer
+        do {
+            server = try RaftServer(configuration: configuration, logger: logger)
+            try await server.start()
+        } catch {
+            FileHandle.standardError.write(Data("raftd serve: cannot start: \(error)\n".utf8))
+            throw ExitCode(1)
+        }
+        let service = NodeService(server: server, metrics: metrics, logger: logger)
+        let group = ServiceGroup(
+            configuration: ServiceGroupConfiguration(
+                services: [.init(service: service)], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
+        do {
+            try await group.run()
+        } catch {
+            logger.error("the node stopped on an error", metadata: ["error": "\(error)"])
+            throw ExitCode(1)
+        }
+    }
+
+    /// Refuses a listen address that is in use now, naming its field (bound again right
+    /// after: a race with another process is possible and then fails at that bind).
+    static func checkPorts(_ configuration: NodeConfiguration) throws {
+        for (field, address) in [
+            ("listen.peer", configuration.peerListen), ("listen.grpc", configuration.grpcListen),
+            ("listen.http", configuration.httpListen),
+        ] {
+            let channel: any Channel
+            do {
+                channel = try ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+                    .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+                    .bind(host: address.host, port: address.port).wait()
+            } catch {
+                throw ConfigurationError(
+                    file: configuration.file, field: field,
+                    problem:
+                        "cannot listen on \(address): \(error). Another process may use the port: stop it or choose another port"
+                )
+            }
+            try? channel.close().wait()
+        }
+    }
+}
+
+/// The node's listeners and their orderly shutdown, run by swift-service-lifecycle.
+struct NodeService: Service {
+    let server: RaftServer
+    let metrics: ServerMetrics
+    let logger: Logger
+
+    func run() async throws {
+        let configuration = server.configuration
+        let requests = RequestCounters()
+        let operations = APIOperations(server: server)
+        let grpc = GRPCServer(
+            transport: .http2NIOPosix(
+                address: .ipv4(host: configuration.grpcListen.host, port: configuration.grpcListen.port),
+                transportSecurity: .plaintext),
+            services: [
+                RepositoryServiceImpl(operations: operations, counters: requests),
+                RefServiceImpl(operations: operations, counters: requests, maximumOutstanding: 4_096),
+                ObjectPoolServiceImpl(operations: operations, counters: requests),
+                ClusterServiceImpl(operations: operations, counters: requests),
+            ],
+            interceptors: [TokenInterceptor(token: configuration.token, counters: requests)])
+        let server = self.server
+        let metrics = self.metrics
+        let http = try await HTTPEndpoint.start(
+            host: configuration.httpListen.host, port: configuration.httpListen.port,
+            group: .singletonMultiThreadedEventLoopGroup
+        ) { path in
+            switch path {
+            case "/metrics":
+                await metrics.update(server: server, requests: requests)
+                return (.ok, "text/plain; version=0.0.4", metrics.text())
+            case "/healthz":
+                return (.ok, "text/plain", "ok\n")
+            case "/readyz":
+                let problems = await server.readiness()
+                return problems.isEmpty
+                    ? (.ok, "text/plain", "ready\n")
+                    : (.serviceUnavailable, "text/plain", problems.joined(separator: "\n") + "\n")
+            default:
+                return (.notFound, "text/plain", "not found: try /metrics, /healthz or /readyz\n")
+            }
+        }
+        try await withThrowingDiscardingTaskGroup { group in
+            group.addTask { try await grpc.serve() }
+            do {
+                _ = try await grpc.listeningAddress
+            } catch {
+                logger.error(
+                    "listen.grpc: cannot listen",
+                    metadata: ["address": "\(configuration.grpcListen)", "error": "\(error)"])
+                grpc.beginGracefulShutdown()
+                await http.stop()
+                await server.stop()
+                throw error
+            }
+            logger.info(
+                "raftd node serving",
+                metadata: [
+                    "peer": "\(configuration.peerListen)", "grpc": "\(configuration.grpcListen)",
+                    "http": "\(configuration.httpListen)", "storages": "\(configuration.storages.map(\.name))",
+                    "partitions": "\(server.machines.count)",
+                ])
+            try? await gracefulShutdown()
+            logger.info("shutting down: no new clients; finishing requests in flight")
+            grpc.beginGracefulShutdown()
+        }
+        await http.stop()
+        await server.stop()
+        logger.info("stopped: the WAL is synced and every storage closed")
+    }
+}

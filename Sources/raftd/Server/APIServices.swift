@@ -1,0 +1,624 @@
+import Foundation
+import GRPCCore
+import RaftAPI
+import RaftConsensus
+import RaftEngine
+import Synchronization
+
+/// The operations behind both the unary RPCs and the batch stream: each returns its answer
+/// or throws `APIFailure` with the typed error.
+struct APIOperations: Sendable {
+    let server: RaftServer
+    var errors: APIErrors { APIErrors(server: server) }
+
+    func path(_ text: String) throws(APIFailure) -> RelativePath {
+        do {
+            return try RelativePath(text)
+        } catch {
+            throw APIFailure(APIErrors.invalid("relative path '\(text)': \(error)"))
+        }
+    }
+
+    func partition(of path: RelativePath) throws(APIFailure) -> PartitionKey {
+        guard let key = server.partition(of: path) else {
+            throw APIFailure(
+                APIErrors.notFound(
+                    "repository '\(path)' is not in any partition this node hosts: create it first (raftd repo create)")
+            )
+        }
+        return key
+    }
+
+    func commit(_ key: PartitionKey, _ operations: [PartitionOperation]) async throws(APIFailure) -> LogIndex {
+        do {
+            return try await server.writer.commit(key, PartitionTransaction(operations))
+        } catch {
+            throw APIFailure(errors.error(error))
+        }
+    }
+
+    func updateReferences(
+        _ request: Raftd_V1_UpdateReferencesRequest
+    ) async throws(APIFailure)
+        -> Raftd_V1_UpdateReferencesResponse
+    {
+        let path = try path(request.repository.relativePath)
+        let key = try partition(of: path)
+        var operations: [PartitionOperation] = []
+        if !request.pack.isEmpty {
+            guard request.pack.count <= PartitionTransaction.maximumInlinePackBytes else {
+                throw APIFailure(
+                    APIErrors.invalid(
+                        "a pack of \(request.pack.count) bytes is over \(PartitionTransaction.maximumInlinePackBytes); push it with git"
+                    ))
+            }
+            operations.append(.attachPack(path, .inline(pack: Array(request.pack), index: [])))
+        }
+        if !request.updates.isEmpty {
+            var updates: [ReferenceUpdate] = []
+            do {
+                for update in request.updates {
+                    updates.append(
+                        ReferenceUpdate(
+                            name: try RefName(update.reference), old: try ObjectID(hex: update.oldOid),
+                            new: try ObjectID(hex: update.newOid)))
+                }
+            } catch {
+                throw APIFailure(errors.error(error))
+            }
+            operations.append(.updateReferences(path, updates))
+        }
+        for value in request.setValues { operations.append(.setValue(key: value.key, value: Array(value.value))) }
+        for key in request.deleteValues { operations.append(.deleteValue(key: key)) }
+        guard !operations.isEmpty else { throw APIFailure(APIErrors.invalid("the transaction is empty")) }
+        var response = Raftd_V1_UpdateReferencesResponse()
+        response.lsn = try await commit(key, operations).rawValue
+        return response
+    }
+
+    func listRefs(_ request: Raftd_V1_ListRefsRequest) async throws(APIFailure) -> Raftd_V1_ListRefsResponse {
+        let path = try path(request.repository.relativePath)
+        let key = try partition(of: path)
+        let consistency: PartitionReadConsistency
+        switch request.consistency {
+        case .linearizable: consistency = .linearizable
+        case .lease: consistency = .lease
+        case .staleAtLsn: consistency = .appliedAtLeast(LogIndex(request.minLsn))
+        case .UNRECOGNIZED(let value): throw APIFailure(APIErrors.invalid("unknown consistency \(value)"))
+        }
+        let (lsn, references): (LogIndex, [RefName: ObjectID]?)
+        do {
+            (lsn, references) = try await server.reader.references(key, repository: path, consistency: consistency)
+        } catch {
+            throw APIFailure(errors.error(error))
+        }
+        guard let references else { throw APIFailure(APIErrors.notFound("repository '\(path)' does not exist")) }
+        var response = Raftd_V1_ListRefsResponse()
+        response.lsn = lsn.rawValue
+        response.references = references.keys.sorted().filter { $0.rawValue.hasPrefix(request.prefix) }.map {
+            var reference = Raftd_V1_Reference()
+            reference.name = $0.rawValue
+            reference.oid = references[$0]!.hex
+            return reference
+        }
+        return response
+    }
+}
+
+/// Counts client requests by method and status for /metrics.
+final class RequestCounters: Sendable {
+    private let counts = Mutex<[String: UInt64]>([:])
+
+    func count(_ method: String, _ status: String) {
+        counts.withLock { $0["\(method)|\(status)", default: 0] += 1 }
+    }
+
+    var snapshot: [(method: String, status: String, count: UInt64)] {
+        counts.withLock { $0 }.map { key, value in
+            let parts = key.split(separator: "|", maxSplits: 1).map(String.init)
+            return (parts[0], parts[1], value)
+        }.sorted { ($0.method, $0.status) < ($1.method, $1.status) }
+    }
+}
+
+/// Runs one unary call: counts it and turns `APIFailure` into its gRPC status.
+func unary<T>(
+    _ counters: RequestCounters, _ method: String, _ body: () async throws(APIFailure) -> T
+)
+    async throws -> T
+{
+    do {
+        let result = try await body()
+        counters.count(method, "ok")
+        return result
+    } catch {
+        counters.count(method, "\(error.error.code)")
+        throw APIErrors.rpcError(error.error)
+    }
+}
+
+struct RefServiceImpl: Raftd_V1_RefService.SimpleServiceProtocol {
+    let operations: APIOperations
+    let counters: RequestCounters
+    /// Requests one batch stream may have unanswered.
+    let maximumOutstanding: Int
+
+    func updateReferences(
+        request: Raftd_V1_UpdateReferencesRequest, context: ServerContext
+    ) async throws
+        -> Raftd_V1_UpdateReferencesResponse
+    {
+        try await unary(counters, "UpdateReferences") { () async throws(APIFailure) in
+            try await operations.updateReferences(request)
+        }
+    }
+
+    func listRefs(request: Raftd_V1_ListRefsRequest, context: ServerContext) async throws -> Raftd_V1_ListRefsResponse {
+        try await unary(counters, "ListRefs") { () async throws(APIFailure) in try await operations.listRefs(request) }
+    }
+
+    /// Each item runs as its own task; answers are gathered while the previous write is in
+    /// flight and sent together, so a busy stream sends few large messages.
+    func batch(
+        request: RPCAsyncSequence<Raftd_V1_BatchRequest, any Error>, response: RPCWriter<Raftd_V1_BatchResponse>,
+        context: ServerContext
+    ) async throws {
+        let outbox = BatchOutbox()
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask {
+                while let results = await outbox.next() {
+                    var message = Raftd_V1_BatchResponse()
+                    message.results = results
+                    try await response.write(message)
+                }
+            }
+            await withTaskGroup(of: Void.self) { items in
+                do {
+                    for try await message in request {
+                        for item in message.items {
+                            guard outbox.admit(maximumOutstanding) else {
+                                var error = Raftd_V1_Error()
+                                error.code = .unavailable
+                                error.message =
+                                    "more than \(maximumOutstanding) requests outstanding on this stream: wait for answers before sending more"
+                                counters.count("Batch", "\(error.code)")
+                                outbox.post(result(item.id, .error(error)), admitted: false)
+                                continue
+                            }
+                            items.addTask { await outbox.post(run(item), admitted: true) }
+                        }
+                    }
+                } catch {
+                    // The client's half ended with an error: answer what is in flight anyway.
+                }
+                await items.waitForAll()
+            }
+            outbox.finish()
+            try await group.waitForAll()
+        }
+    }
+
+    private func run(_ item: Raftd_V1_BatchItem) async -> Raftd_V1_BatchResult {
+        switch item.request {
+        case .updateReferences(let request):
+            do {
+                let answer = try await operations.updateReferences(request)
+                counters.count("Batch.UpdateReferences", "ok")
+                return result(item.id, .updateReferences(answer))
+            } catch {
+                counters.count("Batch.UpdateReferences", "\(error.error.code)")
+                return result(item.id, .error(error.error))
+            }
+        case .listRefs(let request):
+            do {
+                let answer = try await operations.listRefs(request)
+                counters.count("Batch.ListRefs", "ok")
+                return result(item.id, .listRefs(answer))
+            } catch {
+                counters.count("Batch.ListRefs", "\(error.error.code)")
+                return result(item.id, .error(error.error))
+            }
+        case nil:
+            return result(item.id, .error(APIErrors.invalid("a batch item without a request")))
+        }
+    }
+
+    private func result(_ id: UInt64, _ body: Raftd_V1_BatchResult.OneOf_Result) -> Raftd_V1_BatchResult {
+        var result = Raftd_V1_BatchResult()
+        result.id = id
+        result.result = body
+        return result
+    }
+}
+
+/// Answers of one batch stream waiting to be written, and the count of requests in flight.
+final class BatchOutbox: Sendable {
+    private struct State {
+        var ready: [Raftd_V1_BatchResult] = []
+        var outstanding = 0
+        var finished = false
+        var waiter: CheckedContinuation<[Raftd_V1_BatchResult]?, Never>?
+    }
+    private let state = Mutex(State())
+
+    func admit(_ bound: Int) -> Bool {
+        state.withLock { state in
+            guard state.outstanding < bound else { return false }
+            state.outstanding += 1
+            return true
+        }
+    }
+
+    func post(_ result: Raftd_V1_BatchResult, admitted: Bool) {
+        let waiter: CheckedContinuation<[Raftd_V1_BatchResult]?, Never>? = state.withLock { state in
+            if admitted { state.outstanding -= 1 }
+            state.ready.append(result)
+            guard let waiter = state.waiter else { return nil }
+            state.waiter = nil
+            return waiter
+        }
+        if let waiter { waiter.resume(returning: takeReady()) }
+    }
+
+    private func takeReady() -> [Raftd_V1_BatchResult] {
+        state.withLock { state in
+            defer { state.ready = [] }
+            return state.ready
+        }
+    }
+
+    /// Everything answered since the last call, waiting for at least one; nil once finished
+    /// and drained.
+    func next() async -> [Raftd_V1_BatchResult]? {
+        await withCheckedContinuation { continuation in
+            let now: [Raftd_V1_BatchResult]?? = state.withLock { state in
+                if !state.ready.isEmpty {
+                    defer { state.ready = [] }
+                    return .some(state.ready)
+                }
+                if state.finished { return .some(nil) }
+                state.waiter = continuation
+                return .none
+            }
+            if let now { continuation.resume(returning: now) }
+        }
+    }
+
+    func finish() {
+        let waiter: CheckedContinuation<[Raftd_V1_BatchResult]?, Never>? = state.withLock { state in
+            state.finished = true
+            guard state.ready.isEmpty, let waiter = state.waiter else { return nil }
+            state.waiter = nil
+            return waiter
+        }
+        waiter?.resume(returning: nil)
+    }
+}
+
+struct RepositoryServiceImpl: Raftd_V1_RepositoryService.SimpleServiceProtocol {
+    let operations: APIOperations
+    let counters: RequestCounters
+    var server: RaftServer { operations.server }
+
+    func createRepository(
+        request: Raftd_V1_CreateRepositoryRequest, context: ServerContext
+    ) async throws
+        -> Raftd_V1_CreateRepositoryResponse
+    {
+        try await unary(counters, "CreateRepository") { () async throws(APIFailure) in
+            let path = try operations.path(request.repository.relativePath)
+            let branch: RefName
+            do {
+                branch = try RefName(request.defaultBranch.isEmpty ? "refs/heads/main" : request.defaultBranch)
+            } catch {
+                throw APIFailure(operations.errors.error(error))
+            }
+            let pool = request.objectPoolPath.isEmpty ? nil : try operations.path(request.objectPoolPath)
+            if server.partition(of: path) != nil {
+                throw APIFailure(operations.errors.error(PartitionError.repositoryExists(path.rawValue)))
+            }
+            do {
+                let (key, lsn) = try await server.provisioner.createRepository(path, defaultBranch: branch, pool: pool)
+                var response = Raftd_V1_CreateRepositoryResponse()
+                response.partitionKey = key.description
+                response.lsn = lsn.rawValue
+                return response
+            } catch {
+                throw APIFailure(operations.errors.error(error))
+            }
+        }
+    }
+
+    func removeRepository(
+        request: Raftd_V1_RemoveRepositoryRequest, context: ServerContext
+    ) async throws
+        -> Raftd_V1_RemoveRepositoryResponse
+    {
+        try await unary(counters, "RemoveRepository") { () async throws(APIFailure) in
+            let path = try operations.path(request.repository.relativePath)
+            let key = try operations.partition(of: path)
+            var response = Raftd_V1_RemoveRepositoryResponse()
+            response.lsn = try await operations.commit(key, [.removeRepository(path)]).rawValue
+            return response
+        }
+    }
+
+    func repositoryExists(
+        request: Raftd_V1_RepositoryExistsRequest, context: ServerContext
+    ) async throws
+        -> Raftd_V1_RepositoryExistsResponse
+    {
+        try await unary(counters, "RepositoryExists") { () async throws(APIFailure) in
+            let path = try operations.path(request.repository.relativePath)
+            var response = Raftd_V1_RepositoryExistsResponse()
+            if let key = server.partition(of: path) {
+                response.exists = true
+                response.partitionKey = key.description
+            }
+            return response
+        }
+    }
+
+    func listRepositories(
+        request: Raftd_V1_ListRepositoriesRequest, context: ServerContext
+    ) async throws
+        -> Raftd_V1_ListRepositoriesResponse
+    {
+        try await unary(counters, "ListRepositories") { () throws(APIFailure) in
+            var response = Raftd_V1_ListRepositoriesResponse()
+            for (name, store) in server.metadata.sorted(by: { $0.key < $1.key })
+            where request.storage.isEmpty || request.storage == name.description {
+                let mappings: [PathMapping]
+                do {
+                    mappings = try store.pathMappings(limit: 1_000_000)
+                } catch {
+                    throw APIFailure(operations.errors.error(PartitionError.storage("\(error)")))
+                }
+                for mapping in mappings {
+                    var entry = Raftd_V1_RepositoryEntry()
+                    entry.relativePath = mapping.path.rawValue
+                    entry.partitionKey = mapping.partition.description
+                    response.repositories.append(entry)
+                }
+            }
+            return response
+        }
+    }
+}
+
+struct ObjectPoolServiceImpl: Raftd_V1_ObjectPoolService.SimpleServiceProtocol {
+    let operations: APIOperations
+    let counters: RequestCounters
+
+    func createObjectPool(
+        request: Raftd_V1_CreateObjectPoolRequest, context: ServerContext
+    ) async throws
+        -> Raftd_V1_CreateObjectPoolResponse
+    {
+        try await unary(counters, "CreateObjectPool") { () async throws(APIFailure) in
+            let path = try operations.path(request.poolPath)
+            do {
+                let (key, lsn) = try await operations.server.provisioner.createObjectPool(path)
+                var response = Raftd_V1_CreateObjectPoolResponse()
+                response.partitionKey = key.description
+                response.lsn = lsn.rawValue
+                return response
+            } catch {
+                throw APIFailure(operations.errors.error(error))
+            }
+        }
+    }
+
+    func linkRepositoryToObjectPool(
+        request: Raftd_V1_LinkRepositoryToObjectPoolRequest, context: ServerContext
+    )
+        async throws -> Raftd_V1_ObjectPoolChangeResponse
+    {
+        try await unary(counters, "LinkRepositoryToObjectPool") { () async throws(APIFailure) in
+            let path = try operations.path(request.repository.relativePath)
+            let pool = try operations.path(request.poolPath)
+            let key = try operations.partition(of: path)
+            var response = Raftd_V1_ObjectPoolChangeResponse()
+            response.lsn = try await operations.commit(key, [.linkToPool(repository: path, pool: pool)]).rawValue
+            return response
+        }
+    }
+
+    func disconnectRepositoryFromObjectPool(
+        request: Raftd_V1_DisconnectRepositoryFromObjectPoolRequest, context: ServerContext
+    ) async throws -> Raftd_V1_ObjectPoolChangeResponse {
+        try await unary(counters, "DisconnectRepositoryFromObjectPool") { () async throws(APIFailure) in
+            let path = try operations.path(request.repository.relativePath)
+            let key = try operations.partition(of: path)
+            var response = Raftd_V1_ObjectPoolChangeResponse()
+            response.lsn = try await operations.commit(key, [.unlinkFromPool(path)]).rawValue
+            return response
+        }
+    }
+}
+
+struct ClusterServiceImpl: Raftd_V1_ClusterService.SimpleServiceProtocol {
+    let operations: APIOperations
+    let counters: RequestCounters
+    var server: RaftServer { operations.server }
+
+    func clusterInfo(
+        request: Raftd_V1_ClusterInfoRequest, context: ServerContext
+    ) async throws
+        -> Raftd_V1_ClusterInfoResponse
+    {
+        try await unary(counters, "ClusterInfo") { () async throws(APIFailure) in
+            let configuration = server.configuration
+            var response = Raftd_V1_ClusterInfoResponse()
+            response.clusterID = configuration.clusterID.description
+            let connected = Set(server.transport.connectedPeers)
+            var me = Raftd_V1_NodeInfo()
+            me.nodeID = configuration.nodeID.description
+            me.name = configuration.name
+            me.clientAddress = configuration.grpcListen.description
+            me.storages = configuration.storages.map(\.name.description)
+            me.reachable = true
+            response.nodes.append(me)
+            for peer in configuration.peers {
+                var node = Raftd_V1_NodeInfo()
+                node.nodeID = peer.id.description
+                node.name = peer.name
+                node.clientAddress = peer.clientAddress.description
+                node.storages = peer.storages.map(\.description)
+                node.reachable = connected.contains(peer.id)
+                response.nodes.append(node)
+            }
+            let counts = await server.partitionCounts()
+            for entry in configuration.storages {
+                var storage = Raftd_V1_StorageInfo()
+                storage.name = entry.name.description
+                storage.nodeID = configuration.nodeID.description
+                storage.replicas = counts[entry.name]?.replicas ?? 0
+                storage.leaders = counts[entry.name]?.leaders ?? 0
+                response.storages.append(storage)
+            }
+            for peer in configuration.peers {
+                for name in peer.storages {
+                    var storage = Raftd_V1_StorageInfo()
+                    storage.name = name.description
+                    storage.nodeID = peer.id.description
+                    response.storages.append(storage)
+                }
+            }
+            return response
+        }
+    }
+
+    func getPartition(
+        request: Raftd_V1_GetPartitionRequest, context: ServerContext
+    ) async throws
+        -> Raftd_V1_GetPartitionResponse
+    {
+        try await unary(counters, "GetPartition") { () async throws(APIFailure) in
+            let key: PartitionKey
+            switch request.selector {
+            case .partitionKey(let text):
+                do {
+                    key = try PartitionKey(parsing: text)
+                } catch {
+                    throw APIFailure(APIErrors.invalid("partition key '\(text)': \(error)"))
+                }
+            case .relativePath(let text):
+                key = try operations.partition(of: try operations.path(text))
+            case nil:
+                throw APIFailure(APIErrors.invalid("give a partition key or a relative path"))
+            }
+            let status: ReplicaStatus
+            do {
+                status = try await server.host.status(of: key)
+            } catch {
+                throw APIFailure(operations.errors.error(error))
+            }
+            var response = Raftd_V1_GetPartitionResponse()
+            response.partitionKey = key.description
+            response.mode = "\(status.mode)"
+            response.leaderMember = status.leader == .none ? "" : "\(status.leader)"
+            if status.leader != .none, let node = status.memberNodes[status.leader] {
+                response.leaderAddress = server.clientAddress(of: node) ?? ""
+            }
+            response.term = status.term.rawValue
+            response.commitLsn = status.commit.rawValue
+            response.appliedLsn = status.applied.rawValue
+            let connected = Set(server.transport.connectedPeers)
+            for member in (status.voters + status.learners).sorted() {
+                var replica = Raftd_V1_ReplicaInfo()
+                replica.memberID = member.rawValue
+                let node = status.memberNodes[member]
+                replica.nodeID = node?.description ?? ""
+                replica.role = status.learners.contains(member) ? "learner" : "voter"
+                replica.storage = node.flatMap { server.storages(of: $0).first }?.description ?? ""
+                if let match = status.matchIndex[member] {
+                    replica.matchLsn = match.rawValue
+                    replica.lag = status.lastIndex.rawValue - min(status.lastIndex.rawValue, match.rawValue)
+                }
+                replica.healthy = node == server.configuration.nodeID || node.map(connected.contains) ?? false
+                replica.lastContactMs = -1
+                response.replicas.append(replica)
+            }
+            if let store = server.metadata[key.authority] ?? server.metadata.values.first {
+                response.repositories = ((try? store.paths(of: key, limit: 10_000)) ?? []).map(\.rawValue)
+            }
+            return response
+        }
+    }
+
+    func setReplicationMode(
+        request: Raftd_V1_SetReplicationModeRequest, context: ServerContext
+    ) async throws
+        -> Raftd_V1_SetReplicationModeResponse
+    {
+        try await unary(counters, "SetReplicationMode") { () async throws(APIFailure) in
+            let key: PartitionKey
+            do {
+                key = try PartitionKey(parsing: request.partitionKey)
+            } catch {
+                throw APIFailure(APIErrors.invalid("partition key '\(request.partitionKey)': \(error)"))
+            }
+            let mode: ReplicationMode
+            switch request.mode {
+            case "local": mode = .local
+            case "raft": mode = .raft
+            default: throw APIFailure(APIErrors.invalid("mode '\(request.mode)': use local or raft"))
+            }
+            do {
+                try await server.host.setReplicationMode(mode, of: key)
+            } catch {
+                throw APIFailure(operations.errors.error(error))
+            }
+            return Raftd_V1_SetReplicationModeResponse()
+        }
+    }
+
+    func convertStorage(
+        request: Raftd_V1_ConvertStorageRequest, context: ServerContext
+    ) async throws
+        -> Raftd_V1_ConvertStorageResponse
+    {
+        try await unary(counters, "ConvertStorage") { () async throws(APIFailure) in
+            let storage: StorageName
+            do {
+                storage = try StorageName(request.storage)
+            } catch {
+                throw APIFailure(APIErrors.invalid("storage '\(request.storage)': \(error)"))
+            }
+            do {
+                var response = Raftd_V1_ConvertStorageResponse()
+                response.converted = UInt64(try await server.host.convertLocalPartitionsToRaft(on: storage).count)
+                return response
+            } catch {
+                throw APIFailure(operations.errors.error(error))
+            }
+        }
+    }
+}
+
+/// Refuses every call without the client token (`authorization: Bearer <token>`),
+/// compared in constant time.
+struct TokenInterceptor: ServerInterceptor {
+    let token: [UInt8]
+    let counters: RequestCounters
+
+    func intercept<Input: Sendable, Output: Sendable>(
+        request: StreamingServerRequest<Input>, context: ServerContext,
+        next: @Sendable (StreamingServerRequest<Input>, ServerContext) async throws -> StreamingServerResponse<Output>
+    ) async throws -> StreamingServerResponse<Output> {
+        let presented = request.metadata[stringValues: "authorization"].first(where: { _ in true }) ?? ""
+        let expected = Array("Bearer ".utf8) + token
+        let given = Array(presented.utf8)
+        var difference = UInt8(given.count == expected.count ? 0 : 1)
+        for i in 0..<expected.count { difference |= expected[i] ^ (i < given.count ? given[i] : 0) }
+        guard difference == 0 else {
+            counters.count(context.descriptor.method, "unauthenticated")
+            throw RPCError(
+                code: .unauthenticated,
+                message:
+                    "missing or wrong client token: send 'authorization: Bearer <token>' (the cluster's token file)")
+        }
+        return try await next(request, context)
+    }
+}

@@ -1,0 +1,197 @@
+import Foundation
+import Logging
+import NIOPosix
+import RaftConsensus
+import RaftEngine
+import RaftTransport
+import Synchronization
+
+/// The partitions' state machines on this node, by partition (one replica per partition
+/// per node).
+final class PartitionMachines: Sendable {
+    private let machines = Mutex<[PartitionKey: PartitionStateMachine]>([:])
+
+    func add(_ key: PartitionKey, _ machine: PartitionStateMachine) { machines.withLock { $0[key] = machine } }
+    func machine(_ key: PartitionKey) -> PartitionStateMachine? { machines.withLock { $0[key] } }
+    var count: Int { machines.withLock { $0.count } }
+}
+
+/// One raftd node: its storages, node host, peer transport and partitions, assembled from
+/// a `NodeConfiguration`. `raftd serve` runs it behind the gRPC and HTTP listeners.
+final class RaftServer: Sendable {
+    let configuration: NodeConfiguration
+    let logger: Logger
+    let host: NodeHost
+    let transport: PeerTransport
+    let attachments: PartitionAttachments
+    let writer: PartitionWriter
+    let reader: PartitionReader
+    let machines: PartitionMachines
+    let checkpointers: [PartitionCheckpointer]
+    let provisioners: [StorageName: PartitionProvisioner]
+    let metadata: [StorageName: MetadataStore]
+    let started = ContinuousClock.now
+
+    /// Opens every storage (creating the layout of a new one), loads its partitions and
+    /// builds the host. Nothing listens yet.
+    init(configuration: NodeConfiguration, logger: Logger) throws {
+        self.configuration = configuration
+        self.logger = logger
+        var storages: [Storage] = []
+        var checkpointers: [PartitionCheckpointer] = []
+        var layouts: [StorageName: StorageLayout] = [:]
+        var roots: [StorageName: String] = [:]
+        var checkpointerOf: [StorageName: PartitionCheckpointer] = [:]
+        do {
+            for entry in configuration.storages {
+                let storage: Storage
+                do {
+                    storage = try Storage(
+                        root: entry.path, clusterID: configuration.clusterID, name: entry.name,
+                        nodeID: configuration.nodeID, createIfMissing: true)
+                } catch {
+                    throw ServerError(
+                        "storage \(entry.name) at \(entry.path): \(error). If another raftd uses it, stop that one; if the storage belongs to another cluster or node, fix storage.path"
+                    )
+                }
+                storages.append(storage)
+                layouts[entry.name] = storage.layout
+                roots[entry.name] = entry.path
+                let checkpointer = PartitionCheckpointer(storageRoot: entry.path, intervalMilliseconds: 1_000)
+                checkpointers.append(checkpointer)
+                checkpointerOf[entry.name] = checkpointer
+            }
+        } catch {
+            for storage in storages { storage.close() }
+            for checkpointer in checkpointers { checkpointer.stop() }
+            throw error
+        }
+        self.checkpointers = checkpointers
+        metadata = Dictionary(uniqueKeysWithValues: storages.map { ($0.metadata.identity.storageName, $0.metadata) })
+        let machines = PartitionMachines()
+        self.machines = machines
+        let registries = metadata
+        let directories = layouts
+        let rootsByStorage = roots
+        let checkpointersByStorage = checkpointerOf
+
+        var options = NodeHost.Options()
+        options.tickMilliseconds = configuration.tickMilliseconds
+        options.electionTicks = configuration.electionTicks
+        options.heartbeatTicks = configuration.heartbeatTicks
+        let map = try ClusterMap(configuration.clusterMap)
+        let host = try NodeHost(
+            nodeID: configuration.nodeID, cluster: map, storages: storages, options: options
+        ) { replica, _, storage throws(StateMachineError) in
+            let machine = try PartitionStateMachine(
+                storageRoot: rootsByStorage[storage]!,
+                directory: directories[storage]!.partitionDirectory(replica.partition),
+                checkpointer: checkpointersByStorage[storage], partition: replica.partition,
+                registry: registries[storage]!)
+            machines.add(replica.partition, machine)
+            return machine
+        }
+        self.host = host
+
+        var transportConfiguration = PeerTransportConfiguration(
+            nodeID: configuration.nodeID, clusterID: configuration.clusterID, secret: configuration.secret,
+            listen: configuration.peerListen,
+            peers: Dictionary(uniqueKeysWithValues: configuration.peers.map { ($0.id, $0.address) }))
+        transportConfiguration.eventLoopThreads = 1
+        var transportLogger = logger
+        transportLogger[metadataKey: "component"] = "transport"
+        transport = try PeerTransport(configuration: transportConfiguration, logger: transportLogger)
+
+        // The directory of this node's replica of a partition: its state machine's.
+        attachments = PartitionAttachments(host: host) { machines.machine($0)?.directory }
+        writer = PartitionWriter(host: host, attachments: attachments) { machines.machine($0) }
+        reader = PartitionReader(host: host) { machines.machine($0) }
+        var provisioners: [StorageName: PartitionProvisioner] = [:]
+        let peerStorages = configuration.peers.compactMap { $0.storages.first }
+        for entry in configuration.storages {
+            var provisioner = PartitionProvisioner(
+                host: host, writer: writer, storage: entry.name, metadata: metadata[entry.name]!)
+            provisioner.peerStorages = peerStorages
+            provisioners[entry.name] = provisioner
+        }
+        self.provisioners = provisioners
+    }
+
+    /// Starts the host, then the peer transport (listening and dialling).
+    func start() async throws {
+        host.start(transport: transport, bulk: attachments)
+        do {
+            try await transport.start(receiver: host)
+        } catch {
+            host.stop()
+            for checkpointer in checkpointers { checkpointer.stop() }
+            throw ServerError("listen.peer: \(error)")
+        }
+    }
+
+    /// Stops taking peer traffic, then stops the host: in-flight requests end, the WALs
+    /// write and sync what is queued, applied indexes are recorded, storages close.
+    func stop() async {
+        await transport.stop()
+        host.stop()
+        for checkpointer in checkpointers { checkpointer.stop() }
+    }
+
+    /// The partition holding `path`, from any of this node's storages' registries.
+    func partition(of path: RelativePath) -> PartitionKey? {
+        for store in metadata.values {
+            if let key = try? store.partition(of: path) { return key }
+        }
+        return nil
+    }
+
+    /// The client (gRPC) address of `node`, for NotLeader answers.
+    func clientAddress(of node: NodeID) -> String? {
+        if node == configuration.nodeID { return configuration.grpcListen.description }
+        return configuration.peers.first { $0.id == node }?.clientAddress.description
+    }
+
+    /// Why this node cannot serve now (empty: ready): a storage not writable, or fewer
+    /// peers reachable than a majority needs.
+    func readiness() async -> [String] {
+        var problems: [String] = []
+        for entry in configuration.storages where access(entry.path, W_OK) != 0 {
+            problems.append("storage \(entry.name) at \(entry.path) is not writable")
+        }
+        let nodes = configuration.peers.count + 1
+        let reachable = transport.connectedPeers.count + 1
+        if reachable <= nodes / 2 {
+            problems.append("\(reachable) of \(nodes) nodes reachable; a majority needs \(nodes / 2 + 1)")
+        }
+        return problems
+    }
+
+    /// The storages of `node` in the configuration.
+    func storages(of node: NodeID) -> [StorageName] {
+        if node == configuration.nodeID { return configuration.storages.map(\.name) }
+        return configuration.peers.first { $0.id == node }?.storages ?? []
+    }
+
+    /// Replicas and leaders per storage of this node (cluster info), from the metadata and
+    /// each partition's status.
+    func partitionCounts() async -> [StorageName: (replicas: UInt64, leaders: UInt64)] {
+        var counts: [StorageName: (replicas: UInt64, leaders: UInt64)] = [:]
+        for (name, store) in metadata {
+            let records = (try? store.partitions()) ?? []
+            var leaders: UInt64 = 0
+            for record in records {
+                if let status = try? await host.status(of: record.key), status.role == .leader { leaders += 1 }
+            }
+            counts[name] = (UInt64(records.count), leaders)
+        }
+        return counts
+    }
+
+    /// The provisioner of the storage new partitions of this node go to (the first).
+    var provisioner: PartitionProvisioner { provisioners[configuration.storages[0].name]! }
+}
+
+struct ServerError: Error, CustomStringConvertible {
+    let description: String
+    init(_ description: String) { self.description = description }
+}
