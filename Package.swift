@@ -105,7 +105,8 @@ let package = Package(
         .target(
             name: "RaftTesting",
             dependencies: [
-                "RaftEngine", "RaftConsensus", "RaftTransport", .product(name: "Logging", package: "swift-log"),
+                "RaftEngine", "RaftConsensus", "RaftTransport", "RaftClient",
+                .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOPosix", package: "swift-nio"),
             ]
         ),
@@ -175,6 +176,15 @@ let package = Package(
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Crypto", package: "swift-crypto"),
+            ]
+        ),
+        // Three `raftd serve` processes on real sockets: run after `swift build` (they run
+        // the built `raftd` binary).
+        .testTarget(
+            name: "RaftDaemonTests",
+            dependencies: [
+                "RaftTesting", "RaftClient", "RaftAPI", "RaftEngine", "RaftTransport",
+                .product(name: "GRPCCore", package: "grpc-swift-2"),
             ]
         ),
         .testTarget(

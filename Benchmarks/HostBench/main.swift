@@ -303,7 +303,7 @@ func restart(_ cluster: Cluster, _ keys: [PartitionKey]) throws {
     }
     for i in 0..<3 { cluster.crash(i) }
     let t0 = now()
-    let alone = try cluster.start(2)
+    let alone = try cluster.startTimed(2)
     let ready = now() - t0
     try cluster.start(0)
     try cluster.start(1)
@@ -334,7 +334,7 @@ func restart(_ cluster: Cluster, _ keys: [PartitionKey]) throws {
 func restartOne(_ cluster: Cluster, _ key: PartitionKey, replicas: Int) throws {
     cluster.crash(2)
     let t0 = now()
-    let phases = try cluster.start(2)
+    let phases = try cluster.startTimed(2)
     let loaded = now() - t0
     let host = cluster.hosts[2]!
     let leaders = try blocking { await cluster.leaders([key]) }

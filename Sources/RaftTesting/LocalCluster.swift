@@ -72,8 +72,11 @@ public final class LocalCluster<Machine: StateMachine>: @unchecked Sendable {
 
     /// Starts node `i` (opening its storage: WAL recovery, replicas loaded dormant). Returns
     /// the seconds spent opening the storage and building the host.
+    public func start(_ i: Int) throws { _ = try startTimed(i) }
+
+    /// `start`, returning the seconds spent opening the storage and building the host.
     @discardableResult
-    public func start(_ i: Int) throws -> (storageSeconds: Double, hostSeconds: Double) {
+    public func startTimed(_ i: Int) throws -> (storageSeconds: Double, hostSeconds: Double) {
         precondition(hosts[i] == nil, "node \(i) is running")
         let root = "\(directory)/node\(i)"
         try FileManager.default.createDirectory(atPath: root, withIntermediateDirectories: true)
@@ -105,8 +108,6 @@ public final class LocalCluster<Machine: StateMachine>: @unchecked Sendable {
         bulkServices[i] = bulk
         return (t1.timeIntervalSince(t0), t2.timeIntervalSince(t1))
     }
-
-    public func startAll() throws { for i in hosts.indices { try start(i) } }
 
     /// Takes node `i` off the network, then stops it: an in-process stand-in for a crash
     /// (the daemon's tests kill real processes).

@@ -26,10 +26,14 @@ struct InitCommand: ParsableCommand {
     @Option(name: .long, help: "Raft tick in milliseconds.")
     var tickMs = 10
 
+    @Option(name: .long, help: "Election timeout in ticks (the heartbeat is a tenth of it).")
+    var electionTicks = 50
+
     @Option(name: .long, help: "Output format: text or json.")
     var format: OutputFormat = .text
 
     func validate() throws {
+        guard (2...10_000).contains(electionTicks) else { throw ValidationError("--election-ticks: use 2 to 10000") }
         guard (1...9).contains(nodes) else { throw ValidationError("--nodes \(nodes): use 1 to 9") }
         guard (1024...65_000).contains(basePort) else {
             throw ValidationError("--base-port \(basePort): use 1024 to 65000")
@@ -70,8 +74,8 @@ struct InitCommand: ParsableCommand {
 
                 [raft]
                 tick_ms = \(tickMs)
-                election_ticks = 10
-                heartbeat_ticks = 1
+                election_ticks = \(electionTicks)
+                heartbeat_ticks = \(max(1, electionTicks / 10))
 
                 [[storage]]
                 name = "s\(node + 1)"

@@ -1,4 +1,5 @@
 import ArgumentParser
+import CRaftIO
 import Foundation
 import GRPCCore
 import GRPCNIOTransportHTTP2
@@ -25,7 +26,11 @@ struct ServeCommand: AsyncParsableCommand {
     @Option(name: .long, help: "Log level: trace, debug, info, notice, warning, error or critical.")
     var logLevel: String = "info"
 
+    @Flag(name: .long, help: .hidden)
+    var exitWithParent = false
+
     func run() async throws {
+        if exitWithParent { _ = craft_exit_with_parent() }
         guard let level = Logger.Level(rawValue: logLevel) else {
             throw ValidationError(
                 "--log-level '\(logLevel)': use trace, debug, info, notice, warning, error or critical")
@@ -100,13 +105,14 @@ struct NodeService: Service {
         let configuration = server.configuration
         let requests = RequestCounters()
         let operations = APIOperations(server: server)
+        let streams = BatchStreams()
         let grpc = GRPCServer(
             transport: .http2NIOPosix(
                 address: .ipv4(host: configuration.grpcListen.host, port: configuration.grpcListen.port),
                 transportSecurity: .plaintext),
             services: [
                 RepositoryServiceImpl(operations: operations, counters: requests),
-                RefServiceImpl(operations: operations, counters: requests, maximumOutstanding: 4_096),
+                RefServiceImpl(operations: operations, counters: requests, maximumOutstanding: 4_096, streams: streams),
                 ObjectPoolServiceImpl(operations: operations, counters: requests),
                 ClusterServiceImpl(operations: operations, counters: requests),
             ],
@@ -154,6 +160,9 @@ struct NodeService: Service {
                 ])
             try? await gracefulShutdown()
             logger.info("shutting down: no new clients; finishing requests in flight")
+            // Batch streams stay open as long as their clients like: end them (what they
+            // sent is answered first), or the graceful shutdown would wait for the clients.
+            streams.closeAll()
             grpc.beginGracefulShutdown()
         }
         await http.stop()

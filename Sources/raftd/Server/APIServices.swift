@@ -142,6 +142,7 @@ struct RefServiceImpl: Raftd_V1_RefService.SimpleServiceProtocol {
     let counters: RequestCounters
     /// Requests one batch stream may have unanswered.
     let maximumOutstanding: Int
+    let streams: BatchStreams
 
     func updateReferences(
         request: Raftd_V1_UpdateReferencesRequest, context: ServerContext
@@ -158,44 +159,47 @@ struct RefServiceImpl: Raftd_V1_RefService.SimpleServiceProtocol {
     }
 
     /// Each item runs as its own task; answers are gathered while the previous write is in
-    /// flight and sent together, so a busy stream sends few large messages.
+    /// flight and sent together, so a busy stream sends few large messages. The stream ends
+    /// when the client ends its half, or when the node shuts down (`BatchStreams`): either
+    /// way every request read is answered first.
     func batch(
         request: RPCAsyncSequence<Raftd_V1_BatchRequest, any Error>, response: RPCWriter<Raftd_V1_BatchResponse>,
         context: ServerContext
     ) async throws {
         let outbox = BatchOutbox()
-        try await withThrowingTaskGroup(of: Void.self) { group in
-            group.addTask {
-                while let results = await outbox.next() {
-                    var message = Raftd_V1_BatchResponse()
-                    message.results = results
-                    try await response.write(message)
-                }
+        let writer = Task {
+            while let results = await outbox.next() {
+                var message = Raftd_V1_BatchResponse()
+                message.results = results
+                try await response.write(message)
             }
-            await withTaskGroup(of: Void.self) { items in
-                do {
-                    for try await message in request {
-                        for item in message.items {
-                            guard outbox.admit(maximumOutstanding) else {
-                                var error = Raftd_V1_Error()
-                                error.code = .unavailable
-                                error.message =
-                                    "more than \(maximumOutstanding) requests outstanding on this stream: wait for answers before sending more"
-                                counters.count("Batch", "\(error.code)")
-                                outbox.post(result(item.id, .error(error)), admitted: false)
-                                continue
-                            }
-                            items.addTask { await outbox.post(run(item), admitted: true) }
-                        }
-                    }
-                } catch {
-                    // The client's half ended with an error: answer what is in flight anyway.
-                }
-                await items.waitForAll()
-            }
-            outbox.finish()
-            try await group.waitForAll()
         }
+        let reader = Task {
+            do {
+                for try await message in request {
+                    for item in message.items {
+                        guard outbox.admit(maximumOutstanding) else {
+                            var error = Raftd_V1_Error()
+                            error.code = .unavailable
+                            error.message =
+                                "more than \(maximumOutstanding) requests outstanding on this stream: wait for answers before sending more"
+                            counters.count("Batch", "\(error.code)")
+                            outbox.post(result(item.id, .error(error)), admitted: false)
+                            continue
+                        }
+                        Task { outbox.post(await run(item), admitted: true) }
+                    }
+                }
+            } catch {
+                // The client's half failed, or the node is shutting down: answer what was read.
+            }
+        }
+        let token = streams.add(reader)
+        await reader.value
+        streams.remove(token)
+        await outbox.drained()
+        outbox.finish()
+        try await writer.value
     }
 
     private func run(_ item: Raftd_V1_BatchItem) async -> Raftd_V1_BatchResult {
@@ -231,6 +235,38 @@ struct RefServiceImpl: Raftd_V1_RefService.SimpleServiceProtocol {
     }
 }
 
+/// The batch streams open on this node, so that a shutdown can end them.
+final class BatchStreams: Sendable {
+    private struct State {
+        var readers: [UInt64: Task<Void, Never>] = [:]
+        var next: UInt64 = 0
+        var closed = false
+    }
+    private let state = Mutex(State())
+
+    func add(_ reader: Task<Void, Never>) -> UInt64 {
+        let (token, closed) = state.withLock { state in
+            state.next += 1
+            if !state.closed { state.readers[state.next] = reader }
+            return (state.next, state.closed)
+        }
+        if closed { reader.cancel() }
+        return token
+    }
+
+    func remove(_ token: UInt64) { _ = state.withLock { $0.readers.removeValue(forKey: token) } }
+
+    /// Stops reading every stream (and any opened later); what they read is still answered.
+    func closeAll() {
+        let readers = state.withLock { state in
+            state.closed = true
+            defer { state.readers = [:] }
+            return Array(state.readers.values)
+        }
+        for reader in readers { reader.cancel() }
+    }
+}
+
 /// Answers of one batch stream waiting to be written, and the count of requests in flight.
 final class BatchOutbox: Sendable {
     private struct State {
@@ -238,8 +274,21 @@ final class BatchOutbox: Sendable {
         var outstanding = 0
         var finished = false
         var waiter: CheckedContinuation<[Raftd_V1_BatchResult]?, Never>?
+        var drainWaiter: CheckedContinuation<Void, Never>?
     }
     private let state = Mutex(State())
+
+    /// Returns once no admitted request is in flight.
+    func drained() async {
+        await withCheckedContinuation { continuation in
+            let done = state.withLock { state in
+                if state.outstanding == 0 { return true }
+                state.drainWaiter = continuation
+                return false
+            }
+            if done { continuation.resume() }
+        }
+    }
 
     func admit(_ bound: Int) -> Bool {
         state.withLock { state in
@@ -250,14 +299,21 @@ final class BatchOutbox: Sendable {
     }
 
     func post(_ result: Raftd_V1_BatchResult, admitted: Bool) {
-        let waiter: CheckedContinuation<[Raftd_V1_BatchResult]?, Never>? = state.withLock { state in
-            if admitted { state.outstanding -= 1 }
-            state.ready.append(result)
-            guard let waiter = state.waiter else { return nil }
-            state.waiter = nil
-            return waiter
-        }
+        let (waiter, drain): (CheckedContinuation<[Raftd_V1_BatchResult]?, Never>?, CheckedContinuation<Void, Never>?) =
+            state.withLock { state in
+                if admitted { state.outstanding -= 1 }
+                state.ready.append(result)
+                var drain: CheckedContinuation<Void, Never>?
+                if state.outstanding == 0 {
+                    drain = state.drainWaiter
+                    state.drainWaiter = nil
+                }
+                let waiter = state.waiter
+                state.waiter = nil
+                return (waiter, drain)
+            }
         if let waiter { waiter.resume(returning: takeReady()) }
+        drain?.resume()
     }
 
     private func takeReady() -> [Raftd_V1_BatchResult] {

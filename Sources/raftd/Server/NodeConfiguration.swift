@@ -124,8 +124,8 @@ struct NodeConfiguration: Sendable {
         let raft = table["raft"]?.table ?? TOMLTable()
         try reader.refuseUnknown(raft, "raft", allowed: ["tick_ms", "election_ticks", "heartbeat_ticks"])
         tickMilliseconds = try reader.int(raft, "raft.tick_ms", default: 10, range: 1...1_000)
-        electionTicks = try reader.int(raft, "raft.election_ticks", default: 10, range: 2...10_000)
-        heartbeatTicks = try reader.int(raft, "raft.heartbeat_ticks", default: 1, range: 1...1_000)
+        electionTicks = try reader.int(raft, "raft.election_ticks", default: 50, range: 2...10_000)
+        heartbeatTicks = try reader.int(raft, "raft.heartbeat_ticks", default: 5, range: 1...1_000)
         guard heartbeatTicks < electionTicks else {
             throw ConfigurationError(
                 file: file, field: "raft.heartbeat_ticks",

@@ -79,6 +79,15 @@ final class RaftServer: Sendable {
         options.tickMilliseconds = configuration.tickMilliseconds
         options.electionTicks = configuration.electionTicks
         options.heartbeatTicks = configuration.heartbeatTicks
+        // The host's other periods are in ticks with defaults for 100 ms ticks: keep them
+        // in time whatever the tick. A peer is declared dead after one election timeout of
+        // silence (its groups then campaign); it is told alive five times within that.
+        let tick = configuration.tickMilliseconds
+        options.livenessTimeoutTicks = configuration.electionTicks
+        options.livenessIntervalTicks = max(1, configuration.electionTicks / 5)
+        options.requestTimeoutTicks = max(3 * configuration.electionTicks, 5_000 / tick)
+        options.dormantAfterQuiescedTicks = max(50, 5_000 / tick)
+        options.appliedFlushTicks = max(1, 100 / tick)
         let map = try ClusterMap(configuration.clusterMap)
         let host = try NodeHost(
             nodeID: configuration.nodeID, cluster: map, storages: storages, options: options

@@ -1,0 +1,162 @@
+import Foundation
+import RaftAPI
+import RaftClient
+import RaftTesting
+
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+/// The `raftd` binary next to the test bundle (`swift build` builds it).
+func raftdBinary() -> String {
+    let exe = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? ""
+    return URL(fileURLWithPath: exe).deletingLastPathComponent().appendingPathComponent("raftd").path
+}
+
+struct DaemonTestError: Error, CustomStringConvertible {
+    let description: String
+    init(_ description: String) { self.description = description }
+}
+
+func eventually(_ what: String, within seconds: Double, _ condition: () async throws -> Bool) async throws {
+    let deadline = Date().addingTimeInterval(seconds)
+    while Date() < deadline {
+        if (try? await condition()) == true { return }
+        try await Task.sleep(for: .milliseconds(50))
+    }
+    if try await condition() { return }
+    throw DaemonTestError("timed out after \(seconds) s waiting until \(what)")
+}
+
+/// Runs git in `directory`, returning its standard output (trimmed).
+@discardableResult
+func git(_ arguments: [String], in directory: String, input: Data? = nil) throws -> String {
+    let process = Process()
+    process.executableURL = URL(fileURLWithPath: "/usr/bin/git")
+    process.arguments = arguments
+    process.currentDirectoryURL = URL(fileURLWithPath: directory)
+    var environment = ProcessInfo.processInfo.environment
+    environment["GIT_AUTHOR_NAME"] = "raftd test"
+    environment["GIT_AUTHOR_EMAIL"] = "test@raftd"
+    environment["GIT_COMMITTER_NAME"] = "raftd test"
+    environment["GIT_COMMITTER_EMAIL"] = "test@raftd"
+    environment["GIT_AUTHOR_DATE"] = "2026-01-01T00:00:00Z"
+    environment["GIT_COMMITTER_DATE"] = "2026-01-01T00:00:00Z"
+    process.environment = environment
+    let output = Pipe()
+    process.standardOutput = output
+    process.standardError = FileHandle.nullDevice
+    let inputPipe = Pipe()
+    if input != nil { process.standardInput = inputPipe }
+    try process.run()
+    if let input {
+        inputPipe.fileHandleForWriting.write(input)
+        try inputPipe.fileHandleForWriting.close()
+    }
+    let data = output.fileHandleForReading.readDataToEndOfFile()
+    process.waitUntilExit()
+    guard process.terminationStatus == 0 else {
+        throw DaemonTestError("git \(arguments.joined(separator: " ")) failed (\(process.terminationStatus))")
+    }
+    return String(decoding: data, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+}
+
+/// A chain of commits and one pack holding all of them: every repository's first update
+/// brings the pack; later ones move a branch along the chain.
+struct CommitChain {
+    let commits: [String]
+    let pack: Data
+
+    init(length: Int, directory: String) throws {
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        try git(["init", "-q", "."], in: directory)
+        var commits: [String] = []
+        for n in 0..<length {
+            try git(["commit", "-q", "--allow-empty", "-m", "commit \(n)"], in: directory)
+            commits.append(try git(["rev-parse", "HEAD"], in: directory))
+        }
+        let objects = try git(["rev-list", "--objects", "HEAD"], in: directory)
+        let packed = try gitData(["pack-objects", "--stdout", "-q"], in: directory, input: Data((objects + "\n").utf8))
+        self.commits = commits
+        pack = packed
+    }
+}
+
+func gitData(_ arguments: [String], in directory: String, input: Data) throws -> Data {
+    let process = Process()
+    process.executableURL = URL(fileURLWithPath: "/usr/bin/git")
+    process.arguments = arguments
+    process.currentDirectoryURL = URL(fileURLWithPath: directory)
+    let output = Pipe()
+    let inputPipe = Pipe()
+    process.standardOutput = output
+    process.standardInput = inputPipe
+    process.standardError = FileHandle.nullDevice
+    try process.run()
+    inputPipe.fileHandleForWriting.write(input)
+    try inputPipe.fileHandleForWriting.close()
+    let data = output.fileHandleForReading.readDataToEndOfFile()
+    process.waitUntilExit()
+    return data
+}
+
+/// A plain TCP connection to 127.0.0.1 for hostile bytes and a minimal HTTP GET.
+final class TCPSocket {
+    let fd: Int32
+
+    init(port: Int) throws {
+        fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_port = in_port_t(UInt16(port).bigEndian)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        let result = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
+            }
+        }
+        guard result == 0 else {
+            close(fd)
+            throw DaemonTestError("connect to port \(port) failed: errno \(errno)")
+        }
+        var timeout = timeval(tv_sec: 5, tv_usec: 0)
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+    }
+
+    deinit { close(fd) }
+
+    func send(_ bytes: [UInt8]) {
+        _ = bytes.withUnsafeBytes { Glibc.send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+    }
+
+    func finishWriting() { shutdown(fd, Int32(SHUT_WR)) }
+
+    /// Everything until the peer closes (or 5 s of silence).
+    func readAll() -> [UInt8] {
+        var out: [UInt8] = []
+        var buffer = [UInt8](repeating: 0, count: 65536)
+        while true {
+            let n = buffer.withUnsafeMutableBytes { recv(fd, $0.baseAddress, 65536, 0) }
+            if n <= 0 { return out }
+            out += buffer[..<n]
+        }
+    }
+}
+
+func httpGet(_ endpoint: String, _ path: String) throws -> (status: Int, body: String) {
+    let port = Int(endpoint.split(separator: ":").last!)!
+    let socket = try TCPSocket(port: port)
+    socket.send(Array("GET \(path) HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".utf8))
+    let text = String(decoding: socket.readAll(), as: UTF8.self)
+    let status = Int(text.split(separator: " ").dropFirst().first ?? "") ?? 0
+    let body = text.components(separatedBy: "\r\n\r\n").dropFirst().joined(separator: "\r\n\r\n")
+    return (status, body)
+}
+
+/// The value of a metric line (`name{labels} value`) in Prometheus text, or 0.
+func metric(_ text: String, _ name: String) -> Double {
+    for line in text.split(separator: "\n") where line.hasPrefix(name + " ") {
+        return Double(line.split(separator: " ").last ?? "") ?? 0
+    }
+    return 0
+}
