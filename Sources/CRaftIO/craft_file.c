@@ -89,14 +89,6 @@ int craft_set_thread_name(const char *name) {
     return prctl(PR_SET_NAME, (unsigned long)name, 0, 0, 0) == 0 ? 0 : -errno;
 }
 
-int craft_exit_with_parent(void) {
-    /* SIGKILL when the parent dies; if it died already (we were re-parented), exit now. */
-    pid_t parent = getppid();
-    if (prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) != 0) return -errno;
-    if (getppid() != parent || parent == 1) _exit(1);
-    return 0;
-}
-
 int craft_set_thread_niceness(int niceness) {
     /* Linux keeps a nice value per thread: PRIO_PROCESS with the thread's own ID. */
     return setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), niceness) == 0 ? 0 : -errno;

@@ -16,8 +16,13 @@ final class Connection: Sendable {
     private let runner: Task<Void, Never>
 
     init(host: String, port: Int, token: String) throws {
+        var configuration = HTTP2ClientTransport.Posix.Config.defaults
+        // A half-open connection (a peer's machine gone) is noticed in seconds, not when
+        // TCP gives up.
+        configuration.connection.keepalive = .init(time: .seconds(5), timeout: .seconds(5), allowWithoutCalls: true)
         let client = GRPCClient(
-            transport: try .http2NIOPosix(target: .ipv4(address: host, port: port), transportSecurity: .plaintext))
+            transport: try .http2NIOPosix(
+                target: .ipv4(address: host, port: port), transportSecurity: .plaintext, config: configuration))
         self.client = client
         runner = Task { try? await client.runConnections() }
         refs = Raftd_V1_RefService.Client(wrapping: client)
@@ -46,6 +51,8 @@ final class BatchStream: Sendable {
         var waiting: [UInt64: CheckedContinuation<Raftd_V1_BatchResult, any Error>] = [:]
         var running = false
         var closed = false
+        /// The stream's producer was cancelled (the RPC ended).
+        var cancelled = false
         var wake: CheckedContinuation<Void, Never>?
         var nextID: UInt64 = 1
     }
@@ -98,20 +105,26 @@ final class BatchStream: Sendable {
     private func takeQueued() async -> [Raftd_V1_BatchItem]? {
         while true {
             let taken: [Raftd_V1_BatchItem]?? = state.withLock { state in
-                if state.closed { return .some(nil) }
+                if state.closed || state.cancelled { return .some(nil) }
                 guard !state.queue.isEmpty else { return .none }
-                let count = min(state.queue.count, Self.maximumItemsPerMessage)
+                // About 2 MiB per message at most (the server takes 4): at least one item.
+                var count = 0
+                var bytes = 0
+                for item in state.queue.prefix(Self.maximumItemsPerMessage) {
+                    bytes += Self.estimatedBytes(item)
+                    if count > 0 && bytes > 2 << 20 { break }
+                    count += 1
+                }
                 let items = Array(state.queue.prefix(count))
                 state.queue.removeFirst(count)
                 for item in items { state.sent.insert(item.id) }
                 return .some(items)
             }
             if let taken { return taken }
-            if Task.isCancelled { return nil }
             await withTaskCancellationHandler {
                 await withCheckedContinuation { continuation in
                     let ready = state.withLock { state in
-                        if !state.queue.isEmpty || state.closed { return true }
+                        if !state.queue.isEmpty || state.closed || state.cancelled { return true }
                         state.wake = continuation
                         return false
                     }
@@ -119,12 +132,19 @@ final class BatchStream: Sendable {
                 }
             } onCancel: {
                 let wake = state.withLock { state in
+                    state.cancelled = true
                     defer { state.wake = nil }
                     return state.wake
                 }
                 wake?.resume()
             }
         }
+    }
+
+    private static func estimatedBytes(_ item: Raftd_V1_BatchItem) -> Int {
+        guard case .updateReferences(let request) = item.request else { return 128 }
+        return 128 + request.pack.count + request.setValues.reduce(0) { $0 + $1.key.utf8.count + $1.value.count }
+            + request.updates.count * 128
     }
 
     private func resolve(_ result: Raftd_V1_BatchResult) {
@@ -166,6 +186,7 @@ final class BatchStream: Sendable {
             state.waiting = [:]
             state.queue = []
             state.running = false
+            state.cancelled = false
             return (sent, unsent)
         }
         for continuation in sent {

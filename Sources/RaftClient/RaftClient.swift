@@ -42,9 +42,11 @@ public struct RaftClientError: Error, Sendable, CustomStringConvertible {
         default:
             // No raftd code: the transport failed (node down, connection reset) or the
             // token was refused.
+            // Whether such a call reached the server is unknown: `transportFailure` says
+            // so, and `routed` retries it only when the call is idempotent.
             switch rpc.code {
             case .unauthenticated: error.code = .invalid
-            case .unavailable: error.code = .unavailable
+            case .unavailable, .deadlineExceeded, .cancelled: error.code = .unknownOutcome
             default: error.code = .internal
             }
             error.message = "\(rpc.code): \(rpc.message)"
@@ -116,7 +118,7 @@ public final class RaftClient: Sendable {
 
     func connection(_ endpoint: String) throws -> Connection {
         guard !closed.load(ordering: .relaxed) else {
-            throw RaftClientError(code: .unavailable, message: "the client is closed")
+            throw RaftClientError(code: .invalid, message: "the client is closed")
         }
         if let existing = connections.withLock({ $0[endpoint] }) { return existing }
         let (host, port) = try Self.parse(endpoint)
@@ -195,7 +197,7 @@ public final class RaftClient: Sendable {
         } catch let error as RaftClientError {
             throw error
         } catch {
-            throw RaftClientError(code: .unavailable, message: "\(error)")
+            throw RaftClientError(code: .unknownOutcome, message: "\(error)")
         }
     }
 }

@@ -45,7 +45,10 @@ public final class PeerTransport: Transport, Sendable {
         var frames: [NodeID: PeerConnection] = [:]
         var bulk: [NodeID: PeerConnection] = [:]
         var server: (any Channel)?
-        var dialers: [Task<Void, Never>] = []
+        /// Pending re-dial timers, by slot.
+        var timers: [DialKey: Scheduled<Void>] = [:]
+        /// Slots whose peer was logged unreachable (until a handshake succeeds).
+        var reportedDown: Set<DialKey> = []
         var dialed: [ObjectIdentifier: any Channel] = [:]
         var stopped = false
         /// Where each peer listens (from the configuration; `setAddress` changes it).
@@ -124,15 +127,9 @@ public final class PeerTransport: Transport, Sendable {
     }
 
     private func started(_ server: any Channel) {
-        var tasks: [Task<Void, Never>] = []
+        state.withLock { $0.server = server }
         for peer in configuration.peers.keys where configuration.nodeID < peer {
-            for kind in [ConnectionKind.frames, .bulk] {
-                tasks.append(Task { [self] in await dial(peer, kind) })
-            }
-        }
-        state.withLock {
-            $0.server = server
-            $0.dialers = tasks
+            for kind in [ConnectionKind.frames, .bulk] { dial(peer, kind, attempt: 0) }
         }
         logger.info(
             "peer transport listening",
@@ -150,19 +147,18 @@ public final class PeerTransport: Transport, Sendable {
     /// Closes every connection and the listener; bulk requests in flight fail as
     /// unreachable. The receiver gets nothing after this returns.
     public func stop() async {
-        let (server, dialers, channels) = beginStop()
-        for task in dialers { task.cancel() }
+        let (server, timers, channels) = beginStop()
+        for timer in timers { timer.cancel() }
         try? await server?.close()
         for channel in channels { try? await channel.close() }
-        for task in dialers { await task.value }
         if ownsGroup { try? await group.shutdownGracefully() }
     }
 
     /// `stop` for callers outside Swift concurrency.
     @available(*, noasync, message: "use stop()")
     public func stopBlocking() {
-        let (server, dialers, channels) = beginStop()
-        for task in dialers { task.cancel() }
+        let (server, timers, channels) = beginStop()
+        for timer in timers { timer.cancel() }
         try? server?.close().wait()
         for channel in channels { try? channel.close().wait() }
         // A dialer still finishing its last attempt would find an owned group shut down
@@ -170,7 +166,7 @@ public final class PeerTransport: Transport, Sendable {
         if ownsGroup { try? group.syncShutdownGracefully() }
     }
 
-    private func beginStop() -> ((any Channel)?, [Task<Void, Never>], [any Channel]) {
+    private func beginStop() -> ((any Channel)?, [Scheduled<Void>], [any Channel]) {
         state.withLock { state in
             state.stopped = true
             state.receiver = nil
@@ -182,7 +178,8 @@ public final class PeerTransport: Transport, Sendable {
                 state.bulk = [:]
                 state.dialed = [:]
             }
-            return (state.server, state.dialers, channels)
+            defer { state.timers = [:] }
+            return (state.server, Array(state.timers.values), channels)
         }
     }
 
@@ -401,73 +398,86 @@ public final class PeerTransport: Transport, Sendable {
     // MARK: dialling
 
     /// Keeps one authenticated connection of `kind` to `peer`, dialling again with
-    /// jittered exponential back-off whenever it is down.
-    private func dial(_ peer: NodeID, _ kind: ConnectionKind) async {
-        var attempt = 0
-        var reportedDown = false
-        while !Task.isCancelled && !state.withLock({ $0.stopped }) {
-            guard let address = state.withLock({ $0.addresses[peer] }) else { return }
-            let promise = HandshakeSignal(group.next().makePromise(of: Void.self))
-            let bootstrap = ClientBootstrap(group: group)
-                .connectTimeout(.seconds(2))
-                .channelOption(.socketOption(.tcp_nodelay), value: 1)
-                .channelInitializer { [self] channel in
-                    channel.eventLoop.makeCompletedFuture {
-                        let limit = DecoderLimit(PeerHandshake.maximumHandshakeBytes)
-                        let sealer = PeerSealer()
-                        try channel.pipeline.syncOperations.addHandlers(
-                            ByteToMessageHandler(PeerMessageDecoder(limit: limit)), sealer,
-                            PeerChannelHandler(
-                                transport: self, role: .dialer(peer: peer, kind: kind), handshake: promise,
-                                limit: limit, sealer: sealer))
-                    }
+    /// jittered exponential back-off whenever it is down. Driven by the event loops alone
+    /// (connect, handshake, close, timer): never by Swift's cooperative pool, which a busy
+    /// process (or a test blocking its threads) may not run for a while.
+    private func dial(_ peer: NodeID, _ kind: ConnectionKind, attempt: Int) {
+        guard let address = state.withLock({ $0.stopped ? nil : $0.addresses[peer] }) else { return }
+        let loop = group.next()
+        let signal = HandshakeSignal(loop.makePromise(of: Void.self))
+        let bootstrap = ClientBootstrap(group: loop)
+            .connectTimeout(.seconds(2))
+            .channelOption(.socketOption(.tcp_nodelay), value: 1)
+            .channelInitializer { [self] channel in
+                channel.eventLoop.makeCompletedFuture {
+                    let limit = DecoderLimit(PeerHandshake.maximumHandshakeBytes)
+                    let sealer = PeerSealer()
+                    try channel.pipeline.syncOperations.addHandlers(
+                        ByteToMessageHandler(PeerMessageDecoder(limit: limit)), sealer,
+                        PeerChannelHandler(
+                            transport: self, role: .dialer(peer: peer, kind: kind), handshake: signal,
+                            limit: limit, sealer: sealer))
                 }
-            do {
-                let channel = try await bootstrap.connect(host: address.host, port: address.port).get()
+            }
+        bootstrap.connect(host: address.host, port: address.port).whenComplete { [self] result in
+            switch result {
+            case .success(let channel):
                 let id = ObjectIdentifier(channel)
                 let stopped = state.withLock { state in
                     if !state.stopped { state.dialed[id] = channel }
                     return state.stopped
                 }
                 if stopped {
-                    try? await channel.close()
-                    promise.complete(HandshakeFailure.connectionClosed("stopping"))
-                    break
+                    channel.close(promise: nil)
+                    signal.complete(HandshakeFailure.connectionClosed("stopping"))
+                    return
                 }
-                do {
-                    try await promise.future.get()
-                    attempt = 0
-                    reportedDown = false
-                } catch {
-                    attempt += 1
+                signal.future.whenComplete { handshake in
+                    let next: Int
+                    if case .success = handshake {
+                        next = 0
+                        _ = self.state.withLock { $0.reportedDown.remove(DialKey(peer: peer, kind: kind)) }
+                    } else {
+                        next = attempt + 1
+                    }
+                    channel.closeFuture.whenComplete { _ in
+                        _ = self.state.withLock { $0.dialed.removeValue(forKey: id) }
+                        self.scheduleDial(peer, kind, attempt: next)
+                    }
                 }
-                try? await channel.closeFuture.get()
-                _ = state.withLock { $0.dialed.removeValue(forKey: id) }
-            } catch {
-                promise.complete(HandshakeFailure.connectionClosed("node \(peer)"))
-                attempt += 1
-                if !reportedDown {
-                    reportedDown = true
+            case .failure:
+                signal.complete(HandshakeFailure.connectionClosed("node \(peer)"))
+                let first = state.withLock { $0.reportedDown.insert(DialKey(peer: peer, kind: kind)).inserted }
+                if first {
                     logger.info(
                         "peer not reachable yet: dialling again with back-off",
                         metadata: ["peer": "\(peer)", "address": "\(address)", "connection": "\(kind)"])
                 }
-            }
-            let ceiling = min(
-                configuration.reconnectMaximumMilliseconds,
-                configuration.reconnectMinimumMilliseconds << min(attempt, 16))
-            let delay =
-                attempt == 0
-                ? Int.random(
-                    in: configuration.reconnectMinimumMilliseconds...(2 * configuration.reconnectMinimumMilliseconds))
-                : Int.random(in: 0...ceiling)
-            do {
-                try await Task.sleep(for: .milliseconds(delay))
-            } catch {
-                break
+                scheduleDial(peer, kind, attempt: attempt + 1)
             }
         }
     }
+
+    /// The next dial of `peer` after the back-off for `attempt` (0: after a connection that
+    /// was up, a short jittered pause).
+    private func scheduleDial(_ peer: NodeID, _ kind: ConnectionKind, attempt: Int) {
+        let minimum = configuration.reconnectMinimumMilliseconds
+        let ceiling = min(configuration.reconnectMaximumMilliseconds, minimum << min(attempt, 16))
+        let delay = attempt == 0 ? Int.random(in: minimum...(2 * minimum)) : Int.random(in: 0...ceiling)
+        let key = DialKey(peer: peer, kind: kind)
+        state.withLock { state in
+            guard !state.stopped else { return }
+            state.timers[key] = group.next().scheduleTask(in: .milliseconds(Int64(delay))) { [self] in
+                dial(peer, kind, attempt: attempt)
+            }
+        }
+    }
+}
+
+/// One dialled connection slot: a peer and a kind.
+struct DialKey: Hashable {
+    let peer: NodeID
+    let kind: ConnectionKind
 }
 
 /// The dialer's view of one handshake: completed once, by whichever of the channel handler

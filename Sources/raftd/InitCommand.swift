@@ -56,6 +56,12 @@ struct InitCommand: ParsableCommand {
         for node in 0..<nodes {
             let storagePath = "\(root)/data/node\(node + 1)"
             try manager.createDirectory(atPath: storagePath, withIntermediateDirectories: true)
+            // The storage's layout and identity now: `serve` never makes an empty
+            // directory a storage by itself (an unmounted disk looks the same).
+            let storage = try Storage(
+                root: storagePath, clusterID: cluster, name: try StorageName("s\(node + 1)"), nodeID: ids[node],
+                createIfMissing: true)
+            storage.close()
             var text = """
                 # raftd node configuration, written by `raftd init`. See docs/DAEMON.md.
                 [node]

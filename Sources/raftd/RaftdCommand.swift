@@ -13,7 +13,8 @@ struct RaftdCommand: AsyncParsableCommand {
             """,
         subcommands: [
             InitCommand.self, ServeCommand.self, RepoCommand.self, RefCommand.self, ClusterCommand.self,
-            PartitionCommand.self, DemoCommand.self, IOProbeCommand.self, WALCommand.self, SimulateCommand.self,
+            PartitionCommand.self, BenchCommand.self, DemoCommand.self, IOProbeCommand.self, WALCommand.self,
+            SimulateCommand.self,
         ]
     )
 }

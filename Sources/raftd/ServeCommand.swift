@@ -1,5 +1,4 @@
 import ArgumentParser
-import CRaftIO
 import Foundation
 import GRPCCore
 import GRPCNIOTransportHTTP2
@@ -26,11 +25,14 @@ struct ServeCommand: AsyncParsableCommand {
     @Option(name: .long, help: "Log level: trace, debug, info, notice, warning, error or critical.")
     var logLevel: String = "info"
 
+    @Flag(name: .long, help: "Initialize storages whose directory is empty (a new storage added to the configuration).")
+    var initializeStorages = false
+
     @Flag(name: .long, help: .hidden)
     var exitWithParent = false
 
     func run() async throws {
-        if exitWithParent { _ = craft_exit_with_parent() }
+        if exitWithParent { Self.exitWithParent() }
         guard let level = Logger.Level(rawValue: logLevel) else {
             throw ValidationError(
                 "--log-level '\(logLevel)': use trace, debug, info, notice, warning, error or critical")
@@ -53,22 +55,40 @@ struct ServeCommand: AsyncParsableCommand {
         let metrics = ServerMetrics()
         let server: RaftServer
         do {
-            server = try RaftServer(configuration: configuration, logger: logger)
+            server = try RaftServer(
+                configuration: configuration, logger: logger, initializeStorages: initializeStorages)
             try await server.start()
         } catch {
             FileHandle.standardError.write(Data("raftd serve: cannot start: \(error)\n".utf8))
             throw ExitCode(1)
         }
         let service = NodeService(server: server, metrics: metrics, logger: logger)
-        let group = ServiceGroup(
-            configuration: ServiceGroupConfiguration(
-                services: [.init(service: service)], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
+        var groupConfiguration = ServiceGroupConfiguration(
+            services: [.init(service: service)], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
+        // A client that never reads its stream cannot hold the shutdown (and the WAL sync
+        // after it) for ever: past this, the listeners are cancelled and the node stops.
+        groupConfiguration.maximumGracefulShutdownDuration = .seconds(30)
+        let group = ServiceGroup(configuration: groupConfiguration)
         do {
             try await group.run()
         } catch {
             logger.error("the node stopped on an error", metadata: ["error": "\(error)"])
             throw ExitCode(1)
         }
+    }
+
+    /// Exits when the parent process is gone (test harnesses: a crashed test leaves no node
+    /// running). Watches the parent's PID rather than PR_SET_PDEATHSIG, which fires when the
+    /// spawning thread exits.
+    static func exitWithParent() {
+        let parent = getppid()
+        let thread = Thread {
+            while true {
+                if getppid() != parent { Glibc.exit(1) }
+                usleep(200_000)
+            }
+        }
+        thread.start()
     }
 
     /// Refuses a listen address that is in use now, naming its field (bound again right
@@ -106,10 +126,13 @@ struct NodeService: Service {
         let requests = RequestCounters()
         let operations = APIOperations(server: server)
         let streams = BatchStreams()
+        var grpcConfiguration = HTTP2ServerTransport.Posix.Config.defaults
+        grpcConfiguration.http2.maxConcurrentStreams = 256
+        grpcConfiguration.connection.maxGraceTime = .seconds(15)
         let grpc = GRPCServer(
             transport: .http2NIOPosix(
                 address: .ipv4(host: configuration.grpcListen.host, port: configuration.grpcListen.port),
-                transportSecurity: .plaintext),
+                transportSecurity: .plaintext, config: grpcConfiguration),
             services: [
                 RepositoryServiceImpl(operations: operations, counters: requests),
                 RefServiceImpl(operations: operations, counters: requests, maximumOutstanding: 4_096, streams: streams),
@@ -162,7 +185,7 @@ struct NodeService: Service {
             logger.info("shutting down: no new clients; finishing requests in flight")
             // Batch streams stay open as long as their clients like: end them (what they
             // sent is answered first), or the graceful shutdown would wait for the clients.
-            streams.closeAll()
+            await streams.closeAll()
             grpc.beginGracefulShutdown()
         }
         await http.stop()

@@ -124,7 +124,18 @@ struct DaemonClusterTests {
                 group.addTask {
                     let creator = try cluster.client(endpoints: [cluster.endpoints[n % 3]])
                     defer { creator.close() }
-                    _ = try await creator.createRepository(branch.path)
+                    // A creation whose outcome is unknown (leadership moved under load) is
+                    // retried: it commits into the same partition or finds ALREADY_EXISTS.
+                    for attempt in 1...5 {
+                        do {
+                            _ = try await creator.createRepository(branch.path)
+                            return
+                        } catch let error as RaftClientError where error.code == .alreadyExists && attempt > 1 {
+                            return
+                        } catch let error as RaftClientError where error.code == .unknownOutcome && attempt < 5 {
+                            continue
+                        }
+                    }
                 }
             }
             try await group.waitForAll()

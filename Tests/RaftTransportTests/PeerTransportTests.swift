@@ -290,7 +290,10 @@ struct PeerTransportBoundsTests {
     @Test(
         "Transport: connections beyond the pending-handshake bound are closed; a message before the handshake is small")
     func pendingHandshakes() async throws {
-        let mesh = try Mesh(2) { $0.maximumPendingHandshakes = 8 }
+        let mesh = try Mesh(2) { configuration in
+            configuration.maximumPendingHandshakes = 8
+            configuration.handshakeTimeoutMilliseconds = 60_000
+        }
         defer { mesh.stop() }
         try await mesh.waitConnected()
         let target = mesh.transport(1)
@@ -300,7 +303,7 @@ struct PeerTransportBoundsTests {
         #expect(big.closedByPeer())
         #expect(target.statistics.refusals[RefusalCause.oversizedMessage.rawValue] == 1)
         let idle = try (0..<12).map { _ in try RawSocket(port: target.listeningPort) }
-        try await until("the connections over the bound are refused", within: 5) {
+        try await until("the connections over the bound are refused", within: 20) {
             target.statistics.refusals[RefusalCause.tooManyHandshakes.rawValue, default: 0] >= 4
         }
         _ = idle

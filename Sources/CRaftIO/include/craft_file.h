@@ -69,10 +69,6 @@ int craft_set_thread_name(const char *name);
  * CPU to the node's latency-sensitive threads). Returns 0 or -errno. */
 int craft_set_thread_niceness(int niceness);
 
-/* Asks the kernel to SIGKILL this process when its parent dies (test harnesses: a crashed
- * test leaves no node running). 0 or -errno. */
-int craft_exit_with_parent(void);
-
 /* mkdir(2). Returns 0 or -errno (-EEXIST when anything exists at `path`). */
 int craft_mkdir(const char *path, mode_t mode);
 

@@ -66,8 +66,11 @@ public struct PartitionProvisioner: Sendable {
         do { return try metadata.partition(of: path) } catch { throw .refused(error) }
     }
 
-    /// A new partition of this storage: a single-node group led by this node (in `mode`).
-    private func mint() async throws(PartitionWriteError) -> PartitionKey {
+    /// A new partition of this storage, led by this node (in `mode`; with members on
+    /// `peerStorages` too), with nothing in it yet. `createRepository` and
+    /// `createObjectPool` mint one each; a caller that must retry a creation whose outcome
+    /// it does not know mints once and commits into the same partition again.
+    public func mint() async throws(PartitionWriteError) -> PartitionKey {
         let key: PartitionKey
         do {
             key = PartitionKey(authority: storage, partitionID: try metadata.allocatePartitionID())

@@ -27,8 +27,10 @@ struct APIErrors: Sendable {
             }
         case .partitionNotFound: out.code = .notFound
         case .invalid: out.code = .invalid
-        case .timedOut, .lostLeadership: out.code = .unknownOutcome
-        case .overloaded, .stopped, .unreachable, .replicaFailed: out.code = .unavailable
+        // A proposal answered with these may still commit (appended before the leader
+        // failed, stepped down or stopped): the client must read before retrying.
+        case .timedOut, .lostLeadership, .replicaFailed, .stopped: out.code = .unknownOutcome
+        case .overloaded, .unreachable: out.code = .unavailable
         }
         return out
     }

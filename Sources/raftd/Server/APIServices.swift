@@ -37,6 +37,84 @@ struct APIOperations: Sendable {
         }
     }
 
+    /// Creates a repository or pool at `path`: only on the path's creator node (others
+    /// answer NOT_LEADER naming it), one creation of a path at a time there, never in two
+    /// partitions. A creation whose outcome is unknown leaves its minted partition
+    /// recorded; a retry commits into that same partition (and finds ALREADY_EXISTS when
+    /// the first one did commit).
+    func create(
+        _ path: RelativePath, _ operations: @Sendable (PartitionKey) -> [PartitionOperation],
+        inPartition existing: () throws(APIFailure) -> PartitionKey?
+    ) async throws(APIFailure) -> (PartitionKey, LogIndex) {
+        let creator = server.creator(of: path)
+        guard creator == server.configuration.nodeID else {
+            var error = Raftd_V1_Error()
+            error.code = .notLeader
+            error.leaderAddress = server.clientAddress(of: creator) ?? ""
+            error.message = "'\(path)' is created by node \(creator) at \(error.leaderAddress)"
+            throw APIFailure(error)
+        }
+        let claimed = server.creations.withLock { $0.running.insert(path).inserted }
+        guard claimed else {
+            var error = Raftd_V1_Error()
+            error.code = .unavailable
+            error.message = "a creation of '\(path)' is in progress; retry"
+            throw APIFailure(error)
+        }
+        defer { _ = server.creations.withLock { $0.running.remove(path) } }
+        if server.partition(of: path) != nil {
+            throw APIFailure(errors.error(PartitionError.repositoryExists(path.rawValue)))
+        }
+        let key: PartitionKey
+        if let pooled = try existing() {
+            key = pooled
+        } else if let minted = server.creations.withLock({ $0.minted[path] }) {
+            key = minted
+        } else {
+            do {
+                key = try await server.provisioner.mint()
+            } catch {
+                throw APIFailure(self.errors.error(error))
+            }
+            server.creations.withLock { $0.minted[path] = key }
+        }
+        // A new partition whose leadership moved (an election under load) is asked to come
+        // back: creations of this path stay on this node.
+        var outcome: Result<LogIndex, PartitionWriteError> = .failure(.timedOut("not tried"))
+        for attempt in 0..<4 {
+            do {
+                outcome = .success(try await server.writer.commit(key, PartitionTransaction(operations(key))))
+            } catch {
+                outcome = .failure(error)
+            }
+            guard case .failure(.host(.notLeader)) = outcome, attempt < 3,
+                let status = try? await server.host.status(of: key)
+            else { break }
+            try? await server.host.transferLeadership(key, to: status.replica.member)
+            try? await Task.sleep(for: .milliseconds(200 << attempt))
+        }
+        do {
+            let lsn = try outcome.get()
+            server.creations.withLock { $0.minted[path] = nil }
+            return (key, lsn)
+        } catch {
+            var failure = self.errors.error(error)
+            switch error {
+            case .refused(let refusal):
+                server.creations.withLock { $0.minted[path] = nil }
+                if case .repositoryExists = refusal { failure.code = .alreadyExists }
+            case .host(.notLeader), .host(.refused):
+                // The new partition's leadership moved: creations of this path stay on this
+                // node, so the client retries here, not at the partition's leader.
+                failure.code = .unavailable
+                failure.leaderAddress = ""
+            default:
+                break
+            }
+            throw APIFailure(failure)
+        }
+    }
+
     func updateReferences(
         _ request: Raftd_V1_UpdateReferencesRequest
     ) async throws(APIFailure)
@@ -168,16 +246,25 @@ struct RefServiceImpl: Raftd_V1_RefService.SimpleServiceProtocol {
     ) async throws {
         let outbox = BatchOutbox()
         let writer = Task {
-            while let results = await outbox.next() {
+            while let (results, admitted) = await outbox.next() {
                 var message = Raftd_V1_BatchResponse()
                 message.results = results
                 try await response.write(message)
+                outbox.written(admitted)
             }
         }
         let reader = Task {
             do {
                 for try await message in request {
+                    await outbox.waitForRoom(2 * maximumOutstanding)
                     for item in message.items {
+                        if streams.draining {
+                            var error = Raftd_V1_Error()
+                            error.code = .unavailable
+                            error.message = "the node is shutting down: not run; retry at another node"
+                            outbox.post(result(item.id, .error(error)), admitted: false)
+                            continue
+                        }
                         guard outbox.admit(maximumOutstanding) else {
                             var error = Raftd_V1_Error()
                             error.code = .unavailable
@@ -256,10 +343,16 @@ final class BatchStreams: Sendable {
 
     func remove(_ token: UInt64) { _ = state.withLock { $0.readers.removeValue(forKey: token) } }
 
-    /// Stops reading every stream (and any opened later); what they read is still answered.
-    func closeAll() {
+    /// Whether the node is shutting down: items read now are answered UNAVAILABLE (not
+    /// run), so a client knows they are safe to send elsewhere.
+    var draining: Bool { state.withLock { $0.closed } }
+
+    /// Starts the shutdown of every stream: for `grace`, items still arriving are answered
+    /// UNAVAILABLE; then reading stops. What was admitted is answered either way.
+    func closeAll(grace: Duration = .seconds(2)) async {
+        state.withLock { $0.closed = true }
+        try? await Task.sleep(for: grace)
         let readers = state.withLock { state in
-            state.closed = true
             defer { state.readers = [:] }
             return Array(state.readers.values)
         }
@@ -270,19 +363,25 @@ final class BatchStreams: Sendable {
 /// Answers of one batch stream waiting to be written, and the count of requests in flight.
 final class BatchOutbox: Sendable {
     private struct State {
-        var ready: [Raftd_V1_BatchResult] = []
-        var outstanding = 0
+        var ready: [(result: Raftd_V1_BatchResult, admitted: Bool)] = []
+        /// Admitted and not yet answered (posted).
+        var running = 0
+        /// Admitted and not yet written: the stream's outstanding requests.
+        var unwritten = 0
         var finished = false
-        var waiter: CheckedContinuation<[Raftd_V1_BatchResult]?, Never>?
+        var waiter: CheckedContinuation<Void, Never>?
         var drainWaiter: CheckedContinuation<Void, Never>?
+        var roomWaiter: CheckedContinuation<Void, Never>?
     }
     private let state = Mutex(State())
+    /// A response message carries at most about this many bytes of results.
+    static let maximumMessageBytes = 2 << 20
 
-    /// Returns once no admitted request is in flight.
+    /// Returns once every admitted request is answered.
     func drained() async {
         await withCheckedContinuation { continuation in
             let done = state.withLock { state in
-                if state.outstanding == 0 { return true }
+                if state.running == 0 { return true }
                 state.drainWaiter = continuation
                 return false
             }
@@ -290,64 +389,104 @@ final class BatchOutbox: Sendable {
         }
     }
 
+    /// Waits while the stream holds `limit` requests and answers not yet written (a client
+    /// that does not read its answers stops being read).
+    func waitForRoom(_ limit: Int) async {
+        await withCheckedContinuation { continuation in
+            let room = state.withLock { state in
+                if state.unwritten + state.ready.count < limit { return true }
+                state.roomWaiter = continuation
+                return false
+            }
+            if room { continuation.resume() }
+        }
+    }
+
     func admit(_ bound: Int) -> Bool {
         state.withLock { state in
-            guard state.outstanding < bound else { return false }
-            state.outstanding += 1
+            guard state.unwritten < bound else { return false }
+            state.unwritten += 1
+            state.running += 1
             return true
         }
     }
 
     func post(_ result: Raftd_V1_BatchResult, admitted: Bool) {
-        let (waiter, drain): (CheckedContinuation<[Raftd_V1_BatchResult]?, Never>?, CheckedContinuation<Void, Never>?) =
+        let (waiter, drain): (CheckedContinuation<Void, Never>?, CheckedContinuation<Void, Never>?) =
             state.withLock { state in
-                if admitted { state.outstanding -= 1 }
-                state.ready.append(result)
+                state.ready.append((result, admitted))
                 var drain: CheckedContinuation<Void, Never>?
-                if state.outstanding == 0 {
-                    drain = state.drainWaiter
-                    state.drainWaiter = nil
+                if admitted {
+                    state.running -= 1
+                    if state.running == 0 {
+                        drain = state.drainWaiter
+                        state.drainWaiter = nil
+                    }
                 }
-                let waiter = state.waiter
-                state.waiter = nil
-                return (waiter, drain)
+                defer { state.waiter = nil }
+                return (state.waiter, drain)
             }
-        if let waiter { waiter.resume(returning: takeReady()) }
+        waiter?.resume()
         drain?.resume()
     }
 
-    private func takeReady() -> [Raftd_V1_BatchResult] {
-        state.withLock { state in
-            defer { state.ready = [] }
-            return state.ready
+    /// The next response's results (about `maximumMessageBytes` at most, at least one),
+    /// waiting for one; nil once finished and drained. `written` must follow the write.
+    func next() async -> (results: [Raftd_V1_BatchResult], admitted: Int)? {
+        while true {
+            let taken: (results: [Raftd_V1_BatchResult], admitted: Int)?? = state.withLock { state in
+                if !state.ready.isEmpty {
+                    var bytes = 0
+                    var count = 0
+                    for entry in state.ready {
+                        bytes += Self.estimatedBytes(entry.result)
+                        count += 1
+                        if bytes >= Self.maximumMessageBytes { break }
+                    }
+                    let taken = state.ready.prefix(count)
+                    state.ready.removeFirst(count)
+                    return .some((taken.map(\.result), taken.filter(\.admitted).count))
+                }
+                if state.finished { return .some(nil) }
+                return .none
+            }
+            if let taken { return taken }
+            await withCheckedContinuation { continuation in
+                let ready = state.withLock { state in
+                    if !state.ready.isEmpty || state.finished { return true }
+                    state.waiter = continuation
+                    return false
+                }
+                if ready { continuation.resume() }
+            }
         }
     }
 
-    /// Everything answered since the last call, waiting for at least one; nil once finished
-    /// and drained.
-    func next() async -> [Raftd_V1_BatchResult]? {
-        await withCheckedContinuation { continuation in
-            let now: [Raftd_V1_BatchResult]?? = state.withLock { state in
-                if !state.ready.isEmpty {
-                    defer { state.ready = [] }
-                    return .some(state.ready)
-                }
-                if state.finished { return .some(nil) }
-                state.waiter = continuation
-                return .none
-            }
-            if let now { continuation.resume(returning: now) }
+    /// `admitted` answers left the process: room for as many new requests.
+    func written(_ admitted: Int) {
+        let room = state.withLock { state in
+            state.unwritten -= admitted
+            defer { state.roomWaiter = nil }
+            return state.roomWaiter
         }
+        room?.resume()
     }
 
     func finish() {
-        let waiter: CheckedContinuation<[Raftd_V1_BatchResult]?, Never>? = state.withLock { state in
+        let waiter = state.withLock { state in
             state.finished = true
-            guard state.ready.isEmpty, let waiter = state.waiter else { return nil }
-            state.waiter = nil
-            return waiter
+            defer { state.waiter = nil }
+            return state.waiter
         }
-        waiter?.resume(returning: nil)
+        waiter?.resume()
+    }
+
+    private static func estimatedBytes(_ result: Raftd_V1_BatchResult) -> Int {
+        if case .listRefs(let refs) = result.result {
+            return 32 + refs.references.reduce(0) { $0 + $1.name.utf8.count + 48 }
+        }
+        if case .error(let error) = result.result { return 32 + error.message.utf8.count }
+        return 32
     }
 }
 
@@ -370,18 +509,22 @@ struct RepositoryServiceImpl: Raftd_V1_RepositoryService.SimpleServiceProtocol {
                 throw APIFailure(operations.errors.error(error))
             }
             let pool = request.objectPoolPath.isEmpty ? nil : try operations.path(request.objectPoolPath)
-            if server.partition(of: path) != nil {
-                throw APIFailure(operations.errors.error(PartitionError.repositoryExists(path.rawValue)))
+            let (key, lsn) = try await operations.create(path) { _ in
+                var operations: [PartitionOperation] = [.createRepository(path, defaultBranch: branch)]
+                if let pool { operations.append(.linkToPool(repository: path, pool: pool)) }
+                return operations
+            } inPartition: { () throws(APIFailure) in
+                // A pool's members live in its partition.
+                guard let pool else { return nil }
+                guard let key = server.partition(of: pool) else {
+                    throw APIFailure(APIErrors.notFound("object pool '\(pool)' does not exist"))
+                }
+                return key
             }
-            do {
-                let (key, lsn) = try await server.provisioner.createRepository(path, defaultBranch: branch, pool: pool)
-                var response = Raftd_V1_CreateRepositoryResponse()
-                response.partitionKey = key.description
-                response.lsn = lsn.rawValue
-                return response
-            } catch {
-                throw APIFailure(operations.errors.error(error))
-            }
+            var response = Raftd_V1_CreateRepositoryResponse()
+            response.partitionKey = key.description
+            response.lsn = lsn.rawValue
+            return response
         }
     }
 
@@ -453,15 +596,16 @@ struct ObjectPoolServiceImpl: Raftd_V1_ObjectPoolService.SimpleServiceProtocol {
     {
         try await unary(counters, "CreateObjectPool") { () async throws(APIFailure) in
             let path = try operations.path(request.poolPath)
-            do {
-                let (key, lsn) = try await operations.server.provisioner.createObjectPool(path)
-                var response = Raftd_V1_CreateObjectPoolResponse()
-                response.partitionKey = key.description
-                response.lsn = lsn.rawValue
-                return response
-            } catch {
-                throw APIFailure(operations.errors.error(error))
+            let (key, lsn) = try await operations.create(path) { _ in
+                [.createObjectPool(path)]
+            } inPartition: {
+                () throws(APIFailure) in
+                nil
             }
+            var response = Raftd_V1_CreateObjectPoolResponse()
+            response.partitionKey = key.description
+            response.lsn = lsn.rawValue
+            return response
         }
     }
 

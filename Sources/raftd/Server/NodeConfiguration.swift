@@ -121,6 +121,9 @@ struct NodeConfiguration: Sendable {
             )
         }
 
+        if let raw = table["raft"], raw.table == nil {
+            throw ConfigurationError(file: file, field: "raft", problem: "must be a table ([raft])")
+        }
         let raft = table["raft"]?.table ?? TOMLTable()
         try reader.refuseUnknown(raft, "raft", allowed: ["tick_ms", "election_ticks", "heartbeat_ticks"])
         tickMilliseconds = try reader.int(raft, "raft.tick_ms", default: 10, range: 1...1_000)
@@ -166,8 +169,22 @@ struct NodeConfiguration: Sendable {
         }
         self.storages = storages
 
+        if let raw = table["peer"], raw.array == nil {
+            throw ConfigurationError(
+                file: file, field: "peer", problem: "must be an array of tables: write [[peer]], not [peer]")
+        }
+        if let raw = table["storage"], raw.array == nil {
+            throw ConfigurationError(
+                file: file, field: "storage", problem: "must be an array of tables: write [[storage]], not [storage]")
+        }
         var peers: [PeerEntry] = []
-        for (i, value) in (table["peer"]?.array.map { Array($0) } ?? []).enumerated() {
+        let peerValues = table["peer"]?.array.map { Array($0) } ?? []
+        guard peerValues.count < StoredConfState.maximumMembers else {
+            throw ConfigurationError(
+                file: file, field: "peer",
+                problem: "\(peerValues.count) peers: a cluster has at most \(StoredConfState.maximumMembers) nodes")
+        }
+        for (i, value) in peerValues.enumerated() {
             let field = "peer[\(i)]"
             guard let entry = value.table else {
                 throw ConfigurationError(file: file, field: field, problem: "must be a table ([[peer]])")
@@ -297,6 +314,10 @@ struct NodeConfiguration: Sendable {
             var info = stat()
             guard stat(path, &info) == 0 else {
                 throw error(field, "\(path) does not exist: `raftd init` writes one, or fix the path")
+            }
+            guard info.st_uid == geteuid() else {
+                throw error(
+                    field, "\(path) belongs to user \(info.st_uid), not to the user running raftd (\(geteuid()))")
             }
             guard info.st_mode & 0o077 == 0 else {
                 throw error(

@@ -31,10 +31,14 @@ final class RaftServer: Sendable {
     let provisioners: [StorageName: PartitionProvisioner]
     let metadata: [StorageName: MetadataStore]
     let started = ContinuousClock.now
+    /// Paths whose creation is running on this node, and partitions minted for a path whose
+    /// creation ended with an unknown outcome (a retry commits into the same partition, so
+    /// one path never lands in two).
+    let creations = Mutex<(running: Set<RelativePath>, minted: [RelativePath: PartitionKey])>(([], [:]))
 
     /// Opens every storage (creating the layout of a new one), loads its partitions and
     /// builds the host. Nothing listens yet.
-    init(configuration: NodeConfiguration, logger: Logger) throws {
+    init(configuration: NodeConfiguration, logger: Logger, initializeStorages: Bool = false) throws {
         self.configuration = configuration
         self.logger = logger
         var storages: [Storage] = []
@@ -48,10 +52,10 @@ final class RaftServer: Sendable {
                 do {
                     storage = try Storage(
                         root: entry.path, clusterID: configuration.clusterID, name: entry.name,
-                        nodeID: configuration.nodeID, createIfMissing: true)
+                        nodeID: configuration.nodeID, createIfMissing: initializeStorages)
                 } catch {
                     throw ServerError(
-                        "storage \(entry.name) at \(entry.path): \(error). If another raftd uses it, stop that one; if the storage belongs to another cluster or node, fix storage.path"
+                        "storage \(entry.name) at \(entry.path): \(error). An empty directory is not made a storage silently (an unmounted disk looks the same): `raftd init` initializes storages, or start once with --initialize-storages. If another raftd uses it, stop that one; if it belongs to another cluster or node, fix storage.path"
                     )
                 }
                 storages.append(storage)
@@ -194,6 +198,16 @@ final class RaftServer: Sendable {
             counts[name] = (UInt64(records.count), leaders)
         }
         return counts
+    }
+
+    /// The node that creates the repository or pool at `path`: one per path, so that two
+    /// concurrent creations of a path meet on one node (which serialises them) instead of
+    /// minting two partitions. Nodes sorted by ID, chosen by a hash of the path.
+    func creator(of path: RelativePath) -> NodeID {
+        let nodes = ([configuration.nodeID] + configuration.peers.map(\.id)).sorted()
+        let digest = SHA256.hash(Array(path.rawValue.utf8))
+        let value = digest.prefix(8).reduce(UInt64(0)) { $0 << 8 | UInt64($1) }
+        return nodes[Int(value % UInt64(nodes.count))]
     }
 
     /// The provisioner of the storage new partitions of this node go to (the first).

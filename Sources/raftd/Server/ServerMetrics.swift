@@ -11,6 +11,9 @@ import Synchronization
 final class ServerMetrics: Sendable {
     let registry: PrometheusCollectorRegistry
     private let last = Mutex<[String: UInt64]>([:])
+    /// The leader count and when it was taken: one status per partition, so computed at
+    /// most every 10 s whatever the scrape rate.
+    private let leaders = Mutex<(value: Double, at: ContinuousClock.Instant?)>((0, nil))
 
     private static let bootstrapped = Mutex<PrometheusCollectorRegistry?>(nil)
 
@@ -80,11 +83,18 @@ final class ServerMetrics: Sendable {
         for entry in requests.snapshot {
             counter("raftd_client_requests_total", entry.count, [("method", entry.method), ("status", entry.status)])
         }
-        // Leaders: one status per partition; bounded by what a scrape may cost.
-        if server.machines.count <= 20_000 {
-            let counts = await server.partitionCounts()
-            gauge("raftd_leaders", Double(counts.values.reduce(0) { $0 + $1.leaders }))
+        let now = ContinuousClock.now
+        let due = leaders.withLock { state in
+            guard state.at.map({ now - $0 >= .seconds(10) }) ?? true else { return false }
+            state.at = now
+            return true
         }
+        if due {
+            let counts = await server.partitionCounts()
+            leaders.withLock { $0.value = Double(counts.values.reduce(0) { $0 + $1.leaders }) }
+        }
+        gauge("raftd_leaders", leaders.withLock { $0.value })
+        gauge("raftd_groups", Double(max(0, host.replicas - host.awake - host.dormant)), [("state", "quiesced")])
     }
 
     func text() -> String { registry.emitToString() }
