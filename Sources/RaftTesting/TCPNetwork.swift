@@ -24,9 +24,11 @@ public final class TCPNetwork: ClusterNetwork {
     public let secret: [UInt8]
     private let adjust: @Sendable (inout PeerTransportConfiguration) -> Void
     private let transports = Mutex<[NodeID: PeerTransport]>([:])
-    /// One event-loop thread for every transport of the process, never shut down: a
-    /// transport stopped from synchronous code leaves no dialler on a dead loop.
-    private static let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+    /// The network's event-loop thread, shared by its nodes' transports and never shut
+    /// down (a transport stopped from synchronous code leaves no timer on a dead loop; the
+    /// thread ends with the process). One per network: tests running side by side do not
+    /// queue behind each other's traffic.
+    private let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
 
     /// `nodes`: every node of the cluster (each attaches later). `adjust` changes each
     /// node's transport configuration before it starts (bounds, time-outs).
@@ -56,7 +58,7 @@ public final class TCPNetwork: ClusterNetwork {
         adjust(&configuration)
         var logger = Logger(label: "raftd.transport")
         logger.logLevel = .warning
-        let transport = try PeerTransport(configuration: configuration, logger: logger, group: Self.group)
+        let transport = try PeerTransport(configuration: configuration, logger: logger, group: group)
         try transport.startBlocking(receiver: receiver)
         let address = PeerAddress(host: "127.0.0.1", port: transport.listeningPort)
         for (_, other) in running { other.setAddress(of: node, to: address) }
