@@ -111,15 +111,24 @@ public final class PeerTransport: Transport, Sendable {
             .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
             .childChannelInitializer { [self] channel in
                 channel.eventLoop.makeCompletedFuture {
-                    let limit = DecoderLimit(PeerHandshake.maximumHandshakeBytes)
-                    let sealer = PeerSealer()
-                    try channel.pipeline.syncOperations.addHandlers(
-                        ByteToMessageHandler(PeerMessageDecoder(limit: limit)), sealer,
-                        PeerChannelHandler(
-                            transport: self, role: .acceptor, handshake: nil, limit: limit, sealer: sealer))
+                    try addPipeline(to: channel, role: .acceptor, handshake: nil)
                 }
             }
             .bind(host: configuration.listen.host, port: configuration.listen.port)
+    }
+
+    /// A connection's handlers, either side: the decoder (small until the handshake), the
+    /// sealer of outgoing messages, and the handler running the handshake and traffic.
+    private func addPipeline(
+        to channel: any Channel, role: PeerChannelHandler.Role, handshake: HandshakeSignal?
+    )
+        throws
+    {
+        let limit = DecoderLimit(PeerHandshake.maximumHandshakeBytes)
+        let sealer = PeerSealer()
+        try channel.pipeline.syncOperations.addHandlers(
+            ByteToMessageHandler(PeerMessageDecoder(limit: limit)), sealer,
+            PeerChannelHandler(transport: self, role: role, handshake: handshake, limit: limit, sealer: sealer))
     }
 
     private func bindError(_ error: any Error) -> PeerTransportError {
@@ -410,13 +419,7 @@ public final class PeerTransport: Transport, Sendable {
             .channelOption(.socketOption(.tcp_nodelay), value: 1)
             .channelInitializer { [self] channel in
                 channel.eventLoop.makeCompletedFuture {
-                    let limit = DecoderLimit(PeerHandshake.maximumHandshakeBytes)
-                    let sealer = PeerSealer()
-                    try channel.pipeline.syncOperations.addHandlers(
-                        ByteToMessageHandler(PeerMessageDecoder(limit: limit)), sealer,
-                        PeerChannelHandler(
-                            transport: self, role: .dialer(peer: peer, kind: kind), handshake: signal,
-                            limit: limit, sealer: sealer))
+                    try addPipeline(to: channel, role: .dialer(peer: peer, kind: kind), handshake: signal)
                 }
             }
         bootstrap.connect(host: address.host, port: address.port).whenComplete { [self] result in
