@@ -32,6 +32,8 @@ public final class ProcessCluster: ClusterHarness, @unchecked Sendable {
     /// HTTP endpoints (metrics, health), node by node.
     public let httpEndpoints: [String]
     public let tokenFile: String
+    /// The nodes' election timeout (its lower end: timers are randomized up to twice it).
+    public let electionTimeout: Duration
     public let token: String
     private let ownsDirectory: Bool
     private var processes: [Process?]
@@ -39,7 +41,8 @@ public final class ProcessCluster: ClusterHarness, @unchecked Sendable {
     /// Writes the cluster with `raftd init` (ports from `basePort`, or a random free-looking
     /// range). Nothing runs until `start`.
     public init(
-        binary: String, nodes: Int = 3, basePort: Int? = nil, directory: String? = nil, tickMilliseconds: Int = 10
+        binary: String, nodes: Int = 3, basePort: Int? = nil, directory: String? = nil, tickMilliseconds: Int = 10,
+        electionTicks: Int = 50
     )
         throws
     {
@@ -54,11 +57,12 @@ public final class ProcessCluster: ClusterHarness, @unchecked Sendable {
         }
         let base = basePort ?? 20_000 + 100 * Int.random(in: 0..<390)
         self.basePort = base
+        electionTimeout = .milliseconds(tickMilliseconds * electionTicks)
         let (status, output) = Self.run(
             binary,
             [
                 "init", "--nodes", "\(nodes)", "--dir", self.directory, "--base-port", "\(base)", "--tick-ms",
-                "\(tickMilliseconds)", "--format", "json",
+                "\(tickMilliseconds)", "--election-ticks", "\(electionTicks)", "--format", "json",
             ])
         guard status == 0 else { throw LocalClusterError("raftd init failed (\(status)): \(output)") }
         endpoints = (0..<nodes).map { "127.0.0.1:\(base + 10 * $0 + 1)" }

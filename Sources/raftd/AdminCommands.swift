@@ -255,12 +255,14 @@ struct PartitionCommand: AsyncParsableCommand {
                 try options.emit(response) { p in
                     var lines = [
                         "partition \(p.partitionKey) (\(p.mode)) leader member \(p.leaderMember.isEmpty ? "none" : p.leaderMember) at \(p.leaderAddress)",
-                        "term \(p.term) commit \(p.commitLsn) applied \(p.appliedLsn)",
-                        "MEMBER\tROLE\tSTORAGE\tNODE\tMATCH\tLAG\tHEALTHY",
+                        "term \(p.term) commit \(p.commitLsn) applied \(p.appliedLsn)"
+                            + (p.leaderForMs >= 0 ? " leader for \(p.leaderForMs) ms" : ""),
+                        "MEMBER\tROLE\tSTORAGE\tNODE\tMATCH\tLAG\tHEALTHY\tLAST CONTACT",
                     ]
                     for r in p.replicas {
+                        let contact = r.lastContactMs >= 0 ? "\(r.lastContactMs) ms" : "unknown"
                         lines.append(
-                            "\(r.memberID)\t\(r.role)\t\(r.storage)\t\(r.nodeID)\t\(r.matchLsn)\t\(r.lag)\t\(r.healthy)"
+                            "\(r.memberID)\t\(r.role)\t\(r.storage)\t\(r.nodeID)\t\(r.matchLsn)\t\(r.lag)\t\(r.healthy)\t\(contact)"
                         )
                     }
                     if !p.repositories.isEmpty {

@@ -817,6 +817,10 @@ public nonisolated struct Raftd_V1_GetPartitionResponse: Sendable {
 
   public var repositories: [String] = []
 
+  /// How long the current leadership has lasted, in milliseconds, when the serving node
+  /// leads; -1 otherwise.
+  public var leaderForMs: Int64 = 0
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -2218,7 +2222,7 @@ nonisolated extension Raftd_V1_GetPartitionRequest: SwiftProtobuf.Message, Swift
 
 nonisolated extension Raftd_V1_GetPartitionResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".GetPartitionResponse"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}partition_key\0\u{1}mode\0\u{3}leader_member\0\u{3}leader_address\0\u{1}term\0\u{3}commit_lsn\0\u{3}applied_lsn\0\u{1}replicas\0\u{1}repositories\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}partition_key\0\u{1}mode\0\u{3}leader_member\0\u{3}leader_address\0\u{1}term\0\u{3}commit_lsn\0\u{3}applied_lsn\0\u{1}replicas\0\u{1}repositories\0\u{3}leader_for_ms\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -2235,6 +2239,7 @@ nonisolated extension Raftd_V1_GetPartitionResponse: SwiftProtobuf.Message, Swif
       case 7: try { try decoder.decodeSingularUInt64Field(value: &self.appliedLsn) }()
       case 8: try { try decoder.decodeRepeatedMessageField(value: &self.replicas) }()
       case 9: try { try decoder.decodeRepeatedStringField(value: &self.repositories) }()
+      case 10: try { try decoder.decodeSingularInt64Field(value: &self.leaderForMs) }()
       default: break
       }
     }
@@ -2268,6 +2273,9 @@ nonisolated extension Raftd_V1_GetPartitionResponse: SwiftProtobuf.Message, Swif
     if !self.repositories.isEmpty {
       try visitor.visitRepeatedStringField(value: self.repositories, fieldNumber: 9)
     }
+    if self.leaderForMs != 0 {
+      try visitor.visitSingularInt64Field(value: self.leaderForMs, fieldNumber: 10)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -2281,6 +2289,7 @@ nonisolated extension Raftd_V1_GetPartitionResponse: SwiftProtobuf.Message, Swif
     if lhs.appliedLsn != rhs.appliedLsn {return false}
     if lhs.replicas != rhs.replicas {return false}
     if lhs.repositories != rhs.repositories {return false}
+    if lhs.leaderForMs != rhs.leaderForMs {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

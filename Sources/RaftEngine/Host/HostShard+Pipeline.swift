@@ -240,7 +240,12 @@ extension HostShard {
         if soft.role == .leader {
             counters.leadershipsGained &+= 1
             r.lastActivityTick = currentTick
+            if r.leaderSinceNanoseconds == nil || r.leaderTerm != node.term {
+                r.leaderTerm = node.term
+                r.leaderSinceNanoseconds = context.clock.nanoseconds
+            }
         } else {
+            r.leaderSinceNanoseconds = nil
             // A read accepted while leading is answered only by that leadership.
             failUnansweredReads(r, leader: soft.leader)
         }

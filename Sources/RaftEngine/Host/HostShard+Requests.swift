@@ -238,12 +238,14 @@ extension HostShard {
             s.commit = node.logBounds.commit
             s.lastIndex = node.logBounds.last
             if node.role == .leader {
+                s.leaderSinceNanoseconds = r.leaderSinceNanoseconds
                 for m in r.members {
                     if let progress = node.progress(of: m.member) { s.matchIndex[m.member] = progress.match }
                 }
             }
         } else if let d = r.suspended {
             s.role = d.isLeader ? .leader : .follower
+            if d.isLeader { s.leaderSinceNanoseconds = r.leaderSinceNanoseconds }
             s.term = d.term
             s.leader = d.lead
             s.commit = d.commit

@@ -65,12 +65,20 @@ extension HostShard {
 
     /// A peer node was declared dead (or restarted). Only the groups it led wake: each
     /// forgets its leader and waits for a paced, jittered campaign slot. The replica that a
-    /// hash of the partition prefers among the live voters goes within half an election
-    /// timeout; the others only after a full one, if no leader emerged, so two survivors
-    /// rarely split the vote.
+    /// hash of the partition prefers among the live voters goes first; the others only a
+    /// full election timeout later, if no leader emerged, so two survivors rarely split the
+    /// vote.
+    ///
+    /// The preferred replica first waits out the detection skew: each survivor declares the
+    /// node dead one liveness timeout after the last frame *it* heard, so they do so up to a
+    /// liveness interval (plus a tick on each side) apart. A survivor that still counts the
+    /// leader as live drops a pre-vote (the leader's lease), and the campaign would then
+    /// retry only after a whole randomized election timeout: campaigning early made the
+    /// failover slower, not faster.
     package func nodeDown(_ slot: Int) {
         downNodes.insert(slot)
         let e = UInt64(options.electionTicks)
+        let skew = UInt64(options.livenessIntervalTicks + 2)
         for key in replicas.keys.sorted() {
             for r in replicas[key]! where !r.isFailed && r.residency != .awaitingCampaign {
                 let leader = r.knownLeader
@@ -79,8 +87,8 @@ extension HostShard {
                 node.forgetLeader()
                 setNotAwake(r, as: .awaitingCampaign)
                 let preferred = preferredCampaigner(r)
-                let jitter = UInt64(rng.next(below: max(1, Int(e / 2))))
-                let delay: UInt64 = preferred == r.key.member ? jitter : e + jitter
+                let jitter = UInt64(rng.next(below: max(1, Int(e / 4))))
+                let delay: UInt64 = skew + jitter + (preferred == r.key.member ? 0 : e)
                 r.campaignAtTick = currentTick + delay
                 campaignQueue.append(r)
                 markDirty(r)

@@ -154,6 +154,14 @@ public final class NodeHost: FrameReceiver, @unchecked Sendable {
         for s in storages { s.close() }
     }
 
+    /// Nanoseconds since any frame came from `node` (liveness frames go every liveness
+    /// interval, so a live peer stays under it); nil for this node and unknown nodes.
+    public func silence(of node: NodeID) -> Int? {
+        guard let slot = context.nodes.firstIndex(of: node), slot != context.selfSlot else { return nil }
+        let now = clock.nanoseconds
+        return liveness.withLock { $0.silence(of: slot, now: now) }
+    }
+
     // MARK: - Replicas
 
     /// The metadata store of a storage this node serves (its registry of partitions and

@@ -87,4 +87,7 @@ package struct NodeLiveness {
     }
 
     package func isAlive(_ peer: Int) -> Bool { peers[peer].isAlive }
+
+    /// Nanoseconds since a frame last came from `peer` (never negative).
+    package func silence(of peer: Int, now: Int) -> Int { max(0, now - peers[peer].lastHeardNanoseconds) }
 }

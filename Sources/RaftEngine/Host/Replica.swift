@@ -100,6 +100,10 @@ package final class Replica {
     /// its node).
     var leaseTerm = Term.zero
     var leaseUntilNanoseconds = 0
+    /// The term it leads in and since when (monotonic nanoseconds), while it leads:
+    /// operators see how long a leadership has lasted, and failovers are timed by it.
+    var leaderTerm = Term.zero
+    var leaderSinceNanoseconds: Int?
     /// The term this replica led in when it failed (it resigns from it).
     var resignTerm = Term.zero
     /// The tick of its last resignation message, and how many it sent.

@@ -42,6 +42,10 @@ public struct ReplicaStatus: Hashable, Sendable, CustomStringConvertible {
     /// On a leader: each member's match index (what it holds durably, as far as the leader
     /// knows). Empty elsewhere.
     public var matchIndex: [MemberID: LogIndex] = [:]
+    /// On a leader: when its leadership began, in `MonotonicClock.system` nanoseconds
+    /// (CLOCK_BOOTTIME, comparable across processes on one machine). Nil elsewhere, and
+    /// for a leadership restored from a dormant record after a restart of the process.
+    public var leaderSinceNanoseconds: Int?
     /// The ticks its shard has handled (diagnostics: a replica waiting for a tick slot).
     public var shardTick: UInt64 = 0
     /// The tick its campaign slot is due at, when it waits for one.

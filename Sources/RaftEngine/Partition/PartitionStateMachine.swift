@@ -173,22 +173,38 @@ public final class PartitionStateMachine: StateMachine, Sendable {
         // All partitions' paths together: one decision between fsyncs and one syncfs.
         let round = TouchedPaths()
         for (m, _, _) in noted { m.touched.move(into: round) }
+        // The records' new contents are staged in lock files first, so the same flush
+        // makes them durable with the repositories: two syncfs calls for a round of a
+        // thousand partitions, where fsyncing each record took two thousand fsyncs a
+        // second and starved the WAL's fdatasyncs (measured: 1,000 busy partitions ran at a
+        // third of the rate of one).
+        let staged = TouchedPaths()
         do {
+            for (m, applied, values) in noted {
+                let files = RepositoryFiles(path: m.directory, touched: staged)
+                try files.stage("values", encodeValues(values))
+                try files.stage("applied", Array("\(applied.rawValue)\n".utf8))
+            }
+            staged.move(into: round)
             try round.flush(fileSystem: storageRoot)
         } catch {
-            // Not durable: the first partition keeps them for the next round.
+            // Not durable: the first partition keeps them for the next round (the staged
+            // files are written again then; a renamed-away path is skipped by a flush).
             round.move(into: noted[0].0.touched)
             throw error
         }
         CrashPoints.reached()
+        // Durable before the rename: an empty `applied` would read as 0 after a power
+        // failure. `values` first: a crash between the two leaves newer values with an
+        // older index, and re-applying the entries in between converges (sets and deletes
+        // are absolute).
         let records = TouchedPaths()
-        for (m, applied, values) in noted {
+        for (m, _, _) in noted {
             let files = RepositoryFiles(path: m.directory, touched: records)
-            // Durable before the rename: an empty `applied` would read as 0 after a power failure.
-            try files.writeFile("values", encodeValues(values), durable: true)
-            try files.writeFile("applied", Array("\(applied.rawValue)\n".utf8), durable: true)
+            try files.commitStaged("values")
+            try files.commitStaged("applied")
         }
-        try records.flush()
+        try records.flush(fileSystem: storageRoot)
         CrashPoints.reached()
         for (m, applied, _) in noted {
             m.state.withLock {

@@ -378,6 +378,9 @@ struct ClusterServiceImpl: Raftd_V1_ClusterService.SimpleServiceProtocol {
             response.term = status.term.rawValue
             response.commitLsn = status.commit.rawValue
             response.appliedLsn = status.applied.rawValue
+            response.leaderForMs =
+                status.leaderSinceNanoseconds.map { Int64(max(0, MonotonicClock.system.nanoseconds - $0) / 1_000_000) }
+                ?? -1
             let connected = Set(server.transport.connectedPeers)
             for member in (status.voters + status.learners).sorted() {
                 var replica = Raftd_V1_ReplicaInfo()
@@ -391,7 +394,14 @@ struct ClusterServiceImpl: Raftd_V1_ClusterService.SimpleServiceProtocol {
                     replica.lag = status.lastIndex.rawValue - min(status.lastIndex.rawValue, match.rawValue)
                 }
                 replica.healthy = node == server.configuration.nodeID || node.map(connected.contains) ?? false
-                replica.lastContactMs = -1
+                // A node-level figure: any frame from the member's node counts (liveness
+                // frames flow whatever the group does, so a quiesced group's members show
+                // as recently heard while their node is up).
+                if node == server.configuration.nodeID {
+                    replica.lastContactMs = 0
+                } else {
+                    replica.lastContactMs = node.flatMap(server.host.silence(of:)).map { Int64($0 / 1_000_000) } ?? -1
+                }
                 response.replicas.append(replica)
             }
             if let store = server.metadata[key.authority] ?? server.metadata.values.first {

@@ -90,6 +90,10 @@ final class RaftServer: Sendable {
         options.livenessTimeoutTicks = configuration.electionTicks
         options.livenessIntervalTicks = max(1, configuration.electionTicks / 5)
         options.requestTimeoutTicks = max(3 * configuration.electionTicks, 5_000 / tick)
+        // 300 ms without requests before a group quiesces: with 10 ms ticks the default
+        // of 3 ticks quiesced and woke a partition between two writes a second apart,
+        // which cost every write a wake-up (seen in a profile of 1,000 busy partitions).
+        options.quiesceAfterIdleTicks = max(3, 300 / tick)
         options.dormantAfterQuiescedTicks = max(50, 5_000 / tick)
         options.appliedFlushTicks = max(1, 100 / tick)
         let map = try ClusterMap(configuration.clusterMap)
