@@ -15,14 +15,21 @@ final class Connection: Sendable {
     let metadata: Metadata
     private let runner: Task<Void, Never>
 
-    init(host: String, port: Int, token: String) throws {
+    init(host: String, port: Int, token: String, tls: RaftClient.TLS?) throws {
         var configuration = HTTP2ClientTransport.Posix.Config.defaults
+        var security = HTTP2ClientTransport.Posix.TransportSecurity.plaintext
+        if let tls {
+            // The server's certificate must chain to the CA and name the address dialled.
+            security = .tls { config in
+                config.trustRoots = .certificates([.file(path: tls.caFile, format: .pem)])
+            }
+        }
         // A half-open connection (a peer's machine gone) is noticed in seconds, not when
         // TCP gives up.
         configuration.connection.keepalive = .init(time: .seconds(5), timeout: .seconds(5), allowWithoutCalls: true)
         let client = GRPCClient(
             transport: try .http2NIOPosix(
-                target: .ipv4(address: host, port: port), transportSecurity: .plaintext, config: configuration))
+                target: .ipv4(address: host, port: port), transportSecurity: security, config: configuration))
         self.client = client
         runner = Task { try? await client.runConnections() }
         refs = Raftd_V1_RefService.Client(wrapping: client)

@@ -3,6 +3,10 @@ import GRPCNIOTransportHTTP2
 import RaftAPI
 import Synchronization
 
+#if canImport(Glibc)
+    import Glibc
+#endif
+
 /// What a raftd call failed with: the API's error code, the server's message, and for
 /// NOT_LEADER the leader's address, for REFERENCE_MISMATCH the reference's values.
 public struct RaftClientError: Error, Sendable, CustomStringConvertible {
@@ -50,6 +54,11 @@ public struct RaftClientError: Error, Sendable, CustomStringConvertible {
             default: error.code = .internal
             }
             error.message = "\(rpc.code): \(rpc.message)"
+            let cause = "\(rpc.message) \(rpc.cause.map { "\($0)" } ?? "")"
+            if ["connection preface", "SSL", "TLS", "certificate"].contains(where: cause.contains) {
+                error.message +=
+                    " (TLS must match on both ends: a cluster with TLS needs the CA that signed its nodes' certificates, --tls-ca-file or RaftClient.TLS; one without TLS needs neither)"
+            }
         }
         error.leaderAddress = rpc.metadata[stringValues: "raftd-leader"].first(where: { _ in true }) ?? ""
         if error.code == .referenceMismatch {
@@ -87,14 +96,29 @@ public final class RaftClient: Sendable {
     private let routes = Mutex<[String: String]>([:])
     private let closed = Atomic<Bool>(false)
 
+    /// TLS to the nodes' gRPC ports: the CA certificate (PEM) that signed their
+    /// certificates. Each server's certificate must also name the address dialled.
+    public struct TLS: Sendable {
+        public var caFile: String
+        public init(caFile: String) { self.caFile = caFile }
+    }
+
+    /// Whether connections use TLS (nil: plaintext).
+    public let tls: TLS?
+
     /// `endpoints`: host:port of any of the cluster's nodes (one is enough: NotLeader
     /// answers name the others).
-    public init(endpoints: [String], token: String, deadline: Duration = .seconds(15)) throws {
+    public init(endpoints: [String], token: String, deadline: Duration = .seconds(15), tls: TLS? = nil) throws {
         guard !endpoints.isEmpty else { throw RaftClientError(code: .invalid, message: "no endpoints given") }
         for endpoint in endpoints { _ = try Self.parse(endpoint) }
+        if let tls, access(tls.caFile, R_OK) != 0 {
+            throw RaftClientError(
+                code: .invalid, message: "TLS CA file \(tls.caFile) does not exist or is not readable")
+        }
         self.endpoints = endpoints
         self.token = token.trimmingTrailingNewline
         self.deadline = deadline
+        self.tls = tls
     }
 
     /// Closes every connection; calls in flight fail.
@@ -122,7 +146,7 @@ public final class RaftClient: Sendable {
         }
         if let existing = connections.withLock({ $0[endpoint] }) { return existing }
         let (host, port) = try Self.parse(endpoint)
-        let made = try Connection(host: host, port: port, token: token)
+        let made = try Connection(host: host, port: port, token: token, tls: tls)
         let (chosen, extra) = connections.withLock { connections -> (Connection, Connection?) in
             if let existing = connections[endpoint] { return (existing, made) }
             connections[endpoint] = made

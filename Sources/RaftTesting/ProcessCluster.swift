@@ -32,6 +32,8 @@ public final class ProcessCluster: ClusterHarness, @unchecked Sendable {
     /// HTTP endpoints (metrics, health), node by node.
     public let httpEndpoints: [String]
     public let tokenFile: String
+    /// With `tls`: the CA clients verify the nodes against (`raftd init --tls`).
+    public let clientTLS: RaftClient.TLS?
     /// The nodes' election timeout (its lower end: timers are randomized up to twice it).
     public let electionTimeout: Duration
     public let token: String
@@ -42,7 +44,7 @@ public final class ProcessCluster: ClusterHarness, @unchecked Sendable {
     /// range). Nothing runs until `start`.
     public init(
         binary: String, nodes: Int = 3, basePort: Int? = nil, directory: String? = nil, tickMilliseconds: Int = 10,
-        electionTicks: Int = 50
+        electionTicks: Int = 50, tls: Bool = false
     )
         throws
     {
@@ -58,12 +60,13 @@ public final class ProcessCluster: ClusterHarness, @unchecked Sendable {
         let base = basePort ?? 20_000 + 100 * Int.random(in: 0..<390)
         self.basePort = base
         electionTimeout = .milliseconds(tickMilliseconds * electionTicks)
+        clientTLS = tls ? RaftClient.TLS(caFile: self.directory + "/tls/ca.pem") : nil
         let (status, output) = Self.run(
             binary,
             [
                 "init", "--nodes", "\(nodes)", "--dir", self.directory, "--base-port", "\(base)", "--tick-ms",
                 "\(tickMilliseconds)", "--election-ticks", "\(electionTicks)", "--format", "json",
-            ])
+            ] + (tls ? ["--tls"] : []))
         guard status == 0 else { throw LocalClusterError("raftd init failed (\(status)): \(output)") }
         endpoints = (0..<nodes).map { "127.0.0.1:\(base + 10 * $0 + 1)" }
         httpEndpoints = (0..<nodes).map { "127.0.0.1:\(base + 10 * $0 + 2)" }
@@ -95,7 +98,7 @@ public final class ProcessCluster: ClusterHarness, @unchecked Sendable {
     /// Waits until node `i` answers on its gRPC port (its storages open, its listeners up).
     public func waitReady(_ i: Int, within seconds: Double = 60) async throws {
         let deadline = Date().addingTimeInterval(seconds)
-        let client = try RaftClient(endpoints: [endpoints[i]], token: token, deadline: .seconds(1))
+        let client = try RaftClient(endpoints: [endpoints[i]], token: token, deadline: .seconds(1), tls: clientTLS)
         defer { client.close() }
         while Date() < deadline {
             guard isRunning(i) else {
@@ -137,7 +140,7 @@ public final class ProcessCluster: ClusterHarness, @unchecked Sendable {
 
     /// A client of the whole cluster.
     public func client(endpoints chosen: [String]? = nil, deadline: Duration = .seconds(20)) throws -> RaftClient {
-        try RaftClient(endpoints: chosen ?? endpoints, token: token, deadline: deadline)
+        try RaftClient(endpoints: chosen ?? endpoints, token: token, deadline: deadline, tls: clientTLS)
     }
 
     /// Runs the `raftd` binary with `arguments`; its exit status and combined output.

@@ -1,5 +1,6 @@
 import Crypto
 import NIOCore
+import NIOSSL
 import RaftEngine
 
 /// Runs one peer connection on its event loop: the handshake, then the traffic of its
@@ -289,6 +290,10 @@ final class PeerChannelHandler: ChannelInboundHandler {
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
         if let framing = error as? PeerFramingError {
             fail(context, framing.cause, framing.detail)
+        } else if !isEstablished, let tls = error as? NIOSSLError, case .handshakeFailed = tls {
+            fail(context, .tlsHandshake, "TLS handshake failed: \(tls)")
+        } else if !isEstablished, error is BoringSSLError {
+            fail(context, .tlsHandshake, "TLS handshake failed: \(error)")
         } else {
             transport.logger.debug(
                 "peer connection error", metadata: ["peer": "\(claimedPeer)", "error": "\(error)"])
@@ -335,6 +340,11 @@ final class PeerChannelHandler: ChannelInboundHandler {
 
     /// The remote host (no port): what keys refusal log lines.
     private var sourceHost = "unknown"
+
+    private var isEstablished: Bool {
+        if case .established = state { return true }
+        return false
+    }
 
     private var isFinished: Bool {
         if case .finished = state { return true }

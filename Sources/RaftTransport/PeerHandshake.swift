@@ -41,6 +41,9 @@ enum RefusalCause: String, Sendable, CaseIterable {
     case impersonation = "impersonation"
     case badIntegrityTag = "bad_integrity_tag"
     case tooManyHandshakes = "too_many_handshakes"
+    /// The TLS handshake failed: no certificate, one the cluster's CA did not sign, or
+    /// no TLS at all (plain bytes on a TLS port).
+    case tlsHandshake = "tls_handshake"
 }
 
 /// The handshake: mutual proof of the shared secret over fresh nonces, with no secret on

@@ -126,6 +126,13 @@ public final class PeerTransport: Transport, Sendable {
     {
         let limit = DecoderLimit(PeerHandshake.maximumHandshakeBytes)
         let sealer = PeerSealer()
+        if let tls = configuration.tls {
+            if case .dialer = role {
+                try channel.pipeline.syncOperations.addHandler(try tls.handler(dialer: true))
+            } else {
+                try channel.pipeline.syncOperations.addHandler(try tls.handler(dialer: false))
+            }
+        }
         try channel.pipeline.syncOperations.addHandlers(
             ByteToMessageHandler(PeerMessageDecoder(limit: limit)), sealer,
             PeerChannelHandler(transport: self, role: role, handshake: handshake, limit: limit, sealer: sealer))

@@ -67,6 +67,9 @@ public struct PeerTransportConfiguration: Sendable {
     public var reconnectMaximumMilliseconds = 3_000
     /// Event-loop threads for all peer connections.
     public var eventLoopThreads = 1
+    /// Mutual TLS on every peer connection (nil: plain TCP; the handshake's HMACs and the
+    /// per-message tags still authenticate, but nothing is secret on the wire).
+    public var tls: PeerTLS?
 
     public init(
         nodeID: NodeID, clusterID: ClusterID, secret: [UInt8], listen: PeerAddress, peers: [NodeID: PeerAddress]

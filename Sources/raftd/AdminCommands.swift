@@ -12,6 +12,11 @@ struct ClientOptions: ParsableArguments {
     @Option(name: .long, help: "The client token file (`raftd init` writes DIR/token).")
     var tokenFile: String
 
+    @Option(
+        name: .long,
+        help: "TLS: the CA certificate that signed the nodes' certificates (`raftd init --tls` writes DIR/tls/ca.pem).")
+    var tlsCaFile: String?
+
     @Option(name: .long, help: "Output format: text or json.")
     var format: OutputFormat = .text
 
@@ -20,7 +25,8 @@ struct ClientOptions: ParsableArguments {
             throw ValidationError("--token-file \(tokenFile) cannot be read")
         }
         let list = endpoints.split(separator: ",").map { String($0).trimmingCharacters(in: .whitespaces) }
-        return try RaftClient(endpoints: list, token: String(decoding: data, as: UTF8.self))
+        return try RaftClient(
+            endpoints: list, token: String(decoding: data, as: UTF8.self), tls: tlsCaFile.map(RaftClient.TLS.init))
     }
 
     /// Prints a response: JSON (protobuf's JSON mapping) or the text `describe` gives.

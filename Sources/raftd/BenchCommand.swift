@@ -23,6 +23,7 @@ struct BenchCommand: AsyncParsableCommand {
 
     @Option(name: .long, help: "Comma-separated gRPC endpoints.") var endpoints: String
     @Option(name: .long, help: "The client token file.") var tokenFile: String
+    @Option(name: .long, help: "TLS: the CA certificate that signed the nodes' certificates.") var tlsCaFile: String?
     @Option(name: .long, help: "Partitions (one repository each, created when missing).") var partitions = 1
     @Option(name: .long, help: "Concurrent callers.") var clients = 64
     @Option(name: .long, help: "Bytes per write.") var valueSize = 256
@@ -43,7 +44,8 @@ struct BenchCommand: AsyncParsableCommand {
             throw ValidationError("--token-file \(tokenFile) cannot be read")
         }
         let list = endpoints.split(separator: ",").map(String.init)
-        let client = try RaftClient(endpoints: list, token: String(decoding: token, as: UTF8.self))
+        let tls = tlsCaFile.map(RaftClient.TLS.init)
+        let client = try RaftClient(endpoints: list, token: String(decoding: token, as: UTF8.self), tls: tls)
         defer { client.close() }
 
         // Set-up: the repositories, created in parallel where missing.
@@ -59,7 +61,7 @@ struct BenchCommand: AsyncParsableCommand {
                 group.addTask {
                     let creator = try RaftClient(
                         endpoints: [endpoint] + list.filter { $0 != endpoint },
-                        token: String(decoding: token, as: UTF8.self))
+                        token: String(decoding: token, as: UTF8.self), tls: tls)
                     defer { creator.close() }
                     if try await creator.repositoryExists(path).exists { return }
                     _ = try await creator.createRepository(path)

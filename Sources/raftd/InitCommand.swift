@@ -29,6 +29,13 @@ struct InitCommand: ParsableCommand {
     @Option(name: .long, help: "Election timeout in ticks (the heartbeat is a tenth of it).")
     var electionTicks = 50
 
+    @Flag(
+        name: .long,
+        help:
+            "TLS on the gRPC and peer ports: writes a CA and a certificate per node under DIR/tls (clients pass --tls-ca-file DIR/tls/ca.pem)."
+    )
+    var tls = false
+
     @Option(name: .long, help: "Output format: text or json.")
     var format: OutputFormat = .text
 
@@ -49,6 +56,7 @@ struct InitCommand: ParsableCommand {
         }
         try Self.writeSecret(root + "/secret")
         try Self.writeSecret(root + "/token")
+        let certificates = tls ? try ClusterCertificates.write(to: root + "/tls", nodes: nodes) : nil
         let cluster = ClusterID.random()
         let ids = (0..<nodes).map { _ in NodeID.random() }
         func port(_ node: Int, _ offset: Int) -> Int { basePort + 10 * node + offset }
@@ -88,6 +96,16 @@ struct InitCommand: ParsableCommand {
                 path = "data/node\(node + 1)"
 
                 """
+            if certificates != nil {
+                text += """
+
+                    [tls]
+                    cert_file = "tls/node\(node + 1).pem"
+                    key_file = "tls/node\(node + 1).key"
+                    ca_file = "tls/ca.pem"
+
+                    """
+            }
             for other in 0..<nodes where other != node {
                 text += """
 
@@ -108,15 +126,17 @@ struct InitCommand: ParsableCommand {
         switch format {
         case .json:
             let list = files.map { "\"\($0)\"" }.joined(separator: ",")
+            let ca = certificates.map { ",\"tls_ca_file\":\"\($0.ca)\"" } ?? ""
             print(
-                "{\"directory\":\"\(root)\",\"cluster_id\":\"\(cluster)\",\"configs\":[\(list)],\"endpoints\":\"\(endpoints)\",\"token_file\":\"\(root)/token\"}"
+                "{\"directory\":\"\(root)\",\"cluster_id\":\"\(cluster)\",\"configs\":[\(list)],\"endpoints\":\"\(endpoints)\",\"token_file\":\"\(root)/token\"\(ca)}"
             )
         case .text:
             print("Wrote a \(nodes)-node cluster (cluster ID \(cluster)) to \(root).")
             print("Start each node (in its own terminal, or with & and logs redirected):")
             for file in files { print("  raftd serve --config \(file)") }
             print("Then, for example:")
-            print("  raftd cluster info --endpoints \(endpoints) --token-file \(root)/token")
+            let ca = certificates.map { " --tls-ca-file \($0.ca)" } ?? ""
+            print("  raftd cluster info --endpoints \(endpoints) --token-file \(root)/token\(ca)")
         }
     }
 

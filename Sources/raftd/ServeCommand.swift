@@ -129,10 +129,17 @@ struct NodeService: Service {
         var grpcConfiguration = HTTP2ServerTransport.Posix.Config.defaults
         grpcConfiguration.http2.maxConcurrentStreams = 256
         grpcConfiguration.connection.maxGraceTime = .seconds(15)
+        // TLS when configured: the certificate and key of the peer port. Clients verify
+        // the server against the CA (`--tls-ca-file`); they prove themselves with the token.
+        var grpcSecurity = HTTP2ServerTransport.Posix.TransportSecurity.plaintext
+        if let cert = configuration.tlsCertificateFile, let key = configuration.tlsKeyFile {
+            grpcSecurity = .tls(
+                certificateChain: [.file(path: cert, format: .pem)], privateKey: .file(path: key, format: .pem))
+        }
         let grpc = GRPCServer(
             transport: .http2NIOPosix(
                 address: .ipv4(host: configuration.grpcListen.host, port: configuration.grpcListen.port),
-                transportSecurity: .plaintext, config: grpcConfiguration),
+                transportSecurity: grpcSecurity, config: grpcConfiguration),
             services: [
                 RepositoryServiceImpl(operations: operations, counters: requests),
                 RefServiceImpl(operations: operations, counters: requests, maximumOutstanding: 4_096, streams: streams),

@@ -266,21 +266,7 @@ struct DaemonClusterTests {
 
         // Peers that cannot prove membership: the wrong cluster, the wrong secret, a node
         // the cluster does not know.
-        func value(_ file: String, _ key: String) throws -> String {
-            let text = try String(contentsOfFile: file, encoding: .utf8)
-            return text.split(separator: "\n").first { $0.hasPrefix("\(key) = ") }!.split(separator: "\"")[1]
-                .description
-        }
-        // The target is the node with the largest ID, so that a rogue claiming the
-        // smallest (a real member) dials it.
-        let ids = try (0..<3).map { try NodeID(parsing: value(cluster.configFile($0), "id")) }
-        let target = ids.indices.max { ids[$0] < ids[$1] }!
-        let member = ids.indices.min { ids[$0] < ids[$1] }!
-        let clusterID = try ClusterID(parsing: value(cluster.configFile(0), "cluster_id"))
-        let secret = Array(
-            (try String(contentsOfFile: cluster.directory + "/secret", encoding: .utf8)).trimmingCharacters(
-                in: .whitespacesAndNewlines
-            ).utf8)
+        let (ids, target, member, clusterID, secret) = try Self.identities(cluster)
         var stranger = NodeID.random()
         while !(stranger < ids[target]) { stranger = NodeID.random() }
         let cases: [(ClusterID, NodeID, [UInt8], String)] = [
@@ -289,24 +275,121 @@ struct DaemonClusterTests {
             (clusterID, stranger, secret, "unknown_node"),
         ]
         for (rogueCluster, rogueID, rogueSecret, cause) in cases {
-            var rogueConfiguration = PeerTransportConfiguration(
-                nodeID: rogueID, clusterID: rogueCluster, secret: rogueSecret,
-                listen: PeerAddress(host: "127.0.0.1", port: 0),
-                peers: [ids[target]: PeerAddress(host: "127.0.0.1", port: cluster.basePort + 10 * target)])
-            rogueConfiguration.reconnectMaximumMilliseconds = 100
-            let rogue = try PeerTransport(configuration: rogueConfiguration)
-            try await rogue.start(receiver: NoReceiver())
-            try await eventually("node \(target) counts a \(cause) refusal", within: 20) {
-                let text = try httpGet(cluster.httpEndpoints[target], "/metrics").body
-                return text.contains("raftd_peer_refusals_total{cause=\"\(cause)\"}")
-            }
-            #expect(rogue.connectedPeers.isEmpty)
-            await rogue.stop()
+            try await Self.rogue(
+                cluster, target: (ids[target], target), as: rogueID, of: rogueCluster, secret: rogueSecret,
+                refusedFor: cause)
             try await Self.advance(branch, chain, client)
         }
         let ready = try httpGet(cluster.httpEndpoints[0], "/readyz")
         #expect(ready.status == 200, "\(ready.body)")
         #expect(try httpGet(cluster.httpEndpoints[0], "/healthz").status == 200)
+    }
+
+    /// The nodes' IDs from their configs; the node with the largest ID (a rogue claiming
+    /// the smallest, a real member, dials it) and the one with the smallest; the cluster
+    /// ID and the shared secret.
+    static func identities(
+        _ cluster: ProcessCluster
+    ) throws -> (
+        ids: [NodeID], target: Int, member: Int, clusterID: ClusterID, secret: [UInt8]
+    ) {
+        func value(_ file: String, _ key: String) throws -> String {
+            let text = try String(contentsOfFile: file, encoding: .utf8)
+            return text.split(separator: "\n").first { $0.hasPrefix("\(key) = ") }!.split(separator: "\"")[1]
+                .description
+        }
+        let ids = try (0..<3).map { try NodeID(parsing: value(cluster.configFile($0), "id")) }
+        let clusterID = try ClusterID(parsing: value(cluster.configFile(0), "cluster_id"))
+        let secret = Array(
+            (try String(contentsOfFile: cluster.directory + "/secret", encoding: .utf8)).trimmingCharacters(
+                in: .whitespacesAndNewlines
+            ).utf8)
+        return (
+            ids, ids.indices.max { ids[$0] < ids[$1] }!, ids.indices.min { ids[$0] < ids[$1] }!, clusterID, secret
+        )
+    }
+
+    /// Runs a peer transport that dials `target` as `id` until the target counts a
+    /// refusal for `cause`; it must never connect.
+    static func rogue(
+        _ cluster: ProcessCluster, target: (id: NodeID, index: Int), as id: NodeID, of clusterID: ClusterID,
+        secret: [UInt8], tls: PeerTLS? = nil, refusedFor cause: String
+    ) async throws {
+        var configuration = PeerTransportConfiguration(
+            nodeID: id, clusterID: clusterID, secret: secret, listen: PeerAddress(host: "127.0.0.1", port: 0),
+            peers: [target.id: PeerAddress(host: "127.0.0.1", port: cluster.basePort + 10 * target.index)])
+        configuration.reconnectMaximumMilliseconds = 100
+        configuration.tls = tls
+        let rogue = try PeerTransport(configuration: configuration)
+        try await rogue.start(receiver: NoReceiver())
+        try await eventually("node \(target.index) counts a \(cause) refusal", within: 20) {
+            let text = try httpGet(cluster.httpEndpoints[target.index], "/metrics").body
+            return text.contains("raftd_peer_refusals_total{cause=\"\(cause)\"}")
+        }
+        #expect(rogue.connectedPeers.isEmpty, "\(cause)")
+        await rogue.stop()
+    }
+
+    @Test(
+        "Daemon: TLS on the gRPC and peer ports (raftd init --tls): the cluster replicates and a killed node rejoins; plaintext clients, plain bytes and peers whose certificate another CA signed are refused"
+    )
+    func tlsCluster() async throws {
+        let binary = raftdBinary()
+        try #require(FileManager.default.isExecutableFile(atPath: binary), "build raftd first (swift build)")
+        let cluster = try ProcessCluster(binary: binary, tls: true)
+        defer { cluster.stopAll() }
+        try cluster.startAll()
+        try await cluster.waitAllReady()
+        let client = try cluster.client()
+        defer { client.close() }
+        let chain = try CommitChain(length: 8, directory: cluster.directory + "/chain")
+        let branches = (0..<6).map { Branch(path: "tls/repo-\($0).git") }
+        for branch in branches { _ = try await client.createRepository(branch.path) }
+        try await Self.advanceAll(branches, chain, client, times: 2)
+        for endpoint in cluster.endpoints { try await Self.checkReplica(endpoint, branches, chain, client) }
+
+        // A client without TLS gets an error naming the cause; the cluster keeps serving.
+        let plain = try RaftClient(endpoints: [cluster.endpoints[0]], token: cluster.token, deadline: .seconds(2))
+        defer { plain.close() }
+        do {
+            _ = try await plain.clusterInfo()
+            Issue.record("a plaintext client was served by a TLS port")
+        } catch let error as RaftClientError {
+            #expect(error.message.contains("TLS"), "\(error)")
+        }
+        try await Self.advance(branches[0], chain, client)
+
+        // Plain bytes on the peer port, then a peer that knows the cluster ID, a member's
+        // ID and the secret but holds a certificate of another CA: both refused in TLS.
+        let (ids, target, member, clusterID, secret) = try Self.identities(cluster)
+        let socket = try TCPSocket(port: cluster.basePort + 10 * target)
+        socket.send(Array("not TLS at all".utf8))
+        socket.finishWriting()
+        _ = socket.readAll()
+        let other = try ProcessCluster(binary: binary, tls: true)
+        defer { other.stopAll() }
+        let foreign = try PeerTLS(
+            certificateFile: other.directory + "/tls/node1.pem", keyFile: other.directory + "/tls/node1.key",
+            caFile: other.directory + "/tls/ca.pem")
+        try await Self.rogue(
+            cluster, target: (ids[target], target), as: ids[member], of: clusterID, secret: secret, tls: foreign,
+            refusedFor: "tls_handshake")
+        // Inside TLS, membership is still proven: this cluster's certificate, another secret.
+        let own = try PeerTLS(
+            certificateFile: cluster.directory + "/tls/node1.pem", keyFile: cluster.directory + "/tls/node1.key",
+            caFile: cluster.directory + "/tls/ca.pem")
+        try await Self.rogue(
+            cluster, target: (ids[target], target), as: ids[member], of: clusterID,
+            secret: Array("a secret of some other cluster".utf8), tls: own, refusedFor: "wrong_secret")
+        try await Self.advance(branches[1], chain, client)
+
+        // kill -9 of a node: writes go on, and the restarted node rejoins over TLS.
+        cluster.crash(2)
+        try await Self.advanceAll(branches, chain, client, times: 1)
+        try cluster.start(2)
+        try await cluster.waitReady(2)
+        try await Self.advanceAll(branches, chain, client, times: 1)
+        for endpoint in cluster.endpoints { try await Self.checkReplica(endpoint, branches, chain, client) }
     }
 
     @Test("Daemon: configuration errors exit non-zero, naming the field")
@@ -342,6 +425,17 @@ struct DaemonClusterTests {
             chmod(cluster.directory + "/secret", 0o644)
         }
         chmod(cluster.directory + "/secret", 0o600)
+        // TLS: a key readable by others, and a key that is not the certificate's.
+        let secure = try ProcessCluster(binary: binary, nodes: 3, tls: true)
+        defer { secure.stopAll() }
+        let tlsSection =
+            "\n[tls]\ncert_file = \"\(secure.directory)/tls/node1.pem\"\nca_file = \"\(secure.directory)/tls/ca.pem\"\n"
+        try attempt(good + tlsSection + "key_file = \"\(secure.directory)/tls/node1.key\"\n", expect: "tls.key_file") {
+            chmod(secure.directory + "/tls/node1.key", 0o644)
+        }
+        chmod(secure.directory + "/tls/node1.key", 0o600)
+        try attempt(good + tlsSection + "key_file = \"\(secure.directory)/tls/node2.key\"\n", expect: "tls")
+        try attempt(good + tlsSection, expect: "tls.key_file")
         // A port in use.
         let busy = try TCPListener()
         try attempt(

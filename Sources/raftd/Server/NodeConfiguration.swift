@@ -18,7 +18,8 @@ struct ConfigurationError: Error, CustomStringConvertible {
 ///     [node]     name, id, cluster_id
 ///     [listen]   peer, grpc, http (host:port)
 ///     [auth]     secret_file, token_file (mode 0600; relative to the config's directory)
-///     [tls]      cert_file, key_file (optional; both or neither)
+///     [tls]      cert_file, key_file (mode 0600), ca_file (optional: TLS on the gRPC and
+///                peer ports; `raftd init --tls` writes them)
 ///     [raft]     tick_ms, election_ticks, heartbeat_ticks
 ///     [[storage]] name, path
 ///     [[peer]]   name, id, address (peer port), grpc (client port), storages
@@ -45,8 +46,12 @@ struct NodeConfiguration: Sendable {
     var httpListen: PeerAddress
     var secret: [UInt8]
     var token: [UInt8]
+    /// TLS on the gRPC and peer ports (all three or none): this node's certificate, its
+    /// key (mode 0600) and the CA that signed every node's certificate.
     var tlsCertificateFile: String?
     var tlsKeyFile: String?
+    var tlsCAFile: String?
+    var peerTLS: PeerTLS?
     var tickMilliseconds: Int
     var electionTicks: Int
     var heartbeatTicks: Int
@@ -109,16 +114,18 @@ struct NodeConfiguration: Sendable {
             guard let tls = tls.table else {
                 throw ConfigurationError(file: file, field: "tls", problem: "must be a table ([tls])")
             }
-            try reader.refuseUnknown(tls, "tls", allowed: ["cert_file", "key_file"])
+            try reader.refuseUnknown(tls, "tls", allowed: ["cert_file", "key_file", "ca_file"])
             let cert = try reader.existingFile(tls, "tls.cert_file")
-            let key = try reader.existingFile(tls, "tls.key_file")
+            let key = try reader.privateFile(tls, "tls.key_file")
+            let ca = try reader.existingFile(tls, "tls.ca_file")
+            do {
+                peerTLS = try PeerTLS(certificateFile: cert, keyFile: key, caFile: ca)
+            } catch {
+                throw ConfigurationError(file: file, field: "tls", problem: "\(error)")
+            }
             tlsCertificateFile = cert
             tlsKeyFile = key
-            throw ConfigurationError(
-                file: file, field: "tls",
-                problem:
-                    "TLS on the client and peer ports is not built yet (see docs/DAEMON.md); remove [tls] and use loopback or a private network"
-            )
+            tlsCAFile = ca
         }
 
         if let raw = table["raft"], raw.table == nil {
@@ -310,6 +317,21 @@ struct NodeConfiguration: Sendable {
 
         /// A secret or token file: readable, not readable by group or others, long enough.
         func secretFile(_ table: TOMLTable, _ field: String, minimumBytes: Int) throws(ConfigurationError) -> [UInt8] {
+            let path = try privateFile(table, field)
+            guard let data = FileManager.default.contents(atPath: path) else {
+                throw error(field, "\(path) is not readable by this user")
+            }
+            var bytes = Array(data)
+            while let last = bytes.last, last == 0x0A || last == 0x0D || last == 0x20 { bytes.removeLast() }
+            guard bytes.count >= minimumBytes else {
+                throw error(field, "\(path) holds \(bytes.count) bytes; at least \(minimumBytes) are needed")
+            }
+            return bytes
+        }
+
+        /// The path of a file only its owner may read: it exists, belongs to the user
+        /// running raftd, and group and others have no access.
+        func privateFile(_ table: TOMLTable, _ field: String) throws(ConfigurationError) -> String {
             let path = resolve(try string(table, field))
             var info = stat()
             guard stat(path, &info) == 0 else {
@@ -325,15 +347,7 @@ struct NodeConfiguration: Sendable {
                     "\(path) is readable by others (mode \(String(info.st_mode & 0o777, radix: 8))): run chmod 600 \(path)"
                 )
             }
-            guard let data = FileManager.default.contents(atPath: path) else {
-                throw error(field, "\(path) is not readable by this user")
-            }
-            var bytes = Array(data)
-            while let last = bytes.last, last == 0x0A || last == 0x0D || last == 0x20 { bytes.removeLast() }
-            guard bytes.count >= minimumBytes else {
-                throw error(field, "\(path) holds \(bytes.count) bytes; at least \(minimumBytes) are needed")
-            }
-            return bytes
+            return path
         }
     }
 }

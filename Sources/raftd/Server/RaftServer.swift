@@ -115,6 +115,7 @@ final class RaftServer: Sendable {
             listen: configuration.peerListen,
             peers: Dictionary(uniqueKeysWithValues: configuration.peers.map { ($0.id, $0.address) }))
         transportConfiguration.eventLoopThreads = 1
+        transportConfiguration.tls = configuration.peerTLS
         var transportLogger = logger
         transportLogger[metadataKey: "component"] = "transport"
         transport = try PeerTransport(configuration: transportConfiguration, logger: transportLogger)
