@@ -103,14 +103,18 @@ final class PeerChannelHandler: ChannelInboundHandler {
                 return fail(context, .badHandshake, "expected a challenge, got type \(message.type)")
             }
             state = .awaitingAccepted(hello, acceptorNonce: body)
-            write(context, .proof, PeerHandshake.dialerMAC(secret: transport.key, hello: hello, acceptorNonce: body))
+            write(
+                context, .proof,
+                PeerHandshake.dialerMAC(
+                    secret: transport.key, hello: hello, acceptorNonce: body, binding: binding(context)))
         case .awaitingProof(let hello, let acceptorNonce):
             guard type == .proof else {
                 return fail(context, .badHandshake, "expected a proof, got type \(message.type)")
             }
             guard
                 PeerHandshake.verify(
-                    body, label: "raftd-dialer", secret: transport.key, hello: hello, acceptorNonce: acceptorNonce)
+                    body, label: "raftd-dialer", secret: transport.key, hello: hello, acceptorNonce: acceptorNonce,
+                    binding: binding(context))
             else {
                 return refuse(
                     context, .wrongSecret,
@@ -119,7 +123,8 @@ final class PeerChannelHandler: ChannelInboundHandler {
             }
             write(
                 context, .accepted,
-                PeerHandshake.acceptorMAC(secret: transport.key, hello: hello, acceptorNonce: acceptorNonce))
+                PeerHandshake.acceptorMAC(
+                    secret: transport.key, hello: hello, acceptorNonce: acceptorNonce, binding: binding(context)))
             establish(context, hello: hello, acceptorNonce: acceptorNonce, dialer: false)
         case .awaitingAccepted(let hello, let acceptorNonce):
             if type == .refused { return peerRefused(context, body) }
@@ -128,7 +133,8 @@ final class PeerChannelHandler: ChannelInboundHandler {
             }
             guard
                 PeerHandshake.verify(
-                    body, label: "raftd-acceptor", secret: transport.key, hello: hello, acceptorNonce: acceptorNonce)
+                    body, label: "raftd-acceptor", secret: transport.key, hello: hello, acceptorNonce: acceptorNonce,
+                    binding: binding(context))
             else {
                 return fail(
                     context, .wrongSecret,
@@ -186,7 +192,8 @@ final class PeerChannelHandler: ChannelInboundHandler {
     ) {
         timeout?.cancel()
         endPending()
-        let key = PeerHandshake.sessionKey(secret: transport.key, hello: hello, acceptorNonce: acceptorNonce)
+        let key = PeerHandshake.sessionKey(
+            secret: transport.key, hello: hello, acceptorNonce: acceptorNonce, binding: binding(context))
         sealer.seal(key: key, direction: dialer ? PeerHandshake.dialerToAcceptor : PeerHandshake.acceptorToDialer)
         openingKey = key
         openingDirection = dialer ? PeerHandshake.acceptorToDialer : PeerHandshake.dialerToAcceptor
@@ -290,16 +297,30 @@ final class PeerChannelHandler: ChannelInboundHandler {
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
         if let framing = error as? PeerFramingError {
             fail(context, framing.cause, framing.detail)
-        } else if !isEstablished, let tls = error as? NIOSSLError, case .handshakeFailed = tls {
-            fail(context, .tlsHandshake, "TLS handshake failed: \(tls)")
-        } else if !isEstablished, error is BoringSSLError {
-            fail(context, .tlsHandshake, "TLS handshake failed: \(error)")
+        } else if Self.isTLSFailure(error) && !"\(error)".contains("EOF during handshake") {
+            // Closed during the TLS handshake (a port probe, a peer killed or refusing for
+            // load) is a closed connection, below; anything else is TLS refusing the peer:
+            // before establishment a certificate or protocol problem, after it a damaged
+            // or injected record (the tags' job without TLS).
+            if isEstablished {
+                fail(context, .tlsRecord, "TLS failed on an established connection: \(error)")
+            } else {
+                fail(context, .tlsHandshake, "TLS handshake failed: \(error)")
+            }
         } else {
             transport.logger.debug(
                 "peer connection error", metadata: ["peer": "\(claimedPeer)", "error": "\(error)"])
             completeHandshake(.connectionClosed(claimedPeer))
             context.close(promise: nil)
         }
+    }
+
+    /// A TLS error other than the peer's process or connection going away.
+    private static func isTLSFailure(_ error: any Error) -> Bool {
+        if error is BoringSSLError { return true }
+        guard let tls = error as? NIOSSLError else { return false }
+        if case .uncleanShutdown = tls { return false }
+        return true
     }
 
     func handlerRemoved(context: ChannelHandlerContext) {
@@ -340,6 +361,28 @@ final class PeerChannelHandler: ChannelInboundHandler {
 
     /// The remote host (no port): what keys refusal log lines.
     private var sourceHost = "unknown"
+
+    /// The TLS channel binding of this connection (see `PeerHandshake.transcript`): the
+    /// digests of the dialer's and the acceptor's leaf certificates. Empty without TLS;
+    /// with TLS and no peer certificate (it cannot happen: peers must present one), a
+    /// binding no honest end computes.
+    private var tlsBinding: [UInt8]?
+
+    private func binding(_ context: ChannelHandlerContext) -> [UInt8] {
+        if let tlsBinding { return tlsBinding }
+        var computed: [UInt8] = []
+        if let tls = transport.configuration.tls {
+            let peer =
+                (try? context.pipeline.syncOperations.handler(type: NIOSSLHandler.self))?.peerCertificate.flatMap {
+                    try? $0.toDERBytes()
+                } ?? []
+            let own = Array(SHA256.hash(data: tls.leafDER))
+            let theirs = peer.isEmpty ? [UInt8](repeating: 0xFF, count: 32) : Array(SHA256.hash(data: peer))
+            if case .dialer = role { computed = own + theirs } else { computed = theirs + own }
+        }
+        tlsBinding = computed
+        return computed
+    }
 
     private var isEstablished: Bool {
         if case .established = state { return true }

@@ -44,6 +44,10 @@ enum RefusalCause: String, Sendable, CaseIterable {
     /// The TLS handshake failed: no certificate, one the cluster's CA did not sign, or
     /// no TLS at all (plain bytes on a TLS port).
     case tlsHandshake = "tls_handshake"
+    /// TLS failed on an established connection (a damaged or injected record).
+    case tlsRecord = "tls_record"
+    /// A source host opened connections faster than `acceptsPerSecond`.
+    case connectionRate = "connection_rate"
 }
 
 /// The handshake: mutual proof of the shared secret over fresh nonces, with no secret on
@@ -114,39 +118,49 @@ enum PeerHandshake {
         return (0..<nonceBytes).map { _ in UInt8.random(in: 0...255, using: &generator) }
     }
 
-    private static func transcript(_ hello: Hello, acceptorNonce: [UInt8]) -> [UInt8] {
+    /// `binding`: with TLS, SHA-256 of the dialer's and the acceptor's leaf certificates,
+    /// as each end saw them (empty without TLS). A relay between two nodes that holds a
+    /// certificate of the cluster's CA presents its own certificate to both, so the ends'
+    /// transcripts differ and neither proof verifies: it cannot read what it relays.
+    private static func transcript(_ hello: Hello, acceptorNonce: [UInt8], binding: [UInt8]) -> [UInt8] {
         hello.cluster.bytes + hello.from.bytes + hello.to.bytes + [hello.kind.rawValue] + hello.nonce + acceptorNonce
+            + binding
     }
 
-    static func acceptorMAC(secret: SymmetricKey, hello: Hello, acceptorNonce: [UInt8]) -> [UInt8] {
+    static func acceptorMAC(secret: SymmetricKey, hello: Hello, acceptorNonce: [UInt8], binding: [UInt8]) -> [UInt8] {
         Array(
             HMAC<Crypto.SHA256>.authenticationCode(
-                for: Array("raftd-acceptor".utf8) + transcript(hello, acceptorNonce: acceptorNonce), using: secret))
+                for: Array("raftd-acceptor".utf8) + transcript(hello, acceptorNonce: acceptorNonce, binding: binding),
+                using: secret))
     }
 
-    static func dialerMAC(secret: SymmetricKey, hello: Hello, acceptorNonce: [UInt8]) -> [UInt8] {
+    static func dialerMAC(secret: SymmetricKey, hello: Hello, acceptorNonce: [UInt8], binding: [UInt8]) -> [UInt8] {
         Array(
             HMAC<Crypto.SHA256>.authenticationCode(
-                for: Array("raftd-dialer".utf8) + transcript(hello, acceptorNonce: acceptorNonce), using: secret))
+                for: Array("raftd-dialer".utf8) + transcript(hello, acceptorNonce: acceptorNonce, binding: binding),
+                using: secret))
     }
 
     /// The key of the connection's integrity tags, known only to the two ends.
-    static func sessionKey(secret: SymmetricKey, hello: Hello, acceptorNonce: [UInt8]) -> SymmetricKey {
+    static func sessionKey(secret: SymmetricKey, hello: Hello, acceptorNonce: [UInt8], binding: [UInt8]) -> SymmetricKey
+    {
         SymmetricKey(
             data: Array(
                 HMAC<Crypto.SHA256>.authenticationCode(
-                    for: Array("raftd-session".utf8) + transcript(hello, acceptorNonce: acceptorNonce), using: secret)))
+                    for: Array("raftd-session".utf8)
+                        + transcript(hello, acceptorNonce: acceptorNonce, binding: binding), using: secret)))
     }
 
     /// Constant-time check of a MAC the peer sent.
     static func verify(
-        _ mac: [UInt8], label: String, secret: SymmetricKey, hello: Hello, acceptorNonce: [UInt8]
+        _ mac: [UInt8], label: String, secret: SymmetricKey, hello: Hello, acceptorNonce: [UInt8], binding: [UInt8]
     )
         -> Bool
     {
         guard mac.count == macBytes else { return false }
         return HMAC<Crypto.SHA256>.isValidAuthenticationCode(
-            mac, authenticating: Array(label.utf8) + transcript(hello, acceptorNonce: acceptorNonce), using: secret)
+            mac, authenticating: Array(label.utf8) + transcript(hello, acceptorNonce: acceptorNonce, binding: binding),
+            using: secret)
     }
 }
 

@@ -13,6 +13,10 @@ import NIOSSL
 public struct PeerTLS: Sendable {
     let server: NIOSSLContext
     let client: NIOSSLContext
+    /// This node's leaf certificate (DER), for the handshake's channel binding.
+    let leafDER: [UInt8]
+    /// When this node's certificate stops being valid (seconds since 1970).
+    public let notValidAfter: Int
 
     /// Loads PEM files: this node's certificate (chain), its private key, and the CA
     /// certificate(s) that signed the certificates of every node of the cluster.
@@ -37,17 +41,27 @@ public struct PeerTLS: Sendable {
         }
         guard !chain.isEmpty else { throw .configuration("TLS certificate \(certificateFile) holds no certificate") }
         guard !roots.isEmpty else { throw .configuration("TLS CA \(caFile) holds no certificate") }
+        do {
+            leafDER = try chain[0].toDERBytes()
+        } catch {
+            throw .configuration("TLS certificate \(certificateFile): \(error)")
+        }
+        notValidAfter = Int(chain[0].notValidAfter)
         var serverConfiguration = TLSConfiguration.makeServerConfiguration(
             certificateChain: chain.map { .certificate($0) }, privateKey: .privateKey(key))
         serverConfiguration.trustRoots = .certificates(roots)
         serverConfiguration.certificateVerification = .noHostnameVerification
         serverConfiguration.minimumTLSVersion = .tlsv13
+        // A close waits this long for the peer's close_notify (NIOSSL's default is 5 s,
+        // during which a stalled peer's frames are dropped and its redial waits).
+        serverConfiguration.shutdownTimeout = .milliseconds(200)
         var clientConfiguration = TLSConfiguration.makeClientConfiguration()
         clientConfiguration.certificateChain = chain.map { .certificate($0) }
         clientConfiguration.privateKey = .privateKey(key)
         clientConfiguration.trustRoots = .certificates(roots)
         clientConfiguration.certificateVerification = .noHostnameVerification
         clientConfiguration.minimumTLSVersion = .tlsv13
+        clientConfiguration.shutdownTimeout = .milliseconds(200)
         do {
             server = try NIOSSLContext(configuration: serverConfiguration)
             client = try NIOSSLContext(configuration: clientConfiguration)

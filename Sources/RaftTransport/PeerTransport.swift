@@ -59,6 +59,8 @@ public final class PeerTransport: Transport, Sendable {
         var logged: [String: ContinuousClock.Instant] = [:]
         /// Bulk requests in service per peer (over all its connections).
         var servingByPeer: [NodeID: Int] = [:]
+        /// New inbound connections each source host may still open (a token bucket).
+        var acceptBudget: [String: (tokens: Double, at: ContinuousClock.Instant)] = [:]
     }
     private let state = Mutex(State())
     private let stats = Mutex(PeerTransportStatistics())
@@ -111,10 +113,49 @@ public final class PeerTransport: Transport, Sendable {
             .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
             .childChannelInitializer { [self] channel in
                 channel.eventLoop.makeCompletedFuture {
+                    let source = channel.remoteAddress?.ipAddress ?? "unknown"
+                    guard admit(source) else {
+                        refused(
+                            cause: .connectionRate, peer: "unidentified peer", source: source,
+                            detail:
+                                "more than \(configuration.acceptsPerSecond) new connections a second from \(source) (burst \(configuration.acceptBurst))"
+                        )
+                        throw PeerTransportError.configuration("connection rate")
+                    }
                     try addPipeline(to: channel, role: .acceptor, handshake: nil)
                 }
             }
             .bind(host: configuration.listen.host, port: configuration.listen.port)
+    }
+
+    /// Takes one new-connection token of `source`: a host may open `acceptBurst`
+    /// connections at once and `acceptsPerSecond` after that, before any byte of it is
+    /// read. A stranger can then make this node run only so many handshakes (TLS costs a
+    /// key exchange and a signature each) on the event loop the peers' frames share.
+    private func admit(_ source: String) -> Bool {
+        let now = ContinuousClock.now
+        let rate = Double(configuration.acceptsPerSecond)
+        let burst = Double(configuration.acceptBurst)
+        return state.withLock { state in
+            var entry = state.acceptBudget[source] ?? (burst, now)
+            entry.tokens = min(burst, entry.tokens + (now - entry.at) / .seconds(1) * rate)
+            entry.at = now
+            guard entry.tokens >= 1 else {
+                state.acceptBudget[source] = entry
+                return false
+            }
+            entry.tokens -= 1
+            if state.acceptBudget[source] == nil && state.acceptBudget.count >= 4_096 {
+                // Bounded: forget the hosts whose budget has refilled (they lose nothing).
+                let full = burst
+                state.acceptBudget = state.acceptBudget.filter {
+                    $0.value.tokens + (now - $0.value.at) / .seconds(1) * rate < full
+                }
+                if state.acceptBudget.count >= 4_096 { return false }
+            }
+            state.acceptBudget[source] = entry
+            return true
+        }
     }
 
     /// A connection's handlers, either side: the decoder (small until the handshake), the

@@ -56,6 +56,11 @@ public struct PeerTransportConfiguration: Sendable {
     /// Inbound connections in their handshake at once; more are closed at once (a
     /// stranger opening many connections cannot use up this node's descriptors).
     public var maximumPendingHandshakes = 64
+    /// New inbound connections one source host may open: `acceptBurst` at once, then
+    /// `acceptsPerSecond`; beyond it they are closed before a byte is read (a node opens
+    /// two per peer, and again only after a close with back-off).
+    public var acceptsPerSecond = 16
+    public var acceptBurst = 32
     /// A connection that receives nothing (not even the pings each end sends after a third
     /// of this without writing) for this long is closed and dialled again.
     public var idleTimeoutMilliseconds: Int64 = 10_000
@@ -94,6 +99,7 @@ public struct PeerTransportConfiguration: Sendable {
             return "reconnect back-off needs 1 ≤ minimum ≤ maximum"
         }
         if eventLoopThreads < 1 { return "eventLoopThreads must be at least 1" }
+        if acceptsPerSecond < 1 || acceptBurst < 1 { return "acceptsPerSecond and acceptBurst must be positive" }
         if maximumPendingHandshakes < 1 || handshakeTimeoutMilliseconds < 1 || idleTimeoutMilliseconds < 3 {
             return "handshake and idle bounds must be positive"
         }

@@ -6,7 +6,8 @@ import X509
 /// The certificates of a local cluster for `raftd init --tls`: a CA made for this cluster
 /// (its key is written too, so an operator can sign more nodes, mode 0600), and for each
 /// node a certificate for both server and client use, naming 127.0.0.1 and localhost,
-/// signed by that CA. P-256 keys, valid for a year.
+/// signed by that CA. P-256 keys; the CA is valid for 10 years, node certificates for 2
+/// (`raftd serve` warns 30 days before, and exports the expiry as a metric).
 ///
 /// For a production cluster, an operator's own CA and certificates go in the same three
 /// `[tls]` fields: each node's certificate must name the address clients dial, and every
@@ -28,7 +29,7 @@ enum ClusterCertificates {
         }
         let caFile = directory + "/ca.pem"
         try store(
-            try issue(caName, key: caKey, extensions: caExtensions, by: (caName, caKey)), key: caKey,
+            try issue(caName, key: caKey, extensions: caExtensions, years: 10, by: (caName, caKey)), key: caKey,
             as: caFile, keyFile: directory + "/ca.key")
 
         var names: [GeneralName] = [.dnsName("localhost")]
@@ -46,7 +47,7 @@ enum ClusterCertificates {
         for node in 1...nodes {
             let key = P256.Signing.PrivateKey()
             let certificate = try issue(
-                try name("node\(node)"), key: key, extensions: nodeExtensions, by: (caName, caKey))
+                try name("node\(node)"), key: key, extensions: nodeExtensions, years: 2, by: (caName, caKey))
             files.certificates.append(directory + "/node\(node).pem")
             files.keys.append(directory + "/node\(node).key")
             try store(certificate, key: key, as: files.certificates[node - 1], keyFile: files.keys[node - 1])
@@ -61,16 +62,17 @@ enum ClusterCertificates {
         }
     }
 
-    /// A certificate for `key`, valid from an hour ago (clock skew) for a year, signed by
+    /// A certificate for `key`, valid from an hour ago (clock skew) for `years`, signed by
     /// the issuer's key.
     private static func issue(
-        _ subject: DistinguishedName, key: P256.Signing.PrivateKey, extensions: Certificate.Extensions,
+        _ subject: DistinguishedName, key: P256.Signing.PrivateKey, extensions: Certificate.Extensions, years: Int,
         by issuer: (name: DistinguishedName, key: P256.Signing.PrivateKey)
     ) throws -> Certificate {
         let now = Date()
         return try Certificate(
             version: .v3, serialNumber: Certificate.SerialNumber(), publicKey: .init(key.publicKey),
-            notValidBefore: now.addingTimeInterval(-3_600), notValidAfter: now.addingTimeInterval(365 * 24 * 3_600),
+            notValidBefore: now.addingTimeInterval(-3_600),
+            notValidAfter: now.addingTimeInterval(Double(years) * 365 * 24 * 3_600),
             issuer: issuer.name, subject: subject, signatureAlgorithm: .ecdsaWithSHA256, extensions: extensions,
             issuerPrivateKey: .init(issuer.key))
     }

@@ -168,6 +168,14 @@ struct NodeService: Service {
                 return (.notFound, "text/plain", "not found: try /metrics, /healthz or /readyz\n")
             }
         }
+        if let tls = configuration.peerTLS {
+            let days = (tls.notValidAfter - Int(Date().timeIntervalSince1970)) / 86_400
+            if days < 30 {
+                logger.warning(
+                    "tls.cert_file expires in \(days) days: issue a new certificate from the cluster's CA before then (an expired one fails every new peer and client connection)",
+                    metadata: ["file": "\(configuration.tlsCertificateFile ?? "")"])
+            }
+        }
         try await withThrowingDiscardingTaskGroup { group in
             group.addTask { try await grpc.serve() }
             do {

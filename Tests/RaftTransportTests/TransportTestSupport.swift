@@ -51,6 +51,22 @@ struct Mesh {
 
     func transport(_ i: Int) -> PeerTransport { network.transport(nodes[i])! }
 
+    /// Opens `strangers` raw connections to node `i` and waits until it counts `atLeast`
+    /// refusals for `cause`; then checks the established peers still exchange frames.
+    /// Returns the sockets (open until the caller drops them).
+    func flood(
+        _ i: Int, strangers: Int, refusedFor cause: RefusalCause, atLeast count: UInt64, within seconds: Double
+    ) async throws -> [RawSocket] {
+        let target = transport(i)
+        let sockets = try (0..<strangers).map { _ in try RawSocket(port: target.listeningPort) }
+        try await until("\(count) connections refused for \(cause.rawValue)", within: seconds) {
+            target.statistics.refusals[cause.rawValue, default: 0] >= count
+        }
+        try await exchange(0, 1)
+        try await exchange(1, 0)
+        return sockets
+    }
+
     func stop() { for node in nodes { network.detach(node) } }
 
     func waitConnected(within seconds: Double = 10) async throws {
@@ -180,11 +196,11 @@ final class ManualDialer {
         guard let challenge = socket.receiveMessage() else { return nil }
         guard challenge.type == PeerMessageType.challenge.rawValue else { return challenge }
         let key = SymmetricKey(data: secret)
-        let proof = PeerHandshake.dialerMAC(secret: key, hello: hello, acceptorNonce: challenge.body)
+        let proof = PeerHandshake.dialerMAC(secret: key, hello: hello, acceptorNonce: challenge.body, binding: [])
         socket.sendMessage(PeerMessageType.proof.rawValue, proof)
         let answer = socket.receiveMessage()
         if answer?.type == PeerMessageType.accepted.rawValue {
-            sessionKey = PeerHandshake.sessionKey(secret: key, hello: hello, acceptorNonce: challenge.body)
+            sessionKey = PeerHandshake.sessionKey(secret: key, hello: hello, acceptorNonce: challenge.body, binding: [])
         }
         return answer
     }

@@ -155,7 +155,8 @@ public final class NodeHost: FrameReceiver, @unchecked Sendable {
     }
 
     /// Nanoseconds since any frame came from `node` (liveness frames go every liveness
-    /// interval, so a live peer stays under it); nil for this node and unknown nodes.
+    /// interval, so a live peer stays under it); nil for this node, unknown nodes and
+    /// nodes never heard from since this process started.
     public func silence(of node: NodeID) -> Int? {
         guard let slot = context.nodes.firstIndex(of: node), slot != context.selfSlot else { return nil }
         let now = clock.nanoseconds

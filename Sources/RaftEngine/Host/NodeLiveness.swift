@@ -25,6 +25,9 @@ package struct NodeLiveness {
         var lastHeardNanoseconds: Int
         var boot: UInt64?
         var isAlive = true
+        /// When a frame really last came (nil: never), for reports; `lastHeardNanoseconds`
+        /// is credited with this node's own stalls and starts at `init`.
+        var lastFrameNanoseconds: Int?
     }
 
     let timeoutNanoseconds: Int
@@ -52,6 +55,7 @@ package struct NodeLiveness {
         var p = peers[peer]
         if let known = p.boot, boot < known { return false }
         p.lastHeardNanoseconds = max(p.lastHeardNanoseconds, now)
+        p.lastFrameNanoseconds = max(p.lastFrameNanoseconds ?? now, now)
         if let known = p.boot, known != boot {
             events.append(p.isAlive ? .restarted(peer) : .up(peer))
             p.isAlive = true
@@ -88,6 +92,6 @@ package struct NodeLiveness {
 
     package func isAlive(_ peer: Int) -> Bool { peers[peer].isAlive }
 
-    /// Nanoseconds since a frame last came from `peer` (never negative).
-    package func silence(of peer: Int, now: Int) -> Int { max(0, now - peers[peer].lastHeardNanoseconds) }
+    /// Nanoseconds since a frame last came from `peer` (never negative); nil when none came.
+    package func silence(of peer: Int, now: Int) -> Int? { peers[peer].lastFrameNanoseconds.map { max(0, now - $0) } }
 }

@@ -43,8 +43,7 @@ public struct ReplicaStatus: Hashable, Sendable, CustomStringConvertible {
     /// knows). Empty elsewhere.
     public var matchIndex: [MemberID: LogIndex] = [:]
     /// On a leader: when its leadership began, in `MonotonicClock.system` nanoseconds
-    /// (CLOCK_BOOTTIME, comparable across processes on one machine). Nil elsewhere, and
-    /// for a leadership restored from a dormant record after a restart of the process.
+    /// (CLOCK_BOOTTIME, comparable across processes on one machine). Nil elsewhere.
     public var leaderSinceNanoseconds: Int?
     /// The ticks its shard has handled (diagnostics: a replica waiting for a tick slot).
     public var shardTick: UInt64 = 0

@@ -224,6 +224,7 @@ public struct RepositoryFiles: Sendable {
         }
         try? file.close()
         try written.get()
+        CrashPoints.reached()
         touched?.note(lock)
     }
 
@@ -232,6 +233,7 @@ public struct RepositoryFiles: Sendable {
     func commitStaged(_ relative: String) throws(IOError) {
         let target = path + "/" + relative
         try FileSystem.rename(target + ".lock", to: target)
+        CrashPoints.reached()
         touched?.note(parentOf: target)
     }
 

@@ -118,11 +118,20 @@ struct NodeConfiguration: Sendable {
             let cert = try reader.existingFile(tls, "tls.cert_file")
             let key = try reader.privateFile(tls, "tls.key_file")
             let ca = try reader.existingFile(tls, "tls.ca_file")
+            let loaded: PeerTLS
             do {
-                peerTLS = try PeerTLS(certificateFile: cert, keyFile: key, caFile: ca)
+                loaded = try PeerTLS(certificateFile: cert, keyFile: key, caFile: ca)
             } catch {
                 throw ConfigurationError(file: file, field: "tls", problem: "\(error)")
             }
+            if loaded.notValidAfter <= Int(Date().timeIntervalSince1970) {
+                throw ConfigurationError(
+                    file: file, field: "tls.cert_file",
+                    problem:
+                        "\(cert) expired on \(Date(timeIntervalSince1970: Double(loaded.notValidAfter))): peers and clients would refuse it; issue a new one from the cluster's CA"
+                )
+            }
+            peerTLS = loaded
             tlsCertificateFile = cert
             tlsKeyFile = key
             tlsCAFile = ca

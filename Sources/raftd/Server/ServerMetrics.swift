@@ -80,6 +80,10 @@ final class ServerMetrics: Sendable {
         counter("raftd_peer_bulk_requests_total", peers.bulkRequestsServed, [("direction", "served")])
         for (cause, count) in peers.refusals { counter("raftd_peer_refusals_total", count, [("cause", cause)]) }
         gauge("raftd_peers_connected", Double(server.transport.connectedPeers.count))
+        if let tls = server.configuration.peerTLS {
+            // Alert on it: an expired certificate fails every new connection.
+            gauge("raftd_tls_certificate_expiry_timestamp_seconds", Double(tls.notValidAfter))
+        }
         for entry in requests.snapshot {
             counter("raftd_client_requests_total", entry.count, [("method", entry.method), ("status", entry.status)])
         }
