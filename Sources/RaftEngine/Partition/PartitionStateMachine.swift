@@ -8,14 +8,15 @@ import Synchronization
 /// Apply is unconditional and idempotent (the leader verified each transaction against
 /// its state first). It is not on the fsync path: the WAL made the entries durable. A
 /// checkpoint makes what apply touched durable (fsync of each written file and directory),
-/// then records the applied index in `<directory>/applied` (lock file, rename);
+/// then records the applied index and values in a checkpoint slot (`CheckpointRecord`);
 /// with a `PartitionCheckpointer` that happens in rounds on its own thread, shared by the
 /// storage's partitions, so no apply waits for a flush. A crash re-applies from the
 /// recorded index (the host hands out entries from the state machine's index when it is
 /// behind its own record), to the same bytes.
 ///
-/// Layout of the replica's directory: `applied` (the index), `values` (the partition's
-/// key-value pairs as of that index), `attachments/<sha256>.{pack,idx}` (packs carried
+/// Layout of the replica's directory: `checkpoint.0` and `checkpoint.1` (the applied index
+/// and the partition's key-value pairs as of it; `applied` and `values` files in the
+/// layout before them, still read), `attachments/<sha256>.{pack,idx}` (packs carried
 /// beside the log), `staging/` (inline packs on their way in), `incoming/` (quarantines of
 /// pushed packs being validated on the leader).
 public final class PartitionStateMachine: StateMachine, Sendable {
@@ -27,6 +28,10 @@ public final class PartitionStateMachine: StateMachine, Sendable {
         /// The applied index of the last checkpoint, and when it was taken.
         var checkpointed: LogIndex
         var checkpointedAtNanoseconds: Int
+        /// The slot holding the newest durable checkpoint record, and its sequence (nil:
+        /// none yet, or only the files of the earlier layout).
+        var checkpointSlot: Int?
+        var checkpointSequence: UInt64 = 0
     }
     /// A checkpoint at most this often (and at the end of a batch that reaches it): it
     /// costs a syncfs, so it must not come with every small batch.
@@ -64,17 +69,31 @@ public final class PartitionStateMachine: StateMachine, Sendable {
             let files = RepositoryFiles(path: directory)
             try files.makeLayout(["attachments", "staging", "incoming"])
             var applied: LogIndex?
-            if let bytes = try files.contents("applied") {
-                guard let value = UInt64(String(decoding: bytes, as: UTF8.self).trimmingNewline) else {
-                    throw StateMachineError("the applied index file is damaged (\(bytes.count) bytes, not a number)")
-                }
-                applied = LogIndex(value)
+            var values: [String: [UInt8]] = [:]
+            let slots = try (0..<CheckpointRecord.slots).map { slot throws(IOError) in
+                try files.contents(CheckpointRecord.slotName(slot))
             }
-            let values = try files.contents("values").map(Self.decodeValues) ?? [:]
-            state = Mutex(
-                State(
-                    applied: applied ?? .zero, values: values, checkpointed: applied ?? .zero,
-                    checkpointedAtNanoseconds: MonotonicClock.system.nanoseconds))
+            let newest = try CheckpointRecord.newest(slots, in: directory)
+            if let (record, _) = newest {
+                applied = record.applied
+                values = try Self.decodeValues(record.values)
+            } else {
+                // The layout before checkpoint slots: `applied` and `values` files.
+                if let bytes = try files.contents("applied") {
+                    guard let value = UInt64(String(decoding: bytes, as: UTF8.self).trimmingNewline) else {
+                        throw StateMachineError(
+                            "the applied index file is damaged (\(bytes.count) bytes, not a number)")
+                    }
+                    applied = LogIndex(value)
+                }
+                values = try files.contents("values").map(Self.decodeValues) ?? [:]
+            }
+            var initial = State(
+                applied: applied ?? .zero, values: values, checkpointed: applied ?? .zero,
+                checkpointedAtNanoseconds: MonotonicClock.system.nanoseconds)
+            initial.checkpointSlot = newest?.slot
+            initial.checkpointSequence = newest?.0.sequence ?? 0
+            state = Mutex(initial)
             // Inline packs left in staging by a crash are re-written on re-apply.
             for name in try FileSystem.list(directory + "/staging") {
                 try FileSystem.removeFile(directory + "/staging/" + name)
@@ -166,60 +185,61 @@ public final class PartitionStateMachine: StateMachine, Sendable {
     }
 
     /// One checkpoint round for several partitions of one storage: note what each holds,
-    /// make what their applies touched durable (file and directory fsyncs), then record
-    /// each one's applied index and values, durable too.
+    /// make what their applies touched durable (file and directory fsyncs, or one syncfs
+    /// when there are many), then write each one's checkpoint record (applied index and
+    /// values) into its free slot and make those durable the same way.
+    ///
+    /// Two flushes, in this order: a record must never be durable before the repository
+    /// files it describes (a crash would leave an index whose effects are not on disk).
     static func checkpoint(_ machines: [PartitionStateMachine], storageRoot: String) throws(IOError) {
-        let noted = machines.compactMap { m -> (PartitionStateMachine, LogIndex, [String: [UInt8]])? in
-            let (applied, values, done) = m.state.withLock { ($0.applied, $0.values, $0.checkpointed) }
-            return applied > done ? (m, applied, values) : nil
+        let noted = machines.compactMap { m -> (PartitionStateMachine, LogIndex, [String: [UInt8]], Int?, UInt64)? in
+            let (applied, values, done, slot, sequence) = m.state.withLock {
+                ($0.applied, $0.values, $0.checkpointed, $0.checkpointSlot, $0.checkpointSequence)
+            }
+            return applied > done ? (m, applied, values, slot, sequence) : nil
         }
         guard !noted.isEmpty else { return }
         // All partitions' paths together: one decision between fsyncs and one syncfs.
         let round = TouchedPaths()
-        for (m, _, _) in noted { m.touched.move(into: round) }
-        // The records' new contents are staged in lock files first, so the same flush
-        // makes them durable with the repositories: two syncfs calls for a round of a
-        // thousand partitions, where fsyncing each record took two thousand fsyncs a
-        // second and starved the WAL's fdatasyncs (measured: 1,000 busy partitions ran at a
-        // third of the rate of one).
-        let staged = TouchedPaths()
-        var stagedBytes = 0
+        for (m, _, _, _, _) in noted { m.touched.move(into: round) }
         do {
-            for (m, applied, values) in noted {
-                let files = RepositoryFiles(path: m.directory, touched: staged)
-                let encoded = encodeValues(values)
-                let index = Array("\(applied.rawValue)\n".utf8)
-                try files.stage("values", encoded)
-                try files.stage("applied", index)
-                stagedBytes += encoded.count + index.count
-            }
-            staged.move(into: round)
-            // The records just staged are dirty data the round writes either way: they do
-            // not count against the limit that keeps a syncfs from flushing other work.
-            try round.flush(fileSystem: storageRoot, ownDirtyBytes: stagedBytes)
+            try round.flush(fileSystem: storageRoot)
         } catch {
-            // Not durable: the first partition keeps them for the next round (the staged
-            // files are written again then; a renamed-away path is skipped by a flush).
+            // Not durable: the first partition keeps them for the next round.
             round.move(into: noted[0].0.touched)
             throw error
         }
         CrashPoints.reached()
-        // Durable before the rename: an empty `applied` would read as 0 after a power
-        // failure. `values` first: a crash between the two leaves newer values with an
-        // older index, and re-applying the entries in between converges (sets and deletes
-        // are absolute).
         let records = TouchedPaths()
-        for (m, _, _) in noted {
-            let files = RepositoryFiles(path: m.directory, touched: records)
-            try files.commitStaged("values")
-            try files.commitStaged("applied")
+        var written: [(PartitionStateMachine, LogIndex, slot: Int, sequence: UInt64)] = []
+        var bytes = 0
+        for (m, applied, values, slot, sequence) in noted {
+            // The slot without the newest durable record (the first one when there is none).
+            let free = slot.map { ($0 + 1) % CheckpointRecord.slots } ?? 0
+            let record = CheckpointRecord(sequence: sequence + 1, applied: applied, values: encodeValues(values))
+            let encoded = record.encoded()
+            let path = m.directory + "/" + CheckpointRecord.slotName(free)
+            let created = !FileSystem.exists(path)
+            let file = try DiskFile.open(path, .createReadWrite)
+            let result = encoded.withUnsafeBytes { raw in
+                Result { () throws(IOError) in try file.write(toAbsoluteOffset: 0, raw) }
+            }
+            try? file.close()
+            try result.get()
+            CrashPoints.reached()
+            records.note(path)
+            if created { records.note(m.directory) }
+            written.append((m, applied, free, sequence + 1))
+            bytes += encoded.count
         }
-        try records.flush(fileSystem: storageRoot)
+        try records.flush(fileSystem: storageRoot, ownDirtyBytes: bytes)
         CrashPoints.reached()
-        for (m, applied, _) in noted {
+        for (m, applied, slot, sequence) in written {
             m.state.withLock {
                 $0.checkpointed = max($0.checkpointed, applied)
                 $0.checkpointedAtNanoseconds = MonotonicClock.system.nanoseconds
+                $0.checkpointSlot = slot
+                $0.checkpointSequence = sequence
             }
         }
     }

@@ -157,6 +157,13 @@ public actor PartitionWriter {
     ) async throws(PartitionWriteError)
         -> Term
     {
+        // Caught up in a term already: no status round trip to the host per write. The
+        // proposal's fence carries that term, and the host refuses it unless the replica
+        // still leads in exactly that term (a follower answers NotLeader with its hint);
+        // any refusal marks the pipeline uncertain, so the next commit takes the full path.
+        if let pipeline = pipelines[key], !pipeline.uncertain, pipeline.term != .zero {
+            return pipeline.term
+        }
         var status = try await replicaStatus(key)
         if status.role != .leader && status.leader == .none {
             // Nobody woke the group (all its replicas were loaded dormant): look for a

@@ -211,32 +211,6 @@ public struct RepositoryFiles: Sendable {
         try replace(relative, with: bytes, durable: durable)
     }
 
-    /// First half of a durable replace done for many files at once: writes `<name>.lock`
-    /// and notes it (not its directory), so one flush of the noted paths (a syncfs when
-    /// there are many) makes every staged content durable. `commitStaged` then renames.
-    func stage(_ relative: String, _ bytes: [UInt8]) throws(IOError) {
-        let lock = path + "/" + relative + ".lock"
-        try makeDirectories(String(lock[..<lock.lastIndex(of: "/")!]))
-        if FileSystem.exists(lock) { try FileSystem.removeFile(lock) }
-        let file = try DiskFile.open(lock, .createNew)
-        let written = bytes.withUnsafeBytes { raw in
-            Result { () throws(IOError) in try file.write(toAbsoluteOffset: 0, raw) }
-        }
-        try? file.close()
-        try written.get()
-        CrashPoints.reached()
-        touched?.note(lock)
-    }
-
-    /// Second half: renames the staged `<name>.lock` (durable by now) to `<name>` and notes
-    /// the directory, whose flush makes the rename durable.
-    func commitStaged(_ relative: String) throws(IOError) {
-        let target = path + "/" + relative
-        try FileSystem.rename(target + ".lock", to: target)
-        CrashPoints.reached()
-        touched?.note(parentOf: target)
-    }
-
     /// Deletes lock files a crash left (`HEAD.lock`, `packed-refs.lock`, `config.lock`,
     /// `refs/**.lock`). Returns how many.
     @discardableResult

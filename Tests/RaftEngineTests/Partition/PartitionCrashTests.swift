@@ -16,15 +16,33 @@ struct PartitionCrashTests {
     static let maximumPoints = Int(ProcessInfo.processInfo.environment["RAFTD_PARTITION_KILL_POINTS"] ?? "") ?? 400
 
     /// Every file and directory under `root`: relative path → contents (nil: a directory).
+    /// Every file and directory under `root` with its bytes; a partition directory's
+    /// checkpoint slots count by what they mean (the newest record's applied index and
+    /// values), not by which slot holds it or how many rounds wrote it.
     func tree(_ root: String) throws -> [String: Data?] {
         var out: [String: Data?] = [:]
         guard let walk = FileManager.default.enumerator(atPath: root) else { return out }
+        var checkpointed: Set<String> = []
         while let relative = walk.nextObject() as? String {
+            let name = (relative as NSString).lastPathComponent
+            if name.hasPrefix("checkpoint.") {
+                checkpointed.insert((relative as NSString).deletingLastPathComponent)
+                continue
+            }
             var isDirectory: ObjCBool = false
             FileManager.default.fileExists(atPath: root + "/" + relative, isDirectory: &isDirectory)
             out[relative] =
                 isDirectory.boolValue
                 ? .some(nil) : .some(try Data(contentsOf: URL(fileURLWithPath: root + "/" + relative)))
+        }
+        for directory in checkpointed {
+            let slots = (0..<CheckpointRecord.slots).map {
+                FileManager.default.contents(atPath: root + "/" + directory + "/" + CheckpointRecord.slotName($0))
+                    .map(Array.init)
+            }
+            let newest = try CheckpointRecord.newest(slots, in: directory)
+            out[directory + "/checkpoint (newest)"] = .some(
+                newest.map { Data(Array("\($0.0.applied.rawValue)\n".utf8) + $0.0.values) })
         }
         return out
     }

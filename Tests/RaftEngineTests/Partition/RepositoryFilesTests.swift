@@ -93,6 +93,61 @@ struct PartitionStateMachineTests {
         try touched.flush(fileSystem: dir.path, syncFileSystemAbove: 64)
     }
 
+    @Test(
+        "Partition: checkpoint slots alternate; a torn newest slot falls back to the other, both damaged is refused, the older applied/values files are read"
+    )
+    func checkpointSlots() throws {
+        let dir = try TemporaryDirectory("raftd-checkpoint-slots")
+        defer { dir.remove() }
+        let root = dir.file("storage")
+        let state = dir.file("storage/+raft/partitions/p1")
+        try FileManager.default.createDirectory(atPath: root, withIntermediateDirectories: true)
+        func set(_ index: UInt64, _ value: UInt8) throws -> Entry {
+            Entry(
+                term: 1, index: LogIndex(index),
+                payload: .normal(
+                    try PartitionEntryCodec.encode(PartitionTransaction([.setValue(key: "k", value: [value])]))))
+        }
+        let machine = try PartitionStateMachine(storageRoot: root, directory: state)
+        for index in 1...3 {
+            try machine.apply([try set(UInt64(index), UInt8(index))])
+            try machine.checkpoint()
+        }
+        // Rounds 1 and 3 wrote slot 0, round 2 slot 1.
+        let slot0 = state + "/checkpoint.0"
+        let slot1 = state + "/checkpoint.1"
+        #expect(CheckpointRecord(decoding: Array(try Data(contentsOf: URL(fileURLWithPath: slot0))))?.applied == 3)
+        #expect(CheckpointRecord(decoding: Array(try Data(contentsOf: URL(fileURLWithPath: slot1))))?.applied == 2)
+        // A torn write of the newest slot (any byte flipped): the other slot's checkpoint.
+        var bytes = Array(try Data(contentsOf: URL(fileURLWithPath: slot0)))
+        for offset in bytes.indices {
+            bytes[offset] ^= 0x40
+            #expect(CheckpointRecord(decoding: bytes) == nil, "byte \(offset)")
+            bytes[offset] ^= 0x40
+        }
+        bytes[bytes.count - 1] ^= 0x40
+        try Data(bytes).write(to: URL(fileURLWithPath: slot0))
+        let fallback = try PartitionStateMachine(storageRoot: root, directory: state)
+        #expect(fallback.appliedIndex == 2 && fallback.value("k") == [2])
+        // Its next round writes slot 0 again (the one without the newest whole record).
+        try fallback.apply([try set(3, 3)])
+        try fallback.checkpoint()
+        #expect(try PartitionStateMachine(storageRoot: root, directory: state).appliedIndex == 3)
+        // Both slots damaged: refused, naming the files, not re-applied from nothing.
+        try Data([1, 2, 3]).write(to: URL(fileURLWithPath: slot0))
+        try Data([4, 5, 6]).write(to: URL(fileURLWithPath: slot1))
+        #expect {
+            _ = try PartitionStateMachine(storageRoot: root, directory: state)
+        } throws: { "\($0)".contains("checkpoint.0, checkpoint.1") }
+        // The layout before slots: `applied` and `values`.
+        try FileManager.default.removeItem(atPath: slot0)
+        try FileManager.default.removeItem(atPath: slot1)
+        try Data("7\n".utf8).write(to: URL(fileURLWithPath: state + "/applied"))
+        try Data(PartitionStateMachine.encodeValues(["k": [7]])).write(to: URL(fileURLWithPath: state + "/values"))
+        let older = try PartitionStateMachine(storageRoot: root, directory: state)
+        #expect(older.appliedIndex == 7 && older.value("k") == [7])
+    }
+
     @Test("Partition: entries applied after the last checkpoint are applied again on reopen, to the same bytes")
     func reapplyAfterReopen() throws {
         let dir = try TemporaryDirectory("raftd-partition-sm")
