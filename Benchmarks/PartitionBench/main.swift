@@ -138,7 +138,9 @@ c.options.dormantAfterQuiescedTicks = 0
 for node in 0..<3 {
     try FileManager.default.createDirectory(atPath: "\(root)/cluster/node\(node)", withIntermediateDirectories: true)
 }
-let checkpointers = (0..<3).map { PartitionCheckpointer(storageRoot: "\(root)/cluster/node\($0)") }
+let checkpointers = try (0..<3).map { node throws(IOError) in
+    try PartitionCheckpointer(storageRoot: "\(root)/cluster/node\(node)")
+}
 @Sendable func partitionDirectory(_ node: Int, _ key: PartitionKey) -> String {
     "\(root)/cluster/node\(node)/+raft/partitions/p\(key.partitionID.rawValue)"
 }

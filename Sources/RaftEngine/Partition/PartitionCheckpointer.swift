@@ -1,3 +1,4 @@
+import Logging
 import Synchronization
 
 /// Makes applied partition state durable in rounds, off the apply path: one thread per
@@ -14,10 +15,34 @@ public final class PartitionCheckpointer: @unchecked Sendable {
     /// Rounds done (tests, metrics).
     private let roundsDone = Atomic<Int>(0)
 
+    /// Called once when a round fails (an fsync or write error). The default stops the
+    /// process, as the WAL does: after a failed fsync the kernel may have dropped the
+    /// dirty pages and reports the error only once, so a retry that "succeeds" would
+    /// record a checkpoint over data that is not on disk (and re-apply would never rewrite
+    /// it). A restart re-applies from the last durable checkpoint. With a handler that
+    /// returns, the checkpointer takes no more rounds.
+    let onFatal: @Sendable (any Error) -> Void
+    private var failed = false
+
     /// One round a second by default (the round's fsyncs share the disk with the WAL's).
-    public init(storageRoot: String, intervalMilliseconds: Int = 1_000) {
+    ///
+    /// First makes everything the page cache holds for the storage's file system durable
+    /// (one syncfs), before any replica of it opens: a replica must not trust checkpoint
+    /// records or repository files that a killed process wrote but never synced (they are
+    /// read back from the cache, and a later power loss would tear them).
+    public init(
+        storageRoot: String, intervalMilliseconds: Int = 1_000,
+        onFatal: @escaping @Sendable (any Error) -> Void = { error in
+            Logger(label: "raftd.checkpoint").critical("stopping: \(error)")
+            fatalError("checkpoint: \(error)")
+        }
+    ) throws(IOError) {
         self.storageRoot = storageRoot
+        self.onFatal = onFatal
         intervalNanoseconds = intervalMilliseconds * 1_000_000
+        let root = try DiskFile.open(storageRoot, .directory)
+        defer { try? root.close() }
+        try root.syncFileSystem()
         thread = OSThread(name: "raftd-checkpoint") { [self] in run() }
     }
 
@@ -26,6 +51,7 @@ public final class PartitionCheckpointer: @unchecked Sendable {
     /// `machine` applied entries not yet made durable.
     func markDirty(_ machine: PartitionStateMachine) {
         lock.withLock {
+            if failed { return }
             if dirty.isEmpty { lock.broadcast() }
             dirty[ObjectIdentifier(machine)] = machine
         }
@@ -55,9 +81,12 @@ public final class PartitionCheckpointer: @unchecked Sendable {
             do {
                 try PartitionStateMachine.checkpoint(batch, storageRoot: storageRoot)
             } catch {
-                // The state stays applied in memory; a restart re-applies from the last
-                // recorded index. A failing disk shows up in the WAL too, which stops.
-                for m in batch { markDirty(m) }
+                lock.withLock {
+                    failed = true
+                    dirty = [:]
+                }
+                onFatal(error)
+                return
             }
             roundsDone.wrappingAdd(1, ordering: .relaxed)
         }

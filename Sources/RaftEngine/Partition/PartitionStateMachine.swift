@@ -32,6 +32,9 @@ public final class PartitionStateMachine: StateMachine, Sendable {
         /// none yet, or only the files of the earlier layout).
         var checkpointSlot: Int?
         var checkpointSequence: UInt64 = 0
+        /// The `applied` and `values` files of the layout before slots are still there
+        /// (removed after the first durable slot record, so they can never win later).
+        var legacyFiles = false
     }
     /// A checkpoint at most this often (and at the end of a batch that reaches it): it
     /// costs a syncfs, so it must not come with every small batch.
@@ -93,6 +96,7 @@ public final class PartitionStateMachine: StateMachine, Sendable {
                 checkpointedAtNanoseconds: MonotonicClock.system.nanoseconds)
             initial.checkpointSlot = newest?.slot
             initial.checkpointSequence = newest?.0.sequence ?? 0
+            initial.legacyFiles = FileSystem.exists(directory + "/applied") || FileSystem.exists(directory + "/values")
             state = Mutex(initial)
             // Inline packs left in staging by a crash are re-written on re-apply.
             for name in try FileSystem.list(directory + "/staging") {
@@ -179,6 +183,8 @@ public final class PartitionStateMachine: StateMachine, Sendable {
     /// index and values that describe them. Until then a restart re-applies from the last
     /// checkpoint, to the same bytes; the host offers those entries again.
     public func checkpoint() throws(StateMachineError) {
+        // Two writers of one replica's slots would pick the same free slot and sequence.
+        precondition(checkpointer == nil, "this replica's checkpoints are its checkpointer's")
         do { try Self.checkpoint([self], storageRoot: storageRoot) } catch {
             throw StateMachineError("checkpoint of \(directory): \(error)")
         }
@@ -234,14 +240,26 @@ public final class PartitionStateMachine: StateMachine, Sendable {
         }
         try records.flush(fileSystem: storageRoot, ownDirtyBytes: bytes)
         CrashPoints.reached()
+        let legacy = TouchedPaths()
         for (m, applied, slot, sequence) in written {
-            m.state.withLock {
-                $0.checkpointed = max($0.checkpointed, applied)
-                $0.checkpointedAtNanoseconds = MonotonicClock.system.nanoseconds
-                $0.checkpointSlot = slot
-                $0.checkpointSequence = sequence
+            let hadLegacy = m.state.withLock { state in
+                state.checkpointed = max(state.checkpointed, applied)
+                state.checkpointedAtNanoseconds = MonotonicClock.system.nanoseconds
+                state.checkpointSlot = slot
+                state.checkpointSequence = sequence
+                let had = state.legacyFiles
+                state.legacyFiles = false
+                return had
+            }
+            if hadLegacy {
+                for name in ["applied", "values", "applied.lock", "values.lock"]
+                where FileSystem.exists(m.directory + "/" + name) {
+                    try FileSystem.removeFile(m.directory + "/" + name)
+                }
+                legacy.note(m.directory)
             }
         }
+        try legacy.flush()
     }
 
     /// `values`: the batch's changes so far (nil: deleted).

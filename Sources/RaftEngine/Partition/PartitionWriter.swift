@@ -115,6 +115,11 @@ public actor PartitionWriter {
                 prepared.transaction, pending: pipeline.pending.keys.sorted().map { pipeline.pending[$0]! },
                 packObjects: prepared.objects)
         } catch {
+            // A refusal is final for the client, so it must come from a leader that is
+            // caught up: with the status check skipped (`catchUp`), this replica may have
+            // lost its leadership since, and verified against a state that others' entries
+            // have moved on. Ask the host now; then answer as a leader would, or not at all.
+            try await confirmLeadership(key, term: term)
             throw .refused(error)
         }
         let bytes: [UInt8]
@@ -204,6 +209,21 @@ public actor PartitionWriter {
         }
         if pipeline.term == status.term && pipeline.generation == generation { pipeline.uncertain = false }
         return status.term
+    }
+
+    /// Throws NotLeader or lostLeadership (and marks the partition uncertain) unless this
+    /// replica still leads in `term` with nothing that makes its applied state uncertain.
+    private func confirmLeadership(_ key: PartitionKey, term: Term) async throws(PartitionWriteError) {
+        let status = try await replicaStatus(key)
+        let pipeline = pipelines[key]
+        guard status.role == .leader, status.term == term, let pipeline, pipeline.term == term, !pipeline.uncertain
+        else {
+            pipeline?.markUncertain()
+            if status.role != .leader {
+                throw .host(.notLeader(leader: status.leader, node: status.memberNodes[status.leader]))
+            }
+            throw .host(.lostLeadership)
+        }
     }
 
     private func replicaStatus(_ key: PartitionKey) async throws(PartitionWriteError) -> ReplicaStatus {

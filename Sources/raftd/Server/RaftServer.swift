@@ -61,7 +61,15 @@ final class RaftServer: Sendable {
                 storages.append(storage)
                 layouts[entry.name] = storage.layout
                 roots[entry.name] = entry.path
-                let checkpointer = PartitionCheckpointer(storageRoot: entry.path, intervalMilliseconds: 1_000)
+                let checkpointer: PartitionCheckpointer
+                do {
+                    checkpointer = try PartitionCheckpointer(storageRoot: entry.path, intervalMilliseconds: 1_000)
+                } catch {
+                    storage.close()
+                    throw ServerError(
+                        "storage \(entry.name) at \(entry.path): syncing it before its replicas open failed: \(error). The disk is failing or read-only; fix it, then start again"
+                    )
+                }
                 checkpointers.append(checkpointer)
                 checkpointerOf[entry.name] = checkpointer
             }

@@ -36,8 +36,8 @@ final class PartitionTestCluster: @unchecked Sendable {
             try FileManager.default.createDirectory(
                 atPath: "\(directory)/node\(node)", withIntermediateDirectories: true)
         }
-        let checkpointers = (0..<nodes).map {
-            PartitionCheckpointer(storageRoot: "\(directory)/node\($0)", intervalMilliseconds: 1_000)
+        let checkpointers = try (0..<nodes).map { node throws(IOError) in
+            try PartitionCheckpointer(storageRoot: "\(directory)/node\(node)", intervalMilliseconds: 1_000)
         }
         self.checkpointers = checkpointers
         cluster = try LocalCluster<PartitionStateMachine>(

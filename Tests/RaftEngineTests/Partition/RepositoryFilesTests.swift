@@ -146,6 +146,13 @@ struct PartitionStateMachineTests {
         try Data(PartitionStateMachine.encodeValues(["k": [7]])).write(to: URL(fileURLWithPath: state + "/values"))
         let older = try PartitionStateMachine(storageRoot: root, directory: state)
         #expect(older.appliedIndex == 7 && older.value("k") == [7])
+        // Its first durable slot record removes them: they can never win later.
+        try older.apply([try set(8, 8)])
+        try older.checkpoint()
+        #expect(!FileManager.default.fileExists(atPath: state + "/applied"))
+        #expect(!FileManager.default.fileExists(atPath: state + "/values"))
+        let upgraded = try PartitionStateMachine(storageRoot: root, directory: state)
+        #expect(upgraded.appliedIndex == 8 && upgraded.value("k") == [8])
     }
 
     @Test("Partition: entries applied after the last checkpoint are applied again on reopen, to the same bytes")
