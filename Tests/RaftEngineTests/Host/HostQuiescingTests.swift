@@ -238,24 +238,35 @@ struct HostQuiescingTests {
         #expect(ledByVictim.count > 100)
         let before = [await cluster.counters(1), await cluster.counters(2)]
         let start = cluster.hosts[1]!.currentTick
+        let crashedAt = MonotonicClock.system.nanoseconds
         cluster.crash(0)
         try await cluster.waitUntil("the victim's groups have new leaders", within: 30) {
             for key in ledByVictim where await cluster.leader(of: key) == nil { return false }
             return true
         }
         let elapsed = cluster.hosts[1]!.currentTick - start
+        // By the new leaders' own clocks: when the last of them won (the polling above,
+        // 200 status calls a round, is slow under the full suite's load).
+        var lastWin = crashedAt
+        for key in ledByVictim {
+            guard let l = await cluster.leader(of: key) else { continue }
+            let since = try await cluster.hosts[l]!.status(of: key).leaderSinceNanoseconds
+            lastWin = max(lastWin, since ?? crashedAt)
+        }
+        let reelection = Double(lastWin - crashedAt) / Double(options.tickMilliseconds * 1_000_000)
         let after = [await cluster.counters(1), await cluster.counters(2)]
         let gained =
             (after[0].leadershipsGained - before[0].leadershipsGained)
             + (after[1].leadershipsGained - before[1].leadershipsGained)
         print(
-            "failover: \(ledByVictim.count) groups re-elected in \(elapsed) ticks; campaigns per tick max \(after[0].maxCampaignsInATick), \(after[1].maxCampaignsInATick); campaigns \(after[0].campaigns - before[0].campaigns) + \(after[1].campaigns - before[1].campaigns)"
+            "failover: \(ledByVictim.count) groups re-elected within \(String(format: "%.1f", reelection)) ticks by the leaders' clocks (\(elapsed) ticks until the test saw it); campaigns per tick max \(after[0].maxCampaignsInATick), \(after[1].maxCampaignsInATick); campaigns \(after[0].campaigns - before[0].campaigns) + \(after[1].campaigns - before[1].campaigns)"
         )
         #expect(gained == UInt64(ledByVictim.count), "exactly the dead node's groups elect")
         // A liveness bound, not a speed target (the 3x target is measured by HostBench and the
         // demo on a quiet machine): re-election must not wait for anything but detection and
-        // pacing. On a quiet machine this takes 12-16 ticks.
-        #expect(elapsed <= UInt64(10 * options.electionTicks), "re-election took \(elapsed) ticks")
+        // pacing. Measured by the leaders' clocks; until the test sees it, 35-40 ticks on a
+        // quiet machine and once 122 under the full suite's load, most of it the polling.
+        #expect(reelection <= Double(10 * options.electionTicks), "re-election took \(reelection) ticks")
         let perShard = UInt64(max(1, options.maxCampaignsPerTick / options.workers))
         #expect(after[0].maxCampaignsInATick <= perShard && after[1].maxCampaignsInATick <= perShard)
         // Groups led by the survivors kept their leader and term.
