@@ -13,9 +13,13 @@ final class Connection: Sendable {
     let cluster: Raftd_V1_ClusterService.Client<HTTP2ClientTransport.Posix>
     let batch: BatchStream
     let metadata: Metadata
+    /// Every unary call's options: a call with no answer ends after the client's deadline
+    /// (a server that accepted it and hangs cannot hold the caller; keepalive only notices
+    /// dead connections).
+    let options: CallOptions
     private let runner: Task<Void, Never>
 
-    init(host: String, port: Int, token: String, tls: RaftClient.TLS?) throws {
+    init(host: String, port: Int, token: String, tls: RaftClient.TLS?, timeout: Duration) throws {
         var configuration = HTTP2ClientTransport.Posix.Config.defaults
         var security = HTTP2ClientTransport.Posix.TransportSecurity.plaintext
         if let tls {
@@ -37,6 +41,9 @@ final class Connection: Sendable {
         pools = Raftd_V1_ObjectPoolService.Client(wrapping: client)
         cluster = Raftd_V1_ClusterService.Client(wrapping: client)
         metadata = ["authorization": "Bearer \(token)"]
+        var options = CallOptions.defaults
+        options.timeout = timeout
+        self.options = options
         batch = BatchStream(refs: refs, metadata: metadata)
     }
 

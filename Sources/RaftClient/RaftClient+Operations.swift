@@ -55,7 +55,9 @@ extension RaftClient {
     public func updateReferencesUnary(_ request: Raftd_V1_UpdateReferencesRequest) async throws -> UInt64 {
         try await routed(request.repository.relativePath, idempotent: false) { connection in
             try await Self.unary {
-                try await connection.refs.updateReferences(request, metadata: connection.metadata).lsn
+                try await connection.refs.updateReferences(
+                    request, metadata: connection.metadata, options: connection.options
+                ).lsn
             }
         }
     }
@@ -74,7 +76,8 @@ extension RaftClient {
         // so an unavailable one is skipped; its outcome is not retried when unknown.
         return try await routed("", idempotent: false) { connection in
             try await Self.unary {
-                try await connection.repositories.createRepository(frozen, metadata: connection.metadata)
+                try await connection.repositories.createRepository(
+                    frozen, metadata: connection.metadata, options: connection.options)
             }
         }
     }
@@ -85,7 +88,9 @@ extension RaftClient {
         let frozen = request
         return try await routed(path, idempotent: false) { connection in
             try await Self.unary {
-                try await connection.repositories.removeRepository(frozen, metadata: connection.metadata).lsn
+                try await connection.repositories.removeRepository(
+                    frozen, metadata: connection.metadata, options: connection.options
+                ).lsn
             }
         }
     }
@@ -96,7 +101,8 @@ extension RaftClient {
         let frozen = request
         return try await routed("", idempotent: true) { connection in
             try await Self.unary {
-                try await connection.repositories.repositoryExists(frozen, metadata: connection.metadata)
+                try await connection.repositories.repositoryExists(
+                    frozen, metadata: connection.metadata, options: connection.options)
             }
         }
     }
@@ -111,7 +117,9 @@ extension RaftClient {
         let frozen = request
         let call: @Sendable (Connection) async throws -> [Raftd_V1_RepositoryEntry] = { connection in
             try await Self.unary {
-                try await connection.repositories.listRepositories(frozen, metadata: connection.metadata).repositories
+                try await connection.repositories.listRepositories(
+                    frozen, metadata: connection.metadata, options: connection.options
+                ).repositories
             }
         }
         if let endpoint { return try await call(try connection(endpoint)) }
@@ -121,7 +129,8 @@ extension RaftClient {
     public func clusterInfo(at endpoint: String? = nil) async throws -> Raftd_V1_ClusterInfoResponse {
         let call: @Sendable (Connection) async throws -> Raftd_V1_ClusterInfoResponse = { connection in
             try await Self.unary {
-                try await connection.cluster.clusterInfo(Raftd_V1_ClusterInfoRequest(), metadata: connection.metadata)
+                try await connection.cluster.clusterInfo(
+                    Raftd_V1_ClusterInfoRequest(), metadata: connection.metadata, options: connection.options)
             }
         }
         if let endpoint { return try await call(try connection(endpoint)) }
@@ -139,7 +148,8 @@ extension RaftClient {
         let frozen = request
         let call: @Sendable (Connection) async throws -> Raftd_V1_GetPartitionResponse = { connection in
             try await Self.unary {
-                try await connection.cluster.getPartition(frozen, metadata: connection.metadata)
+                try await connection.cluster.getPartition(
+                    frozen, metadata: connection.metadata, options: connection.options)
             }
         }
         if let endpoint { return try await call(try connection(endpoint)) }

@@ -146,7 +146,7 @@ public final class RaftClient: Sendable {
         }
         if let existing = connections.withLock({ $0[endpoint] }) { return existing }
         let (host, port) = try Self.parse(endpoint)
-        let made = try Connection(host: host, port: port, token: token, tls: tls)
+        let made = try Connection(host: host, port: port, token: token, tls: tls, timeout: deadline)
         let (chosen, extra) = connections.withLock { connections -> (Connection, Connection?) in
             if let existing = connections[endpoint] { return (existing, made) }
             connections[endpoint] = made

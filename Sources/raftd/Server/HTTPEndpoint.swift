@@ -1,6 +1,7 @@
 import NIOCore
 import NIOHTTP1
 import NIOPosix
+import Synchronization
 
 /// The node's HTTP port: `/metrics` (Prometheus text), `/healthz` (the process is alive),
 /// `/readyz` (storages open, WAL writable, enough peers reachable to serve). Plain
@@ -14,16 +15,26 @@ final class HTTPEndpoint: Sendable {
 
     var port: Int { channel.localAddress?.port ?? 0 }
 
+    /// Connections open at once; more are closed as they arrive (scrapers and probes need
+    /// a few; a client opening hundreds cannot hold this node's descriptors).
+    static let maximumConnections = 64
+
     static func start(
         host: String, port: Int, group: MultiThreadedEventLoopGroup, route: @escaping Route
     ) async throws
         -> HTTPEndpoint
     {
+        let open = OpenConnections()
         let channel = try await ServerBootstrap(group: group)
             .serverChannelOption(.backlog, value: 64)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .childChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
+                    guard open.count.add(1, ordering: .relaxed).newValue <= maximumConnections else {
+                        open.count.subtract(1, ordering: .relaxed)
+                        throw HTTPConnectionLimit()
+                    }
+                    channel.closeFuture.whenComplete { _ in open.count.subtract(1, ordering: .relaxed) }
                     // An idle connection closes after 30 s (a client cannot hold sockets).
                     try channel.pipeline.syncOperations.addHandler(IdleStateHandler(readTimeout: .seconds(30)))
                     try channel.pipeline.syncOperations.configureHTTPServerPipeline(withErrorHandling: true)
@@ -35,6 +46,13 @@ final class HTTPEndpoint: Sendable {
     }
 
     func stop() async { try? await channel.close() }
+}
+
+/// Closes a connection over `HTTPEndpoint.maximumConnections`.
+private struct HTTPConnectionLimit: Error {}
+
+private final class OpenConnections: Sendable {
+    let count = Atomic<Int>(0)
 }
 
 private final class HTTPHandler: ChannelInboundHandler {

@@ -182,8 +182,22 @@ final class RaftServer: Sendable {
     /// peers reachable than a majority needs.
     func readiness() async -> [String] {
         var problems: [String] = []
-        for entry in configuration.storages where access(entry.path, W_OK) != 0 {
-            problems.append("storage \(entry.name) at \(entry.path) is not writable")
+        for entry in configuration.storages {
+            if access(entry.path, W_OK) != 0 {
+                problems.append("storage \(entry.name) at \(entry.path) is not writable")
+                continue
+            }
+            // The WAL's next segment must fit: a full disk stops its writer (and the node).
+            var info = statvfs()
+            let needed = UInt64(2 * SharedLog.Options().segmentSize)
+            if statvfs(entry.path, &info) == 0 {
+                let free = UInt64(info.f_bavail) * UInt64(info.f_frsize)
+                if free < needed {
+                    problems.append(
+                        "storage \(entry.name) at \(entry.path) has \(free >> 20) MiB free; the WAL needs \(needed >> 20) MiB to allocate its next segments: free space"
+                    )
+                }
+            }
         }
         let nodes = configuration.peers.count + 1
         let reachable = transport.connectedPeers.count + 1

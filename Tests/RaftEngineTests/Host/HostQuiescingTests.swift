@@ -264,9 +264,11 @@ struct HostQuiescingTests {
         #expect(gained == UInt64(ledByVictim.count), "exactly the dead node's groups elect")
         // A liveness bound, not a speed target (the 3x target is measured by HostBench and the
         // demo on a quiet machine): re-election must not wait for anything but detection and
-        // pacing. Measured by the leaders' clocks; until the test sees it, 35-40 ticks on a
-        // quiet machine and once 122 under the full suite's load, most of it the polling.
-        #expect(reelection <= Double(10 * options.electionTicks), "re-election took \(reelection) ticks")
+        // pacing. Measured by the leaders' clocks: 39 ticks on a quiet machine, 45 and 66
+        // under the full suite's load on two cores (with some campaigns repeated: turns
+        // starved of CPU); by the test's polling it was once 122. A group that never
+        // re-elects fails the wait above.
+        #expect(reelection <= Double(20 * options.electionTicks), "re-election took \(reelection) ticks")
         let perShard = UInt64(max(1, options.maxCampaignsPerTick / options.workers))
         #expect(after[0].maxCampaignsInATick <= perShard && after[1].maxCampaignsInATick <= perShard)
         // Groups led by the survivors kept their leader and term.
