@@ -73,6 +73,7 @@ struct PeerWireTests {
         let requests: [BulkRequest] = [
             .read(partition: key, attachment: attachment, offset: 17, length: 4096),
             .store(partition: key, attachment: attachment),
+            .transferLeadership(partition: key, to: MemberID(2)),
         ]
         for request in requests {
             #expect(try PeerWire.decodeBulkRequest(PeerWire.encode(request)) == request)

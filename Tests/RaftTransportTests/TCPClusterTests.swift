@@ -28,6 +28,33 @@ struct TCPClusterTests {
         return c
     }
 
+    @Test(
+        "Transport: the minting node asks another node's leader of its partition to hand the leadership over; other nodes may not"
+    )
+    func transferLeadershipOnPeer() async throws {
+        let cluster = try LocalCluster<RecordingStateMachine>(Self.configuration())
+        defer { cluster.stopAll() }
+        try cluster.startAll()
+        // Group 1 is minted on node 0's storage and led first by node 1.
+        let key = try cluster.createGroups(2)[1]
+        _ = try await cluster.write(key, Array("first".utf8), within: 30)
+        let first = try #require(await cluster.leader(of: key))
+        let target = first == 0 ? 2 : 0
+        let member = try await cluster.hosts[target]!.status(of: key).replica.member
+        // Node 2 did not mint it: refused, nothing moves (unless node 2 already leads).
+        let stranger = first == 2 ? 1 : 2
+        if stranger != 0 {
+            await #expect(throws: HostError.self) {
+                try await cluster.hosts[stranger]!.transferLeadershipOnPeer(
+                    key, to: member, at: cluster.nodeIDs[first])
+            }
+        }
+        // Node 0 minted it: the leader hands over to the member it names.
+        try await cluster.hosts[0]!.transferLeadershipOnPeer(key, to: member, at: cluster.nodeIDs[first])
+        try await cluster.waitUntil("node \(target) leads", within: 10) { await cluster.leader(of: key) == target }
+        _ = try await cluster.write(key, Array("after".utf8), within: 30)
+    }
+
     @Test("Transport: 3 hosts x 100 groups on TCP: writes commit; a crashed node's groups re-elect; it catches up")
     func crashAndCatchUp() async throws {
         let cluster = try LocalCluster<RecordingStateMachine>(Self.configuration())

@@ -55,11 +55,17 @@ public enum BulkRequest: Sendable, Equatable {
     /// The host answers it itself (`stored` once the replica is registered), never the
     /// bulk service; a replica that exists already with the same member is `stored` too.
     case createReplica(ReplicaSpec)
+    /// Hand the receiver's leadership of `partition` to `member`: the node that minted a
+    /// partition (its authority's node) asks for it when another replica won the new
+    /// partition's first election, since creations of a path run on the minting node. The
+    /// host answers it itself (`stored` once the transfer started).
+    case transferLeadership(partition: PartitionKey, to: MemberID)
 
     public var partition: PartitionKey {
         switch self {
         case .read(let partition, _, _, _), .store(let partition, _): partition
         case .createReplica(let spec): spec.partition
+        case .transferLeadership(let partition, _): partition
         }
     }
 

@@ -15,6 +15,8 @@ public struct HostCounters: Sendable, Equatable {
     public var walWrites: UInt64 = 0
     public var entriesWritten: UInt64 = 0
     public var entriesApplied: UInt64 = 0
+    /// Entries handed to apply once committed (what this node learned is committed).
+    public var entriesCommitted: UInt64 = 0
     public var campaigns: UInt64 = 0
     /// The most campaigns this shard started in one tick.
     public var maxCampaignsInATick: UInt64 = 0
@@ -44,6 +46,7 @@ public struct HostCounters: Sendable, Equatable {
         walWrites += o.walWrites
         entriesWritten += o.entriesWritten
         entriesApplied += o.entriesApplied
+        entriesCommitted += o.entriesCommitted
         campaigns += o.campaigns
         maxCampaignsInATick = max(maxCampaignsInATick, o.maxCampaignsInATick)
         leadershipsGained += o.leadershipsGained

@@ -1,4 +1,5 @@
 import RaftConsensus
+import Synchronization
 
 /// Why the host refused or could not finish a request. Every case says whether a retry can
 /// succeed (`isRetryable`); the layers above map them to client errors.
@@ -56,4 +57,36 @@ public enum HostError: Error, Hashable, Sendable, CustomStringConvertible {
         case .unreachable(let what): return "\(what); retry when the node is back"
         }
     }
+}
+
+/// Proposals by how they ended, for metrics: `committed` (committed and applied here) or
+/// the kind of error.
+public final class ProposalResults: Sendable {
+    private let counts = Mutex<[String: UInt64]>([:])
+
+    public init() {}
+
+    func count(_ result: Result<LogIndex, HostError>) {
+        let key: String
+        switch result {
+        case .success: key = "committed"
+        case .failure(let error):
+            switch error {
+            case .overloaded: key = "overloaded"
+            case .notLeader: key = "not_leader"
+            case .lostLeadership: key = "lost_leadership"
+            case .timedOut: key = "timed_out"
+            case .refused: key = "refused"
+            case .partitionNotFound: key = "partition_not_found"
+            case .invalid: key = "invalid"
+            case .replicaFailed: key = "replica_failed"
+            case .stopped: key = "stopped"
+            case .unreachable: key = "unreachable"
+            }
+        }
+        counts.withLock { $0[key, default: 0] += 1 }
+    }
+
+    /// Every result seen so far and its count.
+    public var snapshot: [String: UInt64] { counts.withLock { $0 } }
 }

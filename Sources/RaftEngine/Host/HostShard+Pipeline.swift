@@ -184,7 +184,10 @@ extension HostShard {
     func complete(_ r: Replica, _ node: RawNode, _ rd: Ready) {
         route(rd.messagesAfterPersist, of: r)
         var job: ApplyJob?
-        if !rd.committedEntries.isEmpty { job = handOut(r, node, rd.committedEntries) }
+        if !rd.committedEntries.isEmpty {
+            counters.entriesCommitted &+= UInt64(rd.committedEntries.count)
+            job = handOut(r, node, rd.committedEntries)
+        }
         for state in rd.readStates { readIndexKnown(r, node, state) }
         node.advance(rd)
         releaseReads(r, into: &job)

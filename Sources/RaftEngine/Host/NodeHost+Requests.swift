@@ -19,8 +19,13 @@ extension NodeHost {
     /// in an order are appended in that order. `fence`: see `ProposalFence`.
     public func propose(
         _ partition: PartitionKey, _ data: [UInt8], fence: ProposalFence? = nil, timeoutTicks: Int? = nil,
-        completion: @escaping @Sendable (Result<LogIndex, HostError>) -> Void
+        completion callerCompletion: @escaping @Sendable (Result<LogIndex, HostError>) -> Void
     ) {
+        let results = proposalResults
+        let completion: @Sendable (Result<LogIndex, HostError>) -> Void = { result in
+            results.count(result)
+            callerCompletion(result)
+        }
         guard data.count <= options.maxProposalBytes else {
             return completion(.failure(.invalid("proposal of \(data.count) bytes exceeds \(options.maxProposalBytes)")))
         }

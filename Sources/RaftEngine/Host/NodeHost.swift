@@ -41,6 +41,8 @@ public final class NodeHost: FrameReceiver, @unchecked Sendable {
     let tickCount = Atomic<UInt64>(0)
     let pendingRequests = Atomic<Int>(0)
     let applyBacklog = Atomic<Int>(0)
+    /// Proposals by how they ended (metrics).
+    public let proposalResults = ProposalResults()
     let stopped = Atomic<Bool>(false)
     /// WAL units refused for a retryable reason, submitted again on the next tick.
     let parkedUnits = Mutex<[@Sendable () -> Void]>([])
@@ -269,6 +271,19 @@ public final class NodeHost: FrameReceiver, @unchecked Sendable {
             return .refused("node \(node) is not a peer in this cluster")
         }
         if case .createReplica(let spec) = request { return await createReplica(spec, for: node) }
+        if case .transferLeadership(let partition, let member) = request {
+            // Only the minting node asks (see BulkRequest.transferLeadership).
+            guard cluster.node(serving: partition.authority) == node else {
+                return .refused(
+                    "node \(node) does not serve storage \(partition.authority), the authority of \(partition)")
+            }
+            do {
+                try await transferLeadership(partition, to: member)
+                return .stored
+            } catch {
+                return .refused("\(error)")
+            }
+        }
         guard let service = context.bulk.current else { return .refused("node \(nodeID) serves no bulk data") }
         return await service.serve(request, from: node)
     }
@@ -317,6 +332,24 @@ public final class NodeHost: FrameReceiver, @unchecked Sendable {
         case .refused(let reason):
             throw .invalid("node \(node) refused replica \(spec.member) of \(spec.partition): \(reason)")
         case .data: throw .invalid("node \(node) answered a replica creation with data")
+        }
+    }
+
+    /// Asks `node` (which leads `partition`, a partition this node minted) to hand its
+    /// leadership to `member`.
+    public func transferLeadershipOnPeer(
+        _ partition: PartitionKey, to member: MemberID, at node: NodeID
+    ) async throws(HostError) {
+        let response: BulkResponse
+        do {
+            response = try await bulkRequest(.transferLeadership(partition: partition, to: member), to: node)
+        } catch {
+            throw .unreachable("asking node \(node) to hand \(partition) to member \(member): \(error)")
+        }
+        switch response {
+        case .stored: return
+        case .refused(let reason): throw .invalid("node \(node) did not hand over \(partition): \(reason)")
+        case .data: throw .invalid("node \(node) answered a leadership transfer with data")
         }
     }
 

@@ -219,6 +219,9 @@ public enum PeerWire {
                 writer.storageName(replica.storage)
                 writer.u8(replica.role.rawValue)
             }
+        case .transferLeadership(_, let member):
+            writer.u8(4)
+            writer.u64(member.rawValue)
         }
         return writer.bytes
     }
@@ -265,6 +268,10 @@ public enum PeerWire {
                 guard member != .none else { throw DecodeFailure("a replica with member 0") }
                 request = .createReplica(
                     ReplicaSpec(partition: partition, member: member, storage: storage, replicas: replicas, mode: mode))
+            case 4:
+                let member = MemberID(try reader.u64())
+                guard member != .none else { throw DecodeFailure("a transfer to member 0") }
+                request = .transferLeadership(partition: partition, to: member)
             default:
                 throw DecodeFailure("unknown bulk request kind \(kind)")
             }

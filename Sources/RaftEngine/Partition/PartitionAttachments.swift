@@ -225,8 +225,8 @@ public final class PartitionAttachments: BulkService {
             }
         }
         switch request {
-        case .createReplica:
-            return .refused("replica creation is the host's, not the attachment service's")
+        case .createReplica, .transferLeadership:
+            return .refused("replica creation and leadership transfers are the host's, not the attachment service's")
         case .read(_, let id, let offset, let length):
             guard length > 0, length <= BulkRequest.maximumReadBytes else {
                 return .refused("a read of \(length) bytes (1...\(BulkRequest.maximumReadBytes))")

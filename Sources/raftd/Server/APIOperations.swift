@@ -87,10 +87,14 @@ struct APIOperations: Sendable {
             } catch {
                 outcome = .failure(error)
             }
-            guard case .failure(.host(.notLeader)) = outcome, attempt < 3,
+            guard case .failure(.host(.notLeader(_, let leaderNode))) = outcome, attempt < 3,
                 let status = try? await server.host.status(of: key)
             else { break }
-            try? await server.host.transferLeadership(key, to: status.replica.member)
+            // The leader hands over (it is on another node when that replica won the
+            // partition's first election, under load); without a known leader, wait.
+            if let leaderNode, leaderNode != server.configuration.nodeID {
+                try? await server.host.transferLeadershipOnPeer(key, to: status.replica.member, at: leaderNode)
+            }
             try? await Task.sleep(for: .milliseconds(200 << attempt))
         }
         do {

@@ -61,7 +61,12 @@ final class ServerMetrics: Sendable {
         counter("raftd_quiesces_total", host.quiesces)
         counter("raftd_messages_total", host.messagesSent, [("direction", "sent")])
         counter("raftd_messages_total", host.messagesReceived, [("direction", "received")])
+        counter("raftd_entries_committed_total", host.entriesCommitted)
+        for (result, count) in server.host.proposalResults.snapshot {
+            counter("raftd_proposals_total", count, [("result", result)])
+        }
         gauge("raftd_groups", Double(host.awake), [("state", "awake")])
+        gauge("raftd_groups", Double(max(0, host.replicas - host.awake - host.dormant)), [("state", "quiesced")])
         gauge("raftd_groups", Double(host.dormant), [("state", "dormant")])
         gauge("raftd_replicas", Double(host.replicas))
         for (storage, statistics) in server.host.walStatistics {
