@@ -62,6 +62,19 @@ extension RaftClient {
         }
     }
 
+    /// Creates an object pool (a partition of its own, which its members join).
+    public func createObjectPool(_ path: String) async throws -> Raftd_V1_CreateObjectPoolResponse {
+        var request = Raftd_V1_CreateObjectPoolRequest()
+        request.poolPath = path
+        let frozen = request
+        return try await routed("", idempotent: false) { connection in
+            try await Self.unary {
+                try await connection.pools.createObjectPool(
+                    frozen, metadata: connection.metadata, options: connection.options)
+            }
+        }
+    }
+
     public func createRepository(
         _ path: String, defaultBranch: String = "", objectPool: String = ""
     ) async throws

@@ -309,9 +309,11 @@ public final class PeerTransport: Transport, Sendable {
         guard let connection = state.withLock({ $0.bulk[node] }) else { throw .unreachable(node) }
         stats.withLock { $0.bulkRequestsSent += 1 }
         let deadline: Int64
-        if case .read = request {
+        switch request {
+        case .read, .transferLeadership:
+            // A leadership transfer is answered once it started: a read's deadline.
             deadline = configuration.bulkReadTimeoutMilliseconds
-        } else {
+        default:
             deadline = configuration.bulkStoreTimeoutMilliseconds
         }
         switch await connection.request(

@@ -370,6 +370,13 @@ struct DaemonClusterTests {
         let chain = try CommitChain(length: 8, directory: cluster.directory + "/chain")
         let branches = (0..<6).map { Branch(path: "tls/repo-\($0).git") }
         for branch in branches { _ = try await client.createRepository(branch.path) }
+        // Forks join their pool's partition whichever node their path is created on (the
+        // pool's leader verifies them; the client follows NotLeader there).
+        let pool = try await client.createObjectPool("@pools/tls/pool.git")
+        for n in 0..<6 {
+            let fork = try await client.createRepository("tls/fork-\(n).git", objectPool: "@pools/tls/pool.git")
+            #expect(fork.partitionKey == pool.partitionKey, "fork \(n)")
+        }
         try await Self.advanceAll(branches, chain, client, times: 2)
         for endpoint in cluster.endpoints { try await Self.checkReplica(endpoint, branches, chain, client) }
 

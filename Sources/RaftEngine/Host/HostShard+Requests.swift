@@ -206,10 +206,13 @@ extension HostShard {
             return promise(.failure(.invalid("member \(target) is not in the group")))
         }
         r.lastActivityTick = currentTick
-        r.leaseUntilNanoseconds = 0
         switch node.transferLeadership(to: target) {
         case .dropped(let reason): promise(.failure(.refused(reason)))
-        default: promise(.success(node.logBounds.commit))
+        default:
+            // The lease ends with a transfer that starts (before any read of this turn:
+            // reads are served on this thread), not with one Raft ignored.
+            r.leaseUntilNanoseconds = 0
+            promise(.success(node.logBounds.commit))
         }
         syncResidency(r)
         markDirty(r)

@@ -46,6 +46,22 @@ struct APIOperations: Sendable {
         _ path: RelativePath, _ operations: @Sendable (PartitionKey) -> [PartitionOperation],
         inPartition existing: () throws(APIFailure) -> PartitionKey?
     ) async throws(APIFailure) -> (PartitionKey, LogIndex) {
+        // Into an existing partition (a pool's): nothing is minted, so nothing needs one
+        // creating node per path. The partition's leader verifies concurrent creations of
+        // a path against each other (one commits, the others find it exists); any other
+        // node answers NotLeader and the client follows it there.
+        if let pooled = try existing() {
+            if server.partition(of: path) != nil {
+                throw APIFailure(errors.error(PartitionError.repositoryExists(path.rawValue)))
+            }
+            do {
+                return (pooled, try await server.writer.commit(pooled, PartitionTransaction(operations(pooled))))
+            } catch {
+                var failure = self.errors.error(error)
+                if case .refused(.repositoryExists) = error { failure.code = .alreadyExists }
+                throw APIFailure(failure)
+            }
+        }
         let creator = server.creator(of: path)
         guard creator == server.configuration.nodeID else {
             var error = Raftd_V1_Error()
@@ -66,9 +82,7 @@ struct APIOperations: Sendable {
             throw APIFailure(errors.error(PartitionError.repositoryExists(path.rawValue)))
         }
         let key: PartitionKey
-        if let pooled = try existing() {
-            key = pooled
-        } else if let minted = server.creations.withLock({ $0.minted[path] }) {
+        if let minted = server.creations.withLock({ $0.minted[path] }) {
             key = minted
         } else {
             do {

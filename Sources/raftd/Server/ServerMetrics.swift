@@ -103,7 +103,6 @@ final class ServerMetrics: Sendable {
             leaders.withLock { $0.value = Double(counts.values.reduce(0) { $0 + $1.leaders }) }
         }
         gauge("raftd_leaders", leaders.withLock { $0.value })
-        gauge("raftd_groups", Double(max(0, host.replicas - host.awake - host.dormant)), [("state", "quiesced")])
     }
 
     func text() -> String { registry.emitToString() }
