@@ -62,31 +62,42 @@ public enum HostError: Error, Hashable, Sendable, CustomStringConvertible {
 /// Proposals by how they ended, for metrics: `committed` (committed and applied here) or
 /// the kind of error.
 public final class ProposalResults: Sendable {
-    private let counts = Mutex<[String: UInt64]>([:])
+    /// The results' labels; a completion counts by index (no string hashing or
+    /// allocation per proposal).
+    static let labels = [
+        "committed", "overloaded", "not_leader", "lost_leadership", "timed_out", "refused", "partition_not_found",
+        "invalid", "replica_failed", "stopped", "unreachable",
+    ]
+    private let counts = Mutex<[UInt64]>(Array(repeating: 0, count: labels.count))
 
     public init() {}
 
     func count(_ result: Result<LogIndex, HostError>) {
-        let key: String
+        let index: Int
         switch result {
-        case .success: key = "committed"
+        case .success: index = 0
         case .failure(let error):
             switch error {
-            case .overloaded: key = "overloaded"
-            case .notLeader: key = "not_leader"
-            case .lostLeadership: key = "lost_leadership"
-            case .timedOut: key = "timed_out"
-            case .refused: key = "refused"
-            case .partitionNotFound: key = "partition_not_found"
-            case .invalid: key = "invalid"
-            case .replicaFailed: key = "replica_failed"
-            case .stopped: key = "stopped"
-            case .unreachable: key = "unreachable"
+            case .overloaded: index = 1
+            case .notLeader: index = 2
+            case .lostLeadership: index = 3
+            case .timedOut: index = 4
+            case .refused: index = 5
+            case .partitionNotFound: index = 6
+            case .invalid: index = 7
+            case .replicaFailed: index = 8
+            case .stopped: index = 9
+            case .unreachable: index = 10
             }
         }
-        counts.withLock { $0[key, default: 0] += 1 }
+        counts.withLock { $0[index] &+= 1 }
     }
 
     /// Every result seen so far and its count.
-    public var snapshot: [String: UInt64] { counts.withLock { $0 } }
+    public var snapshot: [String: UInt64] {
+        let values = counts.withLock { $0 }
+        var out: [String: UInt64] = [:]
+        for (label, value) in zip(Self.labels, values) where value > 0 { out[label] = value }
+        return out
+    }
 }
