@@ -9,6 +9,7 @@ let package = Package(
     platforms: [.macOS(.v15)],
     products: [
         .executable(name: "raftd", targets: ["raftd"]),
+        .executable(name: "raftd-git-hook", targets: ["raftd-git-hook"]),
         .library(name: "RaftEngine", targets: ["RaftEngine"]),
         .library(name: "RaftConsensus", targets: ["RaftConsensus"]),
         .library(name: "RaftSimulation", targets: ["RaftSimulation"]),
@@ -45,6 +46,7 @@ let package = Package(
                 .linkedLibrary("uring"),
                 .linkedLibrary("zstd"),
                 .linkedLibrary("lmdb"),
+                .linkedLibrary("z"),
                 .linkedLibrary("pthread"),
             ]
         ),
@@ -144,6 +146,12 @@ let package = Package(
             ]
         ),
         .target(name: "BenchSupport", dependencies: ["RaftEngine"], path: "Benchmarks/BenchSupport"),
+        // git's proc-receive hook for pushes that raftd serves: a relay between git and the
+        // daemon, in C so that it starts in a millisecond (it runs once per push).
+        .executableTarget(
+            name: "raftd-git-hook",
+            path: "Sources/raftd-git-hook"
+        ),
         .executableTarget(
             name: "WALIOBench",
             dependencies: ["RaftEngine", "CRaftIO", "BenchSupport"],

@@ -3,7 +3,7 @@
 # machine that has them it only checks. Uses sudo when not root.
 set -euo pipefail
 
-packages=(liburing-dev libzstd-dev liblmdb-dev pkg-config git)
+packages=(liburing-dev libzstd-dev liblmdb-dev zlib1g-dev pkg-config git)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

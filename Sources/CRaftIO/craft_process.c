@@ -163,3 +163,128 @@ int craft_run(const char *const argv[], const char *const envp[], const char *cw
     }
     return 0;
 }
+
+#include <sys/socket.h>
+#include <zlib.h>
+
+int craft_spawn(const char *const argv[], const char *const envp[], const char *cwd, int stdin_fd,
+                int err_fd, int extra_fd, int niceness, pid_t *pid, int *out_fd) {
+    if (argv == NULL || argv[0] == NULL || argv[0][0] != '/' || envp == NULL || pid == NULL || out_fd == NULL)
+        return -EINVAL;
+    int out_pipe[2] = {-1, -1};
+    if (pipe2(out_pipe, O_CLOEXEC) < 0) return -errno;
+    posix_spawn_file_actions_t actions;
+    posix_spawnattr_t attr;
+    posix_spawn_file_actions_init(&actions);
+    posix_spawnattr_init(&attr);
+    if (stdin_fd >= 0)
+        posix_spawn_file_actions_adddup2(&actions, stdin_fd, 0);
+    else
+        posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0);
+    posix_spawn_file_actions_adddup2(&actions, out_pipe[1], 1);
+    if (err_fd >= 0)
+        posix_spawn_file_actions_adddup2(&actions, err_fd, 2);
+    else
+        posix_spawn_file_actions_addopen(&actions, 2, "/dev/null", O_WRONLY, 0);
+    if (extra_fd >= 0) posix_spawn_file_actions_adddup2(&actions, extra_fd, 3);
+    if (cwd != NULL) posix_spawn_file_actions_addchdir_np(&actions, cwd);
+    sigset_t none, defaults;
+    sigemptyset(&none);
+    sigemptyset(&defaults);
+    sigaddset(&defaults, SIGPIPE);
+    posix_spawnattr_setsigmask(&attr, &none);
+    posix_spawnattr_setsigdefault(&attr, &defaults);
+    posix_spawnattr_setpgroup(&attr, 0);
+    posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETPGROUP);
+    int rc = posix_spawn(pid, argv[0], &actions, &attr, (char *const *)argv, (char *const *)envp);
+    if (rc == 0 && niceness != 0) (void)setpriority(PRIO_PROCESS, (id_t)*pid, niceness);
+    posix_spawn_file_actions_destroy(&actions);
+    posix_spawnattr_destroy(&attr);
+    craft_close_quietly(&out_pipe[1]);
+    if (rc != 0) {
+        craft_close_quietly(&out_pipe[0]);
+        return -rc;
+    }
+    *out_fd = out_pipe[0];
+    return 0;
+}
+
+int craft_wait(pid_t pid, int *exited, int *code) {
+    int status = 0;
+    for (;;) {
+        pid_t r = waitpid(pid, &status, 0);
+        if (r == pid) break;
+        if (r < 0 && errno == EINTR) continue;
+        return r < 0 ? -errno : -ECHILD;
+    }
+    if (WIFEXITED(status)) {
+        *exited = 1;
+        *code = WEXITSTATUS(status);
+    } else {
+        *exited = 0;
+        *code = WIFSIGNALED(status) ? WTERMSIG(status) : 0;
+    }
+    return 0;
+}
+
+int craft_socketpair(int fds[2]) {
+    return socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds) < 0 ? -errno : 0;
+}
+
+static int craft_write_all(int fd, const unsigned char *p, size_t n) {
+    while (n > 0) {
+        ssize_t w = write(fd, p, n);
+        if (w < 0) {
+            if (errno == EINTR) continue;
+            return -errno;
+        }
+        p += w;
+        n -= (size_t)w;
+    }
+    return 0;
+}
+
+long long craft_gunzip(int in_fd, int out_fd, long long max_out) {
+    z_stream z;
+    memset(&z, 0, sizeof(z));
+    if (inflateInit2(&z, 16 + MAX_WBITS) != Z_OK) return -ENOMEM;
+    static __thread unsigned char in[1 << 16], out[1 << 16];
+    long long total = 0;
+    int rc = Z_OK, result = 0;
+    while (rc != Z_STREAM_END) {
+        if (z.avail_in == 0) {
+            ssize_t r = read(in_fd, in, sizeof(in));
+            if (r < 0) {
+                if (errno == EINTR) continue;
+                result = -errno;
+                break;
+            }
+            if (r == 0) {
+                result = -EINVAL; /* truncated */
+                break;
+            }
+            z.next_in = in;
+            z.avail_in = (uInt)r;
+        }
+        z.next_out = out;
+        z.avail_out = sizeof(out);
+        rc = inflate(&z, Z_NO_FLUSH);
+        if (rc != Z_OK && rc != Z_STREAM_END) {
+            result = rc == Z_MEM_ERROR ? -ENOMEM : -EINVAL;
+            break;
+        }
+        size_t produced = sizeof(out) - z.avail_out;
+        total += (long long)produced;
+        if (total > max_out) {
+            result = -EFBIG;
+            break;
+        }
+        int w = craft_write_all(out_fd, out, produced);
+        if (w < 0) {
+            result = w;
+            break;
+        }
+    }
+    inflateEnd(&z);
+    return result < 0 ? result : total;
+}

@@ -9,7 +9,7 @@ struct InitCommand: ParsableCommand {
         abstract:
             "Write the configuration of a local cluster: one TOML file per node, a shared secret and a client token.",
         discussion: """
-            Node k listens on 127.0.0.1, ports P+10(k-1) (peer), +1 (gRPC) and +2 (HTTP), with one \
+            Node k listens on 127.0.0.1, ports P+10(k-1) (peer), +1 (gRPC), +2 (HTTP) and +3 (Git HTTP), with one \
             storage under DIR/data/node<k>. Secret and token files are created with mode 0600. It prints \
             the commands that start the nodes. It refuses a directory that already holds a cluster.
             """)
@@ -20,7 +20,7 @@ struct InitCommand: ParsableCommand {
     @Option(name: .long, help: "Directory to write into (created if missing).")
     var dir: String
 
-    @Option(name: .long, help: "First port (node k uses P+10(k-1) .. P+10(k-1)+2).")
+    @Option(name: .long, help: "First port (node k uses P+10(k-1) .. P+10(k-1)+3).")
     var basePort = 17100
 
     @Option(name: .long, help: "Raft tick in milliseconds.")
@@ -81,6 +81,7 @@ struct InitCommand: ParsableCommand {
                 peer = "127.0.0.1:\(port(node, 0))"
                 grpc = "127.0.0.1:\(port(node, 1))"
                 http = "127.0.0.1:\(port(node, 2))"
+                git = "127.0.0.1:\(port(node, 3))"
 
                 [auth]
                 secret_file = "secret"
@@ -114,6 +115,7 @@ struct InitCommand: ParsableCommand {
                     id = "\(ids[other])"
                     address = "127.0.0.1:\(port(other, 0))"
                     grpc = "127.0.0.1:\(port(other, 1))"
+                    git = "127.0.0.1:\(port(other, 3))"
                     storages = ["s\(other + 1)"]
 
                     """

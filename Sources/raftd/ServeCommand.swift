@@ -168,6 +168,22 @@ struct NodeService: Service {
                 return (.notFound, "text/plain", "not found: try /metrics, /healthz or /readyz\n")
             }
         }
+        var git: GitHTTPServer? = nil
+        if let listen = configuration.gitListen {
+            do {
+                let executable = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
+                let hook = URL(fileURLWithPath: executable).deletingLastPathComponent().appendingPathComponent("raftd-git-hook").path
+                let service = try GitService(server: server, hook: hook)
+                git = try await GitHTTPServer.start(
+                    host: listen.host, port: listen.port, group: .singletonMultiThreadedEventLoopGroup, service: service)
+                metrics.git = service.counters
+            } catch {
+                logger.error("listen.git: cannot serve Git over HTTP", metadata: ["address": "\(listen)", "error": "\(error)"])
+                await http.stop()
+                await server.stop()
+                throw error
+            }
+        }
         if let tls = configuration.peerTLS {
             let days = (tls.notValidAfter - Int(Date().timeIntervalSince1970)) / 86_400
             if days < 30 {
@@ -185,6 +201,7 @@ struct NodeService: Service {
                     "listen.grpc: cannot listen",
                     metadata: ["address": "\(configuration.grpcListen)", "error": "\(error)"])
                 grpc.beginGracefulShutdown()
+                await git?.stop()
                 await http.stop()
                 await server.stop()
                 throw error
@@ -193,7 +210,8 @@ struct NodeService: Service {
                 "raftd node serving",
                 metadata: [
                     "peer": "\(configuration.peerListen)", "grpc": "\(configuration.grpcListen)",
-                    "http": "\(configuration.httpListen)", "storages": "\(configuration.storages.map(\.name))",
+                    "http": "\(configuration.httpListen)", "git": "\(configuration.gitListen.map { "\($0)" } ?? "off")",
+                    "storages": "\(configuration.storages.map(\.name))",
                     "partitions": "\(server.machines.count)",
                 ])
             try? await gracefulShutdown()
@@ -203,6 +221,7 @@ struct NodeService: Service {
             await streams.closeAll()
             grpc.beginGracefulShutdown()
         }
+        await git?.stop()
         await http.stop()
         await server.stop()
         logger.info("stopped: the WAL is synced and every storage closed")

@@ -42,3 +42,34 @@ int craft_run(const char *const argv[], const char *const envp[], const char *cw
               int timeout_ms, struct craft_run_result *result);
 
 #endif
+
+#ifndef CRAFT_PROCESS_SPAWN
+#define CRAFT_PROCESS_SPAWN
+#include <sys/types.h>
+
+/*
+ * Starts argv[0] (an absolute path) with exactly envp in cwd (NULL: ours), for a child
+ * whose output is streamed (git serving a fetch or a push): its standard input is
+ * stdin_fd (-1: /dev/null), its standard error err_fd (-1: /dev/null), and its standard
+ * output a new pipe whose read end (blocking, close-on-exec) goes to *out_fd. With
+ * extra_fd >= 0, the child also holds it as descriptor 3 (inherited by its own children:
+ * git's hooks). The child runs at `niceness` (0: ours) in its own process group, with
+ * default signal dispositions. Returns 0 with *pid and *out_fd set, or -errno.
+ */
+int craft_spawn(const char *const argv[], const char *const envp[], const char *cwd, int stdin_fd,
+                int err_fd, int extra_fd, int niceness, pid_t *pid, int *out_fd);
+
+/* Waits for pid. Returns 0 with *exited (1: exit code in *code; 0: the signal in *code), or
+ * -errno. */
+int craft_wait(pid_t pid, int *exited, int *code);
+
+/* A connected pair of stream sockets, both close-on-exec. Returns 0 or -errno. */
+int craft_socketpair(int fds[2]);
+
+/*
+ * Inflates the gzip stream in in_fd into out_fd, refusing more than max_out bytes of
+ * output. Returns the bytes written, -EINVAL for a damaged or truncated stream, -EFBIG
+ * past max_out, or -errno.
+ */
+long long craft_gunzip(int in_fd, int out_fd, long long max_out);
+#endif

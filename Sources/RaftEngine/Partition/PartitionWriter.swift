@@ -93,12 +93,17 @@ public actor PartitionWriter {
     /// applied here. A pack travels as `.attachPack(path, .inline(pack: <the pushed pack>,
     /// index: []))`: the leader indexes and checks it (`PackValidator`) and puts git's
     /// completed pack and index in the entry; a client's own index is refused.
+    ///
+    /// `packsIndexedHere`: the transaction's inline packs come with the index that this
+    /// node's own `git receive-pack` wrote (with `transfer.fsckObjects` and its connectivity
+    /// check, into a push's staging directory; the Git HTTP service): they are taken as
+    /// they are, not indexed a second time. Never set it for bytes from a client.
     public func commit(
-        _ key: PartitionKey, _ transaction: PartitionTransaction
+        _ key: PartitionKey, _ transaction: PartitionTransaction, packsIndexedHere: Bool = false
     ) async throws(PartitionWriteError) -> LogIndex {
         guard let machine = machines(key) else { throw .host(.partitionNotFound(key)) }
         // Packs first: slow (a git process), and the same in any term.
-        let prepared = try await validatePacks(key, transaction, machine)
+        let prepared = try await validatePacks(key, transaction, machine, indexedHere: packsIndexedHere)
         let term = try await catchUp(key, machine)
 
         // From here until the host holds the proposal, no suspension: verify, reserve and
@@ -233,12 +238,21 @@ public actor PartitionWriter {
     /// The transaction with every pushed pack replaced by git's validated pack and index,
     /// and the object names of each.
     private func validatePacks(
-        _ key: PartitionKey, _ transaction: PartitionTransaction, _ machine: PartitionStateMachine
+        _ key: PartitionKey, _ transaction: PartitionTransaction, _ machine: PartitionStateMachine,
+        indexedHere: Bool
     ) async throws(PartitionWriteError) -> (transaction: PartitionTransaction, objects: [[ObjectID]]) {
         var operations = transaction.operations
         var objects: [[ObjectID]] = []
         for (k, op) in operations.enumerated() {
             guard case .attachPack(let path, let reference) = op else { continue }
+            if indexedHere, case .inline(let pack, let index) = reference, !index.isEmpty {
+                let names: [ObjectID]
+                do { names = try PackIndex(index, path: "\(path) (pushed)").names } catch { throw .refused(error) }
+                objects.append(names)
+                try await place(
+                    key, machine, k, path, ValidatedPack(pack: pack, index: index, objects: names), &operations)
+                continue
+            }
             guard case .inline(let pack, let index) = reference, index.isEmpty else {
                 throw .refused(.invalidPack("a pushed pack comes without an index: the leader indexes it itself"))
             }
@@ -272,39 +286,48 @@ public actor PartitionWriter {
             let validated: ValidatedPack
             do { validated = try result.get() } catch { throw .refused(error) }
             objects.append(validated.objects)
-            if validated.pack.count + validated.index.count <= PartitionTransaction.maximumInlinePackBytes {
-                operations[k] = .attachPack(path, .inline(pack: validated.pack, index: validated.index))
-                continue
-            }
-            // An attachment: durable here, then on a majority of the voters, before the entry
-            // naming it is proposed (the members left fetch it before they acknowledge).
-            let status = try await replicaStatus(key)
-            if status.members > 1 && attachments == nil {
-                throw .refused(
-                    .invalidPack(
-                        "\(validated.pack.count) bytes with its index is above the \(PartitionTransaction.maximumInlinePackBytes) bytes that travel in a log entry, and this node moves no attachments to the partition's \(status.members) members (no bulk service)"
-                    ))
-            }
-            let id: AttachmentID
-            if let attachments {
-                do { id = try await attachments.put(key, pack: validated.pack, index: validated.index) } catch {
-                    throw .refused(error)
-                }
-            } else {
-                let store = AttachmentStore(directory: machine.directory + "/attachments")
-                let stored = await offThePool("raftd-attach") { () -> Result<AttachmentID, PartitionError> in
-                    Result { () throws(PartitionError) in try store.put(pack: validated.pack, index: validated.index) }
-                }
-                do { id = try stored.get() } catch { throw .refused(error) }
-            }
-            if let attachments {
-                // Nothing is proposed yet: a failure here is safe to retry.
-                do { try await attachments.replicate(key, id, status: status) } catch { throw .timedOut("\(error)") }
-            }
-            operations[k] = .attachPack(
-                path, .attachment(contentHash: id.hash, packBytes: id.sizes[0], indexBytes: id.sizes[1]))
+            try await place(key, machine, k, path, validated, &operations)
         }
         return (PartitionTransaction(operations), objects)
+    }
+
+    /// Puts a validated pack in the transaction: inline when small, else as an attachment
+    /// made durable here and on a majority of the voters first.
+    private func place(
+        _ key: PartitionKey, _ machine: PartitionStateMachine, _ k: Int, _ path: RelativePath,
+        _ validated: ValidatedPack, _ operations: inout [PartitionOperation]
+    ) async throws(PartitionWriteError) {
+        if validated.pack.count + validated.index.count <= PartitionTransaction.maximumInlinePackBytes {
+            operations[k] = .attachPack(path, .inline(pack: validated.pack, index: validated.index))
+            return
+        }
+        // An attachment: durable here, then on a majority of the voters, before the entry
+        // naming it is proposed (the members left fetch it before they acknowledge).
+        let status = try await replicaStatus(key)
+        if status.members > 1 && attachments == nil {
+            throw .refused(
+                .invalidPack(
+                    "\(validated.pack.count) bytes with its index is above the \(PartitionTransaction.maximumInlinePackBytes) bytes that travel in a log entry, and this node moves no attachments to the partition's \(status.members) members (no bulk service)"
+                ))
+        }
+        let id: AttachmentID
+        if let attachments {
+            do { id = try await attachments.put(key, pack: validated.pack, index: validated.index) } catch {
+                throw .refused(error)
+            }
+        } else {
+            let store = AttachmentStore(directory: machine.directory + "/attachments")
+            let stored = await offThePool("raftd-attach") { () -> Result<AttachmentID, PartitionError> in
+                Result { () throws(PartitionError) in try store.put(pack: validated.pack, index: validated.index) }
+            }
+            do { id = try stored.get() } catch { throw .refused(error) }
+        }
+        if let attachments {
+            // Nothing is proposed yet: a failure here is safe to retry.
+            do { try await attachments.replicate(key, id, status: status) } catch { throw .timedOut("\(error)") }
+        }
+        operations[k] = .attachPack(
+            path, .attachment(contentHash: id.hash, packBytes: id.sizes[0], indexBytes: id.sizes[1]))
     }
 
     /// The pool repository a repository borrows from, from its alternates file.

@@ -16,13 +16,15 @@ struct ConfigurationError: Error, CustomStringConvertible {
 /// One node's configuration (`raftd serve --config FILE`), as `raftd init` writes it:
 ///
 ///     [node]     name, id, cluster_id
-///     [listen]   peer, grpc, http (host:port)
+///     [listen]   peer, grpc, http, git (host:port; git optional: Git smart HTTP)
 ///     [auth]     secret_file, token_file (mode 0600; relative to the config's directory)
 ///     [tls]      cert_file, key_file (mode 0600), ca_file (optional: TLS on the gRPC and
 ///                peer ports; `raftd init --tls` writes them)
 ///     [raft]     tick_ms, election_ticks, heartbeat_ticks
 ///     [[storage]] name, path
-///     [[peer]]   name, id, address (peer port), grpc (client port), storages
+///     [git]      max_push_mib, max_requests (optional)
+///     [[peer]]   name, id, address (peer port), grpc (client port), git (optional: its
+///                Git HTTP address, where pushes are redirected when it leads), storages
 struct NodeConfiguration: Sendable {
     struct StorageEntry: Sendable, Equatable {
         var name: StorageName
@@ -34,6 +36,7 @@ struct NodeConfiguration: Sendable {
         var id: NodeID
         var address: PeerAddress
         var clientAddress: PeerAddress
+        var gitAddress: PeerAddress?
         var storages: [StorageName]
     }
 
@@ -44,6 +47,12 @@ struct NodeConfiguration: Sendable {
     var peerListen: PeerAddress
     var grpcListen: PeerAddress
     var httpListen: PeerAddress
+    /// Git smart HTTP (push and clone); nil: not served.
+    var gitListen: PeerAddress?
+    /// The largest push body accepted, in bytes (spooled to the storage's disk first).
+    var gitMaximumPushBytes: Int
+    /// Git requests served at once (each runs a git process); more get 503.
+    var gitMaximumRequests: Int
     var secret: [UInt8]
     var token: [UInt8]
     /// TLS on the gRPC and peer ports (all three or none): this node's certificate, its
@@ -80,7 +89,8 @@ struct NodeConfiguration: Sendable {
         }
         let directory = (file as NSString).deletingLastPathComponent
         var reader = Reader(file: file, directory: directory.isEmpty ? "." : directory)
-        try reader.refuseUnknown(table, "", allowed: ["node", "listen", "auth", "tls", "raft", "storage", "peer"])
+        try reader.refuseUnknown(
+            table, "", allowed: ["node", "listen", "auth", "tls", "raft", "storage", "peer", "git"])
 
         let node = try reader.table(table, "node")
         try reader.refuseUnknown(node, "node", allowed: ["name", "id", "cluster_id"])
@@ -93,11 +103,13 @@ struct NodeConfiguration: Sendable {
         }
 
         let listen = try reader.table(table, "listen")
-        try reader.refuseUnknown(listen, "listen", allowed: ["peer", "grpc", "http"])
+        try reader.refuseUnknown(listen, "listen", allowed: ["peer", "grpc", "http", "git"])
         peerListen = try reader.address(listen, "listen.peer")
         grpcListen = try reader.address(listen, "listen.grpc")
         httpListen = try reader.address(listen, "listen.http")
-        let ports = [("listen.peer", peerListen), ("listen.grpc", grpcListen), ("listen.http", httpListen)]
+        gitListen = listen["git"] == nil ? nil : try reader.address(listen, "listen.git")
+        var ports = [("listen.peer", peerListen), ("listen.grpc", grpcListen), ("listen.http", httpListen)]
+        if let gitListen { ports.append(("listen.git", gitListen)) }
         for (i, a) in ports.enumerated() {
             for b in ports[(i + 1)...] where a.1 == b.1 && a.1.port != 0 {
                 throw ConfigurationError(
@@ -136,6 +148,14 @@ struct NodeConfiguration: Sendable {
             tlsKeyFile = key
             tlsCAFile = ca
         }
+
+        if let raw = table["git"], raw.table == nil {
+            throw ConfigurationError(file: file, field: "git", problem: "must be a table ([git])")
+        }
+        let git = table["git"]?.table ?? TOMLTable()
+        try reader.refuseUnknown(git, "git", allowed: ["max_push_mib", "max_requests"])
+        gitMaximumPushBytes = try reader.int(git, "git.max_push_mib", default: 8_192, range: 1...1_048_576) << 20
+        gitMaximumRequests = try reader.int(git, "git.max_requests", default: 64, range: 1...4_096)
 
         if let raw = table["raft"], raw.table == nil {
             throw ConfigurationError(file: file, field: "raft", problem: "must be a table ([raft])")
@@ -205,7 +225,7 @@ struct NodeConfiguration: Sendable {
             guard let entry = value.table else {
                 throw ConfigurationError(file: file, field: field, problem: "must be a table ([[peer]])")
             }
-            try reader.refuseUnknown(entry, field, allowed: ["name", "id", "address", "grpc", "storages"])
+            try reader.refuseUnknown(entry, field, allowed: ["name", "id", "address", "grpc", "git", "storages"])
             let id = try reader.parse(entry, "\(field).id", "the peer's node UUID") { try NodeID(parsing: $0) }
             guard id != nodeID, !peers.contains(where: { $0.id == id }) else {
                 throw ConfigurationError(
@@ -235,7 +255,9 @@ struct NodeConfiguration: Sendable {
                 PeerEntry(
                     name: try reader.string(entry, "\(field).name"), id: id,
                     address: try reader.address(entry, "\(field).address"),
-                    clientAddress: try reader.address(entry, "\(field).grpc"), storages: peerStorages))
+                    clientAddress: try reader.address(entry, "\(field).grpc"),
+                    gitAddress: entry["git"] == nil ? nil : try reader.address(entry, "\(field).git"),
+                    storages: peerStorages))
         }
         self.peers = peers
     }

@@ -11,6 +11,12 @@ import Synchronization
 final class ServerMetrics: Sendable {
     let registry: PrometheusCollectorRegistry
     private let last = Mutex<[String: UInt64]>([:])
+    private let gitCounters = Mutex<GitCounters?>(nil)
+    /// The Git HTTP service's counters, once it serves.
+    var git: GitCounters? {
+        get { gitCounters.withLock { $0 } }
+        set { gitCounters.withLock { $0 = newValue } }
+    }
     /// The leader count and when it was taken: one status per partition, so computed at
     /// most every 10 s whatever the scrape rate.
     private let leaders = Mutex<(value: Double, at: ContinuousClock.Instant?)>((0, nil))
@@ -91,6 +97,19 @@ final class ServerMetrics: Sendable {
         }
         for entry in requests.snapshot {
             counter("raftd_client_requests_total", entry.count, [("method", entry.method), ("status", entry.status)])
+        }
+        if let git {
+            for entry in git.byServiceAndStatus {
+                counter(
+                    "raftd_git_requests_total", entry.count, [("service", entry.service), ("status", entry.status)])
+            }
+            counter("raftd_git_pushes_total", git.pushesAccepted.load(ordering: .relaxed), [("result", "committed")])
+            counter("raftd_git_pushes_total", git.pushesRefused.load(ordering: .relaxed), [("result", "refused")])
+            counter("raftd_git_pushed_pack_bytes_total", git.pushedBytes.load(ordering: .relaxed))
+            counter("raftd_git_served_bytes_total", git.uploadBytes.load(ordering: .relaxed))
+            counter("raftd_git_redirects_total", git.redirects.load(ordering: .relaxed))
+            counter("raftd_git_refusals_total", git.unauthorized.load(ordering: .relaxed), [("cause", "unauthorized")])
+            counter("raftd_git_refusals_total", git.busy.load(ordering: .relaxed), [("cause", "busy")])
         }
         let now = ContinuousClock.now
         let due = leaders.withLock { state in
