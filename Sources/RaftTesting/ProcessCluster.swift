@@ -31,6 +31,8 @@ public final class ProcessCluster: ClusterHarness, @unchecked Sendable {
     public let endpoints: [String]
     /// HTTP endpoints (metrics, health), node by node.
     public let httpEndpoints: [String]
+    /// Git smart HTTP endpoints (host:port), node by node.
+    public let gitEndpoints: [String]
     public let tokenFile: String
     /// With `tls`: the CA clients verify the nodes against (`raftd init --tls`).
     public let clientTLS: RaftClient.TLS?
@@ -70,6 +72,7 @@ public final class ProcessCluster: ClusterHarness, @unchecked Sendable {
         guard status == 0 else { throw LocalClusterError("raftd init failed (\(status)): \(output)") }
         endpoints = (0..<nodes).map { "127.0.0.1:\(base + 10 * $0 + 1)" }
         httpEndpoints = (0..<nodes).map { "127.0.0.1:\(base + 10 * $0 + 2)" }
+        gitEndpoints = (0..<nodes).map { "127.0.0.1:\(base + 10 * $0 + 3)" }
         tokenFile = self.directory + "/token"
         token = String(decoding: FileManager.default.contents(atPath: tokenFile) ?? Data(), as: UTF8.self)
         processes = Array(repeating: nil, count: nodes)
