@@ -94,10 +94,12 @@ struct ServeCommand: AsyncParsableCommand {
     /// Refuses a listen address that is in use now, naming its field (bound again right
     /// after: a race with another process is possible and then fails at that bind).
     static func checkPorts(_ configuration: NodeConfiguration) throws {
-        for (field, address) in [
+        var listeners = [
             ("listen.peer", configuration.peerListen), ("listen.grpc", configuration.grpcListen),
             ("listen.http", configuration.httpListen),
-        ] {
+        ]
+        if let git = configuration.gitListen { listeners.append(("listen.git", git)) }
+        for (field, address) in listeners {
             let channel: any Channel
             do {
                 channel = try ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
@@ -171,14 +173,20 @@ struct NodeService: Service {
         var git: GitHTTPServer? = nil
         if let listen = configuration.gitListen {
             do {
-                let executable = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
-                let hook = URL(fileURLWithPath: executable).deletingLastPathComponent().appendingPathComponent("raftd-git-hook").path
+                let executable =
+                    (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe"))
+                    ?? CommandLine.arguments[0]
+                let hook = URL(fileURLWithPath: executable).deletingLastPathComponent().appendingPathComponent(
+                    "raftd-git-hook"
+                ).path
                 let service = try GitService(server: server, hook: hook)
                 git = try await GitHTTPServer.start(
-                    host: listen.host, port: listen.port, group: .singletonMultiThreadedEventLoopGroup, service: service)
+                    host: listen.host, port: listen.port, group: .singletonMultiThreadedEventLoopGroup, service: service
+                )
                 metrics.git = service.counters
             } catch {
-                logger.error("listen.git: cannot serve Git over HTTP", metadata: ["address": "\(listen)", "error": "\(error)"])
+                logger.error(
+                    "listen.git: cannot serve Git over HTTP", metadata: ["address": "\(listen)", "error": "\(error)"])
                 await http.stop()
                 await server.stop()
                 throw error

@@ -25,8 +25,14 @@ struct GitPushSession {
     func run(_ socket: Int32) {
         let channel = PktLineChannel(fd: socket)
         do {
-            let hello = try channel.readUntilFlush(maximumPackets: 16)
-            guard let first = hello.first, first.starts(with: Array("version=1".utf8)) else {
+            // git never starts the hook when the push failed before (a pack that does not
+            // pass fsck, a connectivity error): the socket just closes.
+            guard let greeting = try channel.read() else { return }
+            guard case .data(let first) = greeting else {
+                throw PktLineChannel.Failure(description: "proc-receive: a flush instead of the version")
+            }
+            let hello = [first] + (try channel.readUntilFlush(maximumPackets: 16))
+            guard let version = hello.first, version.starts(with: Array("version=1".utf8)) else {
                 throw PktLineChannel.Failure(description: "proc-receive: unexpected greeting")
             }
             let capabilities =
