@@ -95,6 +95,21 @@ private func dechunk(_ bytes: [UInt8]) -> [UInt8] {
     return out
 }
 
+/// The Location header of a GET (a redirect), with the cluster's token from `token`.
+func rawLocation(_ endpoint: String, _ path: String, token: String) throws -> String {
+    let port = Int(endpoint.split(separator: ":").last!)!
+    let socket = try TCPSocket(port: port)
+    socket.send(
+        Array(
+            "GET \(path) HTTP/1.1\r\nHost: \(endpoint)\r\nAuthorization: Bearer \(token)\r\nConnection: close\r\n\r\n"
+                .utf8))
+    let text = String(decoding: socket.readAll(), as: UTF8.self)
+    for line in text.components(separatedBy: "\r\n") where line.lowercased().hasPrefix("location:") {
+        return String(line.dropFirst("location:".count)).trimmingCharacters(in: .whitespaces)
+    }
+    throw DaemonTestError("no Location in: \(text.prefix(300))")
+}
+
 func pktLine(_ text: String) -> [UInt8] {
     let hex = String(text.utf8.count + 4, radix: 16)
     return Array((String(repeating: "0", count: 4 - hex.count) + hex + text).utf8)
@@ -619,6 +634,37 @@ extension GitHTTPTests {
         #expect(try httpRequest(endpoint, "GET", "/\(path)/info/refs", headers: auth).status == 403)
         #expect(try httpRequest(endpoint, "GET", "/\(path)/HEAD", headers: auth).status == 404)
         #expect(try Self.refs(cluster.storagePath(node) + "/" + path) == refsBefore)
+
+        // A path git would split (':'): refused before git sees it.
+        _ = try await client.createRepository("refuse/a:b.git")
+        let colon = try httpRequest(
+            endpoint, "GET", "/refuse/a:b.git/info/refs?service=git-receive-pack", headers: auth)
+        #expect(colon.status == 400 || colon.status == 307, "\(colon.status)")
+        if colon.status == 400 { #expect(String(decoding: colon.body, as: UTF8.self).contains("':'")) }
+
+        // Push tickets: a follower's redirect carries one, good for pushes to that
+        // repository only.
+        let follower = (node + 1) % 3
+        let location = try rawLocation(
+            cluster.gitEndpoints[follower], "/\(path)/info/refs?service=git-receive-pack", token: Self.token(cluster))
+        let start = try #require(location.range(of: "/+push/"), "a ticket in \(location)")
+        // "/+push/<expiry>/<mac>"
+        let ticketPrefix = location[start.lowerBound...].split(separator: "/", maxSplits: 3).prefix(3)
+            .reduce("") { $0 + "/" + $1 }
+        // Valid for this repository's pushes, without a token.
+        #expect(
+            try httpRequest(endpoint, "GET", "\(ticketPrefix)/\(path)/info/refs?service=git-receive-pack").status == 200
+        )
+        // Not for fetches, another repository, or a forged MAC.
+        #expect(
+            try httpRequest(endpoint, "GET", "\(ticketPrefix)/\(path)/info/refs?service=git-upload-pack").status == 401)
+        #expect(
+            try httpRequest(endpoint, "GET", "\(ticketPrefix)/refuse/a:b.git/info/refs?service=git-receive-pack").status
+                == 401)
+        let forged = ticketPrefix.dropLast(4) + "0000"
+        #expect(try httpRequest(endpoint, "GET", "\(forged)/\(path)/info/refs?service=git-receive-pack").status == 401)
+        #expect(
+            try httpRequest(endpoint, "GET", "/+push/1/00/\(path)/info/refs?service=git-receive-pack").status == 401)
 
         // Still serving: a push and a clone.
         let work = try TemporaryDirectory("raftd-git-refusals")

@@ -98,8 +98,13 @@ public actor PartitionWriter {
     /// node's own `git receive-pack` wrote (with `transfer.fsckObjects` and its connectivity
     /// check, into a push's staging directory; the Git HTTP service): they are taken as
     /// they are, not indexed a second time. Never set it for bytes from a client.
+    ///
+    /// `unchanged`: the repository must still be the incarnation named (not removed and
+    /// created again, nor linked or unlinked, since), applied or pending: the pack was
+    /// indexed against it.
     public func commit(
-        _ key: PartitionKey, _ transaction: PartitionTransaction, packsIndexedHere: Bool = false
+        _ key: PartitionKey, _ transaction: PartitionTransaction, packsIndexedHere: Bool = false,
+        unchanged: RepositoryIdentity? = nil
     ) async throws(PartitionWriteError) -> LogIndex {
         guard let machine = machines(key) else { throw .host(.partitionNotFound(key)) }
         // Packs first: slow (a git process), and the same in any term.
@@ -112,6 +117,19 @@ public actor PartitionWriter {
         // proposal unless this replica still leads in the term it caught up in.
         let pipeline = pipelines[key]!
         guard pipeline.term == term, !pipeline.uncertain else { throw .host(.lostLeadership) }
+        if let unchanged {
+            let pending = pipeline.pending.values
+            let touched = pending.contains { $0.cleared.contains(unchanged.path) || $0.links[unchanged.path] != nil }
+            if touched
+                || RepositoryIdentity.current(storageRoot: machine.storageRoot, path: unchanged.path) != unchanged
+            {
+                try await confirmLeadership(key, term: term)
+                throw .refused(
+                    .invalidOperation(
+                        "repository \(unchanged.path) was removed and created again, or linked to or unlinked from a pool, while the push was on its way; nothing was applied: push again"
+                    ))
+            }
+        }
         let effects: PartitionEffects
         do {
             effects = try PartitionVerifier(

@@ -1,4 +1,5 @@
 import Crypto
+import Dispatch
 import Foundation
 import NIOCore
 import NIOHTTP1
@@ -88,7 +89,7 @@ final class GitGate: Sendable {
                             "the push ticket in the URL is expired or not for this repository: push again to any node's URL"
                     ))
             }
-            request.ticketPath = String(head.uri.dropLast(uri.count))
+            request.ticketExpiry = ticket.expiry
             return .success(request)
         }
         let header = head.headers["Authorization"].first
@@ -108,13 +109,15 @@ final class GitGate: Sendable {
     /// A follower redirects a push to the leader with a ticket in the URL: curl does not
     /// carry credentials to another host:port on a redirect, so the follower, having
     /// authenticated the client, vouches for it. The ticket is an HMAC under the cluster's
-    /// shared secret of the repository and an expiry (10 minutes), good only for pushes to
-    /// that repository.
+    /// shared secret of the repository and an expiry (30 minutes, never extended: a redirect
+    /// of a ticketed request keeps its expiry), good only for pushes to that repository.
+    /// Nodes' clocks may differ by up to a minute.
     static let ticketPrefix = "/+push/"
-    static let ticketSeconds = 600
+    static let ticketSeconds = 1_800
 
-    func ticket(for repository: RelativePath) -> String {
-        let expiry = Int(Date().timeIntervalSince1970) + Self.ticketSeconds
+    /// A ticket for `repository`, expiring at `expiry` (nil: ticketSeconds from now).
+    func ticket(for repository: RelativePath, expiry given: Int?) -> String {
+        let expiry = given ?? Int(Date().timeIntervalSince1970) + Self.ticketSeconds
         return "\(Self.ticketPrefix)\(expiry)/\(mac(repository, expiry))"
     }
 
@@ -216,7 +219,7 @@ final class GitGate: Sendable {
         }
         return .success(
             GitRequest(
-                kind: kind, repository: repository, repositoryURLPath: String(prefix), gitProtocol: gitProtocol,
+                kind: kind, repository: repository, gitProtocol: gitProtocol,
                 linearizable: consistency == "linearizable", storage: storage,
                 gzipBody: encoding == "gzip" || encoding == "x-gzip"))
     }
@@ -368,7 +371,9 @@ private final class GitHTTPHandler: ChannelInboundHandler {
                 let loopBound = NIOLoopBound(self, eventLoop: context.eventLoop)
                 let eventLoop = context.eventLoop
                 let responder = GitResponder(channel: context.channel, keepAlive: keepAlive) {
-                    eventLoop.execute { loopBound.value.state = .idle }
+                    // Called on the event loop (GitResponder.end and abort).
+                    eventLoop.assertInEventLoop()
+                    loopBound.value.state = .idle
                 }
                 let gate = self.gate
                 Thread.detachNewThread {
@@ -447,33 +452,52 @@ final class GitResponder: @unchecked Sendable {
         head(status, headers)
     }
 
-    /// Sends bytes; false when the connection is gone.
+    /// How long a client may leave the connection's send buffer full before it is closed
+    /// (a client that stops reading holds no thread, slot or git process for longer).
+    static let stalledSeconds = 60
+
+    /// Sends bytes; false when the connection is gone (or stalled, and then closed).
     func send(_ bytes: UnsafeRawBufferPointer) -> Bool {
         guard channel.isActive else { return false }
         let written = channel.writeAndFlush(
             HTTPServerResponsePart.body(.byteBuffer(channel.allocator.buffer(bytes: bytes))))
-        if !channel.isWritable {
-            do { try written.wait() } catch { return false }
+        guard !channel.isWritable else { return true }
+        let done = DispatchSemaphore(value: 0)
+        let failed = Atomic<Bool>(false)
+        written.whenComplete { result in
+            if case .failure = result { failed.store(true, ordering: .relaxed) }
+            done.signal()
         }
-        return true
+        guard done.wait(timeout: .now() + .seconds(Self.stalledSeconds)) == .success else {
+            channel.close(promise: nil)
+            return false
+        }
+        return !failed.load(ordering: .relaxed)
     }
 
+    /// Ends the response. The handler is ready for the connection's next request before
+    /// the end is written: writing it may deliver a pipelined request at once.
     func end() {
-        let done = channel.writeAndFlush(HTTPServerResponsePart.end(nil))
         let channel = self.channel
         let keepAlive = self.keepAlive
         let finished = self.finished
-        done.whenComplete { result in
-            if case .failure = result { channel.close(promise: nil) }
-            if !keepAlive { channel.close(promise: nil) }
+        channel.eventLoop.execute {
             finished()
+            channel.writeAndFlush(HTTPServerResponsePart.end(nil)).whenComplete { result in
+                if case .failure = result { channel.close(promise: nil) }
+                if !keepAlive { channel.close(promise: nil) }
+            }
         }
     }
 
     /// Ends the response by closing the connection (after a part was sent): git reports a
     /// broken transfer rather than trusting a cut-short answer.
     func abort() {
-        channel.close(promise: nil)
-        finished()
+        let channel = self.channel
+        let finished = self.finished
+        channel.eventLoop.execute {
+            finished()
+            channel.close(promise: nil)
+        }
     }
 }

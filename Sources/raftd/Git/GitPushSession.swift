@@ -21,6 +21,8 @@ struct GitPushSession {
     let repository: RelativePath
     /// The push's object directory (`…/objects`), where git left its pack.
     let staging: String
+    /// The repository's incarnation when receive-pack started.
+    let identity: RepositoryIdentity
 
     func run(_ socket: Int32) {
         let channel = PktLineChannel(fd: socket)
@@ -85,9 +87,11 @@ struct GitPushSession {
             let transaction = PartitionTransaction(packs + [.updateReferences(repository, remaining)])
             let writer = service.server.writer
             let key = self.key
+            let identity = self.identity
             let result = blocking { () async -> Result<LogIndex, PartitionWriteError> in
                 do throws(PartitionWriteError) {
-                    return .success(try await writer.commit(key, transaction, packsIndexedHere: true))
+                    return .success(
+                        try await writer.commit(key, transaction, packsIndexedHere: true, unchanged: identity))
                 } catch { return .failure(error) }
             }
             switch result {
@@ -104,6 +108,11 @@ struct GitPushSession {
             where !atomic && remaining.count > 1:
                 answers[reference] = "ng \(reference) \(Self.stale(expected: expected, actual: actual))"
                 remaining.removeAll { $0.name.rawValue == reference }
+            case .failure(.host(.timedOut)) where settled(remaining):
+                // The proposal outlived the host's deadline, and then committed.
+                for update in remaining { answers[update.name.rawValue] = "ok \(update.name.rawValue)" }
+                service.counters.pushesAccepted.add(1, ordering: .relaxed)
+                remaining = []
             case .failure(let error):
                 service.counters.pushesRefused.add(1, ordering: .relaxed)
                 let reason = Self.reason(error)
@@ -120,6 +129,29 @@ struct GitPushSession {
             }
         }
         return order.map { answers[$0] ?? "ng \($0) not processed" }
+    }
+
+    /// After a proposal that timed out (its outcome unknown): whether every update is seen
+    /// applied within the next 30 s (a lease read at the leader, twice a second). False
+    /// when they are not, or the references moved elsewhere: the answer stays "unknown".
+    private func settled(_ updates: [ReferenceUpdate]) -> Bool {
+        let reader = service.server.reader
+        let key = self.key
+        let repository = self.repository
+        for _ in 0..<60 {
+            let references = blocking { () async -> [RefName: ObjectID]?? in
+                do throws(PartitionReadError) {
+                    return try await reader.references(key, repository: repository, consistency: .lease).references
+                } catch { return nil }
+            }
+            if let references = references ?? nil {
+                let values = updates.map { references[$0.name] ?? .zero }
+                if zip(values, updates).allSatisfy({ $0 == $1.new }) { return true }
+                if zip(values, updates).contains(where: { $0 != $1.new && $0 != $1.old }) { return false }
+            }
+            Thread.sleep(forTimeInterval: 0.5)
+        }
+        return false
     }
 
     /// The packs git kept in the staging directory, with their indexes, as operations.

@@ -68,8 +68,11 @@ enum GitRelay {
         }
         guard code == 200 else {
             let bytes = try reader.body(contentLength: contentLength, chunked: chunked, limit: 64 << 10)
+            // Statuses that mean the same here pass through; anything else (a redirect, an
+            // authentication request meant for this node, an interim answer) is a bad gateway.
+            let passed: Set<Int> = [400, 403, 404, 413, 503, 507]
             throw GitServiceError(
-                status: .init(statusCode: code),
+                status: passed.contains(code) ? .init(statusCode: code) : .badGateway,
                 message: "the leader (\(address)) answered: "
                     + String(decoding: bytes, as: UTF8.self).trimmingCharacters(in: .newlines))
         }
@@ -149,7 +152,9 @@ enum GitRelay {
                 if n < 0 {
                     throw GitServiceError(
                         status: .gatewayTimeout,
-                        message: "the leader at \(address) stopped answering: \(String(cString: strerror(errno)))")
+                        message:
+                            "the leader at \(address) stopped answering (\(String(cString: strerror(errno)))) after the push was sent: it may still apply; fetch to see, then push again"
+                    )
                 }
                 if n == 0 { return false }
                 buffer += chunk[..<n]

@@ -36,8 +36,6 @@ struct GitRequest: Sendable {
 
     var kind: Kind
     var repository: RelativePath
-    /// The URL path up to the repository (for redirects).
-    var repositoryURLPath: String
     /// The `Git-Protocol` header (checked: `version=2` and the like).
     var gitProtocol: String?
     /// `Raftd-Consistency: linearizable`: the replica waits for a ReadIndex before it
@@ -46,8 +44,20 @@ struct GitRequest: Sendable {
     /// `Raftd-Storage: NAME`: only this storage of the node is searched.
     var storage: StorageName?
     var gzipBody: Bool
-    /// The push ticket's part of the URL (`/+push/<expiry>/<mac>`), when it came with one.
-    var ticketPath = ""
+    /// The expiry of the push ticket the URL carried (nil: none). A redirect of a ticketed
+    /// request keeps it: a ticket is never extended.
+    var ticketExpiry: Int? = nil
+
+    /// `/<relative path>` percent-encoded for a URL (each component), as redirects and
+    /// relays send it.
+    var encodedPath: String {
+        var allowed = CharacterSet.alphanumerics
+        allowed.insert(charactersIn: "-._~@+=,!$&'()*;")
+        return "/"
+            + repository.rawValue.split(separator: "/", omittingEmptySubsequences: false).map {
+                String($0).addingPercentEncoding(withAllowedCharacters: allowed) ?? String($0)
+            }.joined(separator: "/")
+    }
 
     var service: Service {
         switch kind {
@@ -183,6 +193,13 @@ final class GitService: Sendable {
             do { directory = try path.resolved(under: entry.path) } catch {
                 throw GitServiceError(status: .badRequest, message: "repository path \(path): \(error)")
             }
+            // git splits its alternates variable at ':' (and alternates files at newlines):
+            // such a path could name another repository's objects.
+            guard !directory.utf8.contains(where: { $0 == UInt8(ascii: ":") || $0 < 0x20 }) else {
+                throw GitServiceError(
+                    status: .badRequest,
+                    message: "repository path \(path) has a ':' or a control character; git cannot serve it safely")
+            }
             guard FileSystem.exists(directory + "/HEAD") else { continue }
             return Target(key: key, storageRoot: entry.path, directory: directory, machine: machine)
         }
@@ -202,13 +219,13 @@ final class GitService: Sendable {
     ) throws(GitServiceError) {
         if service == .receivePack, let leader = try leader(request, target) {
             counters.redirects.add(1, ordering: .relaxed)
-            let ticket = gate.withLock { $0 }?.ticket(for: request.repository) ?? ""
+            let ticket = gate.withLock { $0 }?.ticket(for: request.repository, expiry: request.ticketExpiry) ?? ""
             throw GitServiceError(
                 status: .temporaryRedirect, message: "pushes go to the partition's leader, node \(leader.name)",
                 headers: [
                     (
                         "Location",
-                        "http://\(leader.address)\(ticket)\(request.repositoryURLPath)/info/refs?service=git-receive-pack"
+                        "http://\(leader.address)\(ticket)\(request.encodedPath)/info/refs?service=git-receive-pack"
                     )
                 ])
         }
@@ -320,14 +337,23 @@ final class GitService: Sendable {
         _ request: GitRequest, _ target: Target, body: String?, _ responder: GitResponder
     ) throws(GitServiceError) {
         if let leader = try leader(request, target) {
+            // A push that came with a ticket was sent here by a node that took this one
+            // for the leader: one hop only (no relay chains), git retries.
+            guard request.ticketExpiry == nil else {
+                throw GitServiceError(
+                    status: .serviceUnavailable,
+                    message:
+                        "the partition's leadership moved while the push was on its way (now node \(leader.name)); nothing was applied: push again"
+                )
+            }
             // git sends the push to the URL it started from when the redirect came after a
             // 401 (git 2.39 moves its base URL only on a first request's redirect): relay
             // it to the leader, which this node vouches for with a push ticket.
-            let ticket = gate.withLock { $0 }?.ticket(for: request.repository) ?? ""
+            let ticket = gate.withLock { $0 }?.ticket(for: request.repository, expiry: nil) ?? ""
             counters.relayed.add(1, ordering: .relaxed)
             try GitRelay.forward(
                 request, body: body, to: leader.address,
-                path: "\(ticket)\(request.repositoryURLPath)/git-receive-pack", responder: responder)
+                path: "\(ticket)\(request.encodedPath)/git-receive-pack", responder: responder)
             return
         }
         let input = try openBody(request, body)
@@ -342,6 +368,12 @@ final class GitService: Sendable {
             throw GitServiceError(status: .insufficientStorage, message: "cannot stage the push: \(error)")
         }
         defer { try? FileSystem.removeTree(staging) }
+        // The incarnation the pack is indexed against: the commit refuses if the repository
+        // is removed and re-created, or relinked, before it is verified.
+        guard let identity = RepositoryIdentity.current(storageRoot: target.storageRoot, path: request.repository)
+        else {
+            throw GitServiceError(status: .notFound, message: "repository \(request.repository) was just removed")
+        }
         let errors = try openErrorFile()
         defer { close(errors.fd) }
         var pair: [Int32] = [-1, -1]
@@ -369,7 +401,8 @@ final class GitService: Sendable {
         }
         close(pair[1])
         let session = GitPushSession(
-            service: self, key: target.key, repository: request.repository, staging: staging + "/objects")
+            service: self, key: target.key, repository: request.repository, staging: staging + "/objects",
+            identity: identity)
         let done = DispatchSemaphore(value: 0)
         let socket = pair[0]
         Thread.detachNewThread {
@@ -392,7 +425,7 @@ final class GitService: Sendable {
         var n = process.read(into: buffer)
         if n == 0 {
             let ok = process.wait()
-            let message = Self.errorText(errors.path)
+            let message = Self.errorText(errors.fd)
             guard ok else {
                 throw GitServiceError(
                     status: .badRequest,
@@ -454,6 +487,7 @@ final class GitService: Sendable {
         return out
     }
 
+    /// A file for a child's standard error, unlinked at once (nothing is left behind).
     private func openErrorFile() throws(GitServiceError) -> (fd: Int32, path: String) {
         let path = workPath("stderr")
         let fd = open(path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
@@ -461,14 +495,16 @@ final class GitService: Sendable {
             throw GitServiceError(
                 status: .insufficientStorage, message: "cannot run git: \(String(cString: strerror(errno)))")
         }
+        unlink(path)
         return (fd, path)
     }
 
-    /// The first 1,000 characters of a child's standard error, on one line; the file is removed.
-    static func errorText(_ path: String) -> String {
-        defer { unlink(path) }
-        guard let bytes = try? FileSystem.readFileIfExists(path) else { return "" }
-        return String(decoding: bytes.prefix(1_000), as: UTF8.self)
+    /// The first 1,000 characters of a child's standard error, on one line.
+    static func errorText(_ fd: Int32) -> String {
+        var bytes = [UInt8](repeating: 0, count: 1_000)
+        let n = bytes.withUnsafeMutableBytes { pread(fd, $0.baseAddress, $0.count, 0) }
+        guard n > 0 else { return "" }
+        return String(decoding: bytes.prefix(n), as: UTF8.self)
             .split(whereSeparator: \.isNewline).joined(separator: "; ")
     }
 }
