@@ -107,6 +107,16 @@ public actor PartitionWriter {
         unchanged: RepositoryIdentity? = nil
     ) async throws(PartitionWriteError) -> LogIndex {
         guard let machine = machines(key) else { throw .host(.partitionNotFound(key)) }
+        // The repositories packs are validated against must be the same incarnation when the
+        // transaction is verified (not removed and created again, nor relinked, meanwhile).
+        var guards = unchanged.map { [$0] } ?? []
+        if !packsIndexedHere {
+            for case .attachPack(let path, _) in transaction.operations {
+                if let identity = RepositoryIdentity.current(storageRoot: machine.storageRoot, path: path) {
+                    guards.append(identity)
+                }
+            }
+        }
         // Packs first: slow (a git process), and the same in any term.
         let prepared = try await validatePacks(key, transaction, machine, indexedHere: packsIndexedHere)
         let term = try await catchUp(key, machine)
@@ -117,7 +127,7 @@ public actor PartitionWriter {
         // proposal unless this replica still leads in the term it caught up in.
         let pipeline = pipelines[key]!
         guard pipeline.term == term, !pipeline.uncertain else { throw .host(.lostLeadership) }
-        if let unchanged {
+        for unchanged in guards {
             let pending = pipeline.pending.values
             let touched = pending.contains { $0.cleared.contains(unchanged.path) || $0.links[unchanged.path] != nil }
             if touched

@@ -51,8 +51,9 @@ struct GitRequest: Sendable {
     /// `/<relative path>` percent-encoded for a URL (each component), as redirects and
     /// relays send it.
     var encodedPath: String {
-        var allowed = CharacterSet.alphanumerics
-        allowed.insert(charactersIn: "-._~@+=,!$&'()*;")
+        // ASCII only: NIO's strict parser refuses raw bytes of 0x80 and above in a path.
+        let allowed = CharacterSet(
+            charactersIn: "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~@+=,!$&'()*;")
         return "/"
             + repository.rawValue.split(separator: "/", omittingEmptySubsequences: false).map {
                 String($0).addingPercentEncoding(withAllowedCharacters: allowed) ?? String($0)

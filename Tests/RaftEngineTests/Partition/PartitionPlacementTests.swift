@@ -127,4 +127,42 @@ struct PartitionPlacementTests {
             try await provisioner.adopt(try RelativePath("@hashed/55/55/none.git"))
         }
     }
+
+    @Test(
+        "Partition: a push verified against a repository that was removed and created again (or relinked) since its pack was indexed is refused; an unchanged one commits"
+    )
+    func repositoryIncarnation() async throws {
+        try #require(FileManager.default.isExecutableFile(atPath: "/usr/bin/git"), "the test command installs git")
+        let dir = try TemporaryDirectory("raftd-incarnation")
+        defer { dir.remove() }
+        let source = try SourceRepository(at: dir.file("work"), commits: 10)
+        let nodes = try PartitionTestCluster(directory: dir.file("cluster"))
+        defer { nodes.stop() }
+        let key = try nodes.cluster.createGroups(1)[0]
+        let main = try RefName("refs/heads/main")
+        let path = try RelativePath("@hashed/66/66/again.git")
+        _ = try await nodes.commit(key, [.createRepository(path, defaultBranch: main)])
+        let leader = await nodes.cluster.leader(of: key) ?? 0
+        let tip = try source.oid("HEAD")
+        // Identity taken as the push starts, on the leader.
+        let before = try #require(RepositoryIdentity.current(storageRoot: nodes.storageRoot(leader), path: path))
+        // Meanwhile the repository is removed and created again.
+        _ = try await nodes.commit(key, [.removeRepository(path)])
+        _ = try await nodes.commit(key, [.createRepository(path, defaultBranch: main)])
+        let update = PartitionOperation.updateReferences(path, [ReferenceUpdate(name: main, old: .zero, new: tip)])
+        let pack = PartitionOperation.attachPack(path, .inline(pack: try source.pack(["HEAD"]), index: []))
+        do {
+            _ = try await nodes.writers[leader].commit(key, PartitionTransaction([pack, update]), unchanged: before)
+            Issue.record("a push indexed against the removed incarnation committed")
+        } catch {
+            guard case .refused(.invalidOperation(let reason)) = error, reason.contains("created again") else {
+                Issue.record("\(error)")
+                return
+            }
+        }
+        // Against the current incarnation it commits.
+        let now = try #require(RepositoryIdentity.current(storageRoot: nodes.storageRoot(leader), path: path))
+        #expect(now != before)
+        _ = try await nodes.writers[leader].commit(key, PartitionTransaction([pack, update]), unchanged: now)
+    }
 }
