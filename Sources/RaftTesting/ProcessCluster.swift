@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 import RaftClient
 
 /// What the in-process cluster (`LocalCluster`) and the multi-process one
@@ -59,7 +60,7 @@ public final class ProcessCluster: ClusterHarness, @unchecked Sendable {
             self.directory = try TemporaryDirectory("raftd-processes").path
             ownsDirectory = true
         }
-        let base = basePort ?? 20_000 + 100 * Int.random(in: 0..<390)
+        let base = basePort ?? Self.nextBasePort()
         self.basePort = base
         electionTimeout = .milliseconds(tickMilliseconds * electionTicks)
         clientTLS = tls ? RaftClient.TLS(caFile: self.directory + "/tls/ca.pem") : nil
@@ -76,6 +77,19 @@ public final class ProcessCluster: ClusterHarness, @unchecked Sendable {
         tokenFile = self.directory + "/token"
         token = String(decoding: FileManager.default.contents(atPath: tokenFile) ?? Data(), as: UTF8.self)
         processes = Array(repeating: nil, count: nodes)
+    }
+
+    /// Port blocks of 100 from 20,000 to 32,699: below Linux's ephemeral range (32,768 and
+    /// up, where a client connection's local port can hold a port a node wants to listen
+    /// on), and distinct for every cluster of this process (suites run in parallel), from a
+    /// random first block (test processes run one after another).
+    private static let nextBlock = Mutex<Int>(Int.random(in: 0..<127))
+
+    static func nextBasePort() -> Int {
+        nextBlock.withLock { block in
+            defer { block = (block + 1) % 127 }
+            return 20_000 + 100 * block
+        }
     }
 
     public func configFile(_ i: Int) -> String { "\(directory)/node\(i + 1).toml" }

@@ -126,8 +126,28 @@ struct GitHTTPTests {
         try cluster.startAll()
         try await cluster.waitAllReady()
         let client = try cluster.client()
-        for path in paths { _ = try await client.createRepository(path) }
+        for path in paths { try await create(client, path) }
         return (cluster, client)
+    }
+
+    /// Creates a repository (or a pool, with `pool: true`). A creation whose outcome is
+    /// unknown (a connection that failed under load) is retried: it commits into the same
+    /// partition or finds ALREADY_EXISTS, as in the daemon suite.
+    static func create(_ client: RaftClient, _ path: String, objectPool: String = "", pool: Bool = false) async throws {
+        for attempt in 1...5 {
+            do {
+                if pool {
+                    _ = try await client.createObjectPool(path)
+                } else {
+                    _ = try await client.createRepository(path, objectPool: objectPool)
+                }
+                return
+            } catch let error as RaftClientError where error.code == .alreadyExists && attempt > 1 {
+                return
+            } catch let error as RaftClientError where error.code == .unknownOutcome && attempt < 5 {
+                try await Task.sleep(for: .milliseconds(200))
+            }
+        }
     }
 
     static func leader(_ cluster: ProcessCluster, _ client: RaftClient, _ path: String) async throws -> Int {
@@ -385,8 +405,8 @@ struct GitHTTPTests {
         // pool) and clones like any repository.
         let pool = "@pools/aa/bb/pool.git"
         let fork = "@hashed/ef/01/fork.git"
-        _ = try await client.createObjectPool(pool)
-        _ = try await client.createRepository(fork, objectPool: pool)
+        try await Self.create(client, pool, pool: true)
+        try await Self.create(client, fork, objectPool: pool)
         #expect(try runGit(auth + ["-C", clone, "push", Self.url(cluster, follower, pool), "main"], in: "/").ok)
         try commitFile("fork-only")
         let forkPush = try runGit(auth + ["-C", clone, "push", Self.url(cluster, follower, fork), "main"], in: "/")
@@ -640,7 +660,7 @@ extension GitHTTPTests {
         #expect(try Self.refs(cluster.storagePath(node) + "/" + path) == refsBefore)
 
         // A path git would split (':'): refused before git sees it.
-        _ = try await client.createRepository("refuse/a:b.git")
+        try await Self.create(client, "refuse/a:b.git")
         let colon = try httpRequest(
             endpoint, "GET", "/refuse/a:b.git/info/refs?service=git-receive-pack", headers: auth)
         #expect(colon.status == 400 || colon.status == 307, "\(colon.status)")
