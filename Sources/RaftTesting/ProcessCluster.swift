@@ -1,6 +1,6 @@
 import Foundation
-import Synchronization
 import RaftClient
+import Synchronization
 
 /// What the in-process cluster (`LocalCluster`) and the multi-process one
 /// (`ProcessCluster`) have in common: numbered nodes that start, crash and stop.
