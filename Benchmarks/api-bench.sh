@@ -7,6 +7,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 swift build -c release --product raftd >/dev/null
+swift build -c release --product raftd-git-hook >/dev/null
 B="$(swift build -c release --show-bin-path)/raftd"
 D="${1:-$(mktemp -d /tmp/raftd-api-bench.XXXXXX)}"
 "$B" init --nodes 3 --dir "$D" --base-port 18100 >/dev/null

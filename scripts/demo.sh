@@ -13,6 +13,7 @@ bash scripts/ensure-system-packages.sh
 
 echo "==> swift build -c release"
 swift build -c release --product raftd
+swift build -c release --product raftd-git-hook
 swift build -c release --product HostBench
 swift build -c release --product WALIOBench
 swift build -c release --product WALBench
