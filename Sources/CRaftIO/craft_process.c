@@ -36,6 +36,18 @@ static void craft_close_quietly(int *fd) {
     }
 }
 
+/* A child starts with an empty signal mask and SIGPIPE at its default (we may ignore it),
+ * plus `flags` (e.g. its own process group). */
+static void craft_child_signals(posix_spawnattr_t *attr, short flags) {
+    sigset_t none, defaults;
+    sigemptyset(&none);
+    sigemptyset(&defaults);
+    sigaddset(&defaults, SIGPIPE);
+    posix_spawnattr_setsigmask(attr, &none);
+    posix_spawnattr_setsigdefault(attr, &defaults);
+    posix_spawnattr_setflags(attr, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF | flags);
+}
+
 int craft_run(const char *const argv[], const char *const envp[], const char *cwd,
               const unsigned char *input, size_t input_len,
               unsigned char *out, size_t out_cap, unsigned char *err, size_t err_cap,
@@ -60,13 +72,7 @@ int craft_run(const char *const argv[], const char *const envp[], const char *cw
     posix_spawn_file_actions_adddup2(&actions, out_pipe[1], 1);
     posix_spawn_file_actions_adddup2(&actions, err_pipe[1], 2);
     if (cwd != NULL) posix_spawn_file_actions_addchdir_np(&actions, cwd);
-    sigset_t none, defaults;
-    sigemptyset(&none);
-    sigemptyset(&defaults);
-    sigaddset(&defaults, SIGPIPE);
-    posix_spawnattr_setsigmask(&attr, &none);
-    posix_spawnattr_setsigdefault(&attr, &defaults);
-    posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
+    craft_child_signals(&attr, 0);
     pid_t pid;
     int rc = posix_spawn(&pid, argv[0], &actions, &attr, (char *const *)argv, (char *const *)envp);
     /* Children validate data in the background of the node's latency-sensitive threads:
@@ -188,14 +194,8 @@ int craft_spawn(const char *const argv[], const char *const envp[], const char *
         posix_spawn_file_actions_addopen(&actions, 2, "/dev/null", O_WRONLY, 0);
     if (extra_fd >= 0) posix_spawn_file_actions_adddup2(&actions, extra_fd, 3);
     if (cwd != NULL) posix_spawn_file_actions_addchdir_np(&actions, cwd);
-    sigset_t none, defaults;
-    sigemptyset(&none);
-    sigemptyset(&defaults);
-    sigaddset(&defaults, SIGPIPE);
-    posix_spawnattr_setsigmask(&attr, &none);
-    posix_spawnattr_setsigdefault(&attr, &defaults);
     posix_spawnattr_setpgroup(&attr, 0);
-    posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETPGROUP);
+    craft_child_signals(&attr, POSIX_SPAWN_SETPGROUP);
     int rc = posix_spawn(pid, argv[0], &actions, &attr, (char *const *)argv, (char *const *)envp);
     if (rc == 0 && niceness != 0) (void)setpriority(PRIO_PROCESS, (id_t)*pid, niceness);
     posix_spawn_file_actions_destroy(&actions);

@@ -149,7 +149,7 @@ final class PeerChannelHandler: ChannelInboundHandler {
             let content = body.prefix(body.count - PeerSealer.tagBytes)
             let expected = PeerSealer.tag(
                 key: key, direction: openingDirection, sequence: openingSequence, message: [message.type] + content)
-            guard Self.constantTimeEqual(expected, body.suffix(PeerSealer.tagBytes)) else {
+            guard constantTimeEqual(expected, body.suffix(PeerSealer.tagBytes)) else {
                 return fail(
                     context, .badIntegrityTag,
                     "a message failed its integrity check: altered on the way, or not from the authenticated peer")
@@ -216,13 +216,6 @@ final class PeerChannelHandler: ChannelInboundHandler {
             countedPending = false
             transport.endHandshake()
         }
-    }
-
-    private static func constantTimeEqual(_ a: [UInt8], _ b: some Collection<UInt8>) -> Bool {
-        guard a.count == b.count else { return false }
-        var difference: UInt8 = 0
-        for (x, y) in zip(a, b) { difference |= x ^ y }
-        return difference == 0
     }
 
     private func traffic(

@@ -132,12 +132,7 @@ final class GitGate: Sendable {
     private func valid(_ ticket: (expiry: Int, mac: String), for repository: RelativePath) -> Bool {
         let now = Int(Date().timeIntervalSince1970)
         guard ticket.expiry >= now, ticket.expiry <= now + Self.ticketSeconds + 60 else { return false }
-        let expected = Array(mac(repository, ticket.expiry).utf8)
-        let presented = Array(ticket.mac.utf8)
-        guard expected.count == presented.count else { return false }
-        var difference: UInt8 = 0
-        for (a, b) in zip(expected, presented) { difference |= a ^ b }
-        return difference == 0
+        return constantTimeEqual(Array(mac(repository, ticket.expiry).utf8), Array(ticket.mac.utf8))
     }
 
     private func parse(_ head: HTTPRequestHead, uri: String) -> Result<GitRequest, GitServiceError> {
@@ -237,10 +232,8 @@ final class GitGate: Sendable {
                 presented = Array(data[data.index(after: colon)...])
             }
         }
-        guard let presented, presented.count == token.count else { return false }
-        var difference: UInt8 = 0
-        for (a, b) in zip(presented, token) { difference |= a ^ b }
-        return difference == 0
+        guard let presented else { return false }
+        return constantTimeEqual(token, presented)
     }
 }
 

@@ -1,5 +1,6 @@
 import CRaftIO
 import Glibc
+import RaftEngine
 
 /// A git process serving one request: its standard input a file (the spooled request
 /// body) or nothing, its standard output a pipe read by the caller, its standard error a
@@ -21,8 +22,8 @@ final class GitProcess {
         let envp = environment.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }
         var pid: pid_t = 0
         var out: Int32 = -1
-        let rc = cStrings(argv) { cArgv in
-            cStrings(envp) { cEnvp in
+        let rc = withCStrings(argv) { cArgv in
+            withCStrings(envp) { cEnvp in
                 craft_spawn(cArgv, cEnvp, nil, input, errorFile, extra, CRAFT_CHILD_NICENESS, &pid, &out)
             }
         }
@@ -85,12 +86,4 @@ final class GitProcess {
             wait()
         }
     }
-}
-
-private func cStrings<R>(_ strings: [String], _ body: (UnsafePointer<UnsafePointer<CChar>?>) -> R) -> R {
-    let copies = strings.map { strdup($0) }
-    defer { for copy in copies { free(copy) } }
-    var pointers: [UnsafePointer<CChar>?] = copies.map { $0.map { UnsafePointer($0) } }
-    pointers.append(nil)
-    return pointers.withUnsafeBufferPointer { body($0.baseAddress!) }
 }

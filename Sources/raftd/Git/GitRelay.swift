@@ -207,33 +207,11 @@ enum GitRelay {
                         while try !line().isEmpty {}
                         return
                     }
-                    var left = size
-                    while left > 0 {
-                        if buffer.count - start == 0 {
-                            guard try fill() else {
-                                throw GitServiceError(status: .badGateway, message: "the leader's answer was cut short")
-                            }
-                        }
-                        let n = min(left, buffer.count - start)
-                        guard sink(Array(buffer[start..<start + n])) else { throw broken }
-                        start += n
-                        left -= n
-                    }
+                    try pass(size, sink)
                     _ = try line()
                 }
             } else if let contentLength {
-                var left = contentLength
-                while left > 0 {
-                    if buffer.count - start == 0 {
-                        guard try fill() else {
-                            throw GitServiceError(status: .badGateway, message: "the leader's answer was cut short")
-                        }
-                    }
-                    let n = min(left, buffer.count - start)
-                    guard sink(Array(buffer[start..<start + n])) else { throw broken }
-                    start += n
-                    left -= n
-                }
+                try pass(contentLength, sink)
             } else {
                 while true {
                     if buffer.count - start > 0 {
@@ -242,6 +220,24 @@ enum GitRelay {
                     }
                     guard try fill() else { return }
                 }
+            }
+        }
+
+        /// Passes the next `count` bytes to `sink` as they arrive.
+        private mutating func pass(_ count: Int, _ sink: ([UInt8]) -> Bool) throws(GitServiceError) {
+            var left = count
+            while left > 0 {
+                if buffer.count - start == 0 {
+                    guard try fill() else {
+                        throw GitServiceError(status: .badGateway, message: "the leader's answer was cut short")
+                    }
+                }
+                let n = min(left, buffer.count - start)
+                guard sink(Array(buffer[start..<start + n])) else {
+                    throw GitServiceError(status: .badGateway, message: "the client went away")
+                }
+                start += n
+                left -= n
             }
         }
 

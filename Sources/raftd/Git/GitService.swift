@@ -141,7 +141,6 @@ final class GitService: Sendable {
     /// Serves `request`; `body` is the spooled request body (POST). Never throws: every
     /// failure becomes an HTTP answer, or a closed connection once the answer has begun.
     func serve(_ request: GitRequest, body: String?, responder: GitResponder) {
-        let started = ContinuousClock.now
         var status: UInt = 200
         do throws(GitServiceError) {
             let target = try locate(request)
@@ -161,7 +160,7 @@ final class GitService: Sendable {
                 responder.respond(error.status, body: error.message + "\n", headers: error.headers)
             }
         }
-        counters.count(request.service, status: status, seconds: (ContinuousClock.now - started).seconds)
+        counters.count(request.service, status: status)
     }
 
     /// Where a repository is on this node.
@@ -519,12 +518,6 @@ extension GitRequest.Service {
     }
 }
 
-extension Duration {
-    fileprivate var seconds: Double {
-        Double(components.seconds) + Double(components.attoseconds) / 1e18
-    }
-}
-
 /// Runs `body` on Swift's concurrency pool and waits for it: for the git threads, which
 /// are their own (never the pool's) and may block.
 func blocking<T: Sendable>(_ body: @escaping @Sendable () async -> T) -> T {
@@ -551,7 +544,7 @@ final class GitCounters: Sendable {
     let busy = Atomic<UInt64>(0)
     private let requests = Mutex<[String: UInt64]>([:])
 
-    func count(_ service: GitRequest.Service, status: UInt, seconds: Double) {
+    func count(_ service: GitRequest.Service, status: UInt) {
         requests.withLock { $0["\(service.rawValue)|\(status)", default: 0] += 1 }
     }
 

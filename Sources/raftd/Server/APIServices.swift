@@ -473,10 +473,7 @@ struct TokenInterceptor: ServerInterceptor {
     ) async throws -> StreamingServerResponse<Output> {
         let presented = request.metadata[stringValues: "authorization"].first(where: { _ in true }) ?? ""
         let expected = Array("Bearer ".utf8) + token
-        let given = Array(presented.utf8)
-        var difference = UInt8(given.count == expected.count ? 0 : 1)
-        for i in 0..<expected.count { difference |= expected[i] ^ (i < given.count ? given[i] : 0) }
-        guard difference == 0 else {
+        guard constantTimeEqual(expected, Array(presented.utf8)) else {
             counters.count(context.descriptor.method, "unauthenticated")
             throw RPCError(
                 code: .unauthenticated,

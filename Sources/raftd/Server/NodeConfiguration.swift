@@ -88,7 +88,7 @@ struct NodeConfiguration: Sendable {
             throw ConfigurationError(file: file, field: "(syntax)", problem: "\(error)")
         }
         let directory = (file as NSString).deletingLastPathComponent
-        var reader = Reader(file: file, directory: directory.isEmpty ? "." : directory)
+        let reader = Reader(file: file, directory: directory.isEmpty ? "." : directory)
         try reader.refuseUnknown(
             table, "", allowed: ["node", "listen", "auth", "tls", "raft", "storage", "peer", "git"])
 
