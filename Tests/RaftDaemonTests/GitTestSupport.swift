@@ -1,0 +1,116 @@
+import Foundation
+import RaftClient
+import RaftEngine
+import RaftTesting
+import Testing
+
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+/// What a git command did: its exit status, standard output and standard error.
+struct GitRun {
+    var status: Int32
+    var output: String
+    var errors: String
+    var ok: Bool { status == 0 }
+}
+
+/// Runs `/usr/bin/git` with no user or system configuration, output to files (no pipe
+/// deadlock), killed after `timeout` seconds.
+@discardableResult
+func runGit(_ arguments: [String], in directory: String, timeout: Double = 300) throws -> GitRun {
+    let scratch = try TemporaryDirectory("raftd-git-run")
+    defer { scratch.remove() }
+    let process = Process()
+    process.executableURL = URL(fileURLWithPath: "/usr/bin/git")
+    process.arguments = arguments
+    process.currentDirectoryURL = URL(fileURLWithPath: directory)
+    var environment = ProcessInfo.processInfo.environment
+    environment["GIT_CONFIG_NOSYSTEM"] = "1"
+    environment["GIT_CONFIG_GLOBAL"] = "/dev/null"
+    environment["GIT_TERMINAL_PROMPT"] = "0"
+    environment["GIT_AUTHOR_NAME"] = "raftd test"
+    environment["GIT_AUTHOR_EMAIL"] = "test@raftd"
+    environment["GIT_COMMITTER_NAME"] = "raftd test"
+    environment["GIT_COMMITTER_EMAIL"] = "test@raftd"
+    process.environment = environment
+    FileManager.default.createFile(atPath: scratch.path + "/out", contents: nil)
+    FileManager.default.createFile(atPath: scratch.path + "/err", contents: nil)
+    let out = try FileHandle(forWritingTo: URL(fileURLWithPath: scratch.path + "/out"))
+    let err = try FileHandle(forWritingTo: URL(fileURLWithPath: scratch.path + "/err"))
+    process.standardOutput = out
+    process.standardError = err
+    process.standardInput = FileHandle.nullDevice
+    try process.run()
+    let deadline = Date().addingTimeInterval(timeout)
+    while process.isRunning && Date() < deadline { usleep(5_000) }
+    if process.isRunning {
+        kill(process.processIdentifier, SIGKILL)
+        process.waitUntilExit()
+        throw DaemonTestError("git \(arguments.joined(separator: " ")) still ran after \(timeout) s")
+    }
+    process.waitUntilExit()
+    try out.close()
+    try err.close()
+    let output = String(decoding: FileManager.default.contents(atPath: scratch.path + "/out") ?? Data(), as: UTF8.self)
+    let errors = String(decoding: FileManager.default.contents(atPath: scratch.path + "/err") ?? Data(), as: UTF8.self)
+    return GitRun(
+        status: process.terminationStatus, output: output.trimmingCharacters(in: .whitespacesAndNewlines),
+        errors: errors)
+}
+
+/// One HTTP/1.1 request on a fresh connection; the status and body.
+func httpRequest(
+    _ endpoint: String, _ method: String, _ path: String, headers: [String: String] = [:], body: [UInt8] = []
+) throws -> (status: Int, body: [UInt8]) {
+    let port = Int(endpoint.split(separator: ":").last!)!
+    let socket = try TCPSocket(port: port)
+    var head = "\(method) \(path) HTTP/1.1\r\nHost: \(endpoint)\r\nConnection: close\r\n"
+    for (name, value) in headers { head += "\(name): \(value)\r\n" }
+    if method == "POST" { head += "Content-Length: \(body.count)\r\n" }
+    socket.send(Array((head + "\r\n").utf8) + body)
+    let answer = socket.readAll()
+    let text = String(decoding: answer.prefix(200), as: UTF8.self)
+    let status = Int(text.split(separator: " ").dropFirst().first ?? "") ?? 0
+    guard let split = answer.firstRange(of: Array("\r\n\r\n".utf8)) else { return (status, []) }
+    var content = Array(answer[split.upperBound...])
+    if String(decoding: answer[..<split.lowerBound], as: UTF8.self).lowercased().contains("transfer-encoding: chunked")
+    {
+        content = dechunk(content)
+    }
+    return (status, content)
+}
+
+private func dechunk(_ bytes: [UInt8]) -> [UInt8] {
+    var out: [UInt8] = []
+    var i = 0
+    while i < bytes.count {
+        guard let end = bytes[i...].firstRange(of: Array("\r\n".utf8)) else { break }
+        let size = Int(String(decoding: bytes[i..<end.lowerBound], as: UTF8.self), radix: 16) ?? 0
+        if size == 0 { break }
+        out += bytes[end.upperBound..<min(bytes.count, end.upperBound + size)]
+        i = end.upperBound + size + 2
+    }
+    return out
+}
+
+/// The Location header of a GET (a redirect), with the cluster's token from `token`.
+func rawLocation(_ endpoint: String, _ path: String, token: String) throws -> String {
+    let port = Int(endpoint.split(separator: ":").last!)!
+    let socket = try TCPSocket(port: port)
+    socket.send(
+        Array(
+            "GET \(path) HTTP/1.1\r\nHost: \(endpoint)\r\nAuthorization: Bearer \(token)\r\nConnection: close\r\n\r\n"
+                .utf8))
+    let text = String(decoding: socket.readAll(), as: UTF8.self)
+    for line in text.components(separatedBy: "\r\n") where line.lowercased().hasPrefix("location:") {
+        return String(line.dropFirst("location:".count)).trimmingCharacters(in: .whitespaces)
+    }
+    throw DaemonTestError("no Location in: \(text.prefix(300))")
+}
+
+func pktLine(_ text: String) -> [UInt8] {
+    let hex = String(text.utf8.count + 4, radix: 16)
+    return Array((String(repeating: "0", count: 4 - hex.count) + hex + text).utf8)
+}
