@@ -36,6 +36,8 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-nio-ssl", from: "2.37.6"),
         .package(url: "https://github.com/apple/swift-certificates", from: "1.21.1"),
         .package(url: "https://github.com/apple/swift-asn1", from: "1.7.4"),
+        // Latency distributions in `raftd bench` and `raftd demo`.
+        .package(url: "https://github.com/HdrHistogram/hdrhistogram-swift", from: "0.2.0"),
     ],
     targets: [
         // Thin C: io_uring, file syscalls, zstd, crc32c, LMDB's C API. Debian packages
@@ -95,6 +97,17 @@ let package = Package(
             ],
             exclude: ["Proto"]
         ),
+        // etcd's v3 KV API (client code only), generated from the .proto files of Debian's
+        // golang-etcd-server-dev by scripts/generate-etcd-proto.sh and committed: the load
+        // generator drives etcd with it (`raftd bench --target etcd`).
+        .target(
+            name: "EtcdAPI",
+            dependencies: [
+                .product(name: "GRPCCore", package: "grpc-swift-2"),
+                .product(name: "GRPCProtobuf", package: "grpc-swift-protobuf"),
+                .product(name: "SwiftProtobuf", package: "swift-protobuf"),
+            ]
+        ),
         // The Swift client: the batch stream, routing cache, NotLeader following, retries.
         .target(
             name: "RaftClient",
@@ -125,6 +138,7 @@ let package = Package(
                 "RaftTransport",
                 "RaftAPI",
                 "RaftClient",
+                "EtcdAPI",
                 .product(name: "SwiftProtobuf", package: "swift-protobuf"),
                 .product(name: "TOMLKit", package: "TOMLKit"),
                 .product(name: "NIOCore", package: "swift-nio"),
@@ -141,6 +155,7 @@ let package = Package(
                 .product(name: "SwiftASN1", package: "swift-asn1"),
                 "RaftSimulation",
                 "RaftTesting",
+                .product(name: "Histogram", package: "hdrhistogram-swift"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]

@@ -28,60 +28,6 @@ func eventually(_ what: String, within seconds: Double, _ condition: () async th
     throw DaemonTestError("timed out after \(seconds) s waiting until \(what)")
 }
 
-/// Runs git in `directory`, returning its standard output (trimmed).
-@discardableResult
-func git(_ arguments: [String], in directory: String, input: Data? = nil) throws -> String {
-    let process = Process()
-    process.executableURL = URL(fileURLWithPath: "/usr/bin/git")
-    process.arguments = arguments
-    process.currentDirectoryURL = URL(fileURLWithPath: directory)
-    var environment = ProcessInfo.processInfo.environment
-    environment["GIT_AUTHOR_NAME"] = "raftd test"
-    environment["GIT_AUTHOR_EMAIL"] = "test@raftd"
-    environment["GIT_COMMITTER_NAME"] = "raftd test"
-    environment["GIT_COMMITTER_EMAIL"] = "test@raftd"
-    environment["GIT_AUTHOR_DATE"] = "2026-01-01T00:00:00Z"
-    environment["GIT_COMMITTER_DATE"] = "2026-01-01T00:00:00Z"
-    process.environment = environment
-    let output = Pipe()
-    process.standardOutput = output
-    process.standardError = FileHandle.nullDevice
-    let inputPipe = Pipe()
-    if input != nil { process.standardInput = inputPipe }
-    try process.run()
-    if let input {
-        inputPipe.fileHandleForWriting.write(input)
-        try inputPipe.fileHandleForWriting.close()
-    }
-    let data = output.fileHandleForReading.readDataToEndOfFile()
-    process.waitUntilExit()
-    guard process.terminationStatus == 0 else {
-        throw DaemonTestError("git \(arguments.joined(separator: " ")) failed (\(process.terminationStatus))")
-    }
-    return String(decoding: data, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
-}
-
-/// A chain of commits and one pack holding all of them: every repository's first update
-/// brings the pack; later ones move a branch along the chain.
-struct CommitChain {
-    let commits: [String]
-    let pack: Data
-
-    init(length: Int, directory: String) throws {
-        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
-        try git(["init", "-q", "."], in: directory)
-        var commits: [String] = []
-        for n in 0..<length {
-            try git(["commit", "-q", "--allow-empty", "-m", "commit \(n)"], in: directory)
-            commits.append(try git(["rev-parse", "HEAD"], in: directory))
-        }
-        let objects = try git(["rev-list", "--objects", "HEAD"], in: directory)
-        let packed = try gitData(["pack-objects", "--stdout", "-q"], in: directory, input: Data((objects + "\n").utf8))
-        self.commits = commits
-        pack = packed
-    }
-}
-
 func gitData(_ arguments: [String], in directory: String, input: Data) throws -> Data {
     let process = Process()
     process.executableURL = URL(fileURLWithPath: "/usr/bin/git")

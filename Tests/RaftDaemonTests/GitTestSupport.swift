@@ -8,56 +8,12 @@ import Testing
     import Glibc
 #endif
 
-/// What a git command did: its exit status, standard output and standard error.
-struct GitRun {
-    var status: Int32
-    var output: String
-    var errors: String
-    var ok: Bool { status == 0 }
-}
+/// What a git command did (the client runner the demo uses too).
+typealias GitRun = GitOutcome
 
-/// Runs `/usr/bin/git` with no user or system configuration, output to files (no pipe
-/// deadlock), killed after `timeout` seconds.
 @discardableResult
 func runGit(_ arguments: [String], in directory: String, timeout: Double = 300) throws -> GitRun {
-    let scratch = try TemporaryDirectory("raftd-git-run")
-    defer { scratch.remove() }
-    let process = Process()
-    process.executableURL = URL(fileURLWithPath: "/usr/bin/git")
-    process.arguments = arguments
-    process.currentDirectoryURL = URL(fileURLWithPath: directory)
-    var environment = ProcessInfo.processInfo.environment
-    environment["GIT_CONFIG_NOSYSTEM"] = "1"
-    environment["GIT_CONFIG_GLOBAL"] = "/dev/null"
-    environment["GIT_TERMINAL_PROMPT"] = "0"
-    environment["GIT_AUTHOR_NAME"] = "raftd test"
-    environment["GIT_AUTHOR_EMAIL"] = "test@raftd"
-    environment["GIT_COMMITTER_NAME"] = "raftd test"
-    environment["GIT_COMMITTER_EMAIL"] = "test@raftd"
-    process.environment = environment
-    FileManager.default.createFile(atPath: scratch.path + "/out", contents: nil)
-    FileManager.default.createFile(atPath: scratch.path + "/err", contents: nil)
-    let out = try FileHandle(forWritingTo: URL(fileURLWithPath: scratch.path + "/out"))
-    let err = try FileHandle(forWritingTo: URL(fileURLWithPath: scratch.path + "/err"))
-    process.standardOutput = out
-    process.standardError = err
-    process.standardInput = FileHandle.nullDevice
-    try process.run()
-    let deadline = Date().addingTimeInterval(timeout)
-    while process.isRunning && Date() < deadline { usleep(5_000) }
-    if process.isRunning {
-        kill(process.processIdentifier, SIGKILL)
-        process.waitUntilExit()
-        throw DaemonTestError("git \(arguments.joined(separator: " ")) still ran after \(timeout) s")
-    }
-    process.waitUntilExit()
-    try out.close()
-    try err.close()
-    let output = String(decoding: FileManager.default.contents(atPath: scratch.path + "/out") ?? Data(), as: UTF8.self)
-    let errors = String(decoding: FileManager.default.contents(atPath: scratch.path + "/err") ?? Data(), as: UTF8.self)
-    return GitRun(
-        status: process.terminationStatus, output: output.trimmingCharacters(in: .whitespacesAndNewlines),
-        errors: errors)
+    try ClientGit.run(arguments, in: directory, timeout: timeout)
 }
 
 /// One HTTP/1.1 request on a fresh connection; the status and body.

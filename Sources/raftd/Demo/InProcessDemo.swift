@@ -4,42 +4,19 @@ import RaftConsensus
 import RaftEngine
 import RaftTesting
 
-/// `raftd demo`: a local three-node cluster in one process (in-memory transport; each node
-/// with its own storage: real WAL and metadata store on disk) that replicates real work:
-/// groups are created and elected, writers commit entries to random groups, every replica
-/// is checked to have applied the same entries, the node leading a third of the groups is
-/// stopped (its groups re-elect, paced) and restarted (its groups come back dormant and
-/// catch up without elections). The multi-process cluster arrives with the daemon issue.
-struct DemoCommand: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(
-        commandName: "demo",
-        abstract: "Run a local 3-node cluster that replicates writes, fails over and restarts a node.",
-        discussion: "Exits non-zero if any replica disagrees or any acknowledged write is missing."
-    )
-
-    @Option(help: "Raft groups (partitions), each with a replica on every node.")
-    var groups: Int = 1_000
-
-    @Option(help: "Seconds of writes before and after the failover.")
-    var seconds: Double = 5
-
-    @Option(help: "Concurrent writers.")
-    var writers: Int = 64
-
-    @Option(
-        help:
-            "Directory for the three storages (default: a fresh one under the system temporary directory, removed at the end)."
-    )
+/// `raftd demo --in-process`: a local three-node cluster in one process (in-memory
+/// transport; each node with its own storage: real WAL and metadata store on disk) that
+/// replicates real work: groups are created and elected, writers commit entries to random
+/// groups, every replica is checked to have applied the same entries, the node leading a
+/// third of the groups is stopped (its groups re-elect, paced) and restarted (its groups
+/// come back dormant and catch up without elections). The engine alone, without the
+/// daemon, the network or git: the quick look at the node host's behaviour.
+struct InProcessDemo {
+    var groups: Int
+    var seconds: Double
+    var writers: Int
     var dir: String?
-
-    @Option(help: "Output format: text or json.")
-    var format: OutputFormat = .text
-
-    func validate() throws {
-        guard (1...100_000).contains(groups) else { throw ValidationError("--groups must be 1...100000") }
-        guard seconds > 0 && seconds <= 3600 else { throw ValidationError("--seconds must be in (0, 3600]") }
-        guard (1...4096).contains(writers) else { throw ValidationError("--writers must be 1...4096") }
-    }
+    var format: OutputFormat
 
     func run() async throws {
         let root = dir ?? (FileManager.default.temporaryDirectory.path + "/raftd-demo-\(UUID().uuidString)")

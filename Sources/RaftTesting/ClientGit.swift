@@ -1,0 +1,126 @@
+import Foundation
+
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+/// What a git command did.
+public struct GitOutcome: Sendable {
+    public var status: Int32
+    public var output: String
+    public var errors: String
+    public var ok: Bool { status == 0 }
+}
+
+public struct ClientGitError: Error, CustomStringConvertible {
+    public let description: String
+    public init(_ description: String) { self.description = description }
+}
+
+/// `/usr/bin/git` as a client runs it (the demo's push and clone, the benchmark's commits,
+/// the daemon tests):
+/// no user or system configuration, no prompts, a fixed identity, output to files
+/// (no pipe can fill), killed after `timeout` seconds.
+public enum ClientGit {
+    public static let path = "/usr/bin/git"
+
+    @discardableResult
+    public static func run(
+        _ arguments: [String], in directory: String, timeout: Double = 300, input: Data? = nil
+    ) throws -> GitOutcome {
+        guard FileManager.default.isExecutableFile(atPath: path) else {
+            throw ClientGitError("\(path) is missing: install Debian's git (apt-get install git)")
+        }
+        let scratch = FileManager.default.temporaryDirectory.appendingPathComponent("raftd-git-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: scratch, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: scratch) }
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: path)
+        process.arguments = arguments
+        process.currentDirectoryURL = URL(fileURLWithPath: directory)
+        var environment = ProcessInfo.processInfo.environment
+        environment["GIT_CONFIG_NOSYSTEM"] = "1"
+        environment["GIT_CONFIG_GLOBAL"] = "/dev/null"
+        environment["GIT_TERMINAL_PROMPT"] = "0"
+        environment["GIT_AUTHOR_NAME"] = "raftd demo"
+        environment["GIT_AUTHOR_EMAIL"] = "demo@raftd.invalid"
+        environment["GIT_COMMITTER_NAME"] = "raftd demo"
+        environment["GIT_COMMITTER_EMAIL"] = "demo@raftd.invalid"
+        process.environment = environment
+        let outPath = scratch.appendingPathComponent("out")
+        let errPath = scratch.appendingPathComponent("err")
+        FileManager.default.createFile(atPath: outPath.path, contents: nil)
+        FileManager.default.createFile(atPath: errPath.path, contents: nil)
+        let out = try FileHandle(forWritingTo: outPath)
+        let err = try FileHandle(forWritingTo: errPath)
+        defer {
+            try? out.close()
+            try? err.close()
+        }
+        process.standardOutput = out
+        process.standardError = err
+        if let input {
+            let inPath = scratch.appendingPathComponent("in")
+            FileManager.default.createFile(atPath: inPath.path, contents: input)
+            process.standardInput = try FileHandle(forReadingFrom: inPath)
+        } else {
+            process.standardInput = FileHandle.nullDevice
+        }
+        try process.run()
+        let deadline = Date().addingTimeInterval(timeout)
+        while process.isRunning && Date() < deadline { usleep(2_000) }
+        if process.isRunning {
+            kill(process.processIdentifier, SIGKILL)
+            process.waitUntilExit()
+            throw ClientGitError("git \(arguments.joined(separator: " ")) still ran after \(Int(timeout)) s")
+        }
+        process.waitUntilExit()
+        return GitOutcome(
+            status: process.terminationStatus,
+            output: String(decoding: (try? Data(contentsOf: outPath)) ?? Data(), as: UTF8.self)
+                .trimmingCharacters(in: .whitespacesAndNewlines),
+            errors: String(decoding: (try? Data(contentsOf: errPath)) ?? Data(), as: UTF8.self))
+    }
+
+    /// Runs git and fails with its standard error unless it exits 0; its standard output.
+    @discardableResult
+    public static func check(_ arguments: [String], in directory: String, timeout: Double = 300) throws -> String {
+        let outcome = try run(arguments, in: directory, timeout: timeout)
+        guard outcome.ok else {
+            throw ClientGitError(
+                "git \(arguments.first ?? "") failed (\(outcome.status)): \(outcome.errors.suffix(600))")
+        }
+        return outcome.output
+    }
+}
+
+/// A chain of commits and one pack holding all of them, built with git in `directory`: the
+/// load's first write to a repository brings the pack, later ones move references among
+/// the commits.
+public struct CommitChain: Sendable {
+    public let commits: [String]
+    public let pack: Data
+
+    public init(length: Int, directory: String) throws {
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        try ClientGit.check(["init", "-q", "-b", "main", "."], in: directory)
+        var commits: [String] = []
+        for n in 0..<length {
+            try ClientGit.check(["commit", "-q", "--allow-empty", "-m", "load commit \(n)"], in: directory)
+            commits.append(try ClientGit.check(["rev-parse", "HEAD"], in: directory))
+        }
+        // The pack, through a file: its bytes are binary.
+        let packBase = directory + "/chain"
+        let objects = try ClientGit.check(["rev-list", "--objects", "HEAD"], in: directory)
+        let made = try ClientGit.run(
+            ["pack-objects", "-q", packBase], in: directory, input: Data((objects + "\n").utf8))
+        guard made.ok else { throw ClientGitError("git pack-objects failed: \(made.errors)") }
+        let name = made.output.split(separator: "\n").last.map(String.init) ?? ""
+        let packPath = "\(packBase)-\(name).pack"
+        guard let bytes = FileManager.default.contents(atPath: packPath) else {
+            throw ClientGitError("git pack-objects wrote no \(packPath)")
+        }
+        self.commits = commits
+        pack = bytes
+    }
+}
