@@ -187,6 +187,14 @@ let package = Package(
             dependencies: ["RaftEngine", "RaftConsensus", "BenchSupport", "RaftTesting"],
             path: "Benchmarks/PartitionBench"
         ),
+        // Time and heap allocations per operation of the write path's building blocks; the
+        // allocation counter replaces the malloc family in that program only.
+        .target(name: "CAllocCounter", path: "Benchmarks/CAllocCounter"),
+        .executableTarget(
+            name: "MicroBench",
+            dependencies: ["RaftEngine", "RaftConsensus", "CAllocCounter"],
+            path: "Benchmarks/MicroBench"
+        ),
         .executableTarget(
             name: "ConsensusBench",
             dependencies: ["RaftConsensus"],

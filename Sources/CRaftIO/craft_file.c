@@ -14,10 +14,48 @@
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <unistd.h>
+#include <linux/openat2.h>
 
 int craft_openat(int dirfd, const char *path, int flags, mode_t mode) {
     int fd = openat(dirfd, path, flags | O_CLOEXEC, mode);
     return fd >= 0 ? fd : -errno;
+}
+
+int craft_replace_beneath(const char *root, const char *lock, const char *target, const void *bytes, size_t length) {
+    int dir = open(root, O_DIRECTORY | O_PATH | O_CLOEXEC);
+    if (dir < 0) return -errno;
+    struct open_how how;
+    memset(&how, 0, sizeof how);
+    how.flags = O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC;
+    how.mode = 0644;
+    how.resolve = RESOLVE_NO_SYMLINKS | RESOLVE_BENEATH;
+    int fd = (int)syscall(SYS_openat2, dir, lock, &how, sizeof how);
+    if (fd < 0) {
+        int error = errno;
+        close(dir);
+        return -error;
+    }
+    const char *at = bytes;
+    size_t left = length;
+    int error = 0;
+    while (left > 0) {
+        ssize_t n = write(fd, at, left);
+        if (n < 0) {
+            error = errno;
+            break;
+        }
+        if (n == 0) {
+            error = EIO;
+            break;
+        }
+        at += n;
+        left -= (size_t)n;
+    }
+    if (close(fd) != 0 && error == 0 && errno != EINTR) error = errno;
+    if (error == 0 && renameat(dir, lock, dir, target) != 0) error = errno;
+    if (error != 0) unlinkat(dir, lock, 0);
+    close(dir);
+    return -error;
 }
 
 int craft_close(int fd) {

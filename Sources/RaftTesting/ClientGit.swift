@@ -26,7 +26,8 @@ public enum ClientGit {
 
     @discardableResult
     public static func run(
-        _ arguments: [String], in directory: String, timeout: Double = 300, input: Data? = nil
+        _ arguments: [String], in directory: String, timeout: Double = 300, input: Data? = nil,
+        environment extra: [String: String] = [:]
     ) throws -> GitOutcome {
         guard FileManager.default.isExecutableFile(atPath: path) else {
             throw ClientGitError("\(path) is missing: install Debian's git (apt-get install git)")
@@ -46,6 +47,7 @@ public enum ClientGit {
         environment["GIT_AUTHOR_EMAIL"] = "demo@raftd.invalid"
         environment["GIT_COMMITTER_NAME"] = "raftd demo"
         environment["GIT_COMMITTER_EMAIL"] = "demo@raftd.invalid"
+        environment.merge(extra) { $1 }
         process.environment = environment
         let outPath = scratch.appendingPathComponent("out")
         let errPath = scratch.appendingPathComponent("err")
@@ -84,8 +86,10 @@ public enum ClientGit {
 
     /// Runs git and fails with its standard error unless it exits 0; its standard output.
     @discardableResult
-    public static func check(_ arguments: [String], in directory: String, timeout: Double = 300) throws -> String {
-        let outcome = try run(arguments, in: directory, timeout: timeout)
+    public static func check(
+        _ arguments: [String], in directory: String, timeout: Double = 300, environment: [String: String] = [:]
+    ) throws -> String {
+        let outcome = try run(arguments, in: directory, timeout: timeout, environment: environment)
         guard outcome.ok else {
             throw ClientGitError(
                 "git \(arguments.first ?? "") failed (\(outcome.status)): \(outcome.errors.suffix(600))")
@@ -96,7 +100,8 @@ public enum ClientGit {
 
 /// A chain of commits and one pack holding all of them, built with git in `directory`: the
 /// load's first write to a repository brings the pack, later ones move references among
-/// the commits.
+/// the commits. The commits are the same on every run (fixed dates and identity), so that
+/// a benchmark run again finds its commits already there.
 public struct CommitChain: Sendable {
     public let commits: [String]
     public let pack: Data
@@ -104,9 +109,11 @@ public struct CommitChain: Sendable {
     public init(length: Int, directory: String) throws {
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         try ClientGit.check(["init", "-q", "-b", "main", "."], in: directory)
+        let fixedDate = ["GIT_AUTHOR_DATE": "2026-01-01T00:00:00Z", "GIT_COMMITTER_DATE": "2026-01-01T00:00:00Z"]
         var commits: [String] = []
         for n in 0..<length {
-            try ClientGit.check(["commit", "-q", "--allow-empty", "-m", "load commit \(n)"], in: directory)
+            try ClientGit.check(
+                ["commit", "-q", "--allow-empty", "-m", "load commit \(n)"], in: directory, environment: fixedDate)
             commits.append(try ClientGit.check(["rev-parse", "HEAD"], in: directory))
         }
         // The pack, through a file: its bytes are binary.

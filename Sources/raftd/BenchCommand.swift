@@ -67,6 +67,12 @@ struct BenchCommand: AsyncParsableCommand {
     @Option(
         name: .long,
         help:
+            "raftd: refs (each write moves a reference, padded with a value of --value-size: the default) or values (each write sets a value only, without the Git reference files; the engine's counterpart of an etcd put)."
+    )
+    var workload = "refs"
+    @Option(
+        name: .long,
+        help:
             "TCP ports whose local listeners' CPU is reported (default: the endpoints' ports; give all members' ports when driving one endpoint)."
     )
     var cpuPorts: String?
@@ -75,6 +81,9 @@ struct BenchCommand: AsyncParsableCommand {
 
     func validate() throws {
         guard ["batch", "unary"].contains(mode) else { throw ValidationError("--mode \(mode): use batch or unary") }
+        guard ["refs", "values"].contains(workload) else {
+            throw ValidationError("--workload \(workload): use refs or values")
+        }
         guard partitions >= 1, clients >= 1, clients <= 10_000, valueSize >= 0, valueSize <= 64 << 20 else {
             throw ValidationError(
                 "--partitions and --clients at least 1 (clients at most 10000), --value-size 0...64 MiB")
@@ -119,8 +128,10 @@ struct BenchCommand: AsyncParsableCommand {
             var last = 0
             while !Task.isCancelled {
                 try? await Task.sleep(for: .seconds(1))
-                let now = shared.completed.load(ordering: .relaxed)
-                let phase = shared.measuring.load(ordering: .relaxed) ? "" : " (warm-up)"
+                let now = shared.all.load(ordering: .relaxed)
+                let phase =
+                    shared.stop.load(ordering: .relaxed)
+                    ? " (stopping)" : shared.measuring.load(ordering: .relaxed) ? "" : " (warm-up or done)"
                 FileHandle.standardError.write(
                     Data(
                         "\r\u{1B}[K\(Int((ContinuousClock.now - start).seconds)) s\(phase): \(now - last) writes/s, \(shared.failures.load(ordering: .relaxed)) errors"
@@ -162,11 +173,12 @@ struct BenchCommand: AsyncParsableCommand {
         let rate = writes / seconds
         let megabytes = rate * Double(valueSize) / 1e6
         let perWrite = { (cpu: Double) in writes > 0 ? cpu / writes * 1e6 : 0 }
-        let name = label ?? "\(target.rawValue)\(target == .raftd ? " \(mode)" : "")"
+        let name = label ?? "\(target.rawValue)\(target == .raftd ? " \(mode) \(workload)" : "")"
         switch format {
         case .json:
             var members = [
                 "\"label\":\"\(name)\"", "\"target\":\"\(target.rawValue)\"", "\"mode\":\"\(mode)\"",
+                "\"workload\":\"\(target == .etcd ? "put" : workload)\"",
                 "\"partitions\":\(partitions)", "\"clients\":\(clients)", "\"value_size\":\(valueSize)",
                 "\"seconds\":\(String(format: "%.2f", seconds))", "\"writes\":\(Int(writes))", "\"writes_all\":\(all)",
                 "\"writes_per_second\":\(String(format: "%.0f", rate))",
@@ -190,7 +202,12 @@ struct BenchCommand: AsyncParsableCommand {
                     ", \(processes) target processes \(String(format: "%.0f", perWrite(targetCPU))) µs (\(String(format: "%.2f", targetCPU / seconds)) cores)"
             }
             print(cpu)
-            if result.errors.total > 0 { print("errors: \(result.errors.text)") }
+            if result.errors.total > 0 {
+                print("errors: \(result.errors.text)")
+                for (type, example) in result.errors.examples.sorted(by: { $0.key < $1.key }) {
+                    print("  \(type), e.g.: \(example)")
+                }
+            }
         }
     }
 }
@@ -202,6 +219,8 @@ final class RaftdBenchDriver: Sendable {
     let chain: [String]
     let value: Data
     let unary: Bool
+    /// Values only: no reference moves.
+    let valuesOnly: Bool
     /// Distinguishes this run's references from earlier runs' (each run starts its own).
     let run = String(UInt32.random(in: 0...UInt32.max), radix: 16)
 
@@ -216,6 +235,7 @@ final class RaftdBenchDriver: Sendable {
         paths = (0..<options.partitions).map { "bench/p\($0).git" }
         value = Data(repeating: 0x61, count: options.valueSize)
         unary = options.mode == "unary"
+        valuesOnly = options.workload == "values"
 
         // Set-up: a chain of commits built with git, the repositories (created in parallel
         // where missing), and the chain's pack pushed once to each.
@@ -237,21 +257,41 @@ final class RaftdBenchDriver: Sendable {
             if try await !creator.repositoryExists(path).exists {
                 try await ProcessDemo.createRepository(path, creator)
             }
-            var read = Raftd_V1_ListRefsRequest()
-            read.repository.relativePath = path
-            read.prefix = "refs/heads/main"
-            if let refs = try? await client.listRefs(read),
-                refs.references.contains(where: { $0.oid == commits.commits.last })
-            {
-                return
+            // The chain's tip on refs/heads/main, with the pack: done once per repository
+            // (a run again finds it there).
+            let tip = commits.commits.last!
+            for _ in 0..<20 {
+                var read = Raftd_V1_ListRefsRequest()
+                read.repository.relativePath = path
+                read.prefix = "refs/heads/main"
+                let current: String?
+                do {
+                    current = try await client.listRefs(read).references.first { $0.name == "refs/heads/main" }?.oid
+                } catch let error as RaftClientError where [.notFound, .unavailable, .notLeader].contains(error.code) {
+                    // Created a moment ago through another node: not yet applied where the
+                    // read went.
+                    try await Task.sleep(for: .milliseconds(100))
+                    continue
+                }
+                if current == tip { return }
+                var request = Raftd_V1_UpdateReferencesRequest()
+                request.repository.relativePath = path
+                var update = Raftd_V1_ReferenceUpdate()
+                update.reference = "refs/heads/main"
+                update.oldOid = current ?? DemoWriters.zero
+                update.newOid = tip
+                request.updates = [update]
+                request.pack = commits.pack
+                do {
+                    _ = try await client.updateReferences(request)
+                    return
+                } catch let error as RaftClientError
+                    where [.unknownOutcome, .unavailable, .referenceMismatch, .notFound].contains(error.code)
+                {
+                    try await Task.sleep(for: .milliseconds(200))  // read again, then retry
+                }
             }
-            var errors = ErrorCounts()
-            if await DemoWriters.create(
-                "refs/heads/main", at: commits.commits.last!, in: path, pack: commits.pack, client, &errors)
-                == nil
-            {
-                failed.withLock { $0.append("\(path): \(errors.text)") }
-            }
+            failed.withLock { $0.append(path) }
         }
         if let first = failed.withLock({ $0.first }) {
             throw ValidationError(
@@ -278,12 +318,14 @@ final class RaftdBenchDriver: Sendable {
             let next = ((position ?? -1) + 1) % chain.count
             var request = Raftd_V1_UpdateReferencesRequest()
             request.repository.relativePath = paths[partition]
-            var update = Raftd_V1_ReferenceUpdate()
-            update.reference = "refs/heads/bench-\(run)-c\(caller)-g\(generation)"
-            update.oldOid = position.map { chain[$0] } ?? DemoWriters.zero
-            update.newOid = chain[next]
-            request.updates = [update]
-            if !value.isEmpty {
+            if !valuesOnly {
+                var update = Raftd_V1_ReferenceUpdate()
+                update.reference = "refs/heads/bench-\(run)-c\(caller)-g\(generation)"
+                update.oldOid = position.map { chain[$0] } ?? DemoWriters.zero
+                update.newOid = chain[next]
+                request.updates = [update]
+            }
+            if !value.isEmpty || valuesOnly {
                 var pair = Raftd_V1_KeyValue()
                 pair.key = "bench-c\(caller)-\(n % 16)"
                 pair.value = value
@@ -306,7 +348,8 @@ final class RaftdBenchDriver: Sendable {
             } catch {
                 generation += 1
                 positions.removeAll()
-                result.errors.add((error as? RaftClientError).map { "\($0.code)" } ?? "\(type(of: error))")
+                result.errors.add(
+                    (error as? RaftClientError).map { "\($0.code)" } ?? "\(type(of: error))", example: "\(error)")
                 shared.failures.add(1, ordering: .relaxed)
                 try? await Task.sleep(for: .milliseconds(10))
             }
@@ -354,6 +397,9 @@ final class EtcdBenchDriver: Sendable {
         let kv = kvs[caller % kvs.count]
         var options = CallOptions.defaults
         options.timeout = .seconds(20)
+        // Wait for the connection instead of failing while it is (re)established, as
+        // etcd's own clients do.
+        options.waitForReady = true
         while !shared.stop.load(ordering: .relaxed) {
             var request = Etcdserverpb_PutRequest()
             request.key = Data("bench/p\(Int.random(in: 0..<partitions, using: &generator))".utf8)
@@ -367,11 +413,11 @@ final class EtcdBenchDriver: Sendable {
                     shared.completed.add(1, ordering: .relaxed)
                 }
             } catch let error as RPCError {
-                result.errors.add("\(error.code)")
+                result.errors.add("\(error.code)", example: error.message)
                 shared.failures.add(1, ordering: .relaxed)
                 try? await Task.sleep(for: .milliseconds(10))
             } catch {
-                result.errors.add("\(type(of: error))")
+                result.errors.add("\(type(of: error))", example: "\(error)")
                 shared.failures.add(1, ordering: .relaxed)
                 try? await Task.sleep(for: .milliseconds(10))
             }

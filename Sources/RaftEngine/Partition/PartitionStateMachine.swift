@@ -282,7 +282,7 @@ public final class PartitionStateMachine: StateMachine, Sendable {
             }
             if let registry, let partition { try registry.unregister(path, from: partition) }
         case .updateReferences(let path, let updates):
-            // Deletions first: `refs/heads/a` may make room for `refs/heads/a/b`.
+            // setReference makes room: `refs/heads/a` deleted for `refs/heads/a/b` (RepositoryFiles).
             try repository(path).updateReferences(
                 deleting: updates.filter(\.isDeletion).map(\.name),
                 setting: updates.filter { !$0.isDeletion }.map { ($0.name, $0.new) })

@@ -1,3 +1,5 @@
+import CRaftIO
+
 #if canImport(Glibc)
     import Glibc
 #elseif canImport(Musl)
@@ -52,6 +54,13 @@ public struct RepositoryFiles: Sendable {
     /// an entry is applied again after a crash, files of later entries that ran before it
     /// (which those entries, applied again too, put back).
     public func setReference(_ name: RefName, to oid: ObjectID) throws(IOError) {
+        let bytes = Array((oid.hex + "\n").utf8)
+        // The common case in one create, write and rename: its directory is there, no lock
+        // file was left, no directory has its name. Anything else fails one of those three
+        // (ENOENT, ENOTDIR, EEXIST, EISDIR) and takes the careful path below, which looks
+        // at every leading component first (four or five lookups more per reference, a
+        // third of what a reference update cost the apply thread on ext4).
+        if quickReplace(name.rawValue, with: bytes) { return }
         let file = path + "/" + name.rawValue
         let parts = name.rawValue.split(separator: "/")
         for count in 1..<parts.count {
@@ -70,7 +79,7 @@ public struct RepositoryFiles: Sendable {
             CrashPoints.reached()
         }
         try makeDirectories(String(file[..<file.lastIndex(of: "/")!]))
-        try replace(name.rawValue, with: Array((oid.hex + "\n").utf8))
+        try replace(name.rawValue, with: bytes)
     }
 
     /// Deletes a reference, loose and packed. Deleting a missing one changes nothing.
@@ -79,13 +88,19 @@ public struct RepositoryFiles: Sendable {
     }
 
     /// A transaction's references of this repository: `deleting` removed (loose and
-    /// packed), then `setting` written. Up to `looseUpdateLimit` updates are loose files,
+    /// packed) and `setting` written. Up to `looseUpdateLimit` updates are loose files,
     /// as `git update-ref` writes them; more are written into `packed-refs` in one rewrite
     /// (their loose files removed), as `git pack-refs` would leave them: one file created
     /// instead of one per reference, which on ext4 is what a large push costs (inode
     /// allocation for each lock file). Both are git's own formats.
+    ///
+    /// In git's order (`files_transaction_finish`): `packed-refs` first, then the loose
+    /// values, then the loose files of the deletions. A reader meets each reference at its
+    /// old value or its new one, never absent in between, and a deleted one never at an
+    /// older packed value its loose file was hiding. A deletion that makes room for a new
+    /// name (`refs/heads/a` for `refs/heads/a/b`) is done by `setReference`, which removes
+    /// whatever file or directory is in the way.
     public func updateReferences(deleting: [RefName], setting: [(RefName, ObjectID)]) throws(IOError) {
-        for name in deleting { try removeLoose(name) }
         let loose = setting.count <= Self.looseUpdateLimit
         let packedChanges = loose ? [] : setting
         if !deleting.isEmpty || !packedChanges.isEmpty, let existing = try read("packed-refs") ?? (loose ? nil : []) {
@@ -101,6 +116,7 @@ public struct RepositoryFiles: Sendable {
         } else {
             for (name, _) in setting { try removeLoose(name) }
         }
+        for name in deleting { try removeLoose(name) }
     }
 
     /// Transactions with more reference updates than this write them into `packed-refs`.
@@ -266,6 +282,21 @@ public struct RepositoryFiles: Sendable {
         CrashPoints.reached()
         touched?.note(target)
         touched?.note(parentOf: target)
+    }
+
+    /// `replace` without looking first: false, with nothing changed, when a directory on
+    /// the way is missing or is a file, a symbolic link is on the way (never followed: the
+    /// careful path replaces it), a lock file is there, the name is a directory, or the
+    /// write fails (the careful path meets the same and says why).
+    private func quickReplace(_ name: String, with bytes: [UInt8]) -> Bool {
+        let done = bytes.withUnsafeBytes { raw in
+            craft_replace_beneath(path, name + ".lock", name, raw.baseAddress, raw.count) == 0
+        }
+        guard done else { return false }
+        CrashPoints.reached()
+        touched?.note(path + "/" + name)
+        touched?.note(parentOf: path + "/" + name)
+        return true
     }
 
     private func read(_ name: String) throws(IOError) -> [UInt8]? {

@@ -48,9 +48,18 @@ extension Duration {
 /// Errors by type, counted (what a load generator reports next to its latencies).
 struct ErrorCounts: Sendable {
     private(set) var byType: [String: Int] = [:]
+    /// The first message seen of each type (what to look into).
+    private(set) var examples: [String: String] = [:]
     var total: Int { byType.values.reduce(0, +) }
-    mutating func add(_ type: String, _ n: Int = 1) { byType[type, default: 0] += n }
-    mutating func add(_ other: ErrorCounts) { for (type, n) in other.byType { add(type, n) } }
+
+    mutating func add(_ type: String, _ n: Int = 1, example: String? = nil) {
+        byType[type, default: 0] += n
+        if let example, examples[type] == nil { examples[type] = String(example.prefix(200)) }
+    }
+
+    mutating func add(_ other: ErrorCounts) {
+        for (type, n) in other.byType { add(type, n, example: other.examples[type]) }
+    }
     var text: String { byType.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", ") }
     var json: String {
         "{" + byType.sorted { $0.key < $1.key }.map { "\"\($0.key)\":\($0.value)" }.joined(separator: ",") + "}"
