@@ -4,9 +4,10 @@ import Testing
 
 /// The README's main command, small: `raftd demo` starts three `raftd serve` processes,
 /// writes, pushes and clones with git, kills the busiest leader with kill -9, restarts it,
-/// checks every acknowledged write on every replica, and says so in its JSON summary.
-@Suite("Daemon: raftd demo")
-struct DemoTests {
+/// checks every acknowledged write on every replica, and says so in its JSON summary. In
+/// the serialized cluster suite: three more processes beside that suite's three and the
+/// Git suites' would only measure two overloaded cores.
+extension DaemonClusterTests {
     @Test("Daemon: raftd demo (12 partitions, 1 s of writes) exits 0 with every check held, and its summary is JSON")
     func demoRuns() throws {
         let binary = raftdBinary()
