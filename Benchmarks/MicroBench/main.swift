@@ -46,7 +46,7 @@ func measure(_ name: String, iterations: Int, units: Int = 1, unit: String = "",
 func format(_ value: Double, _ decimals: Int) -> String {
     var buffer = [CChar](repeating: 0, count: 64)
     _ = withVaList([value]) { vsnprintf(&buffer, 64, "%.\(decimals)f", $0) }
-    return String(cString: buffer)
+    return String(decoding: buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
 }
 
 extension String {

@@ -21,23 +21,47 @@ int craft_openat(int dirfd, const char *path, int flags, mode_t mode) {
     return fd >= 0 ? fd : -errno;
 }
 
+/* Set once openat2 is found missing (ENOSYS) or refused by a seccomp filter (EPERM): the
+ * callers' careful path serves from then on without a failed syscall per file. */
+static int openat2_unavailable;
+
 int craft_replace_beneath(const char *root, const char *lock, const char *target, const void *bytes, size_t length) {
-    int dir = open(root, O_DIRECTORY | O_PATH | O_CLOEXEC);
-    if (dir < 0) return -errno;
+    if (__atomic_load_n(&openat2_unavailable, __ATOMIC_RELAXED)) return -ENOSYS;
+    /* The lock and the target share a directory: resolve it once, beneath the root and
+     * without links, and name both files relative to it, so that nothing resolved later
+     * can follow a link either. */
+    const char *slash = strrchr(target, '/');
+    const char *leaf = slash ? slash + 1 : target;
+    size_t parent_length = slash ? (size_t)(slash - target) : 0;
+    size_t lock_length = strlen(lock);
+    if (strncmp(lock, target, parent_length) != 0 || lock_length <= parent_length) return -EINVAL;
+    const char *lock_leaf = slash ? lock + parent_length + 1 : lock;
+    char parent[4096];
+    if (parent_length >= sizeof parent) return -ENAMETOOLONG;
+    memcpy(parent, target, parent_length);
+    parent[parent_length] = 0;
+
+    int root_fd = open(root, O_DIRECTORY | O_PATH | O_CLOEXEC);
+    if (root_fd < 0) return -errno;
     struct open_how how;
     memset(&how, 0, sizeof how);
-    how.flags = O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC;
-    how.mode = 0644;
+    how.flags = O_DIRECTORY | O_PATH | O_CLOEXEC;
     how.resolve = RESOLVE_NO_SYMLINKS | RESOLVE_BENEATH;
-    int fd = (int)syscall(SYS_openat2, dir, lock, &how, sizeof how);
+    int dir = parent_length ? (int)syscall(SYS_openat2, root_fd, parent, &how, sizeof how) : dup(root_fd);
+    int error = dir < 0 ? errno : 0;
+    close(root_fd);
+    if (dir < 0) {
+        if (error == ENOSYS || error == EPERM) __atomic_store_n(&openat2_unavailable, 1, __ATOMIC_RELAXED);
+        return -error;
+    }
+    int fd = openat(dir, lock_leaf, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644);
     if (fd < 0) {
-        int error = errno;
+        error = errno;
         close(dir);
         return -error;
     }
     const char *at = bytes;
     size_t left = length;
-    int error = 0;
     while (left > 0) {
         ssize_t n = write(fd, at, left);
         if (n < 0) {
@@ -52,8 +76,8 @@ int craft_replace_beneath(const char *root, const char *lock, const char *target
         left -= (size_t)n;
     }
     if (close(fd) != 0 && error == 0 && errno != EINTR) error = errno;
-    if (error == 0 && renameat(dir, lock, dir, target) != 0) error = errno;
-    if (error != 0) unlinkat(dir, lock, 0);
+    if (error == 0 && renameat(dir, lock_leaf, dir, leaf) != 0) error = errno;
+    if (error != 0) unlinkat(dir, lock_leaf, 0);
     close(dir);
     return -error;
 }

@@ -51,8 +51,8 @@ public enum ClientGit {
         process.environment = environment
         let outPath = scratch.appendingPathComponent("out")
         let errPath = scratch.appendingPathComponent("err")
-        FileManager.default.createFile(atPath: outPath.path, contents: nil)
-        FileManager.default.createFile(atPath: errPath.path, contents: nil)
+        _ = FileManager.default.createFile(atPath: outPath.path, contents: nil)
+        _ = FileManager.default.createFile(atPath: errPath.path, contents: nil)
         let out = try FileHandle(forWritingTo: outPath)
         let err = try FileHandle(forWritingTo: errPath)
         defer {
@@ -63,7 +63,7 @@ public enum ClientGit {
         process.standardError = err
         if let input {
             let inPath = scratch.appendingPathComponent("in")
-            FileManager.default.createFile(atPath: inPath.path, contents: input)
+            _ = FileManager.default.createFile(atPath: inPath.path, contents: input)
             process.standardInput = try FileHandle(forReadingFrom: inPath)
         } else {
             process.standardInput = FileHandle.nullDevice

@@ -94,14 +94,21 @@ public struct RepositoryFiles: Sendable {
     /// instead of one per reference, which on ext4 is what a large push costs (inode
     /// allocation for each lock file). Both are git's own formats.
     ///
-    /// In git's order (`files_transaction_finish`): `packed-refs` first, then the loose
-    /// values, then the loose files of the deletions. A reader meets each reference at its
-    /// old value or its new one, never absent in between, and a deleted one never at an
-    /// older packed value its loose file was hiding. A deletion that makes room for a new
+    /// In the order git's readers (loose file first, then `packed-refs`) need: `packed-refs`
+    /// first, then the loose values, then the loose files of the deletions. Such a reader
+    /// meets each reference at its old value or its new one, never absent in between, and
+    /// a deleted one never at an older packed value its loose file was hiding. (git's own
+    /// `files_transaction_finish` writes the loose values first.) A deletion that makes room for a new
     /// name (`refs/heads/a` for `refs/heads/a/b`) is done by `setReference`, which removes
     /// whatever file or directory is in the way.
     public func updateReferences(deleting: [RefName], setting: [(RefName, ObjectID)]) throws(IOError) {
         let loose = setting.count <= Self.looseUpdateLimit
+        // Into packed-refs, a new name and a deleted one in its way (`refs/heads/a` and
+        // `refs/heads/a/b`) would both be live between the rewrite and the unlink, which
+        // no state of the log has and which fails a clone: the deletions' loose files go
+        // first in that case.
+        let deletionsFirst = !loose && Self.namesClash(deleting, setting)
+        if deletionsFirst { for name in deleting { try removeLoose(name) } }
         let packedChanges = loose ? [] : setting
         if !deleting.isEmpty || !packedChanges.isEmpty, let existing = try read("packed-refs") ?? (loose ? nil : []) {
             // The packed values first, then the loose files that would hide them.
@@ -116,7 +123,22 @@ public struct RepositoryFiles: Sendable {
         } else {
             for (name, _) in setting { try removeLoose(name) }
         }
-        for name in deleting { try removeLoose(name) }
+        if !deletionsFirst { for name in deleting { try removeLoose(name) } }
+    }
+
+    /// Whether a deleted name is a leading directory of a name set, or the reverse.
+    static func namesClash(_ deleting: [RefName], _ setting: [(RefName, ObjectID)]) -> Bool {
+        guard !deleting.isEmpty, !setting.isEmpty else { return false }
+        func directories(_ name: String) -> [Substring] {
+            name.indices.filter { name[$0] == "/" }.map { name[..<$0] }
+        }
+        let set = Set(setting.map { Substring($0.0.rawValue) })
+        let setDirectories = Set(setting.flatMap { directories($0.0.rawValue) })
+        for name in deleting {
+            if setDirectories.contains(Substring(name.rawValue)) { return true }
+            if directories(name.rawValue).contains(where: set.contains) { return true }
+        }
+        return false
     }
 
     /// Transactions with more reference updates than this write them into `packed-refs`.

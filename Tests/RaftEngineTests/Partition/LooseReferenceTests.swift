@@ -29,6 +29,7 @@ struct LooseReferenceTests {
         try FileManager.default.createDirectory(atPath: refs + "/d/e", withIntermediateDirectories: true)
         try repo.setReference(try RefName("refs/heads/d"), to: Self.b)
         #expect(try repo.reference(try RefName("refs/heads/d")) == Self.b)
+        #expect(!FileManager.default.fileExists(atPath: refs + "/d.lock"))
         // A file where a leading directory goes (re-apply of later entries that ran first).
         try repo.setReference(try RefName("refs/heads/f"), to: Self.a)
         try repo.setReference(try RefName("refs/heads/f/g"), to: Self.b)
@@ -75,5 +76,16 @@ struct LooseReferenceTests {
         expected[ab] = nil
         expected[a] = Self.a
         #expect(try repo.references() == expected)
+        // Packed, the other way: a loose refs/heads/c/d deleted for refs/heads/c among 20.
+        let c = try RefName("refs/heads/c")
+        let cd = try RefName("refs/heads/c/d")
+        try repo.updateReferences(deleting: [], setting: [(cd, Self.a)])
+        var more: [(RefName, ObjectID)] = try (0..<20).map { (try RefName("refs/heads/n\($0)"), Self.a) }
+        more.append((c, Self.b))
+        try repo.updateReferences(deleting: [cd], setting: more)
+        for (name, oid) in more { expected[name] = oid }
+        #expect(try repo.references() == expected)
+        #expect(RepositoryFiles.namesClash([cd], more) && RepositoryFiles.namesClash([c], [(cd, Self.a)]))
+        #expect(!RepositoryFiles.namesClash([try RefName("refs/heads/cx")], [(cd, Self.a)]))
     }
 }
