@@ -15,12 +15,12 @@
 #   (d)       16       16 KiB  1
 #
 # Usage: bash Benchmarks/compare-etcd.sh [DIR]   (default: a temporary directory)
-# Environment: DURATION (s, default 10), WARMUP (s, default 3), SYSTEMS ("etcd raftd", or
+# Environment: DURATION (s, default 8), WARMUP (s, default 2), SYSTEMS ("etcd raftd", or
 # one of them), WORKLOADS ("a b c d", or some of them).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-DURATION="${DURATION:-10}"
-WARMUP="${WARMUP:-3}"
+DURATION="${DURATION:-8}"
+WARMUP="${WARMUP:-2}"
 SYSTEMS="${SYSTEMS:-etcd raftd}"
 WORKLOADS="${WORKLOADS:-a b c d}"
 
@@ -117,6 +117,7 @@ TOKEN_ARGS="" run_workloads etcd etcd_disk_wal_fsync_duration_seconds_count 1701
     "127.0.0.1:17010 127.0.0.1:17020 127.0.0.1:17030"
 cleanup
 pids=()
+rm -rf "$D/etcd" # the members' data; logs and results stay
 fi
 
 # ---------------------------------------------------------------- raftd
@@ -141,6 +142,7 @@ for kind in refs values; do
 done
 cleanup
 pids=()
+rm -rf "$D/raftd/data" # the storages; configs, logs and results stay
 fi
 
 # ---------------------------------------------------------------- the table

@@ -14,10 +14,10 @@ find Sources Tests Benchmarks Tools -name '*.swift' -not -path '*/Generated/*' -
 echo "==> swift build (all targets, tests included)"
 swift build --build-tests
 
-echo "==> raftd io-probe, raftd simulate, raftd demo (smoke)"
+echo "==> raftd io-probe, raftd simulate, raftd demo --in-process (smoke; the three-process demo is a daemon test)"
 "$(swift build --show-bin-path)/raftd" io-probe --directory "${TMPDIR:-/tmp}"
 "$(swift build --show-bin-path)/raftd" simulate --seeds 20 --seed 1000000
-"$(swift build --show-bin-path)/raftd" demo --groups 200 --seconds 1 --format json
+"$(swift build --show-bin-path)/raftd" demo --in-process --partitions 200 --seconds 1 --format json
 
 echo "==> swift test (in-process suites)"
 swift test --skip-build --skip "RaftDaemonTests|RaftTransportTests"
