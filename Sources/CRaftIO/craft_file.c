@@ -25,7 +25,7 @@ int craft_openat(int dirfd, const char *path, int flags, mode_t mode) {
  * callers' careful path serves from then on without a failed syscall per file. */
 static int openat2_unavailable;
 
-int craft_replace_beneath(const char *root, const char *lock, const char *target, const void *bytes, size_t length) {
+int craft_replace_beneath(const char *root, const char *target, const void *bytes, size_t length) {
     if (__atomic_load_n(&openat2_unavailable, __ATOMIC_RELAXED)) return -ENOSYS;
     /* The lock and the target share a directory: resolve it once, beneath the root and
      * without links, and name both files relative to it, so that nothing resolved later
@@ -33,11 +33,10 @@ int craft_replace_beneath(const char *root, const char *lock, const char *target
     const char *slash = strrchr(target, '/');
     const char *leaf = slash ? slash + 1 : target;
     size_t parent_length = slash ? (size_t)(slash - target) : 0;
-    size_t lock_length = strlen(lock);
-    if (strncmp(lock, target, parent_length) != 0 || lock_length <= parent_length) return -EINVAL;
-    const char *lock_leaf = slash ? lock + parent_length + 1 : lock;
     char parent[4096];
+    char lock_leaf[256];
     if (parent_length >= sizeof parent) return -ENAMETOOLONG;
+    if (snprintf(lock_leaf, sizeof lock_leaf, "%s.lock", leaf) >= (int)sizeof lock_leaf) return -ENAMETOOLONG;
     memcpy(parent, target, parent_length);
     parent[parent_length] = 0;
 

@@ -1,8 +1,5 @@
 import Foundation
-
-#if canImport(Glibc)
-    import Glibc
-#endif
+import RaftEngine
 
 /// What a git command did.
 public struct GitOutcome: Sendable {
@@ -18,11 +15,13 @@ public struct ClientGitError: Error, CustomStringConvertible {
 }
 
 /// `/usr/bin/git` as a client runs it (the demo's push and clone, the benchmark's commits,
-/// the daemon tests):
-/// no user or system configuration, no prompts, a fixed identity, output to files
-/// (no pipe can fill), killed after `timeout` seconds.
+/// the daemon tests), through the engine's `Subprocess`: no user or system configuration,
+/// no prompts, a fixed identity, killed after `timeout` seconds.
 public enum ClientGit {
     public static let path = "/usr/bin/git"
+    /// Standard output kept (the commands run here print little; packs go to files). More
+    /// is an error, not a silent truncation.
+    static let maximumOutputBytes = 4 << 20
 
     @discardableResult
     public static func run(
@@ -32,13 +31,6 @@ public enum ClientGit {
         guard FileManager.default.isExecutableFile(atPath: path) else {
             throw ClientGitError("\(path) is missing: install Debian's git (apt-get install git)")
         }
-        let scratch = FileManager.default.temporaryDirectory.appendingPathComponent("raftd-git-\(UUID().uuidString)")
-        try FileManager.default.createDirectory(at: scratch, withIntermediateDirectories: true)
-        defer { try? FileManager.default.removeItem(at: scratch) }
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: path)
-        process.arguments = arguments
-        process.currentDirectoryURL = URL(fileURLWithPath: directory)
         var environment = ProcessInfo.processInfo.environment
         environment["GIT_CONFIG_NOSYSTEM"] = "1"
         environment["GIT_CONFIG_GLOBAL"] = "/dev/null"
@@ -48,40 +40,21 @@ public enum ClientGit {
         environment["GIT_COMMITTER_NAME"] = "raftd demo"
         environment["GIT_COMMITTER_EMAIL"] = "demo@raftd.invalid"
         environment.merge(extra) { $1 }
-        process.environment = environment
-        let outPath = scratch.appendingPathComponent("out")
-        let errPath = scratch.appendingPathComponent("err")
-        _ = FileManager.default.createFile(atPath: outPath.path, contents: nil)
-        _ = FileManager.default.createFile(atPath: errPath.path, contents: nil)
-        let out = try FileHandle(forWritingTo: outPath)
-        let err = try FileHandle(forWritingTo: errPath)
-        defer {
-            try? out.close()
-            try? err.close()
-        }
-        process.standardOutput = out
-        process.standardError = err
-        if let input {
-            let inPath = scratch.appendingPathComponent("in")
-            _ = FileManager.default.createFile(atPath: inPath.path, contents: input)
-            process.standardInput = try FileHandle(forReadingFrom: inPath)
-        } else {
-            process.standardInput = FileHandle.nullDevice
-        }
-        try process.run()
-        let deadline = Date().addingTimeInterval(timeout)
-        while process.isRunning && Date() < deadline { usleep(2_000) }
-        if process.isRunning {
-            kill(process.processIdentifier, SIGKILL)
-            process.waitUntilExit()
+        var git = Subprocess(executable: path, environment: environment)
+        git.timeoutMilliseconds = Int(timeout * 1000)
+        git.maximumOutputBytes = maximumOutputBytes
+        let outcome = try git.run(arguments, in: directory, input: input.map { Array($0) } ?? [])
+        if outcome.timedOut {
             throw ClientGitError("git \(arguments.joined(separator: " ")) still ran after \(Int(timeout)) s")
         }
-        process.waitUntilExit()
+        if outcome.outputTruncated {
+            throw ClientGitError("git \(arguments.first ?? "") wrote more than \(maximumOutputBytes) bytes")
+        }
         return GitOutcome(
-            status: process.terminationStatus,
-            output: String(decoding: (try? Data(contentsOf: outPath)) ?? Data(), as: UTF8.self)
+            status: outcome.exitCode ?? 128 + (outcome.signal ?? 0),
+            output: String(decoding: outcome.standardOutput, as: UTF8.self)
                 .trimmingCharacters(in: .whitespacesAndNewlines),
-            errors: String(decoding: (try? Data(contentsOf: errPath)) ?? Data(), as: UTF8.self))
+            errors: String(decoding: outcome.standardError, as: UTF8.self))
     }
 
     /// Runs git and fails with its standard error unless it exits 0; its standard output.

@@ -5,6 +5,7 @@ import GRPCCore
 import GRPCNIOTransportHTTP2
 import RaftAPI
 import RaftClient
+import RaftEngine
 import RaftTesting
 import Synchronization
 
@@ -16,7 +17,6 @@ import Synchronization
 final class BenchState: Sendable {
     let measuring = Atomic<Bool>(false)
     let stop = Atomic<Bool>(false)
-    let completed = Atomic<Int>(0)
     /// Successful writes, warm-up included (what per-write server counters divide by).
     let all = Atomic<Int>(0)
     let failures = Atomic<Int>(0)
@@ -255,7 +255,7 @@ final class RaftdBenchDriver: Sendable {
             let path = paths[n]
             let creator = creators[n % creators.count]
             if try await !creator.repositoryExists(path).exists {
-                try await ProcessDemo.createRepository(path, creator)
+                try await creator.createRepositoryRetrying(path)
             }
             // The chain's tip on refs/heads/main, with the pack: done once per repository
             // (a run again finds it there).
@@ -278,7 +278,7 @@ final class RaftdBenchDriver: Sendable {
                 request.repository.relativePath = path
                 var update = Raftd_V1_ReferenceUpdate()
                 update.reference = "refs/heads/main"
-                update.oldOid = current ?? DemoWriters.zero
+                update.oldOid = current ?? ObjectID.zero.hex
                 update.newOid = tip
                 request.updates = [update]
                 request.pack = commits.pack
@@ -321,7 +321,7 @@ final class RaftdBenchDriver: Sendable {
             if !valuesOnly {
                 var update = Raftd_V1_ReferenceUpdate()
                 update.reference = "refs/heads/bench-\(run)-c\(caller)-g\(generation)"
-                update.oldOid = position.map { chain[$0] } ?? DemoWriters.zero
+                update.oldOid = position.map { chain[$0] } ?? ObjectID.zero.hex
                 update.newOid = chain[next]
                 request.updates = [update]
             }
@@ -343,7 +343,6 @@ final class RaftdBenchDriver: Sendable {
                 shared.all.add(1, ordering: .relaxed)
                 if shared.measuring.load(ordering: .relaxed) {
                     result.latencies.record(ContinuousClock.now - began)
-                    shared.completed.add(1, ordering: .relaxed)
                 }
             } catch {
                 generation += 1
@@ -410,7 +409,6 @@ final class EtcdBenchDriver: Sendable {
                 shared.all.add(1, ordering: .relaxed)
                 if shared.measuring.load(ordering: .relaxed) {
                     result.latencies.record(ContinuousClock.now - began)
-                    shared.completed.add(1, ordering: .relaxed)
                 }
             } catch let error as RPCError {
                 result.errors.add("\(error.code)", example: error.message)

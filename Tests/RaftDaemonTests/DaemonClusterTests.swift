@@ -241,10 +241,10 @@ struct DaemonClusterTests {
             await #expect(throws: RaftClientError.self) { _ = try await stranger.clusterInfo() }
             try await Self.advance(branch, chain, client)
         }
-        let metricsBefore = try httpGet(cluster.httpEndpoints[0], "/metrics").body
+        let metricsBefore = try LocalHTTP.get(cluster.httpEndpoints[0], "/metrics").body
         // The metrics the issue lists: proposals by result, commits, groups by state. Over
         // the three nodes: a node restarted after the kill may lead nothing yet.
-        let allMetrics = try cluster.httpEndpoints.map { try httpGet($0, "/metrics").body }.joined()
+        let allMetrics = try cluster.httpEndpoints.map { try LocalHTTP.get($0, "/metrics").body }.joined()
         for name in [
             "raftd_proposals_total{result=\"committed\"}", "raftd_entries_committed_total",
             "raftd_groups{state=\"quiesced\"}",
@@ -303,11 +303,11 @@ struct DaemonClusterTests {
         }
         #expect(closed >= 6 && closed < 70, "\(closed) of 70 HTTP connections closed unanswered")
         try await eventually("the HTTP port answers again", within: 10) {
-            try httpGet(cluster.httpEndpoints[0], "/healthz").status == 200
+            try LocalHTTP.get(cluster.httpEndpoints[0], "/healthz").status == 200
         }
-        let ready = try httpGet(cluster.httpEndpoints[0], "/readyz")
+        let ready = try LocalHTTP.get(cluster.httpEndpoints[0], "/readyz")
         #expect(ready.status == 200, "\(ready.body)")
-        #expect(try httpGet(cluster.httpEndpoints[0], "/healthz").status == 200)
+        #expect(try LocalHTTP.get(cluster.httpEndpoints[0], "/healthz").status == 200)
     }
 
     /// The nodes' IDs from their configs; the node with the largest ID (a rogue claiming
@@ -348,7 +348,7 @@ struct DaemonClusterTests {
         let rogue = try PeerTransport(configuration: configuration)
         try await rogue.start(receiver: NoReceiver())
         try await eventually("node \(target.index) counts a \(cause) refusal", within: 20) {
-            let text = try httpGet(cluster.httpEndpoints[target.index], "/metrics").body
+            let text = try LocalHTTP.get(cluster.httpEndpoints[target.index], "/metrics").body
             return text.contains("raftd_peer_refusals_total{cause=\"\(cause)\"}")
         }
         #expect(rogue.connectedPeers.isEmpty, "\(cause)")

@@ -88,21 +88,3 @@ final class TCPSocket {
         }
     }
 }
-
-func httpGet(_ endpoint: String, _ path: String) throws -> (status: Int, body: String) {
-    let port = Int(endpoint.split(separator: ":").last!)!
-    let socket = try TCPSocket(port: port)
-    socket.send(Array("GET \(path) HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".utf8))
-    let text = String(decoding: socket.readAll(), as: UTF8.self)
-    let status = Int(text.split(separator: " ").dropFirst().first ?? "") ?? 0
-    let body = text.components(separatedBy: "\r\n\r\n").dropFirst().joined(separator: "\r\n\r\n")
-    return (status, body)
-}
-
-/// The value of a metric line (`name{labels} value`) in Prometheus text, or 0.
-func metric(_ text: String, _ name: String) -> Double {
-    for line in text.split(separator: "\n") where line.hasPrefix(name + " ") {
-        return Double(line.split(separator: " ").last ?? "") ?? 0
-    }
-    return 0
-}

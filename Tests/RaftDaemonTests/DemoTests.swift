@@ -1,4 +1,5 @@
 import Foundation
+import RaftEngine
 import RaftTesting
 import Testing
 
@@ -14,26 +15,18 @@ extension DaemonClusterTests {
         try #require(FileManager.default.isExecutableFile(atPath: binary), "build raftd first (swift build)")
         let scratch = try TemporaryDirectory("raftd-demo-test")
         defer { scratch.remove() }
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: binary)
-        process.arguments = [
+        var demo = Subprocess(executable: binary, environment: ProcessInfo.processInfo.environment)
+        demo.timeoutMilliseconds = 240_000
+        demo.maximumErrorBytes = 1 << 20
+        let outcome = try demo.run([
             "demo", "--partitions", "12", "--seconds", "1", "--writers", "8", "--dir", scratch.path + "/d", "--format",
             "json",
-        ]
-        FileManager.default.createFile(atPath: scratch.path + "/out", contents: nil)
-        FileManager.default.createFile(atPath: scratch.path + "/err", contents: nil)
-        process.standardOutput = try FileHandle(forWritingTo: URL(fileURLWithPath: scratch.path + "/out"))
-        process.standardError = try FileHandle(forWritingTo: URL(fileURLWithPath: scratch.path + "/err"))
-        try process.run()
-        let deadline = Date().addingTimeInterval(240)
-        while process.isRunning && Date() < deadline { usleep(50_000) }
-        if process.isRunning {
-            process.terminate()
-            process.waitUntilExit()
-        }
-        let out = String(decoding: FileManager.default.contents(atPath: scratch.path + "/out") ?? Data(), as: UTF8.self)
-        let err = String(decoding: FileManager.default.contents(atPath: scratch.path + "/err") ?? Data(), as: UTF8.self)
-        #expect(process.terminationStatus == 0, "raftd demo exited \(process.terminationStatus): \(err.suffix(3000))")
+        ])
+        let out = String(decoding: outcome.standardOutput, as: UTF8.self)
+        let err = String(decoding: outcome.standardError, as: UTF8.self)
+        #expect(
+            outcome.succeeded,
+            "raftd demo exited \(outcome.exitCode.map { "\($0)" } ?? "by a signal"): \(err.suffix(3000))")
         let line = out.split(separator: "\n").last.map(String.init) ?? ""
         let summary = try JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any] ?? [:]
         #expect(summary["ok"] as? Bool == true, "\(line)")

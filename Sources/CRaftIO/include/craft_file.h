@@ -14,13 +14,13 @@ int craft_openat(int dirfd, const char *path, int flags, mode_t mode);
 
 /* A small file replaced by lock and rename beneath the directory `root`, without following
  * any symbolic link on the way: the directory of `target` is opened with openat2
- * (RESOLVE_NO_SYMLINKS | RESOLVE_BENEATH), then `lock` (the same directory) created in it
- * (O_EXCL), written, closed and renamed to `target`, both named relative to that directory.
+ * (RESOLVE_NO_SYMLINKS | RESOLVE_BENEATH), then `<name>.lock` created in it (O_EXCL),
+ * written, closed and renamed to `target`'s name, both relative to that directory.
  * Returns 0, or -errno with the lock it created removed: ENOENT or ENOTDIR (a directory on
  * the way missing or a file), EEXIST (a lock already there), ELOOP or EXDEV (a link on the
  * way), EISDIR (a directory at `target`), ENOSYS (no openat2; remembered, and returned at
  * once from then on, as after EPERM from a seccomp filter). */
-int craft_replace_beneath(const char *root, const char *lock, const char *target, const void *bytes, size_t length);
+int craft_replace_beneath(const char *root, const char *target, const void *bytes, size_t length);
 
 /* close(2). Returns 0 or -errno. */
 int craft_close(int fd);

@@ -312,7 +312,7 @@ public struct RepositoryFiles: Sendable {
     /// write fails (the careful path meets the same and says why).
     private func quickReplace(_ name: String, with bytes: [UInt8]) -> Bool {
         let done = bytes.withUnsafeBytes { raw in
-            craft_replace_beneath(path, name + ".lock", name, raw.baseAddress, raw.count) == 0
+            craft_replace_beneath(path, name, raw.baseAddress, raw.count) == 0
         }
         guard done else { return false }
         CrashPoints.reached()

@@ -1,6 +1,7 @@
 import Foundation
 import RaftAPI
 import RaftClient
+import RaftEngine
 import RaftTesting
 import Synchronization
 
@@ -49,8 +50,6 @@ struct DemoWriterResult: Sendable {
 /// partition, so that every acknowledged write can be looked for, one by one, on every
 /// replica at the end.
 enum DemoWriters {
-    static let zero = String(repeating: "0", count: 40)
-
     /// Runs `writers` writers until `ledger.stop` is set; their results merged.
     static func run(
         phase: String, writers: Int, paths: [String], chain: CommitChain, client: RaftClient, ledger: DemoLedger
@@ -103,7 +102,7 @@ enum DemoWriters {
         request.repository.relativePath = path
         var update = Raftd_V1_ReferenceUpdate()
         update.reference = reference
-        update.oldOid = zero
+        update.oldOid = ObjectID.zero.hex
         update.newOid = oid
         request.updates = [update]
         if let pack { request.pack = pack }
@@ -147,28 +146,5 @@ enum DemoWriters {
         read.prefix = reference
         guard let refs = try? await client.listRefs(read) else { return nil }
         return refs.references.contains { $0.name == reference && $0.oid == oid } ? refs.lsn : nil
-    }
-}
-
-/// Runs `body` for every index in `0..<count`, at most `width` at a time.
-func concurrently(
-    _ count: Int, width: Int = 64, _ body: @escaping @Sendable (Int) async throws -> Void
-)
-    async throws
-{
-    try await withThrowingTaskGroup(of: Void.self) { group in
-        var next = 0
-        while next < min(width, count) {
-            let i = next
-            group.addTask { try await body(i) }
-            next += 1
-        }
-        while try await group.next() != nil {
-            if next < count {
-                let i = next
-                group.addTask { try await body(i) }
-                next += 1
-            }
-        }
     }
 }

@@ -85,7 +85,7 @@ struct ProcessDemo {
             if succeeded && directory == nil && !keep {
                 Self.removeTree(root)
             } else {
-                note("kept for inspection: \(root) (node logs: \(root)/cluster/node<k>.log)")
+                say("kept for inspection: \(root) (node logs: \(root)/cluster/node<k>.log)")
             }
         }
 
@@ -114,14 +114,14 @@ struct ProcessDemo {
         var t0 = ContinuousClock.now
         let creation = progressTask { "  creating partitions: \(created.load(ordering: .relaxed))/\(partitions)" }
         try await concurrently(partitions, width: 32) { n in
-            try await Self.createRepository(paths[n], creators[n % 3])
+            try await creators[n % 3].createRepositoryRetrying(paths[n])
             var errors = ErrorCounts()
             let tip = chain.commits.last!
             guard
                 let lsn = await DemoWriters.create(
                     "refs/heads/main", at: tip, in: paths[n], pack: chain.pack, client, &errors)
             else {
-                throw DemoError("\(paths[n]): the first write (with the pack) got no outcome in 30 s: \(errors.text)")
+                throw LoadError("\(paths[n]): the first write (with the pack) got no outcome in 30 s: \(errors.text)")
             }
             ledger.acknowledge(n, lsn)
             seeds.withLock { $0.append(DemoAck(partition: n, reference: "refs/heads/main", oid: tip)) }
@@ -202,11 +202,11 @@ struct ProcessDemo {
         try await Task.sleep(for: .seconds(1))
         let killedAt = ContinuousClock.now
         cluster.crash(victim)
-        note("killed node \(victim + 1) with kill -9 (pid gone); it led \(led[victim]) of \(partitions) partitions")
+        say("killed node \(victim + 1) with kill -9 (pid gone); it led \(led[victim]) of \(partitions) partitions")
         let (polled, byLeaders) = try await waitReLed(cluster, client, paths, orphaned, victim: victim, since: killedAt)
         summary.failoverPolled = polled
         summary.failoverLeaders = byLeaders
-        note(
+        say(
             "failover: all \(orphaned.count) partitions re-led \(Self.ms(byLeaders)) ms after the kill by the new leaders' clocks (\(Self.ms(polled)) ms by polling)"
         )
         try await Task.sleep(for: .seconds(2))
@@ -223,7 +223,7 @@ struct ProcessDemo {
             (try? LocalHTTP.get(cluster.httpEndpoints[victim], "/metrics")).map {
                 LocalHTTP.metric($0.body, "raftd_elections_total")
             } ?? -1
-        note(
+        say(
             "restarted node \(victim + 1): answering after \(Self.f1(summary.restartReady)) s, caught up on all \(partitions) partitions after \(Self.f1(summary.catchUp)) s, \(Int(summary.restartElections)) elections started by it"
         )
         try await Task.sleep(for: .seconds(1))
@@ -253,251 +253,10 @@ struct ProcessDemo {
         summary.total = (ContinuousClock.now - began).seconds
         report(summary)
         guard summary.problems.isEmpty else {
-            for problem in summary.problems.prefix(20) { note("FAILED: \(problem)") }
+            for problem in summary.problems.prefix(20) { say("FAILED: \(problem)") }
             throw ExitCode(1)
         }
         succeeded = true
-    }
-
-    // MARK: steps
-
-    static func createRepository(_ path: String, _ creator: RaftClient) async throws {
-        // A creation whose outcome is unknown (leadership moved) is tried again: it commits
-        // into the same partition or finds ALREADY_EXISTS.
-        for attempt in 1...5 {
-            do {
-                _ = try await creator.createRepository(path)
-                return
-            } catch let error as RaftClientError where error.code == .alreadyExists && attempt > 1 {
-                return
-            } catch let error as RaftClientError
-                where [.unknownOutcome, .unavailable].contains(error.code) && attempt < 5
-            {
-                try await Task.sleep(for: .milliseconds(200))
-            }
-        }
-    }
-
-    private func writePhase(
-        _ phase: String, seconds: Double, paths: [String], chain: CommitChain, client: RaftClient, ledger: DemoLedger,
-        label: String
-    ) async throws -> DemoWriterResult {
-        let started = ContinuousClock.now
-        let last = Mutex<(Int, ContinuousClock.Instant)>((0, started))
-        let progress = progressTask {
-            let now = ContinuousClock.now
-            let count = ledger.acknowledged.load(ordering: .relaxed)
-            let rate = last.withLock { state -> Double in
-                defer { state = (count, now) }
-                return Double(count - state.0) / max(0.001, (now - state.1).seconds)
-            }
-            return
-                "  \(label): \(Int((now - started).seconds)) s, \(count) acknowledged, \(Int(rate)) writes/s, errors \(ledger.failed.load(ordering: .relaxed))"
-        }
-        let task = Task {
-            await DemoWriters.run(
-                phase: phase, writers: writers, paths: paths, chain: chain, client: client, ledger: ledger)
-        }
-        try await Task.sleep(for: .milliseconds(Int(seconds * 1000)))
-        ledger.stop.store(true, ordering: .relaxed)
-        let result = await task.value
-        progress.cancel()
-        endProgress()
-        return result
-    }
-
-    private func gitRoundTrip(
-        _ cluster: ProcessCluster, _ client: RaftClient, root: String
-    ) async throws -> (
-        push: Double, clone: Double, commits: Int, problem: String?
-    ) {
-        // A small project with history, built with git.
-        let source = root + "/project"
-        try FileManager.default.createDirectory(atPath: source + "/src", withIntermediateDirectories: true)
-        try ClientGit.check(["init", "-q", "-b", "main", "."], in: source)
-        let commits = 40
-        for n in 0..<commits {
-            let text = (0..<(20 + n)).map { "line \($0) of revision \(n)" }.joined(separator: "\n") + "\n"
-            try Data(text.utf8).write(to: URL(fileURLWithPath: source + "/src/module\(n % 7).txt"))
-            try Data("# demo project\n\nrevision \(n)\n".utf8).write(to: URL(fileURLWithPath: source + "/README.md"))
-            try ClientGit.check(["add", "-A"], in: source)
-            try ClientGit.check(["commit", "-q", "-m", "revision \(n)"], in: source)
-        }
-        let head = try ClientGit.check(["rev-parse", "HEAD"], in: source)
-        let path = "demo/project.git"
-        try await Self.createRepository(path, client)
-        // Every node serves it once it applied the creation (a follower answers 404 before).
-        var partition = Raftd_V1_GetPartitionResponse()
-        for endpoint in cluster.endpoints {
-            let deadline = ContinuousClock.now + .seconds(15)
-            while true {
-                do {
-                    partition = try await client.partition(relativePath: path, at: endpoint)
-                    break
-                } catch let error as RaftClientError where error.code == .notFound && ContinuousClock.now < deadline {
-                    try await Task.sleep(for: .milliseconds(20))
-                }
-            }
-        }
-        if partition.leaderAddress.isEmpty { partition = try await client.partition(relativePath: path) }
-        let leader = cluster.endpoints.firstIndex(of: partition.leaderAddress) ?? 0
-        let follower = (leader + 1) % 3
-        let other = (leader + 2) % 3
-        let credentials = "demo:\(cluster.token.trimmingCharacters(in: .whitespacesAndNewlines))@"
-        var t0 = ContinuousClock.now
-        let pushed = try ClientGit.run(
-            ["push", "-q", "http://\(credentials)\(cluster.gitEndpoints[follower])/\(path)", "main"], in: source,
-            timeout: 120)
-        let push = (ContinuousClock.now - t0).seconds
-        guard pushed.ok else {
-            return (
-                push, 0, commits, "git push to node \(follower + 1) (a follower) failed: \(pushed.errors.suffix(400))"
-            )
-        }
-        say(
-            "git: pushed \(commits) commits to node \(follower + 1) (a follower; node \(leader + 1) leads the partition) in \(Self.ms(push)) ms"
-        )
-        t0 = ContinuousClock.now
-        let clone = root + "/clone"
-        let cloned = try ClientGit.run(
-            [
-                "-c", "http.extraHeader=Raftd-Consistency: linearizable", "clone", "-q",
-                "http://\(credentials)\(cluster.gitEndpoints[other])/\(path)", clone,
-            ], in: root, timeout: 120)
-        let cloneTime = (ContinuousClock.now - t0).seconds
-        guard cloned.ok else {
-            return (push, cloneTime, commits, "git clone from node \(other + 1) failed: \(cloned.errors.suffix(400))")
-        }
-        let fsck = try ClientGit.run(["fsck", "--full", "--strict"], in: clone)
-        let cloneHead = try ClientGit.check(["rev-parse", "HEAD"], in: clone)
-        let count = try ClientGit.check(["rev-list", "--count", "HEAD"], in: clone)
-        say(
-            "git: cloned it from node \(other + 1) in \(Self.ms(cloneTime)) ms: \(count) commits, HEAD \(cloneHead.prefix(12)) (\(cloneHead == head ? "the one pushed" : "NOT the one pushed")), git fsck \(fsck.ok ? "clean" : "FAILED")"
-        )
-        if !fsck.ok { return (push, cloneTime, commits, "git fsck of the clone failed: \(fsck.errors.suffix(400))") }
-        if cloneHead != head || count != "\(commits)" {
-            return (
-                push, cloneTime, commits, "the clone's HEAD \(cloneHead) (\(count) commits) is not the pushed \(head)"
-            )
-        }
-        return (push, cloneTime, commits, nil)
-    }
-
-    /// The node (0-based) leading each partition, as node 1 sees it (-1: none known).
-    private func leaderMap(_ cluster: ProcessCluster, _ client: RaftClient, _ paths: [String]) async throws -> [Int] {
-        let map = Mutex<[Int]>(Array(repeating: -1, count: paths.count))
-        try await concurrently(paths.count) { n in
-            let shown = try await client.partition(relativePath: paths[n], at: cluster.endpoints[0])
-            let node = cluster.endpoints.firstIndex(of: shown.leaderAddress) ?? -1
-            map.withLock { $0[n] = node }
-        }
-        return map.withLock { $0 }
-    }
-
-    /// Waits until every orphaned partition has a leader on a live node. Returns the time
-    /// since `since` at which polling saw the last of them, and the time of the last win
-    /// by the new leaders' own clocks (each reports how long it has led).
-    private func waitReLed(
-        _ cluster: ProcessCluster, _ client: RaftClient, _ paths: [String], _ orphaned: [Int], victim: Int,
-        since: ContinuousClock.Instant
-    ) async throws -> (Double, Double) {
-        let pending = Mutex<Set<Int>>(Set(orphaned))
-        let lastWin = Mutex<ContinuousClock.Instant>(since)
-        let survivors = (0..<3).filter { $0 != victim }.map { cluster.endpoints[$0] }
-        let victimAddress = cluster.endpoints[victim]
-        while ContinuousClock.now - since < .seconds(60) {
-            let round = pending.withLock { Array($0) }
-            if round.isEmpty { break }
-            try? await concurrently(round.count) { k in
-                let n = round[k]
-                guard let shown = try? await client.partition(relativePath: paths[n], at: survivors[n % 2]),
-                    !shown.leaderAddress.isEmpty, shown.leaderAddress != victimAddress,
-                    let fromLeader = try? await client.partition(relativePath: paths[n], at: shown.leaderAddress),
-                    fromLeader.leaderAddress == shown.leaderAddress
-                else { return }
-                let won = ContinuousClock.now - .milliseconds(fromLeader.leaderForMs)
-                lastWin.withLock { $0 = max($0, won) }
-                pending.withLock { _ = $0.remove(n) }
-            }
-            if pending.withLock({ $0.isEmpty }) { break }
-            try await Task.sleep(for: .milliseconds(20))
-        }
-        let left = pending.withLock { $0.count }
-        guard left == 0 else { throw DemoError("\(left) partitions had no leader on a live node 60 s after the kill") }
-        return ((ContinuousClock.now - since).seconds, (lastWin.withLock { $0 } - since).seconds)
-    }
-
-    /// Waits until `node` has applied each partition up to its target LSN.
-    private func waitCaughtUp(
-        _ cluster: ProcessCluster, _ client: RaftClient, _ paths: [String], node: Int, targets: [UInt64]
-    ) async throws {
-        let pending = Mutex<Set<Int>>(Set(paths.indices))
-        let started = ContinuousClock.now
-        while ContinuousClock.now - started < .seconds(60) {
-            let round = pending.withLock { Array($0) }
-            if round.isEmpty { return }
-            try? await concurrently(round.count) { k in
-                let n = round[k]
-                guard let shown = try? await client.partition(relativePath: paths[n], at: cluster.endpoints[node]),
-                    shown.appliedLsn >= targets[n]
-                else { return }
-                pending.withLock { _ = $0.remove(n) }
-            }
-            progress(
-                "  catching up: node \(node + 1) applied \(paths.count - pending.withLock { $0.count })/\(paths.count) partitions"
-            )
-            if pending.withLock({ $0.isEmpty }) { break }
-            try await Task.sleep(for: .milliseconds(50))
-        }
-        endProgress()
-        let left = pending.withLock { $0.count }
-        guard left == 0 else { throw DemoError("node \(node + 1) had not caught up on \(left) partitions after 60 s") }
-    }
-
-    /// Reads every partition on every node at the LSN of its last acknowledged write and
-    /// looks for every acknowledged reference at its object ID.
-    private func checkReplicas(
-        _ cluster: ProcessCluster, _ client: RaftClient, _ paths: [String], acks: [DemoAck], lsns: [UInt64]
-    ) async throws -> [String] {
-        var expected = Array(repeating: [(String, String)](), count: paths.count)
-        for ack in acks { expected[ack.partition].append((ack.reference, ack.oid)) }
-        let frozen = expected
-        let problems = Mutex<[String]>([])
-        let done = Atomic<Int>(0)
-        let progress = progressTask { "  checked \(done.load(ordering: .relaxed))/\(paths.count * 3) replicas" }
-        try await concurrently(paths.count * 3, width: 48) { k in
-            let n = k / 3
-            let node = k % 3
-            var read = Raftd_V1_ListRefsRequest()
-            read.repository.relativePath = paths[n]
-            read.consistency = .staleAtLsn
-            read.minLsn = lsns[n]
-            var answer: Raftd_V1_ListRefsResponse?
-            let deadline = ContinuousClock.now + .seconds(60)
-            while answer == nil && ContinuousClock.now < deadline {
-                answer = try? await client.listRefs(at: cluster.endpoints[node], read)
-                if answer == nil { try await Task.sleep(for: .milliseconds(100)) }
-            }
-            defer { done.add(1, ordering: .relaxed) }
-            guard let answer else {
-                problems.withLock {
-                    $0.append("node \(node + 1) did not serve \(paths[n]) at LSN \(lsns[n]) within 60 s")
-                }
-                return
-            }
-            var refs: [String: String] = [:]
-            for reference in answer.references { refs[reference.name] = reference.oid }
-            for (name, oid) in frozen[n] where refs[name] != oid {
-                problems.withLock {
-                    $0.append(
-                        "node \(node + 1) \(paths[n]): acknowledged \(name) at \(oid.prefix(12)) reads \(refs[name]?.prefix(12) ?? "missing")"
-                    )
-                }
-            }
-        }
-        progress.cancel()
-        endProgress()
-        return problems.withLock { $0 }
     }
 
     // MARK: output
@@ -561,7 +320,7 @@ struct ProcessDemo {
 
     private func output(_ line: String) { FileHandle.standardOutput.write(Data((line + "\n").utf8)) }
 
-    private func framesSent(_ cluster: ProcessCluster) -> Double {
+    func framesSent(_ cluster: ProcessCluster) -> Double {
         (0..<3).reduce(0) { sum, i in
             guard cluster.isRunning(i), let text = try? LocalHTTP.get(cluster.httpEndpoints[i], "/metrics").body else {
                 return sum
@@ -570,31 +329,29 @@ struct ProcessDemo {
         }
     }
 
-    private func merged(_ a: DemoLedger, _ b: DemoLedger) -> [UInt64] {
+    func merged(_ a: DemoLedger, _ b: DemoLedger) -> [UInt64] {
         let x = a.lsns.withLock { $0 }
         let y = b.lsns.withLock { $0 }
         return zip(x, y).map { max($0, $1) }
     }
 
     /// A line of the story: standard output in text mode, standard error with --format json.
-    private func say(_ line: String) {
+    func say(_ line: String) {
         // Unbuffered, so that the story and the progress lines come out in order.
         (format == .text ? FileHandle.standardOutput : FileHandle.standardError).write(Data((line + "\n").utf8))
     }
 
-    private func note(_ line: String) { say(line) }
-
-    private static let interactive = isatty(2) != 0
+    static let interactive = isatty(2) != 0
 
     /// A progress line on standard error, rewritten in place on a terminal (every 2 s as a
     /// line of its own otherwise).
-    private func progress(_ line: String) {
+    func progress(_ line: String) {
         if Self.interactive {
             FileHandle.standardError.write(Data(("\r\u{1B}[K" + line).utf8))
         }
     }
 
-    private func progressTask(_ line: @escaping @Sendable () -> String) -> Task<Void, Never> {
+    func progressTask(_ line: @escaping @Sendable () -> String) -> Task<Void, Never> {
         let interactive = Self.interactive
         return Task {
             var n = 0
@@ -610,7 +367,7 @@ struct ProcessDemo {
         }
     }
 
-    private func endProgress() {
+    func endProgress() {
         if Self.interactive { FileHandle.standardError.write(Data("\r\u{1B}[K".utf8)) }
     }
 
@@ -636,9 +393,4 @@ struct ProcessDemo {
     static func f2(_ x: Double) -> String { String(format: "%.2f", x) }
     static func f3(_ x: Double) -> String { String(format: "%.3f", x) }
     static func ms(_ seconds: Double) -> Int { Int((seconds * 1000).rounded()) }
-}
-
-struct DemoError: Error, CustomStringConvertible {
-    let description: String
-    init(_ description: String) { self.description = description }
 }

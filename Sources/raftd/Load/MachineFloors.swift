@@ -10,29 +10,17 @@ import RaftEngine
 /// io_uring, no batching) and a TCP round trip over loopback (1 byte each way, Nagle off,
 /// blocking sockets on two threads). `raftd io-probe --floors`.
 struct MachineFloors {
-    var fdatasyncMicros: [Double] = []
-    var roundTripMicros: [Double] = []
-
-    static func percentile(_ values: [Double], _ p: Double) -> Double {
-        guard !values.isEmpty else { return 0 }
-        let sorted = values.sorted()
-        return sorted[min(sorted.count - 1, Int(Double(sorted.count) * p / 100))]
-    }
+    var syncedAppends = Latencies()
+    var roundTrip = Latencies()
 
     static func measure(directory: String, appends: Int = 500, roundTrips: Int = 5000) throws -> MachineFloors {
         var floors = MachineFloors()
-        floors.fdatasyncMicros = try fdatasyncAppends(directory: directory, count: appends)
-        floors.roundTripMicros = try loopbackRoundTrips(count: roundTrips)
+        floors.syncedAppends = try fdatasyncAppends(directory: directory, count: appends)
+        floors.roundTrip = try loopbackRoundTrips(count: roundTrips)
         return floors
     }
 
-    static func now() -> Double {
-        var t = timespec()
-        clock_gettime(CLOCK_MONOTONIC, &t)
-        return Double(t.tv_sec) * 1e6 + Double(t.tv_nsec) / 1e3
-    }
-
-    static func fdatasyncAppends(directory: String, count: Int) throws -> [Double] {
+    static func fdatasyncAppends(directory: String, count: Int) throws -> Latencies {
         let path = "\(directory)/.raftd-floors-\(getpid())"
         let fd = open(path, O_CREAT | O_WRONLY | O_TRUNC | O_CLOEXEC, 0o600)
         guard fd >= 0 else { throw LoadError("open \(path): \(String(cString: strerror(errno)))") }
@@ -41,19 +29,19 @@ struct MachineFloors {
             unlink(path)
         }
         let block = [UInt8](repeating: 0x5A, count: 4096)
-        var samples: [Double] = []
+        var samples = Latencies()
         for n in 0..<count {
-            let start = now()
+            let start = ContinuousClock.now
             let written = block.withUnsafeBytes { pwrite(fd, $0.baseAddress, 4096, off_t(n * 4096)) }
             guard written == 4096, fdatasync(fd) == 0 else {
                 throw LoadError("pwrite/fdatasync in \(directory): \(String(cString: strerror(errno)))")
             }
-            samples.append(now() - start)
+            samples.record(ContinuousClock.now - start)
         }
         return samples
     }
 
-    static func loopbackRoundTrips(count: Int) throws -> [Double] {
+    static func loopbackRoundTrips(count: Int) throws -> Latencies {
         let listener = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         guard listener >= 0 else { throw LoadError("socket: errno \(errno)") }
         defer { close(listener) }
@@ -85,27 +73,32 @@ struct MachineFloors {
             close(server)
         }
         echo.start()
-        var samples: [Double] = []
+        var samples = Latencies()
         var byte: UInt8 = 1
         for _ in 0..<count {
-            let start = now()
+            let start = ContinuousClock.now
             guard send(client, &byte, 1, Int32(MSG_NOSIGNAL)) == 1, recv(client, &byte, 1, 0) == 1 else {
                 throw LoadError("loopback ping-pong: errno \(errno)")
             }
-            samples.append(now() - start)
+            samples.record(ContinuousClock.now - start)
         }
         shutdown(client, Int32(SHUT_RDWR))
         return samples
     }
 
+    /// A percentile (0...100) in whole microseconds.
+    static func micros(_ latencies: Latencies, _ percentile: Double) -> Int {
+        Int((latencies.milliseconds(percentile) * 1000).rounded())
+    }
+
     var json: String {
-        "{\"fdatasync_4k_append_p50_us\":\(Int(Self.percentile(fdatasyncMicros, 50))),\"fdatasync_4k_append_p99_us\":\(Int(Self.percentile(fdatasyncMicros, 99))),\"loopback_rtt_p50_us\":\(Int(Self.percentile(roundTripMicros, 50))),\"loopback_rtt_p99_us\":\(Int(Self.percentile(roundTripMicros, 99)))}"
+        "{\"fdatasync_4k_append_p50_us\":\(Self.micros(syncedAppends, 50)),\"fdatasync_4k_append_p99_us\":\(Self.micros(syncedAppends, 99)),\"loopback_rtt_p50_us\":\(Self.micros(roundTrip, 50)),\"loopback_rtt_p99_us\":\(Self.micros(roundTrip, 99))}"
     }
 
     var text: String {
         """
-        fdatasync of a 4 KiB append: p50 \(Int(Self.percentile(fdatasyncMicros, 50))) µs, p99 \(Int(Self.percentile(fdatasyncMicros, 99))) µs (\(fdatasyncMicros.count) appends, pwrite + fdatasync)
-        loopback TCP round trip:     p50 \(Int(Self.percentile(roundTripMicros, 50))) µs, p99 \(Int(Self.percentile(roundTripMicros, 99))) µs (\(roundTripMicros.count) 1-byte ping-pongs)
+        fdatasync of a 4 KiB append: p50 \(Self.micros(syncedAppends, 50)) µs, p99 \(Self.micros(syncedAppends, 99)) µs (\(syncedAppends.count) appends, pwrite + fdatasync)
+        loopback TCP round trip:     p50 \(Self.micros(roundTrip, 50)) µs, p99 \(Self.micros(roundTrip, 99)) µs (\(roundTrip.count) 1-byte ping-pongs)
         """
     }
 }
