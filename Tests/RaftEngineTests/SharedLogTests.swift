@@ -147,6 +147,49 @@ struct SharedLogTests {
         #expect(try log.entries(of: g, from: LogIndex(21), to: LogIndex(22), maxBytes: .max) == [entry(21, term: 4)])
     }
 
+    @Test("WAL: a reset to a snapshot drops the whole log (a conflicting suffix too), with entries after it, also after a reopen")
+    func resetToSnapshot() throws {
+        let dir = try TemporaryDirectory()
+        defer { dir.remove() }
+        let options = testLogOptions()
+        let g = GroupID(3)
+        let other = GroupID(4)
+        do {
+            let log = try SharedLog(directory: dir.path, options: options)
+            defer { log.close() }
+            try log.append([
+                GroupWrite(group: g, entries: (1...10).map { entry($0, term: 1) }),
+                GroupWrite(group: other, entries: (1...3).map { entry($0, term: 1) }),
+            ])
+            // A snapshot at 6 in term 2: entries 7...10 of term 1 conflict and must go too.
+            try log.append([
+                GroupWrite(
+                    group: g, reset: LogReset(index: LogIndex(6), term: Term(2)), entries: [entry(7, term: 2, "new")],
+                    hardState: HardState(term: Term(2), vote: .none, commit: LogIndex(6)))
+            ])
+            #expect(log.firstIndex(of: g) == LogIndex(7))
+            #expect(log.lastIndex(of: g) == LogIndex(7))
+            // A reset below the compacted index is refused, and changes nothing.
+            #expect(throws: WALError.self) {
+                try log.append([GroupWrite(group: g, reset: LogReset(index: LogIndex(5), term: Term(2)))])
+            }
+        }
+        let log = try SharedLog(directory: dir.path, options: options)
+        defer { log.close() }
+        #expect(log.firstIndex(of: g) == LogIndex(7))
+        #expect(log.lastIndex(of: g) == LogIndex(7))
+        #expect(try log.term(of: g, at: LogIndex(6)) == Term(2))
+        #expect(try log.entries(of: g, from: LogIndex(7), to: LogIndex(8), maxBytes: .max) == [entry(7, term: 2, "new")])
+        #expect(log.hardState(of: g)?.commit == LogIndex(6))
+        #expect(log.lastIndex(of: other) == LogIndex(3))
+        // A reset ahead of the whole log (a follower far behind) empties it.
+        try log.append([GroupWrite(group: other, reset: LogReset(index: LogIndex(50), term: Term(3)))])
+        #expect(log.firstIndex(of: other) == LogIndex(51))
+        #expect(log.lastIndex(of: other) == LogIndex(50))
+        try log.append([GroupWrite(group: other, entries: [entry(51, term: 3)])])
+        #expect(log.lastIndex(of: other) == LogIndex(51))
+    }
+
     @Test("WAL: a removed group is gone, also after a reopen")
     func removeGroup() throws {
         let dir = try TemporaryDirectory()

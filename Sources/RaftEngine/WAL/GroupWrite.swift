@@ -16,17 +16,34 @@ public struct WALEntry: Equatable, Sendable {
     }
 }
 
-/// What one group writes in one turn: new entries (possibly replacing a conflicting suffix)
-/// and/or a new hard state. Durable together with everything else in its batch.
+/// The point a group's log restarts from after a snapshot was installed: every entry is
+/// dropped, and the log continues at `index + 1`, whose predecessor has `term`.
+public struct LogReset: Equatable, Sendable {
+    public var index: LogIndex
+    public var term: Term
+
+    public init(index: LogIndex, term: Term) {
+        self.index = index
+        self.term = term
+    }
+}
+
+/// What one group writes in one turn: a reset of its log to a snapshot, new entries
+/// (possibly replacing a conflicting suffix) and/or a new hard state, in that order.
+/// Durable together with everything else in its batch.
 public struct GroupWrite: Sendable {
     public var group: GroupID
+    /// The log is replaced by a snapshot first (a truncation and a compaction record):
+    /// `entries` then start at its index + 1.
+    public var reset: LogReset?
     /// Consecutive indexes. If the first index is at or below the group's last index, the
     /// log from that index on is replaced (a truncation record is written first).
     public var entries: [WALEntry]
     public var hardState: HardState?
 
-    public init(group: GroupID, entries: [WALEntry] = [], hardState: HardState? = nil) {
+    public init(group: GroupID, reset: LogReset? = nil, entries: [WALEntry] = [], hardState: HardState? = nil) {
         self.group = group
+        self.reset = reset
         self.entries = entries
         self.hardState = hardState
     }
@@ -35,7 +52,8 @@ public struct GroupWrite: Sendable {
     var encodedSize: Int {
         var size = entries.reduce(0) { $0 + WALFormat.recordSize(payload: $1.payload.count) }
         if hardState != nil { size += WALFormat.recordSize(payload: 8) }
-        // A possible truncation record.
+        // A possible truncation record; a reset's truncation and compaction.
+        if reset != nil { size += 2 * WALFormat.recordSize(payload: 0) }
         return size + WALFormat.recordSize(payload: 0)
     }
 }

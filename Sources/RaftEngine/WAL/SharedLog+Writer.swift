@@ -416,6 +416,17 @@ extension SharedLog {
             }
             var state =
                 projected[write.group] ?? shadow[write.group] ?? ShadowState(base: .zero, last: .zero, lastTerm: .zero)
+            var wasReset = false
+            if let reset = write.reset {
+                guard reset.index >= state.base else {
+                    return .invalidWrite(
+                        group: write.group,
+                        reason: "a reset to \(reset.index) is below the compacted index \(state.base)")
+                }
+                state = ShadowState(base: reset.index, last: reset.index, lastTerm: reset.term)
+                projected[write.group] = state
+                wasReset = true
+            }
             guard let first = write.entries.first else { continue }
             if first.index <= state.base {
                 return .invalidWrite(
@@ -429,7 +440,7 @@ extension SharedLog {
                 return .invalidWrite(
                     group: write.group, reason: "term \(first.term) below the last term \(state.lastTerm)")
             }
-            if first.index <= state.last,
+            if first.index <= state.last, !wasReset,
                 lock.withLock({ table.groups[write.group]?.term(at: first.index) }) == first.term
             {
                 // An overwrite starts with a truncation, and a crash may leave the truncation
@@ -461,6 +472,21 @@ extension SharedLog {
 
     private func encode(_ write: GroupWrite, into packing: inout Packing) throws(WALError) {
         var state = shadow[write.group] ?? ShadowState(base: .zero, last: .zero, lastTerm: .zero)
+        if let reset = write.reset {
+            // Everything after the snapshot goes, then everything up to it: replay drops the
+            // whole log, whatever it held, and restarts it at the snapshot.
+            if state.last > reset.index {
+                let header = RecordHeader(
+                    length: 0, type: .truncate, kind: 0, group: write.group, term: reset.term, index: reset.index.next)
+                try room(for: WALFormat.recordSize(payload: 0), in: &packing)
+                    .add(header, payload: UnsafeRawBufferPointer(start: nil, count: 0))
+            }
+            let header = RecordHeader(
+                length: 0, type: .compact, kind: 0, group: write.group, term: reset.term, index: reset.index)
+            try room(for: WALFormat.recordSize(payload: 0), in: &packing)
+                .add(header, payload: UnsafeRawBufferPointer(start: nil, count: 0))
+            state = ShadowState(base: reset.index, last: reset.index, lastTerm: reset.term)
+        }
         if let first = write.entries.first {
             if first.index <= state.last {
                 let header = RecordHeader(
