@@ -35,7 +35,8 @@ int craft_uring_probe(void) {
         return -EOPNOTSUPP;
     }
     int ok = io_uring_opcode_supported(probe, IORING_OP_WRITEV) &&
-             io_uring_opcode_supported(probe, IORING_OP_FSYNC);
+             io_uring_opcode_supported(probe, IORING_OP_FSYNC) &&
+             io_uring_opcode_supported(probe, IORING_OP_READ);
     io_uring_free_probe(probe);
     io_uring_queue_exit(&ring);
     return ok ? 0 : -EOPNOTSUPP;
@@ -151,6 +152,33 @@ int craft_writer_submit(struct craft_writer *w, int fd, const struct craft_write
     if (rc < 0) return rc;
     w->in_flight += total;
     return (int)total;
+}
+
+int craft_writer_submit_read(struct craft_writer *w, int fd, void *buffer, uint32_t length,
+                             uint64_t offset, uint64_t user_data) {
+    if (w == NULL || buffer == NULL || length == 0) return -EINVAL;
+    if (w->in_flight >= w->depth) return -EBUSY;
+    if (w->backend == CRAFT_BACKEND_URING) {
+        struct io_uring_sqe *sqe = io_uring_get_sqe(&w->ring);
+        if (sqe == NULL) return -EBUSY;
+        io_uring_prep_read(sqe, fd, buffer, length, offset);
+        io_uring_sqe_set_data64(sqe, user_data);
+        for (;;) {
+            int rc = io_uring_submit(&w->ring);
+            if (rc == -EINTR || rc == -EAGAIN) continue;
+            if (rc < 0) return rc;
+            if (rc == 0) return -EIO;
+            break;
+        }
+    } else {
+        ssize_t n;
+        do {
+            n = pread(fd, buffer, length, (off_t)offset);
+        } while (n < 0 && errno == EINTR);
+        fallback_push(w, user_data, n >= 0 ? (int64_t)n : -errno);
+    }
+    w->in_flight += 1;
+    return 1;
 }
 
 static int reap_fallback(struct craft_writer *w, struct craft_completion *out, uint32_t capacity,

@@ -62,6 +62,13 @@ void craft_writer_destroy(struct craft_writer *writer);
 int craft_writer_submit(struct craft_writer *writer, int fd, const struct craft_write *writes,
                         uint32_t count, uint64_t sync_user_data);
 
+/* Queues one positioned read of at most `length` bytes of `fd` at `offset` into the
+ * caller's `buffer` (owned by the caller until the completion is reaped; the result is the
+ * byte count, 0 at end of file, or -errno) and submits it, unlinked: reads complete in any
+ * order. Snapshot streams keep several in flight to read a file ahead of the sender.
+ * Returns 1, or -errno; -EBUSY when the writer has no room. */
+int craft_writer_submit_read(struct craft_writer *writer, int fd, void *buffer, uint32_t length,
+                             uint64_t offset, uint64_t user_data);
 /* Reaps up to `capacity` completions into `out`, blocking until at least `min_complete`
  * are available (0 never blocks). Returns the number reaped or -errno (-EINTR included:
  * the caller retries). */
