@@ -166,6 +166,14 @@ int64_t craft_file_type(const char *path, int follow_symlinks) {
     return (int64_t)(st.st_mode & S_IFMT);
 }
 
+int craft_lstat(const char *path, uint32_t *mode, uint64_t *size) {
+    struct stat st;
+    if (lstat(path, &st) != 0) return -errno;
+    *mode = (uint32_t)st.st_mode;
+    *size = (uint64_t)st.st_size;
+    return 0;
+}
+
 int64_t craft_realpath(const char *path, char *buffer, size_t capacity) {
     char *resolved = realpath(path, NULL);
     if (resolved == NULL) return -errno;

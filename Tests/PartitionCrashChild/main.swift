@@ -44,6 +44,41 @@ if arguments.count == 6 && arguments[1] == "attach" {
     exit(0)
 }
 
+// PartitionCrashChild install <storage root> <replica directory> <cluster ID> <node ID>
+//   <partition key> <staged name> <index> <term> <kill point | -1>:
+// opens the storage's metadata and the replica (finishing an install a kill interrupted),
+// then installs the snapshot staged as <staged name> at <index>, as the host does when a
+// follower takes a snapshot; prints "points <n>" and "applied <index>".
+if arguments.count == 11 && arguments[1] == "install" {
+    guard let killAt = Int(arguments[10]), let index = UInt64(arguments[8]), let term = UInt64(arguments[9]) else {
+        fail("usage: PartitionCrashChild install <root> <replica> <cluster> <node> <partition> <staged> <index> <term> <kill>")
+    }
+    do {
+        let partition = try PartitionKey(parsing: arguments[6])
+        let store = try MetadataStore.open(
+            storageRoot: arguments[2], clusterID: try ClusterID(parsing: arguments[4]),
+            storageName: partition.authority, nodeID: try NodeID(parsing: arguments[5]), createIfMissing: false)
+        let machine = try PartitionStateMachine(
+            storageRoot: arguments[2], directory: arguments[3], checkpointIntervalMilliseconds: 1_000_000,
+            partition: partition, registry: store)
+        // The snapshot service stages into the open replica (opening sweeps staging).
+        let parked = arguments[2] + "/parked-snapshot"
+        if FileSystem.exists(parked) {
+            try FileSystem.rename(parked, to: machine.snapshotStagingDirectory + "/" + arguments[7])
+        }
+        if killAt >= 0 { CrashPoints.arm(killAt: killAt) }
+        let metadata = SnapshotMetadata(
+            index: LogIndex(index), term: Term(term), confState: ConfState(voters: [MemberID(1)]))
+        try machine.restore(Snapshot(metadata: metadata, data: Array(arguments[7].utf8)))
+        machine.finishRestore(metadata)
+        print("points \(CrashPoints.count)")
+        print("applied \(machine.appliedIndex.rawValue)")
+    } catch {
+        fail("\(error)")
+    }
+    exit(0)
+}
+
 guard arguments.count == 5, let killAt = Int(arguments[4]) else {
     print("usage: PartitionCrashChild <storage root> <replica directory> <script> <kill point | -1>")
     exit(2)

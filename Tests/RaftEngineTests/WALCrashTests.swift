@@ -50,7 +50,7 @@ private struct AckModel {
 }
 
 /// The directory of the test bundle, where SwiftPM also puts the executables it built.
-private func builtProduct(_ name: String) -> String {
+func builtProduct(_ name: String) -> String {
     var buffer = [CChar](repeating: 0, count: 4096)
     let n = readlink("/proc/self/exe", &buffer, buffer.count - 1)
     let exe = n > 0 ? String(decoding: buffer[0..<n].map { UInt8(bitPattern: $0) }, as: UTF8.self) : ""

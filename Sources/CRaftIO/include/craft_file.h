@@ -86,6 +86,8 @@ int craft_mkdir(const char *path, mode_t mode);
  * non-zero, lstat(2) otherwise. Returns the bits (> 0) or -errno. */
 int64_t craft_file_type(const char *path, int follow_symlinks);
 
+/* lstat(2): the whole st_mode (type and permission bits) and the size. Returns 0 or -errno. */
+int craft_lstat(const char *path, uint32_t *mode, uint64_t *size);
 /* realpath(3) of `path` (which must exist) into `buffer`, NUL-terminated. Returns the
  * length without the NUL, -ERANGE when `capacity` is too small, or -errno. */
 int64_t craft_realpath(const char *path, char *buffer, size_t capacity);

@@ -25,21 +25,27 @@ public protocol StateMachine: AnyObject, Sendable {
     /// already applied to the group's configuration by the host). Throwing stops the replica.
     func apply(_ entries: [Entry]) throws(StateMachineError)
 
-    /// Writes a point-in-time image of the state at `appliedIndex` (snapshot issue).
-    func makeSnapshot() throws(StateMachineError) -> [UInt8]
+    /// Replaces the state with the snapshot `snapshot` (its `data`: what the application's
+    /// snapshot service staged for it), covering everything up to its index, durably: after
+    /// a crash, `pendingRestore` reports it until `finishRestore`. Throwing stops the replica.
+    func restore(_ snapshot: Snapshot) throws(StateMachineError)
 
-    /// Replaces the state with a snapshot image covering everything up to `index`.
-    func restore(snapshot: [UInt8], index: LogIndex) throws(StateMachineError)
+    /// A restore whose effects are durable but which the host has not confirmed with
+    /// `finishRestore` (it crashed before making the log reset durable).
+    var pendingRestore: SnapshotMetadata? { get }
+
+    /// The host made the log reset of the restore at `metadata` durable.
+    func finishRestore(_ metadata: SnapshotMetadata)
 }
 
 extension StateMachine {
-    public func makeSnapshot() throws(StateMachineError) -> [UInt8] {
-        throw StateMachineError("this state machine does not make snapshots yet")
+    public func restore(_ snapshot: Snapshot) throws(StateMachineError) {
+        throw StateMachineError("this state machine does not install snapshots")
     }
 
-    public func restore(snapshot: [UInt8], index: LogIndex) throws(StateMachineError) {
-        throw StateMachineError("this state machine does not install snapshots yet")
-    }
+    public var pendingRestore: SnapshotMetadata? { nil }
+
+    public func finishRestore(_ metadata: SnapshotMetadata) {}
 }
 
 /// Opens (or creates) the state machine of a replica: at creation, at restart and when a

@@ -42,6 +42,22 @@ public enum FileSystem {
         }
     }
 
+    /// What lstat(2) says of `path`: its kind, permission bits and size (a link is not
+    /// followed).
+    public static func status(of path: String) throws(IOError) -> (kind: FileKind, mode: UInt32, size: UInt64) {
+        var mode: UInt32 = 0
+        var size: UInt64 = 0
+        _ = try Syscall.call("lstat", path: path) { craft_lstat(path, &mode, &size) }
+        let kind: FileKind =
+            switch mode_t(mode) & S_IFMT {
+            case S_IFDIR: .directory
+            case S_IFREG: .regularFile
+            case S_IFLNK: .symbolicLink
+            default: .other
+            }
+        return (kind, mode & 0o7777, size)
+    }
+
     /// The canonical absolute path of the existing `path`: every symbolic link, `.` and `..`
     /// resolved (realpath(3)).
     public static func canonicalPath(_ path: String) throws(IOError) -> String {

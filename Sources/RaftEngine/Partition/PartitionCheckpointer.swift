@@ -9,6 +9,9 @@ public final class PartitionCheckpointer: @unchecked Sendable {
     public let storageRoot: String
     public let intervalNanoseconds: Int
     private let lock = ConditionLock()
+    /// Held for each round's writes, and by a snapshot install writing its checkpoint
+    /// record: two writers of one replica's slots would pick the same free slot.
+    private let roundLock = ConditionLock()
     private var dirty: [ObjectIdentifier: PartitionStateMachine] = [:]
     private var stopping = false
     private var thread: OSThread?
@@ -57,6 +60,11 @@ public final class PartitionCheckpointer: @unchecked Sendable {
         }
     }
 
+    /// Runs `body` with no round writing meanwhile.
+    func exclusively<T>(_ body: () throws(IOError) -> T) throws(IOError) -> T {
+        try roundLock.withLock { () throws(IOError) -> T in try body() }
+    }
+
     /// Runs a last round for what is dirty, then stops the thread.
     public func stop() {
         lock.withLock {
@@ -79,7 +87,9 @@ public final class PartitionCheckpointer: @unchecked Sendable {
             }
             guard let batch else { return }
             do {
-                try PartitionStateMachine.checkpoint(batch, storageRoot: storageRoot)
+                try roundLock.withLock { () throws(IOError) in
+                    try PartitionStateMachine.checkpoint(batch, storageRoot: storageRoot)
+                }
             } catch {
                 lock.withLock {
                     failed = true

@@ -22,7 +22,7 @@ import Synchronization
 public final class PartitionStateMachine: StateMachine, Sendable {
     public let storageRoot: String
     public let directory: String
-    private struct State {
+    struct State {
         var applied: LogIndex
         var values: [String: [UInt8]]
         /// The applied index of the last checkpoint, and when it was taken.
@@ -35,16 +35,20 @@ public final class PartitionStateMachine: StateMachine, Sendable {
         /// The `applied` and `values` files of the layout before slots are still there
         /// (removed after the first durable slot record, so they can never win later).
         var legacyFiles = false
+        /// A snapshot install whose files are in place and whose log reset the host has not
+        /// confirmed (`finishRestore`), and the staged directory it came from.
+        var pendingInstall: SnapshotMetadata?
+        var pendingStaged: String?
     }
     /// A checkpoint at most this often (and at the end of a batch that reaches it): it
     /// costs a syncfs, so it must not come with every small batch.
     public let checkpointIntervalNanoseconds: Int
-    private let state: Mutex<State>
+    let state: Mutex<State>
     /// Held exclusively while an apply call changes repositories, shared by readers: a
     /// reader sees whole transactions, and exactly the state of the applied index it reports.
-    private let view = ReadWriteLock(preferWriters: true)
+    let view = ReadWriteLock(preferWriters: true)
     /// What apply wrote since the last checkpoint.
-    private let touched = TouchedPaths()
+    let touched = TouchedPaths()
 
     /// Opens the replica's state at `directory` (created if missing), reading the applied
     /// index and values of its last checkpoint.
@@ -98,6 +102,25 @@ public final class PartitionStateMachine: StateMachine, Sendable {
             initial.checkpointSequence = newest?.0.sequence ?? 0
             initial.legacyFiles = FileSystem.exists(directory + "/applied") || FileSystem.exists(directory + "/values")
             state = Mutex(initial)
+            // A snapshot install that passed its point of no return before a crash: finish it
+            // before anything reads the repositories.
+            var keepStaged: String?
+            if let bytes = try files.contents(InstallIntent.fileName) {
+                let intent = try InstallIntent(decoding: bytes)
+                if initial.checkpointed > intent.index {
+                    // Finished, and later state checkpointed since: only the record was left.
+                    try FileSystem.removeFile(directory + "/" + InstallIntent.fileName)
+                } else {
+                    try rollForward(intent)
+                    keepStaged = intent.staged
+                }
+            }
+            // Snapshots received but not installed, and views prepared for followers.
+            try files.makeLayout(["snapshot-staging"])
+            for name in try FileSystem.list(directory + "/snapshot-staging") where name != keepStaged {
+                try FileSystem.removeTree(directory + "/snapshot-staging/" + name)
+            }
+            if FileSystem.exists(directory + "/snapshots") { try FileSystem.removeTree(directory + "/snapshots") }
             // Inline packs left in staging by a crash are re-written on re-apply.
             for name in try FileSystem.list(directory + "/staging") {
                 try FileSystem.removeFile(directory + "/staging/" + name)

@@ -4,12 +4,6 @@ import Testing
 
 @testable import RaftEngine
 
-/// The directory of the test bundle, where SwiftPM also puts the executables it built.
-private func builtProduct(_ name: String) -> String {
-    let exe = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? ""
-    return URL(fileURLWithPath: exe).deletingLastPathComponent().appendingPathComponent(name).path
-}
-
 @Suite("Partition: kill -9 inside apply")
 struct PartitionCrashTests {
     /// Kill points tried (all of them when there are fewer); `RAFTD_PARTITION_KILL_POINTS` raises it.
