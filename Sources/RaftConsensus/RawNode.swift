@@ -177,6 +177,9 @@ public final class RawNode {
 
     // MARK: - Ready
 
+    /// A snapshot the member took (restored) that a Ready has yet to hand out or advance.
+    public var pendingSnapshot: Snapshot? { raft.log.unstable.snapshot }
+
     /// True if `ready()` would return a non-empty batch.
     public var hasReady: Bool {
         if readyOutstanding { return false }

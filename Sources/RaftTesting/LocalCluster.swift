@@ -23,6 +23,9 @@ public final class LocalCluster<Machine: StateMachine>: @unchecked Sendable {
         public var optionsOfNode: @Sendable (Int, NodeHost.Options) -> NodeHost.Options = { $1 }
         /// Makes a node's bulk service (attachments) for its host, at every start; nil: none.
         public var bulkService: (@Sendable (_ node: Int, _ host: NodeHost) -> any BulkService)?
+        /// Makes a node's snapshot service for its host, at every start; nil: none.
+        public var snapshotService:
+            (@Sendable (_ node: Int, _ host: NodeHost, _ cluster: ClusterID) -> any SnapshotService)?
         /// Real sockets between the nodes instead of the in-memory network (whose link
         /// controls then do nothing).
         public var tcp = false
@@ -93,6 +96,7 @@ public final class LocalCluster<Machine: StateMachine>: @unchecked Sendable {
             stateMachines: { replica, _, _ in machines.machine(node: i, replica: replica, storage: storage) })
         let t2 = Date()
         let bulk = configuration.bulkService?(i, host)
+        let snapshots = configuration.snapshotService?(i, host, clusterID)
         let transport: any Transport
         do {
             transport = try attached.attach(nodeIDs[i], receiver: host)
@@ -103,7 +107,7 @@ public final class LocalCluster<Machine: StateMachine>: @unchecked Sendable {
             host.stop()
             throw error
         }
-        host.start(transport: transport, bulk: bulk)
+        host.start(transport: transport, bulk: bulk, snapshots: snapshots)
         hosts[i] = host
         bulkServices[i] = bulk
         return (t1.timeIntervalSince(t0), t2.timeIntervalSince(t1))

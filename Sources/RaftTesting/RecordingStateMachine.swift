@@ -68,14 +68,23 @@ public final class CountingStateMachine: StateMachine, Sendable {
 /// durable state machines would be.
 public final class MachineRegistry<Machine: StateMachine>: Sendable {
     private let all = Mutex<[Int: [ReplicaKey: Machine]]>([:])
+    /// The storage each machine was made with: a restarted node opens new storages, and a
+    /// machine that uses its storage is opened again with it (as a real restart reopens
+    /// its state from disk).
+    private let madeWith = Mutex<[Int: [ReplicaKey: ObjectIdentifier]]>([:])
     private let make: @Sendable (Int, ReplicaKey, Storage?) -> Machine
+    private let usesStorage: Bool
 
-    public init(_ make: @escaping @Sendable () -> Machine) { self.make = { _, _, _ in make() } }
+    public init(_ make: @escaping @Sendable () -> Machine) {
+        self.make = { _, _, _ in make() }
+        usesStorage = false
+    }
 
     /// Machines that depend on where they live (node and replica), e.g. a partition's
     /// repositories under the node's storage root.
     public init(perReplica make: @escaping @Sendable (Int, ReplicaKey) -> Machine) {
         self.make = { node, replica, _ in make(node, replica) }
+        usesStorage = false
     }
 
     /// Machines that also use the node's storage (a partition registers its repositories in
@@ -87,14 +96,18 @@ public final class MachineRegistry<Machine: StateMachine>: Sendable {
             }
             return make(node, replica, storage)
         }
+        usesStorage = true
     }
 
     /// The machine of `replica` on node `node`, created on first use.
     public func machine(node: Int, replica: ReplicaKey, storage: Storage? = nil) -> Machine {
         all.withLock { m in
-            if let existing = m[node]?[replica] { return existing }
+            let identity = storage.map(ObjectIdentifier.init)
+            let sameStorage = !usesStorage || madeWith.withLock { $0[node]?[replica] } == identity
+            if let existing = m[node]?[replica], sameStorage || storage == nil { return existing }
             let fresh = make(node, replica, storage)
             m[node, default: [:]][replica] = fresh
+            if let identity { madeWith.withLock { $0[node, default: [:]][replica] = identity } }
             return fresh
         }
     }

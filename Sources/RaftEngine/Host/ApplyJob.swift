@@ -5,6 +5,8 @@ import RaftConsensus
 package struct ApplyTarget: Sendable {
     package let key: ReplicaKey
     let stateMachine: any StateMachine
+    let group: GroupID
+    let storageSlot: Int
 }
 
 /// What an apply worker reports back to a replica's shard after a job.
@@ -14,6 +16,8 @@ struct AppliedReport: Sendable {
     let confState: ConfState?
     let entries: Int
     let failure: String?
+    /// What the job was.
+    let kind: ApplyJob.Kind
 }
 
 /// Committed entries for one replica's state machine, with the requests they answer. A
@@ -31,6 +35,17 @@ package struct ApplyJob: Sendable {
     /// The configuration after these entries, when one of them changed it.
     package var confState: ConfState?
     let bytes: Int
+    var kind = Kind.entries
+
+    /// Entries, or one of the two steps of a snapshot install (which run on the replica's
+    /// apply worker after its earlier jobs, so nothing applies beside them).
+    package enum Kind: Sendable {
+        case entries
+        /// Replace the state with the received snapshot (`StateMachine.restore`).
+        case install(Snapshot)
+        /// The log reset is durable: drop what the install kept for recovery.
+        case finishInstall(SnapshotMetadata)
+    }
 
     init(target: ApplyTarget, entries: [Entry], through: LogIndex) {
         self.target = target
@@ -48,6 +63,15 @@ extension ApplyJob {
     /// requests. Returns the failure, if the state machine failed.
     package func run() -> String? {
         let r = target
+        switch kind {
+        case .entries: break
+        case .install(let snapshot):
+            do { try r.stateMachine.restore(snapshot) } catch { return "installing \(snapshot.metadata): \(error)" }
+            return nil
+        case .finishInstall(let metadata):
+            r.stateMachine.finishRestore(metadata)
+            return nil
+        }
         var failure: String?
         if let last = entries.last {
             let have = r.stateMachine.appliedIndex

@@ -60,17 +60,51 @@ public enum BulkRequest: Sendable, Equatable {
     /// partition's first election, since creations of a path run on the minting node. The
     /// host answers it itself (`stored` once the transfer started).
     case transferLeadership(partition: PartitionKey, to: MemberID)
+    /// A piece of a snapshot stream for the receiver's replica of the partition (answered
+    /// by its snapshot service, `stored` once written).
+    case snapshotChunk(SnapshotChunk)
 
     public var partition: PartitionKey {
         switch self {
         case .read(let partition, _, _, _), .store(let partition, _): partition
         case .createReplica(let spec): spec.partition
         case .transferLeadership(let partition, _): partition
+        case .snapshotChunk(let chunk): chunk.partition
         }
     }
 
     /// The largest `read` a node serves.
     public static let maximumReadBytes = 4 << 20
+}
+
+/// One piece of a snapshot stream (`SnapshotFormat`), in order within its transfer. The
+/// first piece carries the snapshot message, which the receiver steps into its replica
+/// once the whole stream arrived intact.
+public struct SnapshotChunk: Sendable, Equatable {
+    public var partition: PartitionKey
+    /// Chosen by the sender; a new transfer of the same partition replaces an older one.
+    public var transfer: UInt64
+    /// 0, 1, 2, … within the transfer.
+    public var sequence: UInt32
+    /// The snapshot message (first piece only).
+    public var message: Message?
+    public var bytes: [UInt8]
+    /// The stream ends with this piece.
+    public var isLast: Bool
+
+    /// The largest piece.
+    public static let maximumBytes = 16 << 20
+
+    public init(
+        partition: PartitionKey, transfer: UInt64, sequence: UInt32, message: Message?, bytes: [UInt8], isLast: Bool
+    ) {
+        self.partition = partition
+        self.transfer = transfer
+        self.sequence = sequence
+        self.message = message
+        self.bytes = bytes
+        self.isLast = isLast
+    }
 }
 
 public enum BulkResponse: Sendable, Equatable {

@@ -33,6 +33,13 @@ public struct HostCounters: Sendable, Equatable {
     public var replicas = 0
     /// Replicas added dormant (loaded at start).
     public var loadedDormant = 0
+    /// Snapshots installed on followers here; snapshots sent (and failed) by leaders here.
+    public var snapshotsInstalled: UInt64 = 0
+    public var snapshotsSent: UInt64 = 0
+    public var snapshotsFailed: UInt64 = 0
+    /// Log compactions issued, and the entries they dropped.
+    public var compactions: UInt64 = 0
+    public var entriesCompacted: UInt64 = 0
 
     public init() {}
 
@@ -59,5 +66,10 @@ public struct HostCounters: Sendable, Equatable {
         dormant += o.dormant
         replicas += o.replicas
         loadedDormant += o.loadedDormant
+        snapshotsInstalled += o.snapshotsInstalled
+        snapshotsSent += o.snapshotsSent
+        snapshotsFailed += o.snapshotsFailed
+        compactions += o.compactions
+        entriesCompacted += o.entriesCompacted
     }
 }

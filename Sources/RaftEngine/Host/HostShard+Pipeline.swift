@@ -12,6 +12,11 @@ extension HostShard {
                 counters.messagesDropped &+= 1
                 continue
             }
+            // A snapshot message comes only through `deliverSnapshot`, once its data is staged.
+            if pm.message.kind == .snapshot {
+                counters.messagesDropped &+= 1
+                continue
+            }
             if r.isFailed {
                 // A newer term means the group went on without it: its resignation is done.
                 if pm.message.term > r.resignTerm { r.resignTerm = .zero }
@@ -50,6 +55,27 @@ extension HostShard {
         }
     }
 
+    /// Steps a snapshot message whose data the snapshot service received and staged.
+    package func deliverSnapshot(_ pm: PeerMessage) {
+        guard let r = replica(ReplicaKey(partition: pm.partition, member: pm.message.to)), !r.isFailed,
+            let node = resident(r)
+        else {
+            counters.messagesDropped &+= 1
+            context.snapshots.current?.discard(pm)
+            return
+        }
+        counters.messagesReceived &+= 1
+        node.step(pm.message)
+        // A snapshot the core did not take (stale, or its log already had it): its staged
+        // data goes.
+        let data = pm.message.snapshot?.data
+        if node.pendingSnapshot?.data != data && r.installing?.data != data {
+            context.snapshots.current?.discard(pm)
+        }
+        syncResidency(r)
+        markDirty(r)
+    }
+
     /// The WAL unit of turn `token` for storage `slot` is durable (or failed). Its replicas
     /// complete now, whatever the turn's units on other storages do: a storage whose WAL
     /// refuses writes for a while (a full disk) holds back only its own replicas.
@@ -76,6 +102,7 @@ extension HostShard {
         for r in done where !r.isFailed {
             guard let rd = r.pendingReady, let node = r.node else { continue }
             r.pendingReady = nil
+            if let snapshot = rd.snapshot { installDurable(r, snapshot) }
             if let last = rd.entries.last { r.stableLog.durable(through: last.index, term: last.term) }
             complete(r, node, rd)
             markDirty(r)
@@ -85,7 +112,8 @@ extension HostShard {
     /// The apply worker applied the replica `key` through `index` (`confState`: the
     /// configuration after it, when a change was among the entries).
     package func applied(
-        _ key: ReplicaKey, through index: LogIndex, confState: ConfState?, entries: Int, failure: String?
+        _ key: ReplicaKey, through index: LogIndex, confState: ConfState?, entries: Int, failure: String?,
+        kind: ApplyJob.Kind = .entries
     ) {
         guard let r = replica(key) else {
             preconditionFailure("apply report for \(key), which this shard does not host")
@@ -94,8 +122,16 @@ extension HostShard {
         // A replica held back by its apply backlog may take Readies again.
         if r.applyJobsInFlight == options.maxApplyJobsPerReplica - 1 { markDirty(r) }
         if let failure {
+            if case .install = kind { r.pendingReady = nil }
             fail(r, "state machine: \(failure)")
             return
+        }
+        switch kind {
+        case .entries: break
+        case .install:
+            installed(r)
+            return
+        case .finishInstall: return
         }
         r.applied = max(r.applied, index)
         counters.entriesApplied &+= UInt64(entries)
@@ -132,28 +168,77 @@ extension HostShard {
             let rd = node.ready()
             if let soft = rd.softState { leaderChanged(r, node, soft) }
             route(rd.messages, of: r)
-            precondition(rd.snapshot == nil, "snapshots are not produced before the snapshot issue")
+            if let snapshot = rd.snapshot {
+                // The state machine installs it first (on its apply worker, after the jobs
+                // before it); then the log reset, entries and hard state go to the WAL as one
+                // write; then the Ready completes (its acknowledgement is sent).
+                r.pendingReady = rd
+                r.installing = snapshot
+                var job = ApplyJob(target: r.applyTarget, entries: [], through: snapshot.metadata.index)
+                job.kind = .install(snapshot)
+                r.applyJobsInFlight += 1
+                output.applyJobs.append(job)
+                counters.snapshotsInstalled &+= 1
+                return
+            }
             if !rd.entries.isEmpty || rd.hardState != nil {
                 // Entries and every hard state change are durable before anything that depends
                 // on them is sent or applied (the commit too: nothing is applied beyond a
                 // durable commit, so a restart never finds applied > commit).
                 guard let write = walWrite(of: r, rd) else { return }
-                if output.token == 0 || inflight[output.token] == nil {
-                    output.token = nextToken
-                    nextToken += 1
-                    inflight[output.token] = (remaining: 0, replicas: [])
-                }
-                if output.writes[r.storageSlot].isEmpty { inflight[output.token]!.remaining += 1 }
-                output.writes[r.storageSlot].append(write)
-                inflight[output.token]!.replicas.append(r)
-                counters.walWrites &+= 1
-                counters.entriesWritten &+= UInt64(rd.entries.count)
+                enqueue(write, of: r, entries: rd.entries.count)
                 r.pendingReady = rd
                 return
             }
             complete(r, node, rd)
         }
         markDirty(r)
+    }
+
+    /// Adds `write` to this turn's WAL unit for the replica's storage.
+    private func enqueue(_ write: GroupWrite, of r: Replica, entries: Int) {
+        if output.token == 0 || inflight[output.token] == nil {
+            output.token = nextToken
+            nextToken += 1
+            inflight[output.token] = (remaining: 0, replicas: [])
+        }
+        if output.writes[r.storageSlot].isEmpty { inflight[output.token]!.remaining += 1 }
+        output.writes[r.storageSlot].append(write)
+        inflight[output.token]!.replicas.append(r)
+        counters.walWrites &+= 1
+        counters.entriesWritten &+= UInt64(entries)
+    }
+
+    /// The state machine installed the snapshot of the pending Ready: its log reset goes
+    /// to the WAL with the Ready's entries and hard state.
+    private func installed(_ r: Replica) {
+        guard let rd = r.pendingReady, let snapshot = rd.snapshot, r.node != nil else {
+            preconditionFailure("\(r.key): an install finished without its Ready")
+        }
+        guard var write = walWrite(of: r, rd) else {
+            r.pendingReady = nil
+            return
+        }
+        write.reset = LogReset(index: snapshot.metadata.index, term: snapshot.metadata.term)
+        enqueue(write, of: r, entries: rd.entries.count)
+    }
+
+    /// The log reset of an installed snapshot is durable: the replica's log, applied index
+    /// and configuration are the snapshot's; the install's recovery record may go.
+    private func installDurable(_ r: Replica, _ snapshot: Snapshot) {
+        let meta = snapshot.metadata
+        r.installing = nil
+        r.stableLog.reset(to: meta)
+        r.applied = max(r.applied, meta.index)
+        r.handedOut = max(r.handedOut, meta.index)
+        r.baseConf = (meta.index, meta.confState)
+        r.confHistory.removeAll()
+        updateMembers(r, meta.confState)
+        appliedUpdates[r.storageSlot][r.group] = AppliedUpdate(index: meta.index, confState: meta.confState)
+        var job = ApplyJob(target: r.applyTarget, entries: [], through: meta.index)
+        job.kind = .finishInstall(meta)
+        r.applyJobsInFlight += 1
+        output.applyJobs.append(job)
     }
 
     /// A Ready's entries and hard state as a WAL write; it joins this turn's unit for the
@@ -207,6 +292,7 @@ extension HostShard {
             if case .confChange(let change) = entry.payload {
                 let state = node.applyConfChange(change)
                 r.stableLog.confState = state
+                r.confChanged(at: entry.index, to: state)
                 job.confState = state
                 updateMembers(r, state)
             }
@@ -260,6 +346,12 @@ extension HostShard {
         for m in messages {
             guard let slot = r.nodeSlot(of: m.to) else {
                 counters.messagesDropped &+= 1
+                continue
+            }
+            if m.kind == .snapshot {
+                // Streamed by the snapshot service on the bulk path, never in a frame.
+                r.snapshotsSending += 1
+                output.snapshotsToSend.append((PeerMessage(partition: r.key.partition, message: m), slot))
                 continue
             }
             output.frames[slot].append(PeerMessage(partition: r.key.partition, message: m))

@@ -225,6 +225,7 @@ extension HostShard {
             commit: .zero, handedToApply: r.handedOut, applied: r.applied, lastIndex: r.stableLog.lastIndex,
             residency: r.residency)
         let conf = r.stableLog.confState
+        s.firstIndex = r.stableLog.firstIndex
         s.mode = r.mode
         s.voters = conf.voters
         s.votersOutgoing = conf.votersOutgoing

@@ -36,6 +36,7 @@ extension HostShard {
         runCatchUps()
         suspendIdle()
         expireRequests()
+        if currentTick % UInt64(options.compactionIntervalTicks) == 0 { compactLogs() }
     }
 
     /// Quiesces an idle leader, not waiting for members on dead nodes (remembered, so the

@@ -72,6 +72,7 @@ package final class HostShard {
     /// request wakes it.
     package func add(_ replica: Replica, campaign: Bool) {
         replicas[replica.key.partition, default: []].append(replica)
+        replica.stableLog.snapshotNeeded = { [unowned self, unowned replica] in snapshotNeeded(replica) }
         counters.replicas += 1
         if let suspended = replica.suspended {
             counters.dormant += 1

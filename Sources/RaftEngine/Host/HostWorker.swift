@@ -57,7 +57,8 @@ final class HostWorker: @unchecked Sendable {
         case .applied(let reports):
             for a in reports {
                 shard.applied(
-                    a.key, through: a.through, confState: a.confState, entries: a.entries, failure: a.failure)
+                    a.key, through: a.through, confState: a.confState, entries: a.entries, failure: a.failure,
+                    kind: a.kind)
             }
         case .nodeDown(let slot): shard.nodeDown(slot)
         case .nodeUp(let slot): shard.nodeUp(slot)

@@ -54,6 +54,14 @@ extension NodeHost {
         public var maxUncommittedBytes = 64 << 20
         /// Seed of the host's jitter and of every group's election timer randomness.
         public var seed: UInt64 = 0
+        /// Log compaction: every this many ticks, each replica's log is compacted below the
+        /// smallest of what its state machine holds durably, what followers within the
+        /// retention window still need, and a snapshot being sent; at least
+        /// `logRetentionEntries` entries are kept, and a compaction drops at least
+        /// `compactionStepEntries`. A follower further behind catches up by snapshot.
+        public var compactionIntervalTicks = 10
+        public var logRetentionEntries: UInt64 = 4_096
+        public var compactionStepEntries: UInt64 = 1_024
 
         public init() {}
 
@@ -84,6 +92,9 @@ extension NodeHost {
             if livenessTimeoutTicks < electionTicks { return "livenessTimeoutTicks must be at least electionTicks" }
             if maxApplyJobsPerReplica < 1 || maxApplyBytesPerReady < 1 << 16 { return "apply bounds are too small" }
             if quiesceAfterIdleTicks < 1 { return "quiesceAfterIdleTicks must be positive" }
+            if compactionIntervalTicks < 1 || compactionStepEntries < 1 {
+                return "compactionIntervalTicks and compactionStepEntries must be positive"
+            }
             if maxCampaignsPerTick < 1 || maxWakesPerTick < 1 || maxSuspensionsPerTick < 1 {
                 return "per-tick budgets must be positive"
             }

@@ -123,8 +123,11 @@ public final class NodeHost: FrameReceiver, @unchecked Sendable {
     /// Connects the host to its transport and starts its threads. `bulk`: the application's
     /// bulk service, in place before the first message is stepped. An application whose
     /// entries name attachments must pass it: without one, appends are admitted unchecked.
-    public func start(transport: any Transport, bulk: (any BulkService)? = nil) {
+    public func start(
+        transport: any Transport, bulk: (any BulkService)? = nil, snapshots: (any SnapshotService)? = nil
+    ) {
         context.bulk.set(bulk)
+        context.snapshots.set(snapshots)
         transportBox.withLock { $0 = transport }
         for w in workers { w.start(host: self) }
         for a in appliers { a.start(host: self) }
@@ -147,6 +150,8 @@ public final class NodeHost: FrameReceiver, @unchecked Sendable {
         // admitted by the service. Unplugging it breaks the host-service reference cycle.
         context.bulk.current?.stop()
         context.bulk.set(nil)
+        context.snapshots.current?.stop()
+        context.snapshots.set(nil)
         for a in appliers { a.stop() }
         for w in workers {
             w.shard.failAllRequests(.stopped)
@@ -284,6 +289,12 @@ public final class NodeHost: FrameReceiver, @unchecked Sendable {
                 return .refused("\(error)")
             }
         }
+        if case .snapshotChunk(let chunk) = request {
+            guard let service = context.snapshots.current else {
+                return .refused("node \(nodeID) takes no snapshots")
+            }
+            return await service.receive(chunk, from: node)
+        }
         guard let service = context.bulk.current else { return .refused("node \(nodeID) serves no bulk data") }
         return await service.serve(request, from: node)
     }
@@ -369,6 +380,12 @@ public final class NodeHost: FrameReceiver, @unchecked Sendable {
         for m in messages { _ = workers[shardIndex(m.partition)].offer(.messages([m])) }
     }
 
+    /// Steps a snapshot message whose stream the snapshot service received and staged.
+    public func deliverSnapshot(_ message: PeerMessage) {
+        guard !stopped.load(ordering: .relaxed), message.message.kind == .snapshot else { return }
+        workers[shardIndex(message.partition)].post(.call { shard in shard.deliverSnapshot(message) })
+    }
+
     // MARK: - Carrying out a turn
 
     func carryOut(_ out: TurnOutput, from worker: HostWorker) {
@@ -385,6 +402,9 @@ public final class NodeHost: FrameReceiver, @unchecked Sendable {
             for slot in out.writes.indices where !out.writes[slot].isEmpty {
                 appendWrites(out.writes[slot], token: out.token, slot: slot, worker: worker)
             }
+        }
+        if !out.snapshotsToPrepare.isEmpty || !out.snapshotsToSend.isEmpty {
+            carryOutSnapshots(out, from: worker)
         }
         if !out.applyJobs.isEmpty {
             var perApplier: [[ApplyJob]] = Array(repeating: [], count: appliers.count)
@@ -444,6 +464,29 @@ public final class NodeHost: FrameReceiver, @unchecked Sendable {
         }
     }
 
+    private func carryOutSnapshots(_ out: TurnOutput, from worker: HostWorker) {
+        guard let service = context.snapshots.current else {
+            for (message, _) in out.snapshotsToSend {
+                let key = ReplicaKey(partition: message.partition, member: message.message.from)
+                worker.post(.call { shard in shard.snapshotSent(key, to: message.message.to, succeeded: false) })
+            }
+            return
+        }
+        for target in out.snapshotsToPrepare {
+            let key = target.key
+            service.prepare(key, stateMachine: target.stateMachine) { index, data in
+                worker.post(.call { shard in shard.snapshotPrepared(key, index: index, data: data) })
+            }
+        }
+        for (message, slot) in out.snapshotsToSend {
+            let key = ReplicaKey(partition: message.partition, member: message.message.from)
+            let member = message.message.to
+            service.send(message, to: context.nodes[slot]) { succeeded in
+                worker.post(.call { shard in shard.snapshotSent(key, to: member, succeeded: succeeded) })
+            }
+        }
+    }
+
     /// Runs one apply job on an apply worker thread.
     /// Runs a batch of apply jobs on an apply worker thread, then tells each worker what
     /// its replicas applied, in one event per worker (not one per job).
@@ -451,7 +494,10 @@ public final class NodeHost: FrameReceiver, @unchecked Sendable {
         var reports: [[AppliedReport]] = Array(repeating: [], count: workers.count)
         var bytes = 0
         for job in jobs {
-            let failure = job.run()
+            var failure = job.run()
+            if failure == nil, case .install(let snapshot) = job.kind {
+                failure = recordInstall(snapshot.metadata, of: job.target)
+            }
             if let failure {
                 logger.error("replica \(job.target.key) stopped: its state machine failed to apply: \(failure)")
             }
@@ -459,12 +505,28 @@ public final class NodeHost: FrameReceiver, @unchecked Sendable {
             reports[shardIndex(job.target.key.partition)].append(
                 AppliedReport(
                     key: job.target.key, through: job.through, confState: job.confState, entries: job.entries.count,
-                    failure: failure))
+                    failure: failure, kind: job.kind))
         }
         applyBacklog.wrappingSubtract(bytes, ordering: .relaxed)
         for (i, list) in reports.enumerated() where !list.isEmpty { workers[i].post(.applied(list)) }
     }
 
+}
+
+extension NodeHost {
+    /// An installed snapshot's configuration and index go to the metadata store before its
+    /// log reset goes to the WAL: a restart then finds the configuration that goes with the
+    /// log (the state machine's install record covers the reset itself).
+    func recordInstall(_ metadata: SnapshotMetadata, of target: ApplyTarget) -> String? {
+        do {
+            let store = storages[target.storageSlot].metadata
+            try store.setConfState(try StoredConfState(metadata.confState), for: target.group)
+            try store.setAppliedIndex(metadata.index, for: target.group)
+            return nil
+        } catch {
+            return "recording the configuration of snapshot \(metadata): \(error)"
+        }
+    }
 }
 
 #if canImport(Glibc)

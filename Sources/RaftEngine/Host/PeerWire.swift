@@ -222,6 +222,14 @@ public enum PeerWire {
         case .transferLeadership(_, let member):
             writer.u8(4)
             writer.u64(member.rawValue)
+        case .snapshotChunk(let chunk):
+            writer.u8(5)
+            writer.u64(chunk.transfer)
+            writer.u32(chunk.sequence)
+            writer.u8((chunk.isLast ? 1 : 0) | (chunk.message != nil ? 2 : 0))
+            if let message = chunk.message { encode(message, into: &writer) }
+            writer.u32(UInt32(chunk.bytes.count))
+            writer.append(chunk.bytes)
         }
         return writer.bytes
     }
@@ -272,6 +280,21 @@ public enum PeerWire {
                 let member = MemberID(try reader.u64())
                 guard member != .none else { throw DecodeFailure("a transfer to member 0") }
                 request = .transferLeadership(partition: partition, to: member)
+            case 5:
+                let transfer = try reader.u64()
+                let sequence = try reader.u32()
+                let flags = try reader.u8()
+                guard flags & ~3 == 0 else { throw DecodeFailure("unknown snapshot chunk flags \(flags)") }
+                let message = flags & 2 != 0 ? try message(&reader) : nil
+                if let message, message.kind != .snapshot || message.snapshot == nil {
+                    throw DecodeFailure("a snapshot chunk carries a \(message.kind) message")
+                }
+                let count = Int(try reader.u32())
+                guard count <= SnapshotChunk.maximumBytes else { throw DecodeFailure("a chunk of \(count) bytes") }
+                request = .snapshotChunk(
+                    SnapshotChunk(
+                        partition: partition, transfer: transfer, sequence: sequence, message: message,
+                        bytes: try reader.take(count), isLast: flags & 1 != 0))
             default:
                 throw DecodeFailure("unknown bulk request kind \(kind)")
             }

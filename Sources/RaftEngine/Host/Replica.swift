@@ -118,6 +118,35 @@ package final class Replica {
     package var applied: LogIndex
     var applyJobsInFlight = 0
 
+    // MARK: Snapshots
+
+    /// The snapshot a Ready asked to install, between the install job and its durable log
+    /// reset (the Ready stays pending meanwhile).
+    var installing: Snapshot?
+    /// Configurations after the latest changes handed to apply, oldest first (a few): a
+    /// snapshot made at an applied index carries the configuration as of that index.
+    var confHistory: [(index: LogIndex, confState: ConfState)] = []
+    /// The configuration at load (index: the applied index then), before `confHistory`.
+    var baseConf: (index: LogIndex, confState: ConfState)
+    /// Snapshot transfers this replica leads that are in flight (they hold compaction back).
+    var snapshotsSending = 0
+    /// A snapshot of this replica is being prepared (leader).
+    var preparingSnapshot = false
+
+    /// The configuration as of `index`, if still known.
+    func confState(at index: LogIndex) -> ConfState? {
+        guard index >= baseConf.index else { return nil }
+        var found = baseConf.confState
+        for change in confHistory where change.index <= index { found = change.confState }
+        return found
+    }
+
+    /// A change at `index` was handed to apply; the history keeps the last few.
+    func confChanged(at index: LogIndex, to state: ConfState) {
+        confHistory.append((index, state))
+        if confHistory.count > 8 { baseConf = confHistory.removeFirst() }
+    }
+
     // MARK: Requests
 
     var proposals: [PendingProposal] = []
@@ -138,6 +167,7 @@ package final class Replica {
         self.state = state
         self.handedOut = applied
         self.applied = applied
+        self.baseConf = (applied, stableLog.confState)
     }
 
     /// The node slot hosting `member`, if known.
@@ -187,7 +217,9 @@ package final class Replica {
     }
 
     /// What an apply worker needs of it.
-    var applyTarget: ApplyTarget { ApplyTarget(key: key, stateMachine: stateMachine) }
+    var applyTarget: ApplyTarget {
+        ApplyTarget(key: key, stateMachine: stateMachine, group: group, storageSlot: storageSlot)
+    }
 
     /// The leader known from the member or the dormant record.
     var knownLeader: MemberID { node?.leader ?? suspended?.lead ?? .none }

@@ -16,7 +16,8 @@ package struct ReplicaFactory {
 
     package func makeReplica(
         key: ReplicaKey, group: GroupID, storageSlot: Int, route: [RouteReplica], confState: ConfState,
-        applied: LogIndex, suspended: SuspendedState? = nil, mode: ReplicationMode = .raft
+        applied: LogIndex, suspended: SuspendedState? = nil, mode: ReplicationMode = .raft,
+        metadata: MetadataStore? = nil
     ) throws(HostError) -> Replica {
         let machine: any StateMachine
         do {
@@ -24,10 +25,35 @@ package struct ReplicaFactory {
         } catch {
             throw .replicaFailed("opening the state machine of \(key): \(error)")
         }
+        var confState = confState
+        var suspended = suspended
+        if let pending = machine.pendingRestore {
+            // A snapshot install finished its files before a crash; its log reset may not
+            // have become durable.
+            try finishInstall(pending, of: key, group: group, storageSlot: storageSlot, metadata: metadata)
+            machine.finishRestore(pending)
+            confState = pending.confState
+            if var record = suspended {
+                let hs = context.logs[storageSlot].hardState(of: group) ?? .empty
+                record.term = hs.term
+                record.commit = max(record.commit, hs.commit)
+                suspended = record
+            }
+        }
         // Entries are handed out again from what the state machine holds durably, when that
         // is behind the index the host recorded (a state machine may checkpoint lazily: the
         // WAL still has the entries, and apply is idempotent).
-        let applied = min(applied, machine.appliedIndex)
+        var applied = min(applied, machine.appliedIndex)
+        let base = context.logs[storageSlot].firstIndex(of: group).previous
+        if applied < base {
+            // The log starts after a snapshot: the state machine must hold at least that.
+            guard machine.appliedIndex >= base else {
+                throw .replicaFailed(
+                    "\(key): the state machine holds index \(machine.appliedIndex) but the log starts after \(base); the state in between is lost: restore this replica from another one"
+                )
+            }
+            applied = machine.appliedIndex
+        }
         let members = route.sorted { $0.member < $1.member }.map { replica in
             GroupMember(
                 member: replica.member,
@@ -49,6 +75,33 @@ package struct ReplicaFactory {
             stateMachine: machine, stableLog: stable, members: members, state: state, applied: applied)
         replica.mode = mode
         return replica
+    }
+
+    /// Completes an install a crash interrupted: the log reset (if the WAL does not have
+    /// it yet) and the configuration and index in the metadata store.
+    private func finishInstall(
+        _ pending: SnapshotMetadata, of key: ReplicaKey, group: GroupID, storageSlot: Int, metadata: MetadataStore?
+    ) throws(HostError) {
+        let log = context.logs[storageSlot]
+        do {
+            if log.firstIndex(of: group).previous < pending.index {
+                let hs = log.hardState(of: group) ?? .empty
+                let term = max(hs.term, pending.term)
+                try log.append([
+                    GroupWrite(
+                        group: group, reset: LogReset(index: pending.index, term: pending.term),
+                        hardState: HardState(
+                            term: term, vote: term == hs.term ? hs.vote : .none, commit: max(hs.commit, pending.index)))
+                ])
+            }
+            try metadata?.setConfState(try StoredConfState(pending.confState), for: group)
+            try metadata?.setAppliedIndex(pending.index, for: group)
+        } catch {
+            throw .replicaFailed("\(key): finishing the install of snapshot \(pending.index): \(error)")
+        }
+        Logger(label: "raftd.host").notice(
+            "finished the install of a snapshot a restart interrupted",
+            metadata: ["replica": "\(key)", "index": "\(pending.index)"])
     }
 
     /// Every registered Raft replica of `storage`, dormant, as a follower that knows no
@@ -86,7 +139,7 @@ package struct ReplicaFactory {
                 try makeReplica(
                     key: ReplicaKey(partition: item.record.key, member: me.member), group: item.record.group,
                     storageSlot: slot, route: route.replicas, confState: ConfState(conf), applied: item.applied,
-                    suspended: record, mode: mode))
+                    suspended: record, mode: mode, metadata: storage.metadata))
         }
         return out
     }

@@ -28,6 +28,8 @@ public struct ReplicaStatus: Hashable, Sendable, CustomStringConvertible {
     /// Applied by the state machine.
     public var applied: LogIndex
     public var lastIndex: LogIndex
+    /// The first index the log still holds (earlier ones were compacted).
+    public var firstIndex: LogIndex = .zero
     public var residency: ReplicaResidency
     public var mode = ReplicationMode.raft
     /// The voters (both majorities while joint) and learners of its configuration, as

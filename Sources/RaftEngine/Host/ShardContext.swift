@@ -11,6 +11,15 @@ final class BulkServiceSlot: Sendable {
     func set(_ new: (any BulkService)?) { service.withLock { $0 = new } }
 }
 
+/// The application's snapshot service, plugged in like the bulk service.
+final class SnapshotServiceSlot: Sendable {
+    private let service = Mutex<(any SnapshotService)?>(nil)
+
+    var current: (any SnapshotService)? { service.withLock { $0 } }
+
+    func set(_ new: (any SnapshotService)?) { service.withLock { $0 = new } }
+}
+
 /// What a shard needs to know about its node; shared by all shards, immutable.
 package struct ShardContext: Sendable {
     let options: NodeHost.Options
@@ -26,6 +35,7 @@ package struct ShardContext: Sendable {
     /// This start's boot value (unique per node and start): ReadIndex contexts carry it.
     let boot: UInt64
     let bulk = BulkServiceSlot()
+    let snapshots = SnapshotServiceSlot()
 
     package init(
         options: NodeHost.Options, nodes: [NodeID], selfSlot: Int, logs: [SharedLog], storageNames: [StorageName],

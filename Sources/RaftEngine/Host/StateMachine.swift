@@ -20,6 +20,10 @@ public protocol StateMachine: AnyObject, Sendable {
     /// The highest index whose effects this state machine holds (zero when empty).
     var appliedIndex: LogIndex { get }
 
+    /// The highest index whose effects survive a crash (a restart reopens here). The log
+    /// is never compacted above it. Zero (the default): the log is never compacted.
+    var durableIndex: LogIndex { get }
+
     /// Applies committed entries, ascending and contiguous. Entries carry application bytes
     /// (`.normal`, empty for a new leader's no-op) or a membership change (`.confChange`,
     /// already applied to the group's configuration by the host). Throwing stops the replica.
@@ -39,6 +43,8 @@ public protocol StateMachine: AnyObject, Sendable {
 }
 
 extension StateMachine {
+    public var durableIndex: LogIndex { .zero }
+
     public func restore(_ snapshot: Snapshot) throws(StateMachineError) {
         throw StateMachineError("this state machine does not install snapshots")
     }

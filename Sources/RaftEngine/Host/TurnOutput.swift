@@ -9,6 +9,10 @@ package struct TurnOutput {
     package var writes: [[GroupWrite]]
     package var token: UInt64 = 0
     package var applyJobs: [ApplyJob] = []
+    /// Leaders whose followers need a snapshot prepared.
+    package var snapshotsToPrepare: [ApplyTarget] = []
+    /// Snapshot messages to stream to their follower's node (never in a frame).
+    package var snapshotsToSend: [(message: PeerMessage, nodeSlot: Int)] = []
 
     init(nodes: Int, storages: Int) {
         frames = Array(repeating: [], count: nodes)

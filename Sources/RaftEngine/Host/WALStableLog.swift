@@ -81,9 +81,35 @@ final class WALStableLog: StableLog {
         }
     }
 
-    /// Snapshots arrive with the snapshot issue; until then the log is never compacted
-    /// below what followers need, so the core never asks.
-    func snapshot() -> Result<Snapshot, StableLogError> { .failure(.snapshotTemporarilyUnavailable) }
+    /// The latest snapshot prepared for followers (leader), and who to ask for one.
+    var prepared: Snapshot?
+    /// Called (on the shard's thread) when the core needs a snapshot and none is prepared
+    /// that covers the log's start.
+    var snapshotNeeded: (() -> Void)?
+
+    /// A follower behind the log's start needs a snapshot: the prepared one if it covers
+    /// the compacted prefix; otherwise one is asked for and the core tries again later
+    /// (its next heartbeat response).
+    func snapshot() -> Result<Snapshot, StableLogError> {
+        if let prepared, prepared.metadata.index >= firstIndex.previous { return .success(prepared) }
+        snapshotNeeded?()
+        return .failure(.snapshotTemporarilyUnavailable)
+    }
+
+    /// A snapshot install's log reset is durable: the log is empty and restarts after it.
+    func reset(to metadata: SnapshotMetadata) {
+        firstIndex = metadata.index.next
+        lastIndex = metadata.index
+        lastTerm = metadata.term
+        confState = metadata.confState
+    }
+
+    /// Entries through `index` are to be compacted: the core no longer reads them (the
+    /// WAL still serves them until its compaction record is durable).
+    func compacted(through index: LogIndex) {
+        precondition(index >= firstIndex.previous && index <= lastIndex)
+        firstIndex = index.next
+    }
 
     private func fail(_ what: String, _ error: some Error) -> Never {
         Logger(label: "raftd.host").critical(

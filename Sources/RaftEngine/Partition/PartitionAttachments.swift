@@ -225,8 +225,9 @@ public final class PartitionAttachments: BulkService {
             }
         }
         switch request {
-        case .createReplica, .transferLeadership:
-            return .refused("replica creation and leadership transfers are the host's, not the attachment service's")
+        case .createReplica, .transferLeadership, .snapshotChunk:
+            return .refused(
+                "replica creation, leadership transfers and snapshots are the host's, not the attachment service's")
         case .read(_, let id, let offset, let length):
             guard length > 0, length <= BulkRequest.maximumReadBytes else {
                 return .refused("a read of \(length) bytes (1...\(BulkRequest.maximumReadBytes))")

@@ -149,6 +149,9 @@ public final class PartitionStateMachine: StateMachine, Sendable {
     /// The applied index of the last checkpoint.
     public var checkpointedIndex: LogIndex { state.withLock { $0.checkpointed } }
 
+    /// What a restart reopens at: the last checkpoint.
+    public var durableIndex: LogIndex { checkpointedIndex }
+
     /// The partition's value for `key` as of the applied index.
     public func value(_ key: String) -> [UInt8]? { state.withLock { $0.values[key] } }
 

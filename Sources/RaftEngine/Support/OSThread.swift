@@ -66,6 +66,11 @@ final class BackgroundThread: Sendable {
         }
     }
 
+    /// Queues `body` without waiting (once stopped: runs it on the caller's thread).
+    func post(_ body: @escaping @Sendable () -> Void) {
+        if !queue.offer(body) { body() }
+    }
+
     /// Finishes what is queued, then ends the thread.
     func stop() { queue.stop() }
 }

@@ -158,6 +158,15 @@ public final class SharedLog: @unchecked Sendable {
         try waitFor { enqueue(.compact(group, index, term), completion: $0) }
     }
 
+    /// `compact(group:upTo:term:)` without waiting: `completion` runs on the writer thread
+    /// once the compaction record is durable (or failed).
+    public func compact(
+        group: GroupID, upTo index: LogIndex, term: Term,
+        completion: @escaping @Sendable (Result<Void, WALError>) -> Void
+    ) {
+        enqueue(.compact(group, index, term), completion: completion)
+    }
+
     /// Forgets everything about `group` on this storage (its replica was removed).
     public func removeGroup(_ group: GroupID) throws(WALError) {
         try waitFor { enqueue(.remove(group), completion: $0) }

@@ -20,6 +20,7 @@ final class PartitionTestCluster: @unchecked Sendable {
 
     init(
         directory: String, nodes: Int = 3, attachmentOptions: PartitionAttachments.Options = .init(),
+        snapshotOptions: PartitionSnapshots.Options = .init(),
         hostOptions: (inout NodeHost.Options) -> Void = { _ in }
     ) throws {
         root = directory
@@ -51,6 +52,12 @@ final class PartitionTestCluster: @unchecked Sendable {
         cluster.configuration.bulkService = { node, host in
             PartitionAttachments(host: host, options: attachmentOptions) { key in
                 Self.partitionDirectory(directory, node: node, key)
+            }
+        }
+        let registry = cluster.machines
+        cluster.configuration.snapshotService = { node, host, clusterID in
+            PartitionSnapshots(host: host, clusterID: clusterID, options: snapshotOptions) { key in
+                registry.existing(node: node, replica: ReplicaKey(partition: key, member: MemberID(UInt64(node + 1))))
             }
         }
         try cluster.startAll()

@@ -1,0 +1,552 @@
+import Logging
+import RaftConsensus
+import Synchronization
+
+/// Makes, streams and stages partition snapshots for a host: its snapshot service.
+///
+/// - **Prepare (leader).** A point-in-time view of the partition at its applied index
+///   (`PartitionStateMachine.prepareSnapshot`), on a thread of its own; the newest view per
+///   replica is kept while transfers use it.
+/// - **Send (leader).** The view is streamed (`SnapshotStreamWriter`: files read through
+///   io_uring, zstd, checksums) in pieces of `pieceBytes` on the bulk path, one piece in
+///   flight while the next is built, at most `bandwidthBytesPerSecond`, by at most
+///   `maximumSending` transfers at once, on low-priority threads: heartbeats, appends and
+///   the WAL never wait for it.
+/// - **Receive (follower).** Pieces are checked and written into the replica's
+///   `snapshot-staging/` (`SnapshotStreamReader`) by at most `maximumReceiving` transfers;
+///   once the trailer checks out, the snapshot message is handed to the host, which
+///   installs the staged data in its Ready pipeline. A damaged, truncated, foreign or
+///   stale stream is refused and its staging removed; the old state is untouched.
+/// - **Interrupted transfers restart**: a piece out of order or after a gap is refused, the
+///   leader learns the send failed and sends a new snapshot later (a new transfer, whose
+///   first piece replaces the old one's staging). An abandoned transfer expires after
+///   `idleTimeoutMilliseconds`.
+public final class PartitionSnapshots: SnapshotService {
+    public struct Options: Sendable {
+        /// zstd level of each chunk (1: fast; packs do not compress anyway).
+        public var compressionLevel = 1
+        /// File bytes per read and per compressed chunk.
+        public var chunkBytes = 1 << 20
+        /// Stream bytes per bulk request.
+        public var pieceBytes = 4 << 20
+        /// Transfers this node sends, and receives, at once.
+        public var maximumSending = 2
+        public var maximumReceiving = 2
+        /// What all of this node's sends together may use.
+        public var bandwidthBytesPerSecond: UInt64 = 1 << 30
+        /// The largest partition this node accepts.
+        public var maximumSnapshotBytes: UInt64 = 1 << 40
+        /// A received transfer with no piece for this long is dropped.
+        public var idleTimeoutMilliseconds = 60_000
+
+        public init() {}
+    }
+
+    public struct Counters: Sendable, Equatable {
+        public var prepared: UInt64 = 0
+        public var sent: UInt64 = 0
+        public var sendFailures: UInt64 = 0
+        /// File bytes and stream bytes of completed sends.
+        public var sentFileBytes: UInt64 = 0
+        public var sentStreamBytes: UInt64 = 0
+        public var received: UInt64 = 0
+        public var receivedStreamBytes: UInt64 = 0
+        /// Transfers refused (damaged, foreign, out of order, busy).
+        public var refused: UInt64 = 0
+        /// Busy: more sends than `maximumSending` were asked for.
+        public var sendsRefusedBusy: UInt64 = 0
+    }
+
+    public let host: NodeHost
+    public let clusterID: ClusterID
+    public let options: Options
+    let machines: @Sendable (PartitionKey) -> PartitionStateMachine?
+    private let logger = Logger(label: "raftd.snapshots")
+    private let prepareThread = BackgroundThread(name: "raftd-snap-prep")
+    private let sendThreads: [BackgroundThread]
+    private let writeThread = BackgroundThread(name: "raftd-snap-recv")
+    private let bandwidth: Bandwidth
+
+    private struct Prepared {
+        let snapshot: PreparedPartitionSnapshot
+        let replica: ReplicaKey
+        var users = 0
+    }
+
+    private final class Session: @unchecked Sendable {
+        let transfer: UInt64
+        let from: NodeID
+        let reader: SnapshotStreamReader
+        let message: Message
+        let staged: String
+        let stagedPath: String
+        var next: UInt32 = 1
+        var lastActivity: Int
+        var busy = false
+
+        init(
+            transfer: UInt64, from: NodeID, reader: SnapshotStreamReader, message: Message, staged: String,
+            stagedPath: String, now: Int
+        ) {
+            self.transfer = transfer
+            self.from = from
+            self.reader = reader
+            self.message = message
+            self.staged = staged
+            self.stagedPath = stagedPath
+            self.lastActivity = now
+        }
+    }
+
+    private struct State {
+        var prepared: [UInt64: Prepared] = [:]
+        var newest: [ReplicaKey: UInt64] = [:]
+        var freeSendThreads: [Int]
+        var sessions: [PartitionKey: Session] = [:]
+        var nextID: UInt64
+        var stopped = false
+        var counters = Counters()
+    }
+
+    private let state: Mutex<State>
+
+    public init(
+        host: NodeHost, clusterID: ClusterID, options: Options = Options(),
+        machines: @escaping @Sendable (PartitionKey) -> PartitionStateMachine?
+    ) {
+        precondition(
+            options.chunkBytes >= 4096 && options.chunkBytes <= SnapshotFormat.maximumChunkBytes
+                && options.pieceBytes >= options.chunkBytes && options.pieceBytes <= SnapshotChunk.maximumBytes / 2
+                && options.maximumSending >= 1 && options.maximumReceiving >= 1
+                && ZstdCompressor.levels.contains(options.compressionLevel),
+            "PartitionSnapshots options out of bounds: \(options)")
+        self.host = host
+        self.clusterID = clusterID
+        self.options = options
+        self.machines = machines
+        sendThreads = (0..<options.maximumSending).map { BackgroundThread(name: "raftd-snap-send\($0)") }
+        bandwidth = Bandwidth(bytesPerSecond: options.bandwidthBytesPerSecond)
+        var generator = SystemRandomNumberGenerator()
+        state = Mutex(
+            State(freeSendThreads: Array(0..<options.maximumSending), nextID: generator.next() >> 16 | 1))
+    }
+
+    public var counters: Counters { state.withLock { $0.counters } }
+
+    // MARK: - Leader
+
+    public func prepare(
+        _ replica: ReplicaKey, stateMachine: any StateMachine,
+        done: @escaping @Sendable (LogIndex?, [UInt8]) -> Void
+    ) {
+        guard let machine = stateMachine as? PartitionStateMachine else {
+            done(nil, [])
+            return
+        }
+        let id: UInt64? = state.withLock { s in
+            guard !s.stopped else { return nil }
+            s.nextID &+= 1
+            return s.nextID
+        }
+        guard let id else {
+            done(nil, [])
+            return
+        }
+        prepareThread.post { [self] in
+            let prepared: PreparedPartitionSnapshot
+            do { prepared = try machine.prepareSnapshot(id: id) } catch {
+                logger.error("preparing a snapshot of \(replica) failed: \(error)")
+                done(nil, [])
+                return
+            }
+            // The previous view of this replica goes unless a transfer still reads it.
+            let stale: String? = state.withLock { s in
+                s.prepared[id] = Prepared(snapshot: prepared, replica: replica)
+                s.counters.prepared += 1
+                defer { s.newest[replica] = id }
+                guard let old = s.newest[replica], let previous = s.prepared[old], previous.users == 0 else {
+                    return nil
+                }
+                s.prepared[old] = nil
+                return previous.snapshot.directory
+            }
+            if let stale { try? FileSystem.removeTree(stale) }
+            logger.info(
+                "prepared a snapshot",
+                metadata: [
+                    "replica": "\(replica)", "index": "\(prepared.index)", "bytes": "\(prepared.totalBytes)",
+                    "files": "\(prepared.items.count)", "apply_held_ms": "\(prepared.linkNanoseconds / 1_000_000)",
+                ])
+            done(prepared.index, Self.encode(id))
+        }
+    }
+
+    public func send(_ message: PeerMessage, to node: NodeID, done: @escaping @Sendable (Bool) -> Void) {
+        guard let snapshot = message.message.snapshot, let id = Self.decode(snapshot.data) else {
+            done(false)
+            return
+        }
+        let taken: (Int, PreparedPartitionSnapshot)? = state.withLock { s in
+            guard !s.stopped, var p = s.prepared[id], let thread = s.freeSendThreads.popLast() else {
+                if !s.stopped && s.prepared[id] != nil { s.counters.sendsRefusedBusy += 1 }
+                return nil
+            }
+            p.users += 1
+            s.prepared[id] = p
+            return (thread, p.snapshot)
+        }
+        guard let (thread, prepared) = taken else {
+            done(false)
+            return
+        }
+        sendThreads[thread].post { [self] in
+            let result = stream(prepared, message: message, metadata: snapshot.metadata, to: node)
+            let stale: String? = state.withLock { s in
+                s.freeSendThreads.append(thread)
+                if let (file, stream) = result {
+                    s.counters.sent += 1
+                    s.counters.sentFileBytes += file
+                    s.counters.sentStreamBytes += stream
+                } else {
+                    s.counters.sendFailures += 1
+                }
+                guard var p = s.prepared[id] else { return nil }
+                p.users -= 1
+                s.prepared[id] = p
+                // A view no transfer reads that is not the replica's newest goes.
+                guard p.users == 0, s.newest[p.replica] != id || s.stopped else { return nil }
+                s.prepared[id] = nil
+                return p.snapshot.directory
+            }
+            if let stale { try? FileSystem.removeTree(stale) }
+            done(result != nil)
+        }
+    }
+
+    /// Streams one prepared snapshot; the file and stream bytes, or nil when it failed.
+    private func stream(
+        _ prepared: PreparedPartitionSnapshot, message: PeerMessage, metadata: SnapshotMetadata, to node: NodeID
+    ) -> (UInt64, UInt64)? {
+        let started = MonotonicClock.system.nanoseconds
+        let transfer: UInt64 = state.withLock { s in
+            s.nextID &+= 1
+            return s.nextID
+        }
+        let header = SnapshotHeader(
+            cluster: clusterID, partition: message.partition, snapshotID: transfer, index: metadata.index,
+            term: metadata.term, confState: metadata.confState, items: UInt32(prepared.items.count),
+            totalBytes: prepared.totalBytes)
+        let pipe = PiecePipe(host: host, node: node, partition: message.partition, transfer: transfer)
+        var first: Message? = message.message
+        var pending: [UInt8]?
+        var failure: String?
+        let writer: SnapshotStreamWriter
+        do {
+            writer = try SnapshotStreamWriter(
+                level: options.compressionLevel,
+                reader: try SequentialFileReader(chunkBytes: options.chunkBytes, depth: 4))
+        } catch {
+            logger.error("snapshot of \(message.partition): cannot start a stream: \(error)")
+            return nil
+        }
+        var stats: SnapshotStreamStatistics?
+        do {
+            stats = try writer.write(header: header, items: prepared.items, pieceBytes: options.pieceBytes) { piece in
+                if state.withLock({ $0.stopped }) {
+                    failure = "the node is stopping"
+                    return false
+                }
+                // One piece is held back so the last one goes out marked as last.
+                if let previous = pending {
+                    bandwidth.take(previous.count)
+                    if let refused = pipe.send(previous, message: first, isLast: false) {
+                        failure = refused
+                        return false
+                    }
+                    first = nil
+                }
+                pending = piece
+                return true
+            }
+        } catch {
+            failure = "\(error)"
+        }
+        if failure == nil, stats != nil, let last = pending {
+            bandwidth.take(last.count)
+            failure = pipe.send(last, message: first, isLast: true)
+        }
+        if failure == nil { failure = pipe.finish() }
+        guard failure == nil, let stats else {
+            logger.warning(
+                "snapshot transfer failed; the leader sends a new one later",
+                metadata: [
+                    "partition": "\(message.partition)", "to": "\(node)", "index": "\(metadata.index)",
+                    "reason": "\(failure ?? "the stream stopped")",
+                ])
+            return nil
+        }
+        let seconds = Double(MonotonicClock.system.nanoseconds - started) / 1e9
+        logger.info(
+            "sent a snapshot",
+            metadata: [
+                "partition": "\(message.partition)", "to": "\(node)", "index": "\(metadata.index)",
+                "bytes": "\(stats.fileBytes)", "stream_bytes": "\(stats.streamBytes)",
+                "mb_per_s": "\(Int(Double(stats.fileBytes) / 1e6 / max(seconds, 1e-6)))",
+            ])
+        return (stats.fileBytes, stats.streamBytes)
+    }
+
+    // MARK: - Follower
+
+    public func receive(_ chunk: SnapshotChunk, from node: NodeID) async -> BulkResponse {
+        let now = MonotonicClock.system.nanoseconds
+        let begun: Result<Session, SnapshotStreamError>
+        if chunk.sequence == 0 {
+            begun = begin(chunk, from: node, now: now)
+        } else {
+            begun = state.withLock { s -> Result<Session, SnapshotStreamError> in
+                guard let session = s.sessions[chunk.partition], session.transfer == chunk.transfer,
+                    session.from == node, session.next == chunk.sequence, !session.busy
+                else {
+                    return .failure(.foreign("piece \(chunk.sequence) of transfer \(chunk.transfer) is not the one expected"))
+                }
+                session.busy = true
+                session.next += 1
+                session.lastActivity = now
+                return .success(session)
+            }
+        }
+        let session: Session
+        switch begun {
+        case .success(let s): session = s
+        case .failure(let error):
+            state.withLock { $0.counters.refused += 1 }
+            return .refused("\(error)")
+        }
+        let outcome: Result<Bool, SnapshotStreamError> = await writeThread.run {
+            Result { () throws(SnapshotStreamError) -> Bool in
+                try session.reader.consume(chunk.bytes)
+                guard chunk.isLast else { return false }
+                try session.reader.finish()
+                try? DiskFile.syncDirectory(String(session.stagedPath[..<session.stagedPath.lastIndex(of: "/")!]))
+                return true
+            }
+        }
+        switch outcome {
+        case .success(let complete):
+            let deliver: Bool = state.withLock { s in
+                session.busy = false
+                s.counters.receivedStreamBytes += UInt64(chunk.bytes.count)
+                guard complete else { return false }
+                if s.sessions[chunk.partition] === session { s.sessions[chunk.partition] = nil }
+                s.counters.received += 1
+                return true
+            }
+            if deliver {
+                var message = session.message
+                message.snapshot?.data = Array(session.staged.utf8)
+                logger.info(
+                    "received a snapshot",
+                    metadata: [
+                        "partition": "\(chunk.partition)", "from": "\(node)", "index": "\(message.snapshot!.metadata.index)",
+                        "stream_bytes": "\(session.reader.streamBytes)",
+                    ])
+                host.deliverSnapshot(PeerMessage(partition: chunk.partition, message: message))
+            }
+            return .stored
+        case .failure(let error):
+            abort(session, partition: chunk.partition)
+            state.withLock { $0.counters.refused += 1 }
+            logger.warning(
+                "snapshot stream refused; the old state is untouched",
+                metadata: ["partition": "\(chunk.partition)", "from": "\(node)", "reason": "\(error)"])
+            return .refused("\(error)")
+        }
+    }
+
+    /// Starts a session for a transfer's first piece, replacing an older transfer of the
+    /// same partition.
+    private func begin(_ chunk: SnapshotChunk, from node: NodeID, now: Int) -> Result<Session, SnapshotStreamError> {
+        guard let message = chunk.message, let snapshot = message.snapshot else {
+            return .failure(.damaged("the first piece carries no snapshot message"))
+        }
+        guard let machine = machines(chunk.partition) else {
+            return .failure(.foreign("this node hosts no replica of \(chunk.partition)"))
+        }
+        let expired = expire(now: now, replacing: chunk.partition)
+        for (session, partition) in expired { abort(session, partition: partition) }
+        let busy = state.withLock { $0.stopped || $0.sessions.count >= options.maximumReceiving }
+        if busy { return .failure(.foreign("this node receives \(options.maximumReceiving) snapshots already")) }
+        let name = "\(snapshot.metadata.index.rawValue)-\(String(chunk.transfer, radix: 16))"
+        let staged = machine.snapshotStagingDirectory + "/" + name
+        let reader: SnapshotStreamReader
+        do {
+            if FileSystem.exists(staged) { try FileSystem.removeTree(staged) }
+            try FileSystem.makeDirectory(staged)
+            reader = try SnapshotStreamReader(
+                directory: staged,
+                expectation: .init(
+                    cluster: clusterID, partition: chunk.partition, above: machine.appliedIndex,
+                    maximumBytes: options.maximumSnapshotBytes))
+        } catch let error as SnapshotStreamError {
+            try? FileSystem.removeTree(staged)
+            return .failure(error)
+        } catch {
+            try? FileSystem.removeTree(staged)
+            return .failure(.io("\(error)"))
+        }
+        let session = Session(
+            transfer: chunk.transfer, from: node, reader: reader, message: message, staged: name, stagedPath: staged,
+            now: now)
+        session.busy = true
+        let admitted = state.withLock { s -> Bool in
+            guard !s.stopped, s.sessions[chunk.partition] == nil, s.sessions.count < options.maximumReceiving else {
+                return false
+            }
+            s.sessions[chunk.partition] = session
+            return true
+        }
+        guard admitted else {
+            try? FileSystem.removeTree(staged)
+            return .failure(.foreign("another transfer of \(chunk.partition) started meanwhile"))
+        }
+        return .success(session)
+    }
+
+    /// Takes out sessions idle past the timeout, and the partition's own older one.
+    private func expire(now: Int, replacing partition: PartitionKey) -> [(Session, PartitionKey)] {
+        state.withLock { s in
+            var out: [(Session, PartitionKey)] = []
+            for (key, session) in s.sessions
+            where key == partition
+                || (!session.busy && now - session.lastActivity > options.idleTimeoutMilliseconds * 1_000_000)
+            {
+                s.sessions[key] = nil
+                out.append((session, key))
+            }
+            return out
+        }
+    }
+
+    private func abort(_ session: Session, partition: PartitionKey) {
+        state.withLock { s in
+            if s.sessions[partition] === session { s.sessions[partition] = nil }
+        }
+        let path = session.stagedPath
+        writeThread.post { try? FileSystem.removeTree(path) }
+    }
+
+    public func discard(_ message: PeerMessage) {
+        guard let data = message.message.snapshot?.data, let machine = machines(message.partition) else { return }
+        let name = String(decoding: data, as: UTF8.self)
+        guard PartitionStateMachine.isStagingName(name) else { return }
+        let path = machine.snapshotStagingDirectory + "/" + name
+        writeThread.post { try? FileSystem.removeTree(path) }
+    }
+
+    public func stop() {
+        let (directories, sessions): ([String], [Session]) = state.withLock { s in
+            s.stopped = true
+            defer {
+                s.prepared = [:]
+                s.sessions = [:]
+            }
+            return (s.prepared.values.filter { $0.users == 0 }.map(\.snapshot.directory), Array(s.sessions.values))
+        }
+        for thread in sendThreads { thread.stop() }
+        prepareThread.stop()
+        for d in directories { try? FileSystem.removeTree(d) }
+        for session in sessions { try? FileSystem.removeTree(session.stagedPath) }
+        writeThread.stop()
+    }
+
+    static func encode(_ id: UInt64) -> [UInt8] { withUnsafeBytes(of: id.bigEndian) { Array($0) } }
+
+    static func decode(_ data: [UInt8]) -> UInt64? {
+        guard data.count == 8 else { return nil }
+        return data.reduce(0) { $0 << 8 | UInt64($1) }
+    }
+}
+
+/// Sends a transfer's pieces in order with one in flight: `send` returns once the
+/// previous piece was answered (the refusal, if any) and this one is on its way.
+private final class PiecePipe: @unchecked Sendable {
+    let host: NodeHost
+    let node: NodeID
+    let partition: PartitionKey
+    let transfer: UInt64
+    private var sequence: UInt32 = 0
+    private let lock = ConditionLock()
+    private var inFlight = false
+    private var refusal: String?
+
+    init(host: NodeHost, node: NodeID, partition: PartitionKey, transfer: UInt64) {
+        self.host = host
+        self.node = node
+        self.partition = partition
+        self.transfer = transfer
+    }
+
+    /// Waits for the previous piece, then starts this one; the previous one's refusal.
+    func send(_ bytes: [UInt8], message: Message?, isLast: Bool) -> String? {
+        if let refused = finish() { return refused }
+        let chunk = SnapshotChunk(
+            partition: partition, transfer: transfer, sequence: sequence, message: message, bytes: bytes,
+            isLast: isLast)
+        sequence += 1
+        lock.withLock { inFlight = true }
+        let host = host
+        let node = node
+        Task {
+            let answer: String?
+            do {
+                switch try await host.bulkRequest(.snapshotChunk(chunk), to: node) {
+                case .stored: answer = nil
+                case .refused(let reason): answer = "node \(node) refused: \(reason)"
+                case .data: answer = "node \(node) answered a snapshot piece with data"
+                }
+            } catch {
+                answer = "\(error)"
+            }
+            lock.withLock {
+                inFlight = false
+                if refusal == nil { refusal = answer }
+                lock.broadcast()
+            }
+        }
+        return nil
+    }
+
+    /// Waits for the piece in flight; the first refusal.
+    func finish() -> String? {
+        lock.withLock {
+            while inFlight { lock.wait() }
+            return refusal
+        }
+    }
+}
+
+/// A token bucket shared by a node's snapshot sends.
+private final class Bandwidth: @unchecked Sendable {
+    let bytesPerSecond: UInt64
+    private let lock = ConditionLock()
+    private var availableAt = 0
+
+    init(bytesPerSecond: UInt64) { self.bytesPerSecond = max(1, bytesPerSecond) }
+
+    /// Waits until `bytes` more fit under the rate.
+    func take(_ bytes: Int) {
+        let cost = Int(UInt64(bytes) * 1_000_000_000 / bytesPerSecond)
+        let now = MonotonicClock.system.nanoseconds
+        let wait: Int = lock.withLock {
+            let start = max(availableAt, now - 100_000_000)
+            availableAt = start + cost
+            return start - now
+        }
+        if wait > 0 { usleep(UInt32(min(wait / 1_000, 1_000_000))) }
+    }
+}
+
+#if canImport(Glibc)
+    import Glibc
+#endif
