@@ -40,6 +40,9 @@ public struct HostCounters: Sendable, Equatable {
     /// Log compactions issued, and the entries they dropped.
     public var compactions: UInt64 = 0
     public var entriesCompacted: UInt64 = 0
+    /// Entries held in replicas' logs (after compaction), in all and in the largest one.
+    public var logEntries: UInt64 = 0
+    public var largestLogEntries: UInt64 = 0
 
     public init() {}
 
@@ -71,5 +74,7 @@ public struct HostCounters: Sendable, Equatable {
         snapshotsFailed += o.snapshotsFailed
         compactions += o.compactions
         entriesCompacted += o.entriesCompacted
+        logEntries += o.logEntries
+        largestLogEntries = max(largestLogEntries, o.largestLogEntries)
     }
 }

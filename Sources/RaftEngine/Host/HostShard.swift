@@ -284,6 +284,13 @@ package final class HostShard {
     var snapshotCounters: HostCounters {
         var c = counters
         c.awake = awake.count
+        for list in replicas.values {
+            for r in list {
+                let entries = r.stableLog.lastIndex.rawValue &+ 1 &- r.stableLog.firstIndex.rawValue
+                c.logEntries &+= entries
+                c.largestLogEntries = max(c.largestLogEntries, entries)
+            }
+        }
         return c
     }
 }

@@ -39,7 +39,10 @@ extension SharedLog {
         let deletable = segments.sequences.prefix { $0 < oldestNeeded && $0 != currentSegment }
         guard !deletable.isEmpty else { return }
         try segments.deleteOldest(Array(deletable))
-        lock.withLock { statisticsStorage.segmentsDeleted += UInt64(deletable.count) }
+        lock.withLock {
+            statisticsStorage.segmentsDeleted += UInt64(deletable.count)
+            statisticsStorage.bytesReclaimed += UInt64(deletable.count) * UInt64(segments.segmentSize)
+        }
         logger.debug("deleted WAL segments", metadata: ["count": "\(deletable.count)"])
     }
 

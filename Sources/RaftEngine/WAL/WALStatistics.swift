@@ -12,6 +12,8 @@ public struct WALStatistics: Sendable, Equatable {
     public var bytesRewritten: UInt64 = 0
     public var segmentsCreated: UInt64 = 0
     public var segmentsDeleted: UInt64 = 0
+    /// Disk space of the deleted segments.
+    public var bytesReclaimed: UInt64 = 0
     public var cacheHits: UInt64 = 0
     public var diskReads: UInt64 = 0
 

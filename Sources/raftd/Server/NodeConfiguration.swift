@@ -66,6 +66,14 @@ struct NodeConfiguration: Sendable {
     var heartbeatTicks: Int
     var storages: [StorageEntry]
     var peers: [PeerEntry]
+    /// [snapshots]: zstd level, what all sends may use, transfers at once each way.
+    var snapshotCompressionLevel: Int
+    var snapshotBandwidthBytesPerSecond: UInt64
+    var snapshotMaximumSending: Int
+    var snapshotMaximumReceiving: Int
+    /// [log]: entries kept behind the compaction point, and the least one compaction drops.
+    var logRetentionEntries: Int
+    var logCompactionStepEntries: Int
 
     /// Reads and validates `file`. Every problem names its field and the fix.
     init(file: String) throws(ConfigurationError) {
@@ -90,7 +98,7 @@ struct NodeConfiguration: Sendable {
         let directory = (file as NSString).deletingLastPathComponent
         let reader = Reader(file: file, directory: directory.isEmpty ? "." : directory)
         try reader.refuseUnknown(
-            table, "", allowed: ["node", "listen", "auth", "tls", "raft", "storage", "peer", "git"])
+            table, "", allowed: ["node", "listen", "auth", "tls", "raft", "storage", "peer", "git", "snapshots", "log"])
 
         let node = try reader.table(table, "node")
         try reader.refuseUnknown(node, "node", allowed: ["name", "id", "cluster_id"])
@@ -156,6 +164,28 @@ struct NodeConfiguration: Sendable {
         try reader.refuseUnknown(git, "git", allowed: ["max_push_mib", "max_requests"])
         gitMaximumPushBytes = try reader.int(git, "git.max_push_mib", default: 8_192, range: 1...1_048_576) << 20
         gitMaximumRequests = try reader.int(git, "git.max_requests", default: 64, range: 1...4_096)
+
+        if let raw = table["snapshots"], raw.table == nil {
+            throw ConfigurationError(file: file, field: "snapshots", problem: "must be a table ([snapshots])")
+        }
+        let snapshots = table["snapshots"]?.table ?? TOMLTable()
+        try reader.refuseUnknown(
+            snapshots, "snapshots", allowed: ["compression_level", "bandwidth_mib_per_second", "max_sending", "max_receiving"])
+        snapshotCompressionLevel = try reader.int(snapshots, "snapshots.compression_level", default: 1, range: -7...19)
+        snapshotBandwidthBytesPerSecond =
+            UInt64(try reader.int(snapshots, "snapshots.bandwidth_mib_per_second", default: 1_024, range: 1...1_048_576))
+            << 20
+        snapshotMaximumSending = try reader.int(snapshots, "snapshots.max_sending", default: 2, range: 1...64)
+        snapshotMaximumReceiving = try reader.int(snapshots, "snapshots.max_receiving", default: 2, range: 1...64)
+
+        if let raw = table["log"], raw.table == nil {
+            throw ConfigurationError(file: file, field: "log", problem: "must be a table ([log])")
+        }
+        let log = table["log"]?.table ?? TOMLTable()
+        try reader.refuseUnknown(log, "log", allowed: ["retention_entries", "compaction_step_entries"])
+        logRetentionEntries = try reader.int(log, "log.retention_entries", default: 4_096, range: 0...100_000_000)
+        logCompactionStepEntries = try reader.int(
+            log, "log.compaction_step_entries", default: 1_024, range: 1...100_000_000)
 
         if let raw = table["raft"], raw.table == nil {
             throw ConfigurationError(file: file, field: "raft", problem: "must be a table ([raft])")

@@ -24,6 +24,7 @@ final class RaftServer: Sendable {
     let host: NodeHost
     let transport: PeerTransport
     let attachments: PartitionAttachments
+    let snapshots: PartitionSnapshots
     let writer: PartitionWriter
     let reader: PartitionReader
     let machines: PartitionMachines
@@ -105,6 +106,9 @@ final class RaftServer: Sendable {
         // stream, docs/BENCHMARKS.md).
         options.dormantAfterQuiescedTicks = max(50, 5_000 / tick)
         options.appliedFlushTicks = max(1, 100 / tick)
+        options.logRetentionEntries = UInt64(configuration.logRetentionEntries)
+        options.compactionStepEntries = UInt64(configuration.logCompactionStepEntries)
+        options.compactionIntervalTicks = max(1, 1_000 / tick)
         let map = try ClusterMap(configuration.clusterMap)
         let host = try NodeHost(
             nodeID: configuration.nodeID, cluster: map, storages: storages, options: options
@@ -131,6 +135,14 @@ final class RaftServer: Sendable {
 
         // The directory of this node's replica of a partition: its state machine's.
         attachments = PartitionAttachments(host: host) { machines.machine($0)?.directory }
+        var snapshotOptions = PartitionSnapshots.Options()
+        snapshotOptions.compressionLevel = configuration.snapshotCompressionLevel
+        snapshotOptions.bandwidthBytesPerSecond = configuration.snapshotBandwidthBytesPerSecond
+        snapshotOptions.maximumSending = configuration.snapshotMaximumSending
+        snapshotOptions.maximumReceiving = configuration.snapshotMaximumReceiving
+        snapshots = PartitionSnapshots(host: host, clusterID: configuration.clusterID, options: snapshotOptions) {
+            machines.machine($0)
+        }
         writer = PartitionWriter(host: host, attachments: attachments) { machines.machine($0) }
         reader = PartitionReader(host: host) { machines.machine($0) }
         var provisioners: [StorageName: PartitionProvisioner] = [:]
@@ -146,7 +158,7 @@ final class RaftServer: Sendable {
 
     /// Starts the host, then the peer transport (listening and dialling).
     func start() async throws {
-        host.start(transport: transport, bulk: attachments)
+        host.start(transport: transport, bulk: attachments, snapshots: snapshots)
         do {
             try await transport.start(receiver: host)
         } catch {

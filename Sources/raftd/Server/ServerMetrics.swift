@@ -75,11 +75,25 @@ final class ServerMetrics: Sendable {
         gauge("raftd_groups", Double(max(0, host.replicas - host.awake - host.dormant)), [("state", "quiesced")])
         gauge("raftd_groups", Double(host.dormant), [("state", "dormant")])
         gauge("raftd_replicas", Double(host.replicas))
+        gauge("raftd_log_entries", Double(host.logEntries))
+        gauge("raftd_log_entries_largest_partition", Double(host.largestLogEntries))
+        counter("raftd_log_compactions_total", host.compactions)
+        counter("raftd_log_entries_compacted_total", host.entriesCompacted)
+        counter("raftd_snapshots_total", host.snapshotsInstalled, [("event", "installed")])
+        counter("raftd_snapshots_total", host.snapshotsSent, [("event", "sent")])
+        counter("raftd_snapshots_total", host.snapshotsFailed, [("event", "send_failed")])
+        let snapshots = server.snapshots.counters
+        counter("raftd_snapshot_bytes_total", snapshots.sentFileBytes, [("direction", "sent"), ("kind", "file")])
+        counter("raftd_snapshot_bytes_total", snapshots.sentStreamBytes, [("direction", "sent"), ("kind", "stream")])
+        counter(
+            "raftd_snapshot_bytes_total", snapshots.receivedStreamBytes, [("direction", "received"), ("kind", "stream")])
+        counter("raftd_snapshot_streams_refused_total", snapshots.refused)
         for (storage, statistics) in server.host.walStatistics {
             let dimensions = [("storage", storage.description)]
             counter("raftd_wal_batches_total", statistics.batches, dimensions)
             counter("raftd_wal_fdatasyncs_total", statistics.fdatasyncs, dimensions)
             counter("raftd_wal_bytes_written_total", statistics.bytesWritten, dimensions)
+            counter("raftd_wal_bytes_reclaimed_total", statistics.bytesReclaimed, dimensions)
         }
         let peers = server.transport.statistics
         counter("raftd_peer_frames_total", peers.framesSent, [("direction", "sent")])
