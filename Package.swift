@@ -190,6 +190,13 @@ let package = Package(
         // Time and heap allocations per operation of the write path's building blocks; the
         // allocation counter replaces the malloc family in that program only.
         .target(name: "CAllocCounter", path: "Benchmarks/CAllocCounter"),
+        // A large partition streamed as a snapshot to a replica that has none of it, with
+        // small transactions on other partitions meanwhile.
+        .executableTarget(
+            name: "SnapshotBench",
+            dependencies: ["RaftEngine", "RaftConsensus", "BenchSupport", "RaftTesting"],
+            path: "Benchmarks/SnapshotBench"
+        ),
         .executableTarget(
             name: "MicroBench",
             dependencies: ["RaftEngine", "RaftConsensus", "CAllocCounter"],

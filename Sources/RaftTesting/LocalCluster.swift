@@ -49,6 +49,8 @@ public final class LocalCluster<Machine: StateMachine>: @unchecked Sendable {
     public private(set) var hosts: [NodeHost?]
     /// The bulk service of each running node (`Configuration.bulkService`).
     public private(set) var bulkServices: [(any BulkService)?]
+    /// The snapshot service of each running node (`Configuration.snapshotService`).
+    public private(set) var snapshotServices: [(any SnapshotService)?]
 
     public init(_ configuration: Configuration, machines: MachineRegistry<Machine>) throws {
         self.configuration = configuration
@@ -68,6 +70,7 @@ public final class LocalCluster<Machine: StateMachine>: @unchecked Sendable {
         tcpNetwork = configuration.tcp ? TCPNetwork(clusterID: clusterID, nodes: ids) : nil
         hosts = Array(repeating: nil, count: n)
         bulkServices = Array(repeating: nil, count: n)
+        snapshotServices = Array(repeating: nil, count: n)
         self.machines = machines
     }
 
@@ -110,6 +113,7 @@ public final class LocalCluster<Machine: StateMachine>: @unchecked Sendable {
         host.start(transport: transport, bulk: bulk, snapshots: snapshots)
         hosts[i] = host
         bulkServices[i] = bulk
+        snapshotServices[i] = snapshots
         return (t1.timeIntervalSince(t0), t2.timeIntervalSince(t1))
     }
 
@@ -120,6 +124,7 @@ public final class LocalCluster<Machine: StateMachine>: @unchecked Sendable {
         hosts[i]?.stop()
         hosts[i] = nil
         bulkServices[i] = nil
+        snapshotServices[i] = nil
     }
 
     /// Stops every node; removes the directory when the cluster made it.

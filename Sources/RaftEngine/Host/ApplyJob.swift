@@ -58,6 +58,13 @@ package struct ApplyJob: Sendable {
 }
 
 extension ApplyJob {
+    /// Answers the job's requests with `failure` without running it (an earlier job of the
+    /// same replica failed).
+    package func refuse(_ failure: String) {
+        for p in proposals { p.promise(.failure(.replicaFailed(failure))) }
+        for read in reads { read.promise(.failure(.replicaFailed(failure))) }
+    }
+
     /// Applies the entries the state machine does not hold yet (entries at or below its
     /// applied index are re-offered after a restart and skipped), then answers the
     /// requests. Returns the failure, if the state machine failed.

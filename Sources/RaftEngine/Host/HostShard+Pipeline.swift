@@ -64,6 +64,14 @@ extension HostShard {
             context.snapshots.current?.discard(pm)
             return
         }
+        if r.pendingReady != nil {
+            // Not stepped under a Ready in flight (its committed entries' configuration
+            // changes would land on the restored configuration): after it completes. A newer
+            // one replaces an older one waiting.
+            if let older = r.stashedSnapshot { context.snapshots.current?.discard(older) }
+            r.stashedSnapshot = pm
+            return
+        }
         counters.messagesReceived &+= 1
         node.step(pm.message)
         // A snapshot the core did not take (stale, or its log already had it): its staged
@@ -106,6 +114,10 @@ extension HostShard {
             if let last = rd.entries.last { r.stableLog.durable(through: last.index, term: last.term) }
             complete(r, node, rd)
             markDirty(r)
+            if let stashed = r.stashedSnapshot {
+                r.stashedSnapshot = nil
+                deliverSnapshot(stashed)
+            }
         }
     }
 
@@ -121,6 +133,9 @@ extension HostShard {
         r.applyJobsInFlight -= 1
         // A replica held back by its apply backlog may take Readies again.
         if r.applyJobsInFlight == options.maxApplyJobsPerReplica - 1 { markDirty(r) }
+        // A replica that failed meanwhile takes no more reports (a queued install's
+        // included: its Ready was dropped).
+        if r.isFailed { return }
         if let failure {
             if case .install = kind { r.pendingReady = nil }
             fail(r, "state machine: \(failure)")
@@ -221,6 +236,10 @@ extension HostShard {
         }
         write.reset = LogReset(index: snapshot.metadata.index, term: snapshot.metadata.term)
         enqueue(write, of: r, entries: rd.entries.count)
+        // The install recorded its index and configuration in the metadata store; an older
+        // update of this group must not follow it there.
+        appliedUpdates[r.storageSlot][r.group] = AppliedUpdate(
+            index: snapshot.metadata.index, confState: snapshot.metadata.confState)
     }
 
     /// The log reset of an installed snapshot is durable: the replica's log, applied index
@@ -233,6 +252,19 @@ extension HostShard {
         r.handedOut = max(r.handedOut, meta.index)
         r.baseConf = (meta.index, meta.confState)
         r.confHistory.removeAll()
+        // Proposals this replica made (as a leader before) at or below the snapshot may be
+        // inside it, committed, or not: their outcome is unknown, not "not applied".
+        var kept = 0
+        for p in r.proposals {
+            if p.index > meta.index {
+                r.proposals[kept] = p
+                kept += 1
+            } else {
+                p.promise(.failure(.timedOut))
+            }
+        }
+        r.proposals.removeLast(r.proposals.count - kept)
+        trackRequests(r)
         updateMembers(r, meta.confState)
         appliedUpdates[r.storageSlot][r.group] = AppliedUpdate(index: meta.index, confState: meta.confState)
         var job = ApplyJob(target: r.applyTarget, entries: [], through: meta.index)

@@ -28,11 +28,19 @@ extension HostShard {
         r.stableLog.prepared = Snapshot(metadata: SnapshotMetadata(index: index, term: term, confState: conf), data: data)
     }
 
-    /// The service finished streaming a snapshot of `key` to `member`.
-    package func snapshotSent(_ key: ReplicaKey, to member: MemberID, succeeded: Bool) {
+    /// The service finished streaming the snapshot at `index` of `key` to `member`.
+    package func snapshotSent(_ key: ReplicaKey, to member: MemberID, index: LogIndex, succeeded: Bool) {
         guard let r = replica(key) else { return }
         r.snapshotsSending = max(0, r.snapshotsSending - 1)
-        if succeeded { counters.snapshotsSent &+= 1 } else { counters.snapshotsFailed &+= 1 }
+        if succeeded {
+            counters.snapshotsSent &+= 1
+            // The follower installs it now and then needs the entries after it.
+            if r.snapshotHold.map({ $0.index > index }) != true { r.snapshotHold = (index, currentTick) }
+        } else {
+            counters.snapshotsFailed &+= 1
+            // Made again at the next need (the view may be gone, or the failure its own).
+            r.stableLog.prepared = nil
+        }
         guard !r.isFailed, let node = resident(r) else { return }
         node.reportSnapshot(member, succeeded: succeeded)
         syncResidency(r)
@@ -55,15 +63,22 @@ extension HostShard {
         guard !r.isFailed, r.pendingReady == nil, r.installing == nil,
             last >= first + retention + options.compactionStepEntries - 1
         else { return nil }
+        // Followers within the retention window keep their entries (the target is at most
+        // last - retention); those further behind will be sent a snapshot.
         var floor = min(r.stateMachine.durableIndex, r.applied).rawValue
         if let node = r.node, node.role == .leader {
-            for m in r.members where m.member != r.key.member {
-                // Followers within the window keep their entries; those further behind will
-                // be sent a snapshot.
-                guard let pr = node.progress(of: m.member), pr.match.rawValue + retention >= last else { continue }
-                floor = min(floor, pr.match.rawValue)
-            }
             if r.snapshotsSending > 0, let sending = log.prepared { floor = min(floor, sending.metadata.index.rawValue) }
+            if let hold = r.snapshotHold {
+                // A follower installing a snapshot needs the entries after it.
+                let acknowledged = r.members.allSatisfy { m in
+                    m.member == r.key.member || (node.progress(of: m.member)?.match ?? .zero) >= hold.index
+                }
+                if acknowledged || currentTick > hold.sinceTick + UInt64(options.electionTicks) * 60 {
+                    r.snapshotHold = nil
+                } else {
+                    floor = min(floor, hold.index.rawValue)
+                }
+            }
         }
         let target = min(floor, last - retention)
         guard target + 1 >= first + options.compactionStepEntries else { return nil }

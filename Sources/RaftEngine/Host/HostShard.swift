@@ -215,6 +215,10 @@ package final class HostShard {
         removeFromAwake(r)
         r.state = .failed(reason: reason, member: node)
         r.pendingReady = nil
+        if let stashed = r.stashedSnapshot {
+            context.snapshots.current?.discard(stashed)
+            r.stashedSnapshot = nil
+        }
         if let node, node.role == .leader {
             r.resignTerm = node.term
             r.resignedAtTick = currentTick

@@ -87,12 +87,23 @@ extension NodeHost {
                 let u = map[group]!
                 updates.append((group, u.index, u.confState.flatMap { try? StoredConfState($0) }))
             }
-            do {
-                try storages[slot].metadata.recordApplied(updates)
-            } catch {
-                logger.error(
-                    "recording applied indices on \(context.storageNames[slot]) failed: \(error); a restart re-applies more entries"
-                )
+            // A snapshot install records its index itself (before its log reset): an update
+            // of the same group from before the install is stale and is dropped, not allowed
+            // to refuse every other group's update.
+            while !updates.isEmpty {
+                do {
+                    try storages[slot].metadata.recordApplied(updates)
+                    break
+                } catch {
+                    if case .appliedIndexRegressed(let group, _, _) = error {
+                        updates.removeAll { $0.group == group }
+                        continue
+                    }
+                    logger.error(
+                        "recording applied indices on \(context.storageNames[slot]) failed: \(error); a restart re-applies more entries"
+                    )
+                    break
+                }
             }
         }
     }

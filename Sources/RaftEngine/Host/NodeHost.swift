@@ -468,7 +468,9 @@ public final class NodeHost: FrameReceiver, @unchecked Sendable {
         guard let service = context.snapshots.current else {
             for (message, _) in out.snapshotsToSend {
                 let key = ReplicaKey(partition: message.partition, member: message.message.from)
-                worker.post(.call { shard in shard.snapshotSent(key, to: message.message.to, succeeded: false) })
+                worker.post(.call { shard in
+                    shard.snapshotSent(key, to: message.message.to, index: .zero, succeeded: false)
+                })
             }
             return
         }
@@ -481,8 +483,9 @@ public final class NodeHost: FrameReceiver, @unchecked Sendable {
         for (message, slot) in out.snapshotsToSend {
             let key = ReplicaKey(partition: message.partition, member: message.message.from)
             let member = message.message.to
+            let index = message.message.snapshot?.metadata.index ?? .zero
             service.send(message, to: context.nodes[slot]) { succeeded in
-                worker.post(.call { shard in shard.snapshotSent(key, to: member, succeeded: succeeded) })
+                worker.post(.call { shard in shard.snapshotSent(key, to: member, index: index, succeeded: succeeded) })
             }
         }
     }
@@ -493,8 +496,17 @@ public final class NodeHost: FrameReceiver, @unchecked Sendable {
     func run(_ jobs: [ApplyJob]) {
         var reports: [[AppliedReport]] = Array(repeating: [], count: workers.count)
         var bytes = 0
+        var failed: [ReplicaKey: String] = [:]
         for job in jobs {
-            var failure = job.run()
+            var failure: String?
+            if let earlier = failed[job.target.key] {
+                // The replica stopped at an earlier job of this batch: nothing after it runs.
+                failure = earlier
+                job.refuse(earlier)
+            } else {
+                failure = job.run()
+            }
+            if let failure { failed[job.target.key] = failure }
             if failure == nil, case .install(let snapshot) = job.kind {
                 failure = recordInstall(snapshot.metadata, of: job.target)
             }

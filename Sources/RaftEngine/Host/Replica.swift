@@ -130,6 +130,11 @@ package final class Replica {
     var baseConf: (index: LogIndex, confState: ConfState)
     /// Snapshot transfers this replica leads that are in flight (they hold compaction back).
     var snapshotsSending = 0
+    /// The index of the last snapshot sent and when (tick): compaction stays at or below
+    /// it until every follower acknowledged it, or for a while.
+    var snapshotHold: (index: LogIndex, sinceTick: UInt64)?
+    /// A received snapshot message waiting for the Ready in flight to complete.
+    var stashedSnapshot: PeerMessage?
     /// A snapshot of this replica is being prepared (leader).
     var preparingSnapshot = false
 

@@ -43,6 +43,7 @@ package struct ReplicaFactory {
         // Entries are handed out again from what the state machine holds durably, when that
         // is behind the index the host recorded (a state machine may checkpoint lazily: the
         // WAL still has the entries, and apply is idempotent).
+        let recordedApplied = applied
         var applied = min(applied, machine.appliedIndex)
         let base = context.logs[storageSlot].firstIndex(of: group).previous
         if applied < base {
@@ -74,6 +75,9 @@ package struct ReplicaFactory {
             key: key, group: group, storageSlot: storageSlot, storageName: context.storageNames[storageSlot],
             stateMachine: machine, stableLog: stable, members: members, state: state, applied: applied)
         replica.mode = mode
+        // The stored configuration is as of the stored applied index, which may be past the
+        // state machine's: it describes the log from there.
+        replica.baseConf = (max(recordedApplied, replica.applied), confState)
         return replica
     }
 

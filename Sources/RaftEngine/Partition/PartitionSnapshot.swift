@@ -265,8 +265,15 @@ extension PartitionStateMachine {
                 if Self.isImmutable(rel) {
                     try FileSystem.link(from, to: to)
                 } else {
+                    // A private copy: no lock file or rename needed (nothing else writes here,
+                    // and a crash discards the whole view).
                     let bytes = try FileSystem.readFileIfExists(from) ?? []
-                    try RepositoryFiles(path: target).writeFile(name, bytes)
+                    let file = try DiskFile.open(to, .createNew)
+                    let written = bytes.withUnsafeBytes { raw in
+                        Result { () throws(IOError) in try file.write(toAbsoluteOffset: 0, raw) }
+                    }
+                    try? file.close()
+                    try written.get()
                 }
                 let size = try FileSystem.status(of: to).size
                 items.append(
@@ -321,6 +328,9 @@ extension PartitionStateMachine {
         guard let registry, let partition else {
             throw StateMachineError("a partition without a registry cannot install snapshots")
         }
+        // Everything that can refuse the snapshot is checked before the install record:
+        // after it, a restart finishes the install whatever happens, so it must not fail.
+        try validateStaged(snapshotStagingDirectory + "/" + name, registry: registry, partition: partition)
         try view.withExclusive { () throws(StateMachineError) in
             do {
                 let intent = InstallIntent(
@@ -336,6 +346,52 @@ extension PartitionStateMachine {
             } catch {
                 throw StateMachineError("installing snapshot \(snapshot.metadata.index) in \(directory): \(error)")
             }
+        }
+    }
+
+    /// Refuses a staged snapshot that could not be installed whole: no or a damaged state
+    /// file, anything but `repositories/` and `state` at its top, a repository or pool
+    /// another partition holds, a pool that is not one of its repositories, a repository
+    /// whose path leads through a link on this storage.
+    private func validateStaged(_ staged: String, registry: any RepositoryRegistry, partition: PartitionKey)
+        throws(StateMachineError)
+    {
+        do {
+            let top = try FileSystem.list(staged)
+            guard top.allSatisfy({ [PartitionSnapshotState.fileName, PartitionSnapshotState.repositoriesDirectory].contains($0) })
+            else { throw StateMachineError("the staged snapshot holds \(top), not only a state file and repositories") }
+            guard let bytes = try FileSystem.readFileIfExists(staged + "/" + PartitionSnapshotState.fileName) else {
+                throw StateMachineError("the staged snapshot has no state file")
+            }
+            let snapshotState = try PartitionSnapshotState(decoding: bytes)
+            let paths = Set(snapshotState.repositories.map(\.path))
+            guard paths.count == snapshotState.repositories.count else {
+                throw StateMachineError("the snapshot lists a repository twice")
+            }
+            for repository in snapshotState.repositories {
+                if let owner = try registry.partition(of: repository.path), owner != partition {
+                    throw StateMachineError("the snapshot's \(repository.path) belongs to partition \(owner) here")
+                }
+                if let pool = repository.pool, !paths.contains(pool) {
+                    throw StateMachineError("the snapshot's \(repository.path) borrows from \(pool), which it does not hold")
+                }
+                // No repository may sit below another (one would move with the other).
+                for other in paths where other != repository.path && repository.path.rawValue.hasPrefix(other.rawValue + "/") {
+                    throw StateMachineError("the snapshot's \(repository.path) lies inside \(other)")
+                }
+                // Its directories on this storage must be real directories, not links.
+                var prefix = storageRoot
+                for component in repository.path.rawValue.split(separator: "/").dropLast() {
+                    prefix += "/" + component
+                    if let kind = try FileSystem.kind(of: prefix, followSymlinks: false), kind != .directory {
+                        throw StateMachineError("\(prefix) is not a directory; \(repository.path) cannot be installed")
+                    }
+                }
+            }
+        } catch let error as StateMachineError {
+            throw error
+        } catch {
+            throw StateMachineError("checking the staged snapshot: \(error)")
         }
     }
 
@@ -362,8 +418,15 @@ extension PartitionStateMachine {
             // The record stays: the next start finishes again (idempotent) and removes it.
             return
         }
-        try? FileSystem.removeTree(snapshotStagingDirectory + "/" + staged)
+        // The partition's old repositories are in there: removed off the apply worker (a
+        // large tree takes a while); a restart sweeps what is left.
+        let trash = snapshotStagingDirectory + "/trash-" + staged
+        guard (try? FileSystem.rename(snapshotStagingDirectory + "/" + staged, to: trash)) != nil else { return }
+        Self.cleaner.post { try? FileSystem.removeTree(trash) }
     }
+
+    /// Removes finished installs' leftovers in the background.
+    static let cleaner = BackgroundThread(name: "raftd-cleanup")
 
     /// Steps 2 to 4 of an install; each is idempotent, so a restart repeats them.
     func rollForward(_ intent: InstallIntent) throws {

@@ -49,12 +49,16 @@ public final class PartitionSnapshots: SnapshotService {
         /// File bytes and stream bytes of completed sends.
         public var sentFileBytes: UInt64 = 0
         public var sentStreamBytes: UInt64 = 0
+        /// Time spent streaming completed sends.
+        public var sentNanoseconds: UInt64 = 0
         public var received: UInt64 = 0
         public var receivedStreamBytes: UInt64 = 0
         /// Transfers refused (damaged, foreign, out of order, busy).
         public var refused: UInt64 = 0
         /// Busy: more sends than `maximumSending` were asked for.
         public var sendsRefusedBusy: UInt64 = 0
+
+        public init() {}
     }
 
     public let host: NodeHost
@@ -71,7 +75,13 @@ public final class PartitionSnapshots: SnapshotService {
         let snapshot: PreparedPartitionSnapshot
         let replica: ReplicaKey
         var users = 0
+        /// When a transfer last finished with it (or it was made).
+        var lastUsed: Int
     }
+
+    /// A view no transfer used for this long goes (its links pin packs a repack replaced);
+    /// the leader makes a new one at the next need.
+    static let idleViewNanoseconds = 120 * 1_000_000_000
 
     private final class Session: @unchecked Sendable {
         let transfer: UInt64
@@ -152,6 +162,7 @@ public final class PartitionSnapshots: SnapshotService {
             done(nil, [])
             return
         }
+        removeIdleViews()
         prepareThread.post { [self] in
             let prepared: PreparedPartitionSnapshot
             do { prepared = try machine.prepareSnapshot(id: id) } catch {
@@ -161,7 +172,8 @@ public final class PartitionSnapshots: SnapshotService {
             }
             // The previous view of this replica goes unless a transfer still reads it.
             let stale: String? = state.withLock { s in
-                s.prepared[id] = Prepared(snapshot: prepared, replica: replica)
+                s.prepared[id] = Prepared(
+                    snapshot: prepared, replica: replica, lastUsed: MonotonicClock.system.nanoseconds)
                 s.counters.prepared += 1
                 defer { s.newest[replica] = id }
                 guard let old = s.newest[replica], let previous = s.prepared[old], previous.users == 0 else {
@@ -182,6 +194,7 @@ public final class PartitionSnapshots: SnapshotService {
     }
 
     public func send(_ message: PeerMessage, to node: NodeID, done: @escaping @Sendable (Bool) -> Void) {
+        removeIdleViews()
         guard let snapshot = message.message.snapshot, let id = Self.decode(snapshot.data) else {
             done(false)
             return
@@ -203,15 +216,17 @@ public final class PartitionSnapshots: SnapshotService {
             let result = stream(prepared, message: message, metadata: snapshot.metadata, to: node)
             let stale: String? = state.withLock { s in
                 s.freeSendThreads.append(thread)
-                if let (file, stream) = result {
+                if let (file, stream, nanoseconds) = result {
                     s.counters.sent += 1
                     s.counters.sentFileBytes += file
                     s.counters.sentStreamBytes += stream
+                    s.counters.sentNanoseconds += nanoseconds
                 } else {
                     s.counters.sendFailures += 1
                 }
                 guard var p = s.prepared[id] else { return nil }
                 p.users -= 1
+                p.lastUsed = MonotonicClock.system.nanoseconds
                 s.prepared[id] = p
                 // A view no transfer reads that is not the replica's newest goes.
                 guard p.users == 0, s.newest[p.replica] != id || s.stopped else { return nil }
@@ -223,10 +238,11 @@ public final class PartitionSnapshots: SnapshotService {
         }
     }
 
-    /// Streams one prepared snapshot; the file and stream bytes, or nil when it failed.
+    /// Streams one prepared snapshot; the file and stream bytes and the time it took, or
+    /// nil when it failed.
     private func stream(
         _ prepared: PreparedPartitionSnapshot, message: PeerMessage, metadata: SnapshotMetadata, to node: NodeID
-    ) -> (UInt64, UInt64)? {
+    ) -> (UInt64, UInt64, UInt64)? {
         let started = MonotonicClock.system.nanoseconds
         let transfer: UInt64 = state.withLock { s in
             s.nextID &+= 1
@@ -293,7 +309,23 @@ public final class PartitionSnapshots: SnapshotService {
                 "bytes": "\(stats.fileBytes)", "stream_bytes": "\(stats.streamBytes)",
                 "mb_per_s": "\(Int(Double(stats.fileBytes) / 1e6 / max(seconds, 1e-6)))",
             ])
-        return (stats.fileBytes, stats.streamBytes)
+        return (stats.fileBytes, stats.streamBytes, UInt64(MonotonicClock.system.nanoseconds - started))
+    }
+
+    /// Removes the views no transfer used for `idleViewNanoseconds`.
+    private func removeIdleViews() {
+        let now = MonotonicClock.system.nanoseconds
+        let idle: [String] = state.withLock { s in
+            var out: [String] = []
+            for (id, p) in s.prepared where p.users == 0 && now - p.lastUsed > Self.idleViewNanoseconds {
+                s.prepared[id] = nil
+                if s.newest[p.replica] == id { s.newest[p.replica] = nil }
+                out.append(p.snapshot.directory)
+            }
+            return out
+        }
+        guard !idle.isEmpty else { return }
+        prepareThread.post { for d in idle { try? FileSystem.removeTree(d) } }
     }
 
     // MARK: - Follower
@@ -334,14 +366,18 @@ public final class PartitionSnapshots: SnapshotService {
         }
         switch outcome {
         case .success(let complete):
-            let deliver: Bool = state.withLock { s in
+            let deliver: Bool? = state.withLock { s in
                 session.busy = false
                 s.counters.receivedStreamBytes += UInt64(chunk.bytes.count)
+                // A newer transfer of the partition took its place meanwhile (and removes
+                // its staging): not handed over.
+                guard s.sessions[chunk.partition] === session else { return nil }
                 guard complete else { return false }
-                if s.sessions[chunk.partition] === session { s.sessions[chunk.partition] = nil }
+                s.sessions[chunk.partition] = nil
                 s.counters.received += 1
                 return true
             }
+            guard let deliver else { return .refused("transfer \(chunk.transfer) was replaced by a newer one") }
             if deliver {
                 var message = session.message
                 message.snapshot?.data = Array(session.staged.utf8)
@@ -383,11 +419,11 @@ public final class PartitionSnapshots: SnapshotService {
         do {
             if FileSystem.exists(staged) { try FileSystem.removeTree(staged) }
             try FileSystem.makeDirectory(staged)
-            reader = try SnapshotStreamReader(
-                directory: staged,
-                expectation: .init(
-                    cluster: clusterID, partition: chunk.partition, above: machine.appliedIndex,
-                    maximumBytes: options.maximumSnapshotBytes))
+            var expectation = SnapshotStreamReader.Expectation(
+                cluster: clusterID, partition: chunk.partition, above: machine.appliedIndex,
+                maximumBytes: options.maximumSnapshotBytes)
+            expectation.metadata = snapshot.metadata
+            reader = try SnapshotStreamReader(directory: staged, expectation: expectation)
         } catch let error as SnapshotStreamError {
             try? FileSystem.removeTree(staged)
             return .failure(error)
@@ -543,7 +579,11 @@ private final class Bandwidth: @unchecked Sendable {
             availableAt = start + cost
             return start - now
         }
-        if wait > 0 { usleep(UInt32(min(wait / 1_000, 1_000_000))) }
+        var remaining = wait
+        while remaining > 0 {
+            usleep(UInt32(min(remaining / 1_000, 1_000_000)))
+            remaining -= 1_000_000_000
+        }
     }
 }
 

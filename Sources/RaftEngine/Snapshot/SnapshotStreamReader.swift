@@ -25,6 +25,9 @@ public final class SnapshotStreamReader {
         public var above: LogIndex
         /// The largest partition this receiver takes.
         public var maximumBytes: UInt64
+        /// When set, the header's index, term and configuration must be these (the snapshot
+        /// message the stream came with).
+        public var metadata: SnapshotMetadata?
 
         public init(cluster: ClusterID, partition: PartitionKey, above: LogIndex, maximumBytes: UInt64) {
             self.cluster = cluster
@@ -281,6 +284,12 @@ public final class SnapshotStreamReader {
             throw .foreign("the stream is of partition \(h.partition), not \(e.partition)")
         }
         guard h.index > e.above else { throw .foreign("the stream is at index \(h.index); this replica holds \(e.above)") }
+        if let m = e.metadata,
+            m.index != h.index || m.term != h.term
+                || (try? StoredConfState(m.confState)) != (try? StoredConfState(h.confState))
+        {
+            throw .foreign("the stream is of \(h.index) (term \(h.term)), its message of \(m)")
+        }
         guard h.totalBytes <= e.maximumBytes else {
             throw .foreign("a snapshot of \(h.totalBytes) bytes is over this node's limit of \(e.maximumBytes)")
         }

@@ -183,7 +183,7 @@ struct NodeConfiguration: Sendable {
         }
         let log = table["log"]?.table ?? TOMLTable()
         try reader.refuseUnknown(log, "log", allowed: ["retention_entries", "compaction_step_entries"])
-        logRetentionEntries = try reader.int(log, "log.retention_entries", default: 4_096, range: 0...100_000_000)
+        logRetentionEntries = try reader.int(log, "log.retention_entries", default: 4_096, range: 16...100_000_000)
         logCompactionStepEntries = try reader.int(
             log, "log.compaction_step_entries", default: 1_024, range: 1...100_000_000)
 
