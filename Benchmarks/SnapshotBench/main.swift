@@ -27,6 +27,8 @@ struct Options {
     var seconds = 5.0
     var level = 1
     var directory = "bench-data/snapshot"
+    /// Also measure a transfer with no other load (the stream's own speed).
+    var alone = false
 
     static func parse(_ arguments: [String]) -> Options {
         var o = Options()
@@ -50,6 +52,7 @@ struct Options {
                 guard let s = Double(value(flag)), s > 0 else { fail("SnapshotBench", "--seconds takes seconds") }
                 o.seconds = s
             case "--dir": o.directory = value(flag)
+            case "--alone": o.alone = true
             default: fail("SnapshotBench", "unknown argument \(flag) (see the header of main.swift)")
             }
         }
@@ -230,6 +233,44 @@ let rootHandle = try DiskFile.open(root, .directory)
 try rootHandle.syncFileSystem()
 try rootHandle.close()
 
+// The stream alone, in this thread: read (io_uring), compress, checksum, decode, write and
+// fsync into a staging directory, no network.
+do {
+    let machine = registry.existing(
+        node: leader, replica: ReplicaKey(partition: big, member: MemberID(UInt64(leader + 1))))!
+    let prepared = try machine.prepareSnapshot(id: 1)
+    let staged = root + "/local-staging"
+    try FileManager.default.createDirectory(atPath: staged, withIntermediateDirectories: true)
+    let reader = try SnapshotStreamReader(
+        directory: staged,
+        expectation: .init(cluster: cluster.clusterID, partition: big, above: .zero, maximumBytes: 1 << 40))
+    let writer = try SnapshotStreamWriter(
+        level: options.level, reader: try SequentialFileReader(chunkBytes: 1 << 20, depth: 4))
+    let header = SnapshotHeader(
+        cluster: cluster.clusterID, partition: big, snapshotID: 1, index: prepared.index, term: Term(1),
+        confState: ConfState(voters: [MemberID(1)]), items: UInt32(prepared.items.count),
+        totalBytes: prepared.totalBytes)
+    var produce = 0.0
+    var consume = 0.0
+    let t = now()
+    var mark = now()
+    let stats = try writer.write(header: header, items: prepared.items, pieceBytes: 4 << 20) { piece in
+        produce += now() - mark
+        let c = now()
+        try! reader.consume(piece)
+        consume += now() - c
+        mark = now()
+        return true
+    }!
+    try reader.finish()
+    let elapsed = now() - t
+    print(
+        "stream alone (no network): \(format(Double(stats.fileBytes) / 1e6 / elapsed, 0)) MB/s; writing side \(format(produce, 2)) s, receiving side (write, fsync) \(format(consume, 2)) s"
+    )
+    try FileManager.default.removeItem(atPath: staged)
+    machine.removePreparedSnapshots()
+}
+
 final class Tally: @unchecked Sendable {
     let lock = Mutex<(latencies: [Double], errors: Int)>(([], 0))
 }
@@ -255,7 +296,8 @@ func smallLoad(_ run: Int, seconds: Double, until done: @escaping @Sendable () -
                     let t = now()
                     do {
                         _ = try await commit(
-                            key, [.updateReferences(repository(key), [ReferenceUpdate(name: name, old: old, new: new)])])
+                            key, [.updateReferences(repository(key), [ReferenceUpdate(name: name, old: old, new: new)])]
+                        )
                         latencies.append((now() - t) * 1e3)
                         current[key] = new
                     } catch {
@@ -281,7 +323,9 @@ let quietCPU = cpuSeconds()
 let quietStart = now()
 let quiet = await smallLoad(1, seconds: options.seconds) { true }
 let quietCores = (cpuSeconds() - quietCPU) / (now() - quietStart)
-print("small transactions on 100 partitions without a transfer: \(summary(quiet)); process CPU \(format(quietCores * 100))% of a core")
+print(
+    "small transactions on 100 partitions without a transfer: \(summary(quiet)); process CPU \(format(quietCores * 100))% of a core"
+)
 
 let snapshots = { (cluster.snapshotServices[leader] as? PartitionSnapshots)?.counters ?? .init() }
 let before = snapshots()
@@ -297,7 +341,10 @@ async let watch: Double = {
     installed.store(true, ordering: .releasing)
     return now() - t1
 }()
-let busy = await smallLoad(2, seconds: 1) { installed.load(ordering: .acquiring) }
+let busy =
+    options.alone
+    ? []
+    : await smallLoad(2, seconds: 1) { installed.load(ordering: .acquiring) }
 let caughtUp = try await watch
 let cpu = cpuSeconds() - cpu0
 let after = snapshots()
@@ -308,7 +355,7 @@ print(
     "snapshot: \(after.sent - before.sent) sent, \(format(fileBytes / 1_048_576, 0)) MiB of partition data in \(format(sendSeconds, 2)) s = \(format(fileBytes / 1e6 / max(sendSeconds, 1e-9), 0)) MB/s; restart to installed \(format(caughtUp, 2)) s = \(format(fileBytes / 1e6 / caughtUp, 0)) MB/s"
 )
 print(
-    "  stream \(format(streamBytes / 1_048_576, 0)) MiB: compression ratio \(format(fileBytes / max(streamBytes, 1), 3)); process CPU \(format(cpu, 1)) s over \(format(caughtUp, 1)) s (\(format(cpu / caughtUp * 100))% of a core; \(format(quietCores * 100))% without the transfer); \(format(cpu / max(fileBytes / 1e9, 1e-9), 1)) CPU s per GB"
+    "  stream \(format(streamBytes / 1_048_576, 0)) MiB: compression ratio \(format(fileBytes / max(streamBytes, 1), 3)); process CPU \(format(cpu, 1)) s over \(format(caughtUp, 1)) s (\(format(cpu / caughtUp * 100))% of a core; \(format(quietCores * 100))% without the transfer); the transfer's own: about \(format(max(0, cpu - (options.alone ? 0 : quietCores * caughtUp)) / max(fileBytes / 1e9, 1e-9), 1)) CPU s per GB"
 )
 print("small transactions meanwhile: \(summary(busy))")
 print(

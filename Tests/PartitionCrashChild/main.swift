@@ -51,7 +51,9 @@ if arguments.count == 6 && arguments[1] == "attach" {
 // follower takes a snapshot; prints "points <n>" and "applied <index>".
 if arguments.count == 11 && arguments[1] == "install" {
     guard let killAt = Int(arguments[10]), let index = UInt64(arguments[8]), let term = UInt64(arguments[9]) else {
-        fail("usage: PartitionCrashChild install <root> <replica> <cluster> <node> <partition> <staged> <index> <term> <kill>")
+        fail(
+            "usage: PartitionCrashChild install <root> <replica> <cluster> <node> <partition> <staged> <index> <term> <kill>"
+        )
     }
     do {
         let partition = try PartitionKey(parsing: arguments[6])

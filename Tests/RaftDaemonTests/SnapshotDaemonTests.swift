@@ -18,7 +18,8 @@ extension DaemonClusterTests {
             var isDirectory: ObjCBool = false
             FileManager.default.fileExists(atPath: path + "/" + relative, isDirectory: &isDirectory)
             out[relative] =
-                isDirectory.boolValue ? .some(nil) : .some(try Data(contentsOf: URL(fileURLWithPath: path + "/" + relative)))
+                isDirectory.boolValue
+                ? .some(nil) : .some(try Data(contentsOf: URL(fileURLWithPath: path + "/" + relative)))
         }
         return out
     }
@@ -127,7 +128,8 @@ extension DaemonClusterTests {
                 + found.keys.filter { expected[$0] != nil && expected[$0]! != found[$0]! }.sorted()
             #expect(differing.isEmpty, "node \(node) differs from the leader at \(differing.prefix(6))")
         }
-        let fsck = try ClientGit.run(["--git-dir", cluster.storagePath(follower) + "/" + path, "fsck", "--full", "--strict"], in: "/")
+        let fsck = try ClientGit.run(
+            ["--git-dir", cluster.storagePath(follower) + "/" + path, "fsck", "--full", "--strict"], in: "/")
         #expect(fsck.ok, "git fsck of the follower's repository: \(fsck)")
     }
 }

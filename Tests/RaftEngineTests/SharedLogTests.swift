@@ -147,7 +147,9 @@ struct SharedLogTests {
         #expect(try log.entries(of: g, from: LogIndex(21), to: LogIndex(22), maxBytes: .max) == [entry(21, term: 4)])
     }
 
-    @Test("WAL: a reset to a snapshot drops the whole log (a conflicting suffix too), with entries after it, also after a reopen")
+    @Test(
+        "WAL: a reset to a snapshot drops the whole log (a conflicting suffix too), with entries after it, also after a reopen"
+    )
     func resetToSnapshot() throws {
         let dir = try TemporaryDirectory()
         defer { dir.remove() }
@@ -179,7 +181,8 @@ struct SharedLogTests {
         #expect(log.firstIndex(of: g) == LogIndex(7))
         #expect(log.lastIndex(of: g) == LogIndex(7))
         #expect(try log.term(of: g, at: LogIndex(6)) == Term(2))
-        #expect(try log.entries(of: g, from: LogIndex(7), to: LogIndex(8), maxBytes: .max) == [entry(7, term: 2, "new")])
+        #expect(
+            try log.entries(of: g, from: LogIndex(7), to: LogIndex(8), maxBytes: .max) == [entry(7, term: 2, "new")])
         #expect(log.hardState(of: g)?.commit == LogIndex(6))
         #expect(log.lastIndex(of: other) == LogIndex(3))
         // A reset ahead of the whole log (a follower far behind) empties it.

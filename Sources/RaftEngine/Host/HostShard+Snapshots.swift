@@ -25,7 +25,8 @@ extension HostShard {
         // Its term must still be in the log (compaction stops at a snapshot in flight, not
         // at one being prepared), and its configuration known.
         guard case .success(let term) = r.stableLog.term(at: index), let conf = r.confState(at: index) else { return }
-        r.stableLog.prepared = Snapshot(metadata: SnapshotMetadata(index: index, term: term, confState: conf), data: data)
+        r.stableLog.prepared = Snapshot(
+            metadata: SnapshotMetadata(index: index, term: term, confState: conf), data: data)
     }
 
     /// The service finished streaming the snapshot at `index` of `key` to `member`.
@@ -67,7 +68,9 @@ extension HostShard {
         // last - retention); those further behind will be sent a snapshot.
         var floor = min(r.stateMachine.durableIndex, r.applied).rawValue
         if let node = r.node, node.role == .leader {
-            if r.snapshotsSending > 0, let sending = log.prepared { floor = min(floor, sending.metadata.index.rawValue) }
+            if r.snapshotsSending > 0, let sending = log.prepared {
+                floor = min(floor, sending.metadata.index.rawValue)
+            }
             if let hold = r.snapshotHold {
                 // A follower installing a snapshot needs the entries after it.
                 let acknowledged = r.members.allSatisfy { m in

@@ -93,7 +93,8 @@ extension NodeHost {
             if maxApplyJobsPerReplica < 1 || maxApplyBytesPerReady < 1 << 16 { return "apply bounds are too small" }
             if quiesceAfterIdleTicks < 1 { return "quiesceAfterIdleTicks must be positive" }
             if compactionIntervalTicks < 1 || compactionStepEntries < 1 || logRetentionEntries < 16 {
-                return "compactionIntervalTicks and compactionStepEntries must be positive, logRetentionEntries at least 16"
+                return
+                    "compactionIntervalTicks and compactionStepEntries must be positive, logRetentionEntries at least 16"
             }
             if maxCampaignsPerTick < 1 || maxWakesPerTick < 1 || maxSuspensionsPerTick < 1 {
                 return "per-tick budgets must be positive"

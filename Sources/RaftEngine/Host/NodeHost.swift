@@ -468,9 +468,10 @@ public final class NodeHost: FrameReceiver, @unchecked Sendable {
         guard let service = context.snapshots.current else {
             for (message, _) in out.snapshotsToSend {
                 let key = ReplicaKey(partition: message.partition, member: message.message.from)
-                worker.post(.call { shard in
-                    shard.snapshotSent(key, to: message.message.to, index: .zero, succeeded: false)
-                })
+                worker.post(
+                    .call { shard in
+                        shard.snapshotSent(key, to: message.message.to, index: .zero, succeeded: false)
+                    })
             }
             return
         }

@@ -112,8 +112,8 @@ public final class SequentialFileReader {
                     break
                 }
                 if rest == 0 {
-                    failure = (
-                        IOError(
+                    failure =
+                        (IOError(
                             "read: the file ended at \(UInt64(k) * chunk + UInt64(got)) bytes, \(size) expected",
                             path: path, kind: .ioFailure))
                     break

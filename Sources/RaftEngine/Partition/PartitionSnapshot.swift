@@ -59,9 +59,12 @@ struct PartitionSnapshotState: Equatable {
                 let pool = try r.take(Int(try r.u16()))
                 repositories.append(
                     Repository(
-                        path: try DecodeFailure.validating { () throws(IdentityError) in try RelativePath(bytes: path) },
+                        path: try DecodeFailure.validating { () throws(IdentityError) in try RelativePath(bytes: path)
+                        },
                         pool: pool.isEmpty
-                            ? nil : try DecodeFailure.validating { () throws(IdentityError) in try RelativePath(bytes: pool) }))
+                            ? nil
+                            : try DecodeFailure.validating { () throws(IdentityError) in try RelativePath(bytes: pool) }
+                    ))
             }
             try r.expectEnd()
         } catch let error as DecodeFailure {
@@ -353,12 +356,17 @@ extension PartitionStateMachine {
     /// file, anything but `repositories/` and `state` at its top, a repository or pool
     /// another partition holds, a pool that is not one of its repositories, a repository
     /// whose path leads through a link on this storage.
-    private func validateStaged(_ staged: String, registry: any RepositoryRegistry, partition: PartitionKey)
+    private func validateStaged(
+        _ staged: String, registry: any RepositoryRegistry, partition: PartitionKey
+    )
         throws(StateMachineError)
     {
         do {
             let top = try FileSystem.list(staged)
-            guard top.allSatisfy({ [PartitionSnapshotState.fileName, PartitionSnapshotState.repositoriesDirectory].contains($0) })
+            guard
+                top.allSatisfy({
+                    [PartitionSnapshotState.fileName, PartitionSnapshotState.repositoriesDirectory].contains($0)
+                })
             else { throw StateMachineError("the staged snapshot holds \(top), not only a state file and repositories") }
             guard let bytes = try FileSystem.readFileIfExists(staged + "/" + PartitionSnapshotState.fileName) else {
                 throw StateMachineError("the staged snapshot has no state file")
@@ -373,10 +381,12 @@ extension PartitionStateMachine {
                     throw StateMachineError("the snapshot's \(repository.path) belongs to partition \(owner) here")
                 }
                 if let pool = repository.pool, !paths.contains(pool) {
-                    throw StateMachineError("the snapshot's \(repository.path) borrows from \(pool), which it does not hold")
+                    throw StateMachineError(
+                        "the snapshot's \(repository.path) borrows from \(pool), which it does not hold")
                 }
                 // No repository may sit below another (one would move with the other).
-                for other in paths where other != repository.path && repository.path.rawValue.hasPrefix(other.rawValue + "/") {
+                for other in paths
+                where other != repository.path && repository.path.rawValue.hasPrefix(other.rawValue + "/") {
                     throw StateMachineError("the snapshot's \(repository.path) lies inside \(other)")
                 }
                 // Its directories on this storage must be real directories, not links.
@@ -473,7 +483,9 @@ extension PartitionStateMachine {
         }
         for parent in parents.sorted() { try DiskFile.syncDirectory(parent) }
         CrashPoints.reached()
-        for path in intent.oldRepositories where !fresh.contains(path) { try registry.unregister(path, from: partition) }
+        for path in intent.oldRepositories where !fresh.contains(path) {
+            try registry.unregister(path, from: partition)
+        }
         for path in fresh.sorted() { try registry.register(path, in: partition) }
         CrashPoints.reached()
         try writeInstalledCheckpoint(index: intent.index, values: snapshotState.values)

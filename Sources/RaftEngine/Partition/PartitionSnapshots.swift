@@ -28,7 +28,7 @@ public final class PartitionSnapshots: SnapshotService {
         /// File bytes per read and per compressed chunk.
         public var chunkBytes = 1 << 20
         /// Stream bytes per bulk request.
-        public var pieceBytes = 4 << 20
+        public var pieceBytes = 1 << 20
         /// Transfers this node sends, and receives, at once.
         public var maximumSending = 2
         public var maximumReceiving = 2
@@ -90,9 +90,13 @@ public final class PartitionSnapshots: SnapshotService {
         let message: Message
         let staged: String
         let stagedPath: String
-        var next: UInt32 = 1
+        /// The next piece to write; pieces after it (up to the window) wait their turn.
+        var next: UInt32 = 0
         var lastActivity: Int
+        /// A piece is being written.
         var busy = false
+        var aborted = false
+        var waiters: [UInt32: CheckedContinuation<Bool, Never>] = [:]
 
         init(
             transfer: UInt64, from: NodeID, reader: SnapshotStreamReader, message: Message, staged: String,
@@ -336,17 +340,7 @@ public final class PartitionSnapshots: SnapshotService {
         if chunk.sequence == 0 {
             begun = begin(chunk, from: node, now: now)
         } else {
-            begun = state.withLock { s -> Result<Session, SnapshotStreamError> in
-                guard let session = s.sessions[chunk.partition], session.transfer == chunk.transfer,
-                    session.from == node, session.next == chunk.sequence, !session.busy
-                else {
-                    return .failure(.foreign("piece \(chunk.sequence) of transfer \(chunk.transfer) is not the one expected"))
-                }
-                session.busy = true
-                session.next += 1
-                session.lastActivity = now
-                return .success(session)
-            }
+            begun = await admit(chunk, from: node, now: now)
         }
         let session: Session
         switch begun {
@@ -366,17 +360,16 @@ public final class PartitionSnapshots: SnapshotService {
         }
         switch outcome {
         case .success(let complete):
-            let deliver: Bool? = state.withLock { s in
+            let (deliver, waiter): (Bool?, CheckedContinuation<Bool, Never>?) = state.withLock { s in
                 session.busy = false
+                session.next = chunk.sequence + 1
                 s.counters.receivedStreamBytes += UInt64(chunk.bytes.count)
-                // A newer transfer of the partition took its place meanwhile (and removes
-                // its staging): not handed over.
-                guard s.sessions[chunk.partition] === session else { return nil }
-                guard complete else { return false }
-                s.sessions[chunk.partition] = nil
-                s.counters.received += 1
-                return true
+                // The piece after this one may be waiting for its turn.
+                let waiter = session.waiters.removeValue(forKey: session.next)
+                if waiter != nil { session.busy = true }
+                return (deliverable(session, complete: complete, in: &s), waiter)
             }
+            waiter?.resume(returning: true)
             guard let deliver else { return .refused("transfer \(chunk.transfer) was replaced by a newer one") }
             if deliver {
                 var message = session.message
@@ -384,7 +377,8 @@ public final class PartitionSnapshots: SnapshotService {
                 logger.info(
                     "received a snapshot",
                     metadata: [
-                        "partition": "\(chunk.partition)", "from": "\(node)", "index": "\(message.snapshot!.metadata.index)",
+                        "partition": "\(chunk.partition)", "from": "\(node)",
+                        "index": "\(message.snapshot!.metadata.index)",
                         "stream_bytes": "\(session.reader.streamBytes)",
                     ])
                 host.deliverSnapshot(PeerMessage(partition: chunk.partition, message: message))
@@ -398,6 +392,65 @@ public final class PartitionSnapshots: SnapshotService {
                 metadata: ["partition": "\(chunk.partition)", "from": "\(node)", "reason": "\(error)"])
             return .refused("\(error)")
         }
+    }
+
+    /// Pieces of one transfer written out of order are held back, at most this many
+    /// ahead of the one being written (the sender keeps fewer in flight).
+    static let reorderWindow: UInt32 = 4
+
+    /// Admits a piece after the first: at once when it is next, else when its turn comes
+    /// (the bulk path may hand pieces over out of order).
+    private func admit(
+        _ chunk: SnapshotChunk, from node: NodeID, now: Int
+    ) async -> Result<
+        Session, SnapshotStreamError
+    > {
+        enum Admission {
+            case go(Session)
+            case wait(Session)
+            case refuse(String)
+        }
+        let admission: Admission = state.withLock { s in
+            guard let session = s.sessions[chunk.partition], session.transfer == chunk.transfer, session.from == node,
+                !session.aborted, chunk.sequence >= session.next, chunk.sequence < session.next + Self.reorderWindow,
+                session.waiters[chunk.sequence] == nil
+            else { return .refuse("piece \(chunk.sequence) of transfer \(chunk.transfer) is not one expected") }
+            session.lastActivity = now
+            if chunk.sequence == session.next && !session.busy {
+                session.busy = true
+                return .go(session)
+            }
+            return .wait(session)
+        }
+        switch admission {
+        case .go(let session): return .success(session)
+        case .refuse(let why): return .failure(.foreign(why))
+        case .wait(let session):
+            let admitted = await withCheckedContinuation { (continuation: CheckedContinuation<Bool, Never>) in
+                let now: Bool? = state.withLock { _ in
+                    if session.aborted { return false }
+                    if chunk.sequence == session.next && !session.busy {
+                        session.busy = true
+                        return true
+                    }
+                    session.waiters[chunk.sequence] = continuation
+                    return nil
+                }
+                if let now { continuation.resume(returning: now) }
+            }
+            return admitted ? .success(session) : .failure(.foreign("transfer \(chunk.transfer) was abandoned"))
+        }
+    }
+
+    /// Whether a written piece completes a deliverable stream: nil when a newer transfer of
+    /// the partition replaced this one meanwhile (it removes the staging; nothing is handed
+    /// over), true when the stream is whole.
+    private func deliverable(_ session: Session, complete: Bool, in s: inout State) -> Bool? {
+        guard s.sessions.values.contains(where: { $0 === session }) else { return nil }
+        guard complete else { return false }
+        for (key, value) in s.sessions where value === session { s.sessions[key] = nil }
+        s.counters.received += 1
+        return true
     }
 
     /// Starts a session for a transfer's first piece, replacing an older transfer of the
@@ -465,9 +518,13 @@ public final class PartitionSnapshots: SnapshotService {
     }
 
     private func abort(_ session: Session, partition: PartitionKey) {
-        state.withLock { s in
+        let waiters: [CheckedContinuation<Bool, Never>] = state.withLock { s in
             if s.sessions[partition] === session { s.sessions[partition] = nil }
+            session.aborted = true
+            defer { session.waiters = [:] }
+            return Array(session.waiters.values)
         }
+        for waiter in waiters { waiter.resume(returning: false) }
         let path = session.stagedPath
         writeThread.post { try? FileSystem.removeTree(path) }
     }
@@ -492,7 +549,15 @@ public final class PartitionSnapshots: SnapshotService {
         for thread in sendThreads { thread.stop() }
         prepareThread.stop()
         for d in directories { try? FileSystem.removeTree(d) }
-        for session in sessions { try? FileSystem.removeTree(session.stagedPath) }
+        for session in sessions {
+            let waiters: [CheckedContinuation<Bool, Never>] = state.withLock { _ in
+                session.aborted = true
+                defer { session.waiters = [:] }
+                return Array(session.waiters.values)
+            }
+            for waiter in waiters { waiter.resume(returning: false) }
+            try? FileSystem.removeTree(session.stagedPath)
+        }
         writeThread.stop()
     }
 
@@ -504,8 +569,8 @@ public final class PartitionSnapshots: SnapshotService {
     }
 }
 
-/// Sends a transfer's pieces in order with one in flight: `send` returns once the
-/// previous piece was answered (the refusal, if any) and this one is on its way.
+/// Sends a transfer's pieces in order, a few in flight (the receiver writes them in order):
+/// `send` returns once this one is on its way.
 private final class PiecePipe: @unchecked Sendable {
     let host: NodeHost
     let node: NodeID
@@ -513,8 +578,10 @@ private final class PiecePipe: @unchecked Sendable {
     let transfer: UInt64
     private var sequence: UInt32 = 0
     private let lock = ConditionLock()
-    private var inFlight = false
+    private var inFlight = 0
     private var refusal: String?
+    /// Pieces in flight at once (after the first, which opens the transfer, is answered).
+    static let window = 3
 
     init(host: NodeHost, node: NodeID, partition: PartitionKey, transfer: UInt64) {
         self.host = host
@@ -523,14 +590,20 @@ private final class PiecePipe: @unchecked Sendable {
         self.transfer = transfer
     }
 
-    /// Waits for the previous piece, then starts this one; the previous one's refusal.
+    /// Waits for room in the window (for the first piece's answer before any other), then
+    /// starts this one; the first refusal so far.
     func send(_ bytes: [UInt8], message: Message?, isLast: Bool) -> String? {
-        if let refused = finish() { return refused }
+        let limit = sequence <= 1 ? 1 : Self.window
+        let refused: String? = lock.withLock {
+            while inFlight >= limit && refusal == nil { lock.wait() }
+            return refusal
+        }
+        if let refused { return refused }
         let chunk = SnapshotChunk(
             partition: partition, transfer: transfer, sequence: sequence, message: message, bytes: bytes,
             isLast: isLast)
         sequence += 1
-        lock.withLock { inFlight = true }
+        lock.withLock { inFlight += 1 }
         let host = host
         let node = node
         Task {
@@ -545,7 +618,7 @@ private final class PiecePipe: @unchecked Sendable {
                 answer = "\(error)"
             }
             lock.withLock {
-                inFlight = false
+                inFlight -= 1
                 if refusal == nil { refusal = answer }
                 lock.broadcast()
             }
@@ -553,10 +626,10 @@ private final class PiecePipe: @unchecked Sendable {
         return nil
     }
 
-    /// Waits for the piece in flight; the first refusal.
+    /// Waits for every piece in flight; the first refusal.
     func finish() -> String? {
         lock.withLock {
-            while inFlight { lock.wait() }
+            while inFlight > 0 { lock.wait() }
             return refusal
         }
     }

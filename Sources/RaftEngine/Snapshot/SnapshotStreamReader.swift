@@ -61,6 +61,7 @@ public final class SnapshotStreamReader {
         var written: UInt64 = 0
         var crc: UInt32 = 0
         var writtenBack: UInt64 = 0
+        var waitedBack: UInt64 = 0
     }
 
     /// Writeback is started every this many bytes of a file.
@@ -196,6 +197,10 @@ public final class SnapshotStreamReader {
             file.written += UInt64(rawLength)
             if durable && file.written - file.writtenBack >= Self.writebackStep {
                 file.file.startWriteback(offset: file.writtenBack, length: file.written - file.writtenBack)
+                // The step before this one: waited for, so at most two are queued at the
+                // disk ahead of the WAL's fdatasyncs (as attachments do).
+                file.file.awaitWriteback(offset: file.waitedBack, length: file.writtenBack - file.waitedBack)
+                file.waitedBack = file.writtenBack
                 file.writtenBack = file.written
             }
             current = file
@@ -227,7 +232,8 @@ public final class SnapshotStreamReader {
             guard sum == expected else { throw .damaged("the stream's checksum does not match") }
             guard count == header.items, items == header.items, total == header.totalBytes, fileBytes == total
             else {
-                throw .damaged("the trailer counts \(count) items and \(total) bytes; \(items) and \(fileBytes) arrived")
+                throw .damaged(
+                    "the trailer counts \(count) items and \(total) bytes; \(items) and \(fileBytes) arrived")
             }
             advance(1 + r.offset)
             guard consumed == buffer.count else { throw .damaged("bytes after the trailer") }
@@ -237,7 +243,9 @@ public final class SnapshotStreamReader {
     }
 
     /// One chunk's zstd frame, which must decode to exactly `rawLength` bytes.
-    private func decompress(_ data: ArraySlice<UInt8>, rawLength: Int, of path: String) throws(SnapshotStreamError)
+    private func decompress(
+        _ data: ArraySlice<UInt8>, rawLength: Int, of path: String
+    ) throws(SnapshotStreamError)
         -> [UInt8]
     {
         decompressor.reset()
@@ -273,7 +281,9 @@ public final class SnapshotStreamReader {
     private var position: UInt64 { streamBytes - UInt64(buffer.count - consumed) }
 
     private func advance(_ length: Int) {
-        crc = buffer.withUnsafeBytes { CRC32C.checksum(UnsafeRawBufferPointer(rebasing: $0[consumed..<(consumed + length)]), extending: crc) }
+        crc = buffer.withUnsafeBytes {
+            CRC32C.checksum(UnsafeRawBufferPointer(rebasing: $0[consumed..<(consumed + length)]), extending: crc)
+        }
         consumed += length
     }
 
@@ -283,7 +293,9 @@ public final class SnapshotStreamReader {
         guard h.partition == e.partition else {
             throw .foreign("the stream is of partition \(h.partition), not \(e.partition)")
         }
-        guard h.index > e.above else { throw .foreign("the stream is at index \(h.index); this replica holds \(e.above)") }
+        guard h.index > e.above else {
+            throw .foreign("the stream is at index \(h.index); this replica holds \(e.above)")
+        }
         if let m = e.metadata,
             m.index != h.index || m.term != h.term
                 || (try? StoredConfState(m.confState)) != (try? StoredConfState(h.confState))

@@ -102,10 +102,13 @@ public final class SnapshotStreamWriter {
                 piece.appendBigEndian(size)
                 var contentCRC: UInt32 = 0
                 var compressionFailure: SnapshotStreamError?
+                // A file whose first chunk does not compress (a pack: zlib already) is
+                // stored as is from there on, without trying again.
+                var compressing = true
                 do {
                     try reader.read(source, size: size) { chunk in
                         contentCRC = CRC32C.checksum(chunk, extending: contentCRC)
-                        if let failure = appendChunk(chunk, to: &piece, stats: &stats) {
+                        if let failure = appendChunk(chunk, to: &piece, stats: &stats, compressing: &compressing) {
                             compressionFailure = failure
                             return false
                         }
@@ -131,13 +134,14 @@ public final class SnapshotStreamWriter {
 
     /// Appends one chunk element; the error when compression failed.
     private func appendChunk(
-        _ chunk: UnsafeRawBufferPointer, to piece: inout [UInt8], stats: inout SnapshotStreamStatistics
+        _ chunk: UnsafeRawBufferPointer, to piece: inout [UInt8], stats: inout SnapshotStreamStatistics,
+        compressing: inout Bool
     ) -> SnapshotStreamError? {
         compressor.reset()
         var produced = 0
         var consumed = 0
         var complete = false
-        while !complete && produced < chunk.count {
+        while compressing && !complete && produced < chunk.count {
             let outcome = scratch.withUnsafeMutableBytes { out in
                 Result { () throws(CompressionError) in
                     try compressor.compress(
@@ -153,13 +157,16 @@ public final class SnapshotStreamWriter {
             if step.consumed == 0 && step.produced == 0 && !complete { break }
         }
         let compressed = complete && produced < chunk.count
+        // Less than 1/32 saved is not worth decoding for.
+        if !compressed || produced > chunk.count - chunk.count / 32 { compressing = false }
         piece.append(SnapshotFormat.Tag.chunk.rawValue)
         piece.append(compressed ? 1 : 0)
         piece.appendBigEndian(UInt32(chunk.count))
         if compressed {
             stats.chunksCompressed += 1
             piece.appendBigEndian(UInt32(produced))
-            piece.appendBigEndian(scratch.withUnsafeBytes { CRC32C.checksum(UnsafeRawBufferPointer(rebasing: $0[..<produced])) })
+            piece.appendBigEndian(
+                scratch.withUnsafeBytes { CRC32C.checksum(UnsafeRawBufferPointer(rebasing: $0[..<produced])) })
             piece.append(contentsOf: scratch[..<produced])
         } else {
             stats.chunksStored += 1

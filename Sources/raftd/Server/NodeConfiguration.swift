@@ -170,10 +170,12 @@ struct NodeConfiguration: Sendable {
         }
         let snapshots = table["snapshots"]?.table ?? TOMLTable()
         try reader.refuseUnknown(
-            snapshots, "snapshots", allowed: ["compression_level", "bandwidth_mib_per_second", "max_sending", "max_receiving"])
+            snapshots, "snapshots",
+            allowed: ["compression_level", "bandwidth_mib_per_second", "max_sending", "max_receiving"])
         snapshotCompressionLevel = try reader.int(snapshots, "snapshots.compression_level", default: 1, range: -7...19)
         snapshotBandwidthBytesPerSecond =
-            UInt64(try reader.int(snapshots, "snapshots.bandwidth_mib_per_second", default: 1_024, range: 1...1_048_576))
+            UInt64(
+                try reader.int(snapshots, "snapshots.bandwidth_mib_per_second", default: 1_024, range: 1...1_048_576))
             << 20
         snapshotMaximumSending = try reader.int(snapshots, "snapshots.max_sending", default: 2, range: 1...64)
         snapshotMaximumReceiving = try reader.int(snapshots, "snapshots.max_receiving", default: 2, range: 1...64)

@@ -86,7 +86,8 @@ final class ServerMetrics: Sendable {
         counter("raftd_snapshot_bytes_total", snapshots.sentFileBytes, [("direction", "sent"), ("kind", "file")])
         counter("raftd_snapshot_bytes_total", snapshots.sentStreamBytes, [("direction", "sent"), ("kind", "stream")])
         counter(
-            "raftd_snapshot_bytes_total", snapshots.receivedStreamBytes, [("direction", "received"), ("kind", "stream")])
+            "raftd_snapshot_bytes_total", snapshots.receivedStreamBytes,
+            [("direction", "received"), ("kind", "stream")])
         counter("raftd_snapshot_streams_refused_total", snapshots.refused)
         for (storage, statistics) in server.host.walStatistics {
             let dimensions = [("storage", storage.description)]

@@ -24,7 +24,9 @@ struct PartitionSnapshotTests {
 
     /// Opens (creating) a storage whose partition holds the result of `transactions`,
     /// checkpointed. The store and machine are returned open.
-    static func makeStorage(_ root: String, _ transactions: [[PartitionOperation]]) throws -> (
+    static func makeStorage(
+        _ root: String, _ transactions: [[PartitionOperation]]
+    ) throws -> (
         MetadataStore, PartitionStateMachine
     ) {
         try FileManager.default.createDirectory(atPath: root, withIntermediateDirectories: true)
@@ -39,7 +41,8 @@ struct PartitionSnapshotTests {
         for ops in transactions {
             index += 1
             try machine.apply([
-                Entry(term: Term(2), index: LogIndex(index), payload: .normal(try PartitionEntryCodec.encode(.init(ops))))
+                Entry(
+                    term: Term(2), index: LogIndex(index), payload: .normal(try PartitionEntryCodec.encode(.init(ops))))
             ])
         }
         try machine.checkpoint()
@@ -48,7 +51,9 @@ struct PartitionSnapshotTests {
 
     /// Leader: a, pool and b (borrowing from the pool), c, values. Follower: an older a,
     /// d (which the snapshot does not have), other values.
-    static func states(_ dir: TemporaryDirectory) throws -> (leader: [[PartitionOperation]], follower: [[PartitionOperation]]) {
+    static func states(
+        _ dir: TemporaryDirectory
+    ) throws -> (leader: [[PartitionOperation]], follower: [[PartitionOperation]]) {
         let source = try SourceRepository(at: dir.file("work"), commits: 40)
         let validator = PackValidator()
         var n = 0
@@ -88,7 +93,9 @@ struct PartitionSnapshotTests {
                 .createRepository(b, defaultBranch: main), .linkToPool(repository: b, pool: pool),
                 .updateReferences(
                     b,
-                    try (0..<30).map { ReferenceUpdate(name: try RefName("refs/heads/many/\($0)"), old: .zero, new: v1) }),
+                    try (0..<30).map {
+                        ReferenceUpdate(name: try RefName("refs/heads/many/\($0)"), old: .zero, new: v1)
+                    }),
             ],
             [
                 .createRepository(c, defaultBranch: main), .attachPack(c, full),
@@ -118,7 +125,8 @@ struct PartitionSnapshotTests {
             } else {
                 var bytes = try Data(contentsOf: URL(fileURLWithPath: root + "/" + relative))
                 if relative.hasSuffix("alternates") {
-                    bytes = Data(String(decoding: bytes, as: UTF8.self).replacingOccurrences(of: root, with: "ROOT").utf8)
+                    bytes = Data(
+                        String(decoding: bytes, as: UTF8.self).replacingOccurrences(of: root, with: "ROOT").utf8)
                 }
                 out[relative] = .some(bytes)
             }
@@ -128,7 +136,9 @@ struct PartitionSnapshotTests {
 
     /// Streams `prepared` into the follower's staging as the snapshot service does;
     /// returns the staged name.
-    static func stage(_ prepared: PreparedPartitionSnapshot, into follower: PartitionStateMachine, term: Term) throws
+    static func stage(
+        _ prepared: PreparedPartitionSnapshot, into follower: PartitionStateMachine, term: Term
+    ) throws
         -> String
     {
         let name = "\(prepared.index.rawValue)-1"
@@ -136,7 +146,8 @@ struct PartitionSnapshotTests {
         try FileManager.default.createDirectory(atPath: staged, withIntermediateDirectories: true)
         let reader = try SnapshotStreamReader(
             directory: staged,
-            expectation: .init(cluster: cluster, partition: partition, above: follower.appliedIndex, maximumBytes: 1 << 30))
+            expectation: .init(
+                cluster: cluster, partition: partition, above: follower.appliedIndex, maximumBytes: 1 << 30))
         let writer = try SnapshotStreamWriter(level: 1, reader: try SequentialFileReader(chunkBytes: 64 << 10))
         let header = SnapshotHeader(
             cluster: cluster, partition: partition, snapshotID: 1, index: prepared.index, term: term,
@@ -155,7 +166,9 @@ struct PartitionSnapshotTests {
         return name
     }
 
-    @Test("a snapshot made on the leader installs on a follower: repositories byte-equal, fsck clean, registry and values follow")
+    @Test(
+        "a snapshot made on the leader installs on a follower: repositories byte-equal, fsck clean, registry and values follow"
+    )
     func installReplacesPartition() throws {
         try #require(FileManager.default.isExecutableFile(atPath: "/usr/bin/git"), "the test command installs git")
         let dir = try TemporaryDirectory("raftd-snapshot")
@@ -172,7 +185,8 @@ struct PartitionSnapshotTests {
                 payload: .normal(try PartitionEntryCodec.encode(.init([.setValue(key: "later", value: [9])]))))
         ])
         let name = try Self.stage(prepared, into: follower, term: Term(2))
-        let metadata = SnapshotMetadata(index: prepared.index, term: Term(2), confState: ConfState(voters: [MemberID(1)]))
+        let metadata = SnapshotMetadata(
+            index: prepared.index, term: Term(2), confState: ConfState(voters: [MemberID(1)]))
         try follower.restore(Snapshot(metadata: metadata, data: Array(name.utf8)))
         #expect(follower.appliedIndex == prepared.index)
         #expect(follower.checkpointedIndex == prepared.index)
@@ -180,7 +194,8 @@ struct PartitionSnapshotTests {
         #expect(follower.value("new") == [2, 3])
         #expect(follower.value("old") == nil)
         #expect(follower.value("later") == nil)
-        #expect(try followerStore.repositories(of: Self.partition).sorted() == [Self.a, Self.b, Self.c, Self.pool].sorted())
+        #expect(
+            try followerStore.repositories(of: Self.partition).sorted() == [Self.a, Self.b, Self.c, Self.pool].sorted())
         let installed = try Self.repositories(dir.file("follower"))
         let expected = try Self.repositories(dir.file("leader"))
         #expect(
@@ -197,7 +212,9 @@ struct PartitionSnapshotTests {
         _ = leaderStore
     }
 
-    @Test("SIGKILL at every step of install: after a restart the partition is wholly the old one or wholly the snapshot's")
+    @Test(
+        "SIGKILL at every step of install: after a restart the partition is wholly the old one or wholly the snapshot's"
+    )
     func killInsideInstall() async throws {
         try #require(FileManager.default.isExecutableFile(atPath: "/usr/bin/git"), "the test command installs git")
         let child = builtProduct("PartitionCrashChild")
@@ -225,7 +242,8 @@ struct PartitionSnapshotTests {
                 .waitUntilExit()
             let arguments = { (root: String, kill: Int) in
                 [
-                    "install", root, Self.replicaDirectory(root), "\(Self.cluster)", "\(Self.node)", "\(Self.partition)",
+                    "install", root, Self.replicaDirectory(root), "\(Self.cluster)", "\(Self.node)",
+                    "\(Self.partition)",
                     name, "5", "2", "\(kill)",
                 ]
             }
@@ -246,10 +264,12 @@ struct PartitionSnapshotTests {
                 }
                 // A restart: the replica opens (finishing an install past its record).
                 let store = try MetadataStore.open(
-                    storageRoot: root, clusterID: Self.cluster, storageName: Self.partition.authority, nodeID: Self.node,
+                    storageRoot: root, clusterID: Self.cluster, storageName: Self.partition.authority,
+                    nodeID: Self.node,
                     createIfMissing: false)
                 let machine = try PartitionStateMachine(
-                    storageRoot: root, directory: Self.replicaDirectory(root), checkpointIntervalMilliseconds: 1_000_000,
+                    storageRoot: root, directory: Self.replicaDirectory(root),
+                    checkpointIntervalMilliseconds: 1_000_000,
                     partition: Self.partition, registry: store)
                 let tree = try Self.repositories(root)
                 let registered = try store.repositories(of: Self.partition).sorted()
@@ -259,8 +279,9 @@ struct PartitionSnapshotTests {
                     if registered != [Self.a, Self.b, Self.c, Self.pool].sorted() {
                         problems.append("kill point \(point): new state, registry \(registered)")
                     }
-                    if machine.pendingRestore?.index != LogIndex(5) && FileManager.default.fileExists(
-                        atPath: Self.replicaDirectory(root) + "/install")
+                    if machine.pendingRestore?.index != LogIndex(5)
+                        && FileManager.default.fileExists(
+                            atPath: Self.replicaDirectory(root) + "/install")
                     {
                         problems.append("kill point \(point): an install record without a pending restore")
                     }

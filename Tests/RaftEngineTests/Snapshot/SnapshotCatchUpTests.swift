@@ -9,7 +9,9 @@ import Testing
 /// snapshot (streamed between hosts, installed in the Ready pipeline), then by log.
 @Suite("Snapshots: catch-up through the host", .serialized)
 struct SnapshotCatchUpTests {
-    @Test("a follower offline through writes and a compaction catches up by snapshot, then by log; its repository is byte-equal and fsck clean")
+    @Test(
+        "a follower offline through writes and a compaction catches up by snapshot, then by log; its repository is byte-equal and fsck clean"
+    )
     func followerCatchesUpBySnapshot() async throws {
         try #require(FileManager.default.isExecutableFile(atPath: "/usr/bin/git"), "the test command installs git")
         let dir = try TemporaryDirectory("raftd-snapshot-catch-up")
@@ -43,7 +45,11 @@ struct SnapshotCatchUpTests {
                             key,
                             [
                                 .updateReferences(
-                                    repo, [ReferenceUpdate(name: try RefName("refs/heads/w\(writer)/\(n)"), old: .zero, new: v1)]),
+                                    repo,
+                                    [
+                                        ReferenceUpdate(
+                                            name: try RefName("refs/heads/w\(writer)/\(n)"), old: .zero, new: v1)
+                                    ]),
                                 .setValue(key: "w\(writer)", value: Array("\(n)".utf8)),
                             ])
                     }
@@ -67,7 +73,10 @@ struct SnapshotCatchUpTests {
         for n in 0..<20 {
             index = try await nodes.commit(
                 key,
-                [.updateReferences(repo, [ReferenceUpdate(name: try RefName("refs/heads/after/\(n)"), old: .zero, new: v1)])])
+                [
+                    .updateReferences(
+                        repo, [ReferenceUpdate(name: try RefName("refs/heads/after/\(n)"), old: .zero, new: v1)])
+                ])
         }
         try await nodes.waitApplied(key, index)
         try await Task.sleep(nanoseconds: 300_000_000)

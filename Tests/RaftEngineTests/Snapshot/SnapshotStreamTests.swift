@@ -25,9 +25,10 @@ struct SnapshotStreamTests {
             ("state", [], 0o600),
         ]
         var items: [SnapshotItem] = []
-        for d in ["repositories", "repositories/a.git", "repositories/a.git/objects", "repositories/a.git/objects/pack",
-            "repositories/a.git/refs", "repositories/a.git/refs/heads"]
-        {
+        for d in [
+            "repositories", "repositories/a.git", "repositories/a.git/objects", "repositories/a.git/objects/pack",
+            "repositories/a.git/refs", "repositories/a.git/refs/heads",
+        ] {
             try FileManager.default.createDirectory(atPath: dir + "/" + d, withIntermediateDirectories: true)
             items.append(SnapshotItem(path: try RelativePath(d), mode: 0o755, kind: .directory))
         }
@@ -48,7 +49,9 @@ struct SnapshotStreamTests {
             totalBytes: items.reduce(0) { $0 + $1.size })
     }
 
-    static func stream(_ items: [SnapshotItem], chunk: Int, level: Int = 1) throws -> ([UInt8], SnapshotStreamStatistics) {
+    static func stream(
+        _ items: [SnapshotItem], chunk: Int, level: Int = 1
+    ) throws -> ([UInt8], SnapshotStreamStatistics) {
         let writer = try SnapshotStreamWriter(
             level: level, reader: try SequentialFileReader(chunkBytes: chunk, depth: 3))
         var out: [UInt8] = []
@@ -64,7 +67,8 @@ struct SnapshotStreamTests {
 
     /// Feeds `bytes` in pieces cut at `cuts`; the reader's error, or nil when it completed.
     static func receive(
-        _ bytes: [UInt8], into dir: String, pieces: Int = 7, expectation: SnapshotStreamReader.Expectation = expectation,
+        _ bytes: [UInt8], into dir: String, pieces: Int = 7,
+        expectation: SnapshotStreamReader.Expectation = expectation,
         durable: Bool = false
     ) -> SnapshotStreamError? {
         try? FileManager.default.removeItem(atPath: dir)
