@@ -193,6 +193,35 @@ struct SharedLogTests {
         #expect(log.lastIndex(of: other) == LogIndex(51))
     }
 
+    @Test("WAL: the compaction index that keeps at most N bytes of payloads, through truncation and compaction")
+    func retentionByBytes() throws {
+        let dir = try TemporaryDirectory()
+        defer { dir.remove() }
+        let log = try SharedLog(directory: dir.path, options: testLogOptions())
+        defer { log.close() }
+        let g = GroupID(5)
+        // Entry k carries k * 10 bytes.
+        func sized(_ k: UInt64, term: UInt64 = 1) -> WALEntry {
+            WALEntry(term: Term(term), index: LogIndex(k), payload: [UInt8](repeating: 1, count: Int(k) * 10))
+        }
+        #expect(log.compactionIndex(of: g, keepingAtMost: 100) == .zero)
+        try log.append([GroupWrite(group: g, entries: (1...10).map { sized($0) })])
+        // Entries 9 and 10 hold 190 bytes: within 150 only entry 10 stays.
+        #expect(log.compactionIndex(of: g, keepingAtMost: 150) == LogIndex(9))
+        #expect(log.compactionIndex(of: g, keepingAtMost: 190) == LogIndex(8))
+        #expect(log.compactionIndex(of: g, keepingAtMost: 550) == .zero)
+        #expect(log.compactionIndex(of: g, keepingAtMost: 549) == LogIndex(1))
+        // The last entry alone is larger: everything before it goes.
+        #expect(log.compactionIndex(of: g, keepingAtMost: 5) == LogIndex(10))
+        try log.compact(group: g, upTo: LogIndex(4), term: Term(1))
+        #expect(log.compactionIndex(of: g, keepingAtMost: 190) == LogIndex(8))
+        #expect(log.compactionIndex(of: g, keepingAtMost: 1_000) == LogIndex(4))
+        // A conflicting suffix replaced by smaller entries.
+        try log.append([GroupWrite(group: g, entries: [WALEntry(term: Term(2), index: LogIndex(8), payload: [1])])])
+        #expect(log.compactionIndex(of: g, keepingAtMost: 71) == LogIndex(6))
+        #expect(log.compactionIndex(of: g, keepingAtMost: 61) == LogIndex(7))
+    }
+
     @Test("WAL: a removed group is gone, also after a reopen")
     func removeGroup() throws {
         let dir = try TemporaryDirectory()

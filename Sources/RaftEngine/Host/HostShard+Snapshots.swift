@@ -61,11 +61,14 @@ extension HostShard {
         let first = log.firstIndex.rawValue
         let last = log.lastIndex.rawValue
         let retention = options.logRetentionEntries
-        guard !r.isFailed, r.pendingReady == nil, r.installing == nil,
-            last >= first + retention + options.compactionStepEntries - 1
+        guard !r.isFailed, r.pendingReady == nil, r.installing == nil, last + 1 >= first + options.compactionStepEntries
         else { return nil }
+        // The retained window: at most `retention` entries and `logRetentionBytes` bytes.
+        let byBytes = context.logs[r.storageSlot].compactionIndex(of: r.group, keepingAtMost: options.logRetentionBytes)
+        let windowStart = max(last >= retention ? last - retention : 0, byBytes.rawValue)
+        guard windowStart + 1 >= first + options.compactionStepEntries else { return nil }
         // Followers within the retention window keep their entries (the target is at most
-        // last - retention); those further behind will be sent a snapshot.
+        // its start); those further behind will be sent a snapshot.
         var floor = min(r.stateMachine.durableIndex, r.applied).rawValue
         if let node = r.node, node.role == .leader {
             if r.snapshotsSending > 0, let sending = log.prepared {
@@ -83,7 +86,7 @@ extension HostShard {
                 }
             }
         }
-        let target = min(floor, last - retention)
+        let target = min(floor, windowStart)
         guard target + 1 >= first + options.compactionStepEntries else { return nil }
         return LogIndex(target)
     }

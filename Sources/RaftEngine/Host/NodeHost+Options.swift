@@ -61,6 +61,9 @@ extension NodeHost {
         /// `compactionStepEntries`. A follower further behind catches up by snapshot.
         public var compactionIntervalTicks = 10
         public var logRetentionEntries: UInt64 = 4_096
+        /// And at most this many bytes of entry payloads (large entries: pushes with inline
+        /// packs), whichever window is smaller.
+        public var logRetentionBytes: UInt64 = 64 << 20
         public var compactionStepEntries: UInt64 = 1_024
 
         public init() {}

@@ -25,6 +25,9 @@ struct GroupLog {
     /// The term of the entry at `base`, when a compaction recorded it (zero otherwise).
     var baseTerm: Term = .zero
     var locations: [EntryLocation] = []
+    /// Payload bytes of the entries up to and including `locations[k]`, counted from an
+    /// arbitrary origin (differences only): the bytes of any range in O(1).
+    var cumulativeBytes: [UInt64] = []
     var runStarts: [LogIndex] = []
     var runTerms: [Term] = []
     var hardState: HardState?
@@ -76,6 +79,7 @@ struct GroupLog {
         if index > lastIndex.next || index <= base {
             precondition(replaying, "entry \(index) does not follow \(lastIndex) (compacted \(base))")
             locations.removeAll()
+            cumulativeBytes.removeAll()
             runStarts.removeAll()
             runTerms.removeAll()
             base = index.previous
@@ -84,6 +88,7 @@ struct GroupLog {
         }
         if index <= lastIndex { truncate(from: index) }
         locations.append(location)
+        cumulativeBytes.append((cumulativeBytes.last ?? 0) + UInt64(location.length))
         if runTerms.last != term {
             runStarts.append(index)
             runTerms.append(term)
@@ -100,6 +105,7 @@ struct GroupLog {
         guard index <= lastIndex else { return }
         let keep = index > base ? Int(index.rawValue - base.rawValue - 1) : 0
         locations.removeSubrange(keep...)
+        cumulativeBytes.removeSubrange(keep...)
         if keep == 0 {
             runStarts.removeAll()
             runTerms.removeAll()
@@ -121,11 +127,13 @@ struct GroupLog {
         }
         if index >= lastIndex {
             locations.removeAll(keepingCapacity: false)
+            cumulativeBytes.removeAll(keepingCapacity: false)
             runStarts.removeAll()
             runTerms.removeAll()
         } else {
             let drop = Int(index.rawValue - base.rawValue)
             locations.removeFirst(drop)
+            cumulativeBytes.removeFirst(drop)
             // Keep the run that covers index + 1, starting it there.
             var firstKept = 0
             while firstKept + 1 < runStarts.count && runStarts[firstKept + 1] <= index.next { firstKept += 1 }
@@ -135,6 +143,24 @@ struct GroupLog {
         }
         base = index
         baseTerm = term
+    }
+
+    /// The highest index `j` such that the entries after it hold at most `bytes` of payload
+    /// (the last index when the last entry alone is larger; `base` when all fit).
+    func startOfSuffix(holdingAtMost bytes: UInt64) -> LogIndex {
+        guard let total = cumulativeBytes.last, let first = cumulativeBytes.first, let length = locations.first?.length
+        else { return base }
+        let origin = first - UInt64(length)
+        if total - origin <= bytes { return base }
+        // The smallest position p with total - cumulative[p] <= bytes: the entries after
+        // position p fit, so compacting through p leaves them.
+        var lo = 0
+        var hi = cumulativeBytes.count - 1
+        while lo < hi {
+            let mid = (lo + hi) / 2
+            if total - cumulativeBytes[mid] <= bytes { hi = mid } else { lo = mid + 1 }
+        }
+        return LogIndex(base.rawValue + UInt64(lo) + 1)
     }
 
     /// The oldest segment holding a record this group still needs, or nil.

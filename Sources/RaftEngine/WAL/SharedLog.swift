@@ -242,6 +242,12 @@ public final class SharedLog: @unchecked Sendable {
         lock.withLock { table.groups[group]?.hardState }
     }
 
+    /// The index through which `group`'s log would be compacted to keep at most `bytes` of
+    /// entry payloads (its compacted index when all of it fits).
+    public func compactionIndex(of group: GroupID, keepingAtMost bytes: UInt64) -> LogIndex {
+        lock.withLock { table.groups[group]?.startOfSuffix(holdingAtMost: bytes) ?? .zero }
+    }
+
     /// The term of the entry at `index`; the compacted index's term is known too.
     public func term(of group: GroupID, at index: LogIndex) throws(WALError) -> Term {
         let outcome: Result<Term, WALError> = lock.withLock {

@@ -73,6 +73,7 @@ struct NodeConfiguration: Sendable {
     var snapshotMaximumReceiving: Int
     /// [log]: entries kept behind the compaction point, and the least one compaction drops.
     var logRetentionEntries: Int
+    var logRetentionBytes: UInt64
     var logCompactionStepEntries: Int
 
     /// Reads and validates `file`. Every problem names its field and the fix.
@@ -184,8 +185,9 @@ struct NodeConfiguration: Sendable {
             throw ConfigurationError(file: file, field: "log", problem: "must be a table ([log])")
         }
         let log = table["log"]?.table ?? TOMLTable()
-        try reader.refuseUnknown(log, "log", allowed: ["retention_entries", "compaction_step_entries"])
+        try reader.refuseUnknown(log, "log", allowed: ["retention_entries", "retention_mib", "compaction_step_entries"])
         logRetentionEntries = try reader.int(log, "log.retention_entries", default: 4_096, range: 16...100_000_000)
+        logRetentionBytes = UInt64(try reader.int(log, "log.retention_mib", default: 64, range: 1...1_048_576)) << 20
         logCompactionStepEntries = try reader.int(
             log, "log.compaction_step_entries", default: 1_024, range: 1...100_000_000)
 

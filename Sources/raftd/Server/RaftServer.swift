@@ -107,6 +107,7 @@ final class RaftServer: Sendable {
         options.dormantAfterQuiescedTicks = max(50, 5_000 / tick)
         options.appliedFlushTicks = max(1, 100 / tick)
         options.logRetentionEntries = UInt64(configuration.logRetentionEntries)
+        options.logRetentionBytes = configuration.logRetentionBytes
         options.compactionStepEntries = UInt64(configuration.logCompactionStepEntries)
         options.compactionIntervalTicks = max(1, 1_000 / tick)
         let map = try ClusterMap(configuration.clusterMap)
