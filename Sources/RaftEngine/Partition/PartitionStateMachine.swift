@@ -18,7 +18,9 @@ import Synchronization
 /// and the partition's key-value pairs as of it; `applied` and `values` files in the
 /// layout before them, still read), `attachments/<sha256>.{pack,idx}` (packs carried
 /// beside the log), `staging/` (inline packs on their way in), `incoming/` (quarantines of
-/// pushed packs being validated on the leader).
+/// pushed packs being validated on the leader), `snapshots/` and `snapshot-staging/`
+/// (snapshots prepared and received) and `install` (an install to roll forward;
+/// `PartitionSnapshot.swift`).
 public final class PartitionStateMachine: StateMachine, Sendable {
     public let storageRoot: String
     public let directory: String

@@ -185,7 +185,8 @@ struct NodeConfiguration: Sendable {
             throw ConfigurationError(file: file, field: "log", problem: "must be a table ([log])")
         }
         let log = table["log"]?.table ?? TOMLTable()
-        try reader.refuseUnknown(log, "log", allowed: ["retention_entries", "retention_mib", "compaction_step_entries"])
+        try reader.refuseUnknown(
+            log, "log", allowed: ["retention_entries", "retention_mib", "compaction_step_entries"])
         logRetentionEntries = try reader.int(log, "log.retention_entries", default: 4_096, range: 16...100_000_000)
         logRetentionBytes = UInt64(try reader.int(log, "log.retention_mib", default: 64, range: 1...1_048_576)) << 20
         logCompactionStepEntries = try reader.int(
