@@ -533,8 +533,7 @@ extension NodeHost {
     func recordInstall(_ metadata: SnapshotMetadata, of target: ApplyTarget) -> String? {
         do {
             let store = storages[target.storageSlot].metadata
-            try store.setConfState(try StoredConfState(metadata.confState), for: target.group)
-            try store.setAppliedIndex(metadata.index, for: target.group)
+            try store.recordApplied([(target.group, metadata.index, try StoredConfState(metadata.confState))])
             return nil
         } catch {
             return "recording the configuration of snapshot \(metadata): \(error)"

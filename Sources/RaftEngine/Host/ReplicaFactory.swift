@@ -98,8 +98,7 @@ package struct ReplicaFactory {
                             term: term, vote: term == hs.term ? hs.vote : .none, commit: max(hs.commit, pending.index)))
                 ])
             }
-            try metadata?.setConfState(try StoredConfState(pending.confState), for: group)
-            try metadata?.setAppliedIndex(pending.index, for: group)
+            try metadata?.recordApplied([(group, pending.index, try StoredConfState(pending.confState))])
         } catch {
             throw .replicaFailed("\(key): finishing the install of snapshot \(pending.index): \(error)")
         }

@@ -1,5 +1,16 @@
 import RaftConsensus
 
+/// The bytes of a record that ends with the CRC-32C (big-endian) of everything before it,
+/// without the checksum; damage when it does not match.
+private func checkedBody(_ bytes: [UInt8]) throws(DecodeFailure) -> [UInt8] {
+    guard bytes.count >= 5 else { throw DecodeFailure("\(bytes.count) bytes") }
+    let body = Array(bytes[..<(bytes.count - 4)])
+    guard CRC32C.checksum(body) == bytes.suffix(4).reduce(UInt32(0), { $0 << 8 | UInt32($1) }) else {
+        throw DecodeFailure("checksum mismatch")
+    }
+    return body
+}
+
 /// What a partition snapshot holds besides its repositories' files (its `state` file):
 /// the partition's key-value pairs and its repositories, each with the object pool it
 /// borrows from (the `alternates` file names an absolute path of the sender's storage, so
@@ -46,11 +57,7 @@ struct PartitionSnapshotState: Equatable {
 
     init(decoding bytes: [UInt8]) throws(StateMachineError) {
         do {
-            guard bytes.count >= 5,
-                CRC32C.checksum(Array(bytes[..<(bytes.count - 4)]))
-                    == bytes.suffix(4).reduce(UInt32(0), { $0 << 8 | UInt32($1) })
-            else { throw DecodeFailure("checksum mismatch") }
-            var r = ByteReader(Array(bytes[..<(bytes.count - 4)]))
+            var r = ByteReader(try checkedBody(bytes))
             try r.expectVersion(Self.version)
             values = try PartitionStateMachine.decodeValues(try r.take(Int(try r.u32())))
             repositories = []
@@ -136,11 +143,7 @@ struct InstallIntent: Equatable {
 
     init(decoding bytes: [UInt8]) throws(StateMachineError) {
         do {
-            guard bytes.count >= 5,
-                CRC32C.checksum(Array(bytes[..<(bytes.count - 4)]))
-                    == bytes.suffix(4).reduce(UInt32(0), { $0 << 8 | UInt32($1) })
-            else { throw DecodeFailure("checksum mismatch") }
-            var r = ByteReader(Array(bytes[..<(bytes.count - 4)]))
+            var r = ByteReader(try checkedBody(bytes))
             try r.expectVersion(Self.version)
             index = LogIndex(try r.u64())
             term = Term(try r.u64())

@@ -183,15 +183,11 @@ public final class SnapshotStreamReader {
             guard data.withUnsafeBytes({ CRC32C.checksum($0) }) == stored else {
                 throw .damaged("a chunk of \(file.path) fails its checksum")
             }
-            let raw: [UInt8]
-            if flags == 1 {
-                raw = try decompress(data, rawLength: Int(rawLength), of: file.path)
-            } else {
-                raw = Array(data)
-            }
-            file.crc = CRC32C.checksum(raw, extending: file.crc)
-            let written = raw.withUnsafeBytes { bytes in
-                Result { () throws(IOError) in try file.file.write(toAbsoluteOffset: file.written, bytes) }
+            // A stored chunk is checked and written from the received bytes as they are.
+            let decoded: [UInt8]? = flags == 1 ? try decompress(data, rawLength: Int(rawLength), of: file.path) : nil
+            let written = (decoded.map { $0[...] } ?? data).withUnsafeBytes { bytes in
+                file.crc = CRC32C.checksum(bytes, extending: file.crc)
+                return Result { () throws(IOError) in try file.file.write(toAbsoluteOffset: file.written, bytes) }
             }
             if case .failure(let error) = written { throw .io("\(error)") }
             file.written += UInt64(rawLength)
