@@ -14,12 +14,16 @@ public struct RaftClientError: Error, Sendable, CustomStringConvertible {
     public var message: String
     public var leaderAddress: String
     public var mismatch: Raftd_V1_ReferenceMismatch?
+    /// With `membershipRefused`: why (change_in_flight, not_caught_up, storage_unknown,
+    /// storage_taken, member_unknown, would_lose_quorum, removing_leader).
+    public var refusal = ""
 
     public init(_ error: Raftd_V1_Error) {
         code = error.code
         message = error.message
         leaderAddress = error.leaderAddress
         mismatch = error.code == .referenceMismatch ? error.mismatch : nil
+        refusal = error.refusal
     }
 
     init(code: Raftd_V1_Error.Code, message: String) {
@@ -43,6 +47,9 @@ public struct RaftClientError: Error, Sendable, CustomStringConvertible {
         case "unavailable": error.code = .unavailable
         case "notYetApplied": error.code = .notYetApplied
         case "internal": error.code = .internal
+        case "membershipRefused":
+            error.code = .membershipRefused
+            error.refusal = rpc.metadata[stringValues: "raftd-refusal"].first(where: { _ in true }) ?? ""
         default:
             // No raftd code: the transport failed (node down, connection reset) or the
             // token was refused.

@@ -39,10 +39,15 @@ public struct ConfChange: Hashable, Sendable, CustomStringConvertible {
     public var changes: [ConfChangeSingle]
     /// Single-step or joint.
     public var transition: ConfChangeTransition
+    /// Opaque bytes for the application (as etcd's ConfChangeV2 context): the core carries
+    /// them in the entry and never reads them. raftd puts the storages of added members
+    /// here, so every replica derives the same routing entry from the committed change.
+    public var context: [UInt8]
 
-    public init(_ changes: [ConfChangeSingle], transition: ConfChangeTransition = .auto) {
+    public init(_ changes: [ConfChangeSingle], transition: ConfChangeTransition = .auto, context: [UInt8] = []) {
         self.changes = changes
         self.transition = transition
+        self.context = context
     }
 
     /// The change that leaves a joint configuration.

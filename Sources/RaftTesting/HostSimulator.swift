@@ -123,7 +123,7 @@ public final class HostSimulator {
     func factory(for node: SimNode?, storage: Storage, slot: Int, boot: UInt64 = 0) -> (ShardContext, ReplicaFactory) {
         let context = ShardContext(
             options: options, nodes: nodeIDs, selfSlot: slot, logs: [storage.log], storageNames: [names[slot]],
-            clock: MonotonicClock { [clockBox] in clockBox.nanoseconds }, boot: node?.boot ?? boot)
+            clock: MonotonicClock { [clockBox] in clockBox.nanoseconds }, boot: node?.boot ?? boot, cluster: map)
         let machines = self.machines
         let f = ReplicaFactory(
             context: context, cluster: map,

@@ -310,8 +310,9 @@ public final class PeerTransport: Transport, Sendable {
         stats.withLock { $0.bulkRequestsSent += 1 }
         let deadline: Int64
         switch request {
-        case .read, .transferLeadership:
-            // A leadership transfer is answered once it started: a read's deadline.
+        case .read, .transferLeadership, .routes:
+            // A leadership transfer is answered once it started, a routing lookup at once:
+            // a read's deadline.
             deadline = configuration.bulkReadTimeoutMilliseconds
         default:
             deadline = configuration.bulkStoreTimeoutMilliseconds

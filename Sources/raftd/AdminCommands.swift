@@ -20,13 +20,14 @@ struct ClientOptions: ParsableArguments {
     @Option(name: .long, help: "Output format: text or json.")
     var format: OutputFormat = .text
 
-    func client() throws -> RaftClient {
+    func client(deadline: Duration = .seconds(15)) throws -> RaftClient {
         guard let data = FileManager.default.contents(atPath: tokenFile) else {
             throw ValidationError("--token-file \(tokenFile) cannot be read")
         }
         let list = endpoints.split(separator: ",").map { String($0).trimmingCharacters(in: .whitespaces) }
         return try RaftClient(
-            endpoints: list, token: String(decoding: data, as: UTF8.self), tls: tlsCaFile.map(RaftClient.TLS.init))
+            endpoints: list, token: String(decoding: data, as: UTF8.self), deadline: deadline,
+            tls: tlsCaFile.map(RaftClient.TLS.init))
     }
 
     /// Prints a response: JSON (protobuf's JSON mapping) or the text `describe` gives.
@@ -44,13 +45,16 @@ struct ClientOptions: ParsableArguments {
 }
 
 /// Runs an API subcommand: a failed call prints its typed error and exits 1.
-func runClient(_ options: ClientOptions, _ body: (RaftClient) async throws -> Void) async throws {
-    let client = try options.client()
+func runClient(
+    _ options: ClientOptions, deadline: Duration = .seconds(15), _ body: (RaftClient) async throws -> Void
+) async throws {
+    let client = try options.client(deadline: deadline)
     defer { client.close() }
     do {
         try await body(client)
     } catch let error as RaftClientError {
-        FileHandle.standardError.write(Data("raftd: \(error)\n".utf8))
+        let refusal = error.refusal.isEmpty ? "" : " [\(error.refusal)]"
+        FileHandle.standardError.write(Data("raftd: \(error)\(refusal)\n".utf8))
         throw ExitCode(1)
     }
 }
@@ -194,7 +198,8 @@ struct RefCommand: AsyncParsableCommand {
 
 struct ClusterCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "cluster", abstract: "The cluster's nodes and storages.", subcommands: [Info.self])
+        commandName: "cluster", abstract: "The cluster's nodes and storages; the replication factor.",
+        subcommands: [Info.self, SetReplicationFactor.self])
 
     struct Info: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
@@ -233,24 +238,22 @@ struct ClusterCommand: AsyncParsableCommand {
 
 struct PartitionCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "partition", abstract: "Inspect partitions.", subcommands: [Show.self])
+        commandName: "partition", abstract: "Inspect partitions and change their membership.",
+        subcommands: [
+            Show.self, Route.self, AddReplica.self, Promote.self, RemoveReplica.self, ReplaceReplica.self,
+            TransferLeader.self, Rebalance.self,
+        ])
 
     struct Show: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
             abstract: "A partition's leader, term, LSNs and replicas (by key or by a repository's path).")
         @OptionGroup var options: ClientOptions
-        @Option(name: .long) var partitionKey: String?
-        @Option(name: .long) var relativePath: String?
-
-        func validate() throws {
-            guard (partitionKey == nil) != (relativePath == nil) else {
-                throw ValidationError("give exactly one of --partition-key and --relative-path")
-            }
-        }
+        @OptionGroup var selector: PartitionSelector
 
         func run() async throws {
             try await runClient(options) { client in
-                var response = try await client.partition(key: partitionKey, relativePath: relativePath)
+                var response = try await client.partition(
+                    key: selector.partitionKey, relativePath: selector.relativePath)
                 // The leader knows each replica's match index: ask it when it is elsewhere.
                 if !response.leaderAddress.isEmpty,
                     let fromLeader = try? await client.partition(

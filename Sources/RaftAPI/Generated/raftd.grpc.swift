@@ -2420,12 +2420,110 @@ public enum Raftd_V1_ClusterService: Sendable {
                 type: .unary
             )
         }
+        /// Namespace for "AddReplica" metadata.
+        public enum AddReplica: Sendable {
+            /// Request type for "AddReplica".
+            public typealias Input = Raftd_V1_AddReplicaRequest
+            /// Response type for "AddReplica".
+            public typealias Output = Raftd_V1_MembershipResponse
+            /// Descriptor for "AddReplica".
+            public static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "raftd.v1.ClusterService"),
+                method: "AddReplica",
+                type: .unary
+            )
+        }
+        /// Namespace for "PromoteReplica" metadata.
+        public enum PromoteReplica: Sendable {
+            /// Request type for "PromoteReplica".
+            public typealias Input = Raftd_V1_PromoteReplicaRequest
+            /// Response type for "PromoteReplica".
+            public typealias Output = Raftd_V1_MembershipResponse
+            /// Descriptor for "PromoteReplica".
+            public static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "raftd.v1.ClusterService"),
+                method: "PromoteReplica",
+                type: .unary
+            )
+        }
+        /// Namespace for "RemoveReplica" metadata.
+        public enum RemoveReplica: Sendable {
+            /// Request type for "RemoveReplica".
+            public typealias Input = Raftd_V1_RemoveReplicaRequest
+            /// Response type for "RemoveReplica".
+            public typealias Output = Raftd_V1_MembershipResponse
+            /// Descriptor for "RemoveReplica".
+            public static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "raftd.v1.ClusterService"),
+                method: "RemoveReplica",
+                type: .unary
+            )
+        }
+        /// Namespace for "ReplaceReplica" metadata.
+        public enum ReplaceReplica: Sendable {
+            /// Request type for "ReplaceReplica".
+            public typealias Input = Raftd_V1_ReplaceReplicaRequest
+            /// Response type for "ReplaceReplica".
+            public typealias Output = Raftd_V1_MembershipResponse
+            /// Descriptor for "ReplaceReplica".
+            public static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "raftd.v1.ClusterService"),
+                method: "ReplaceReplica",
+                type: .unary
+            )
+        }
+        /// Namespace for "TransferLeadership" metadata.
+        public enum TransferLeadership: Sendable {
+            /// Request type for "TransferLeadership".
+            public typealias Input = Raftd_V1_TransferLeadershipRequest
+            /// Response type for "TransferLeadership".
+            public typealias Output = Raftd_V1_MembershipResponse
+            /// Descriptor for "TransferLeadership".
+            public static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "raftd.v1.ClusterService"),
+                method: "TransferLeadership",
+                type: .unary
+            )
+        }
+        /// Namespace for "GetRoute" metadata.
+        public enum GetRoute: Sendable {
+            /// Request type for "GetRoute".
+            public typealias Input = Raftd_V1_GetPartitionRequest
+            /// Response type for "GetRoute".
+            public typealias Output = Raftd_V1_RouteResponse
+            /// Descriptor for "GetRoute".
+            public static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "raftd.v1.ClusterService"),
+                method: "GetRoute",
+                type: .unary
+            )
+        }
+        /// Namespace for "ListPartitions" metadata.
+        public enum ListPartitions: Sendable {
+            /// Request type for "ListPartitions".
+            public typealias Input = Raftd_V1_ListPartitionsRequest
+            /// Response type for "ListPartitions".
+            public typealias Output = Raftd_V1_ListPartitionsResponse
+            /// Descriptor for "ListPartitions".
+            public static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "raftd.v1.ClusterService"),
+                method: "ListPartitions",
+                type: .unary
+            )
+        }
         /// Descriptors for all methods in the "raftd.v1.ClusterService" service.
         public static let descriptors: [GRPCCore.MethodDescriptor] = [
             ClusterInfo.descriptor,
             GetPartition.descriptor,
             SetReplicationMode.descriptor,
-            ConvertStorage.descriptor
+            ConvertStorage.descriptor,
+            AddReplica.descriptor,
+            PromoteReplica.descriptor,
+            RemoveReplica.descriptor,
+            ReplaceReplica.descriptor,
+            TransferLeadership.descriptor,
+            GetRoute.descriptor,
+            ListPartitions.descriptor
         ]
     }
 }
@@ -2512,6 +2610,119 @@ extension Raftd_V1_ClusterService {
             request: GRPCCore.StreamingServerRequest<Raftd_V1_ConvertStorageRequest>,
             context: GRPCCore.ServerContext
         ) async throws -> GRPCCore.StreamingServerResponse<Raftd_V1_ConvertStorageResponse>
+
+        /// Handle the "AddReplica" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Membership (docs/MEMBERSHIP.md). Each runs on the partition's leader (others answer
+        /// > NOT_LEADER naming it), waits for its change to commit and reports the outcome.
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Raftd_V1_AddReplicaRequest` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Raftd_V1_MembershipResponse` messages.
+        func addReplica(
+            request: GRPCCore.StreamingServerRequest<Raftd_V1_AddReplicaRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Raftd_V1_MembershipResponse>
+
+        /// Handle the "PromoteReplica" method.
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Raftd_V1_PromoteReplicaRequest` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Raftd_V1_MembershipResponse` messages.
+        func promoteReplica(
+            request: GRPCCore.StreamingServerRequest<Raftd_V1_PromoteReplicaRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Raftd_V1_MembershipResponse>
+
+        /// Handle the "RemoveReplica" method.
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Raftd_V1_RemoveReplicaRequest` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Raftd_V1_MembershipResponse` messages.
+        func removeReplica(
+            request: GRPCCore.StreamingServerRequest<Raftd_V1_RemoveReplicaRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Raftd_V1_MembershipResponse>
+
+        /// Handle the "ReplaceReplica" method.
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Raftd_V1_ReplaceReplicaRequest` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Raftd_V1_MembershipResponse` messages.
+        func replaceReplica(
+            request: GRPCCore.StreamingServerRequest<Raftd_V1_ReplaceReplicaRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Raftd_V1_MembershipResponse>
+
+        /// Handle the "TransferLeadership" method.
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Raftd_V1_TransferLeadershipRequest` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Raftd_V1_MembershipResponse` messages.
+        func transferLeadership(
+            request: GRPCCore.StreamingServerRequest<Raftd_V1_TransferLeadershipRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Raftd_V1_MembershipResponse>
+
+        /// Handle the "GetRoute" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > The partition's routing entry, by key or relative path, from any node (one that
+        /// > hosts no replica asks its peers).
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Raftd_V1_GetPartitionRequest` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Raftd_V1_RouteResponse` messages.
+        func getRoute(
+            request: GRPCCore.StreamingServerRequest<Raftd_V1_GetPartitionRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Raftd_V1_RouteResponse>
+
+        /// Handle the "ListPartitions" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > The partitions whose replica on this node leads, with their routing entries and
+        /// > sizes (placement plans read every node's).
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Raftd_V1_ListPartitionsRequest` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Raftd_V1_ListPartitionsResponse` messages.
+        func listPartitions(
+            request: GRPCCore.StreamingServerRequest<Raftd_V1_ListPartitionsRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Raftd_V1_ListPartitionsResponse>
     }
 
     /// Service protocol for the "raftd.v1.ClusterService" service.
@@ -2582,6 +2793,119 @@ extension Raftd_V1_ClusterService {
             request: GRPCCore.ServerRequest<Raftd_V1_ConvertStorageRequest>,
             context: GRPCCore.ServerContext
         ) async throws -> GRPCCore.ServerResponse<Raftd_V1_ConvertStorageResponse>
+
+        /// Handle the "AddReplica" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Membership (docs/MEMBERSHIP.md). Each runs on the partition's leader (others answer
+        /// > NOT_LEADER naming it), waits for its change to commit and reports the outcome.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Raftd_V1_AddReplicaRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A response containing a single `Raftd_V1_MembershipResponse` message.
+        func addReplica(
+            request: GRPCCore.ServerRequest<Raftd_V1_AddReplicaRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.ServerResponse<Raftd_V1_MembershipResponse>
+
+        /// Handle the "PromoteReplica" method.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Raftd_V1_PromoteReplicaRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A response containing a single `Raftd_V1_MembershipResponse` message.
+        func promoteReplica(
+            request: GRPCCore.ServerRequest<Raftd_V1_PromoteReplicaRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.ServerResponse<Raftd_V1_MembershipResponse>
+
+        /// Handle the "RemoveReplica" method.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Raftd_V1_RemoveReplicaRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A response containing a single `Raftd_V1_MembershipResponse` message.
+        func removeReplica(
+            request: GRPCCore.ServerRequest<Raftd_V1_RemoveReplicaRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.ServerResponse<Raftd_V1_MembershipResponse>
+
+        /// Handle the "ReplaceReplica" method.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Raftd_V1_ReplaceReplicaRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A response containing a single `Raftd_V1_MembershipResponse` message.
+        func replaceReplica(
+            request: GRPCCore.ServerRequest<Raftd_V1_ReplaceReplicaRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.ServerResponse<Raftd_V1_MembershipResponse>
+
+        /// Handle the "TransferLeadership" method.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Raftd_V1_TransferLeadershipRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A response containing a single `Raftd_V1_MembershipResponse` message.
+        func transferLeadership(
+            request: GRPCCore.ServerRequest<Raftd_V1_TransferLeadershipRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.ServerResponse<Raftd_V1_MembershipResponse>
+
+        /// Handle the "GetRoute" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > The partition's routing entry, by key or relative path, from any node (one that
+        /// > hosts no replica asks its peers).
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Raftd_V1_GetPartitionRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A response containing a single `Raftd_V1_RouteResponse` message.
+        func getRoute(
+            request: GRPCCore.ServerRequest<Raftd_V1_GetPartitionRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.ServerResponse<Raftd_V1_RouteResponse>
+
+        /// Handle the "ListPartitions" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > The partitions whose replica on this node leads, with their routing entries and
+        /// > sizes (placement plans read every node's).
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Raftd_V1_ListPartitionsRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A response containing a single `Raftd_V1_ListPartitionsResponse` message.
+        func listPartitions(
+            request: GRPCCore.ServerRequest<Raftd_V1_ListPartitionsRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.ServerResponse<Raftd_V1_ListPartitionsResponse>
     }
 
     /// Simple service protocol for the "raftd.v1.ClusterService" service.
@@ -2650,6 +2974,119 @@ extension Raftd_V1_ClusterService {
             request: Raftd_V1_ConvertStorageRequest,
             context: GRPCCore.ServerContext
         ) async throws -> Raftd_V1_ConvertStorageResponse
+
+        /// Handle the "AddReplica" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Membership (docs/MEMBERSHIP.md). Each runs on the partition's leader (others answer
+        /// > NOT_LEADER naming it), waits for its change to commit and reports the outcome.
+        ///
+        /// - Parameters:
+        ///   - request: A `Raftd_V1_AddReplicaRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A `Raftd_V1_MembershipResponse` to respond with.
+        func addReplica(
+            request: Raftd_V1_AddReplicaRequest,
+            context: GRPCCore.ServerContext
+        ) async throws -> Raftd_V1_MembershipResponse
+
+        /// Handle the "PromoteReplica" method.
+        ///
+        /// - Parameters:
+        ///   - request: A `Raftd_V1_PromoteReplicaRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A `Raftd_V1_MembershipResponse` to respond with.
+        func promoteReplica(
+            request: Raftd_V1_PromoteReplicaRequest,
+            context: GRPCCore.ServerContext
+        ) async throws -> Raftd_V1_MembershipResponse
+
+        /// Handle the "RemoveReplica" method.
+        ///
+        /// - Parameters:
+        ///   - request: A `Raftd_V1_RemoveReplicaRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A `Raftd_V1_MembershipResponse` to respond with.
+        func removeReplica(
+            request: Raftd_V1_RemoveReplicaRequest,
+            context: GRPCCore.ServerContext
+        ) async throws -> Raftd_V1_MembershipResponse
+
+        /// Handle the "ReplaceReplica" method.
+        ///
+        /// - Parameters:
+        ///   - request: A `Raftd_V1_ReplaceReplicaRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A `Raftd_V1_MembershipResponse` to respond with.
+        func replaceReplica(
+            request: Raftd_V1_ReplaceReplicaRequest,
+            context: GRPCCore.ServerContext
+        ) async throws -> Raftd_V1_MembershipResponse
+
+        /// Handle the "TransferLeadership" method.
+        ///
+        /// - Parameters:
+        ///   - request: A `Raftd_V1_TransferLeadershipRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A `Raftd_V1_MembershipResponse` to respond with.
+        func transferLeadership(
+            request: Raftd_V1_TransferLeadershipRequest,
+            context: GRPCCore.ServerContext
+        ) async throws -> Raftd_V1_MembershipResponse
+
+        /// Handle the "GetRoute" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > The partition's routing entry, by key or relative path, from any node (one that
+        /// > hosts no replica asks its peers).
+        ///
+        /// - Parameters:
+        ///   - request: A `Raftd_V1_GetPartitionRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A `Raftd_V1_RouteResponse` to respond with.
+        func getRoute(
+            request: Raftd_V1_GetPartitionRequest,
+            context: GRPCCore.ServerContext
+        ) async throws -> Raftd_V1_RouteResponse
+
+        /// Handle the "ListPartitions" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > The partitions whose replica on this node leads, with their routing entries and
+        /// > sizes (placement plans read every node's).
+        ///
+        /// - Parameters:
+        ///   - request: A `Raftd_V1_ListPartitionsRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A `Raftd_V1_ListPartitionsResponse` to respond with.
+        func listPartitions(
+            request: Raftd_V1_ListPartitionsRequest,
+            context: GRPCCore.ServerContext
+        ) async throws -> Raftd_V1_ListPartitionsResponse
     }
 }
 
@@ -2701,6 +3138,83 @@ extension Raftd_V1_ClusterService.StreamingServiceProtocol {
                 )
             }
         )
+        router.registerHandler(
+            forMethod: Raftd_V1_ClusterService.Method.AddReplica.descriptor,
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Raftd_V1_AddReplicaRequest>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<Raftd_V1_MembershipResponse>(),
+            handler: { request, context in
+                try await self.addReplica(
+                    request: request,
+                    context: context
+                )
+            }
+        )
+        router.registerHandler(
+            forMethod: Raftd_V1_ClusterService.Method.PromoteReplica.descriptor,
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Raftd_V1_PromoteReplicaRequest>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<Raftd_V1_MembershipResponse>(),
+            handler: { request, context in
+                try await self.promoteReplica(
+                    request: request,
+                    context: context
+                )
+            }
+        )
+        router.registerHandler(
+            forMethod: Raftd_V1_ClusterService.Method.RemoveReplica.descriptor,
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Raftd_V1_RemoveReplicaRequest>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<Raftd_V1_MembershipResponse>(),
+            handler: { request, context in
+                try await self.removeReplica(
+                    request: request,
+                    context: context
+                )
+            }
+        )
+        router.registerHandler(
+            forMethod: Raftd_V1_ClusterService.Method.ReplaceReplica.descriptor,
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Raftd_V1_ReplaceReplicaRequest>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<Raftd_V1_MembershipResponse>(),
+            handler: { request, context in
+                try await self.replaceReplica(
+                    request: request,
+                    context: context
+                )
+            }
+        )
+        router.registerHandler(
+            forMethod: Raftd_V1_ClusterService.Method.TransferLeadership.descriptor,
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Raftd_V1_TransferLeadershipRequest>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<Raftd_V1_MembershipResponse>(),
+            handler: { request, context in
+                try await self.transferLeadership(
+                    request: request,
+                    context: context
+                )
+            }
+        )
+        router.registerHandler(
+            forMethod: Raftd_V1_ClusterService.Method.GetRoute.descriptor,
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Raftd_V1_GetPartitionRequest>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<Raftd_V1_RouteResponse>(),
+            handler: { request, context in
+                try await self.getRoute(
+                    request: request,
+                    context: context
+                )
+            }
+        )
+        router.registerHandler(
+            forMethod: Raftd_V1_ClusterService.Method.ListPartitions.descriptor,
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Raftd_V1_ListPartitionsRequest>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<Raftd_V1_ListPartitionsResponse>(),
+            handler: { request, context in
+                try await self.listPartitions(
+                    request: request,
+                    context: context
+                )
+            }
+        )
     }
 }
 
@@ -2745,6 +3259,83 @@ extension Raftd_V1_ClusterService.ServiceProtocol {
         context: GRPCCore.ServerContext
     ) async throws -> GRPCCore.StreamingServerResponse<Raftd_V1_ConvertStorageResponse> {
         let response = try await self.convertStorage(
+            request: GRPCCore.ServerRequest(stream: request),
+            context: context
+        )
+        return GRPCCore.StreamingServerResponse(single: response)
+    }
+
+    public func addReplica(
+        request: GRPCCore.StreamingServerRequest<Raftd_V1_AddReplicaRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Raftd_V1_MembershipResponse> {
+        let response = try await self.addReplica(
+            request: GRPCCore.ServerRequest(stream: request),
+            context: context
+        )
+        return GRPCCore.StreamingServerResponse(single: response)
+    }
+
+    public func promoteReplica(
+        request: GRPCCore.StreamingServerRequest<Raftd_V1_PromoteReplicaRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Raftd_V1_MembershipResponse> {
+        let response = try await self.promoteReplica(
+            request: GRPCCore.ServerRequest(stream: request),
+            context: context
+        )
+        return GRPCCore.StreamingServerResponse(single: response)
+    }
+
+    public func removeReplica(
+        request: GRPCCore.StreamingServerRequest<Raftd_V1_RemoveReplicaRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Raftd_V1_MembershipResponse> {
+        let response = try await self.removeReplica(
+            request: GRPCCore.ServerRequest(stream: request),
+            context: context
+        )
+        return GRPCCore.StreamingServerResponse(single: response)
+    }
+
+    public func replaceReplica(
+        request: GRPCCore.StreamingServerRequest<Raftd_V1_ReplaceReplicaRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Raftd_V1_MembershipResponse> {
+        let response = try await self.replaceReplica(
+            request: GRPCCore.ServerRequest(stream: request),
+            context: context
+        )
+        return GRPCCore.StreamingServerResponse(single: response)
+    }
+
+    public func transferLeadership(
+        request: GRPCCore.StreamingServerRequest<Raftd_V1_TransferLeadershipRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Raftd_V1_MembershipResponse> {
+        let response = try await self.transferLeadership(
+            request: GRPCCore.ServerRequest(stream: request),
+            context: context
+        )
+        return GRPCCore.StreamingServerResponse(single: response)
+    }
+
+    public func getRoute(
+        request: GRPCCore.StreamingServerRequest<Raftd_V1_GetPartitionRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Raftd_V1_RouteResponse> {
+        let response = try await self.getRoute(
+            request: GRPCCore.ServerRequest(stream: request),
+            context: context
+        )
+        return GRPCCore.StreamingServerResponse(single: response)
+    }
+
+    public func listPartitions(
+        request: GRPCCore.StreamingServerRequest<Raftd_V1_ListPartitionsRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Raftd_V1_ListPartitionsResponse> {
+        let response = try await self.listPartitions(
             request: GRPCCore.ServerRequest(stream: request),
             context: context
         )
@@ -2800,6 +3391,97 @@ extension Raftd_V1_ClusterService.SimpleServiceProtocol {
     ) async throws -> GRPCCore.ServerResponse<Raftd_V1_ConvertStorageResponse> {
         return GRPCCore.ServerResponse<Raftd_V1_ConvertStorageResponse>(
             message: try await self.convertStorage(
+                request: request.message,
+                context: context
+            ),
+            metadata: [:]
+        )
+    }
+
+    public func addReplica(
+        request: GRPCCore.ServerRequest<Raftd_V1_AddReplicaRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.ServerResponse<Raftd_V1_MembershipResponse> {
+        return GRPCCore.ServerResponse<Raftd_V1_MembershipResponse>(
+            message: try await self.addReplica(
+                request: request.message,
+                context: context
+            ),
+            metadata: [:]
+        )
+    }
+
+    public func promoteReplica(
+        request: GRPCCore.ServerRequest<Raftd_V1_PromoteReplicaRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.ServerResponse<Raftd_V1_MembershipResponse> {
+        return GRPCCore.ServerResponse<Raftd_V1_MembershipResponse>(
+            message: try await self.promoteReplica(
+                request: request.message,
+                context: context
+            ),
+            metadata: [:]
+        )
+    }
+
+    public func removeReplica(
+        request: GRPCCore.ServerRequest<Raftd_V1_RemoveReplicaRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.ServerResponse<Raftd_V1_MembershipResponse> {
+        return GRPCCore.ServerResponse<Raftd_V1_MembershipResponse>(
+            message: try await self.removeReplica(
+                request: request.message,
+                context: context
+            ),
+            metadata: [:]
+        )
+    }
+
+    public func replaceReplica(
+        request: GRPCCore.ServerRequest<Raftd_V1_ReplaceReplicaRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.ServerResponse<Raftd_V1_MembershipResponse> {
+        return GRPCCore.ServerResponse<Raftd_V1_MembershipResponse>(
+            message: try await self.replaceReplica(
+                request: request.message,
+                context: context
+            ),
+            metadata: [:]
+        )
+    }
+
+    public func transferLeadership(
+        request: GRPCCore.ServerRequest<Raftd_V1_TransferLeadershipRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.ServerResponse<Raftd_V1_MembershipResponse> {
+        return GRPCCore.ServerResponse<Raftd_V1_MembershipResponse>(
+            message: try await self.transferLeadership(
+                request: request.message,
+                context: context
+            ),
+            metadata: [:]
+        )
+    }
+
+    public func getRoute(
+        request: GRPCCore.ServerRequest<Raftd_V1_GetPartitionRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.ServerResponse<Raftd_V1_RouteResponse> {
+        return GRPCCore.ServerResponse<Raftd_V1_RouteResponse>(
+            message: try await self.getRoute(
+                request: request.message,
+                context: context
+            ),
+            metadata: [:]
+        )
+    }
+
+    public func listPartitions(
+        request: GRPCCore.ServerRequest<Raftd_V1_ListPartitionsRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.ServerResponse<Raftd_V1_ListPartitionsResponse> {
+        return GRPCCore.ServerResponse<Raftd_V1_ListPartitionsResponse>(
+            message: try await self.listPartitions(
                 request: request.message,
                 context: context
             ),
@@ -2896,6 +3578,154 @@ extension Raftd_V1_ClusterService {
             deserializer: some GRPCCore.MessageDeserializer<Raftd_V1_ConvertStorageResponse>,
             options: GRPCCore.CallOptions,
             onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Raftd_V1_ConvertStorageResponse>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+
+        /// Call the "AddReplica" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Membership (docs/MEMBERSHIP.md). Each runs on the partition's leader (others answer
+        /// > NOT_LEADER naming it), waits for its change to commit and reports the outcome.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Raftd_V1_AddReplicaRequest` message.
+        ///   - serializer: A serializer for `Raftd_V1_AddReplicaRequest` messages.
+        ///   - deserializer: A deserializer for `Raftd_V1_MembershipResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func addReplica<Result>(
+            request: GRPCCore.ClientRequest<Raftd_V1_AddReplicaRequest>,
+            serializer: some GRPCCore.MessageSerializer<Raftd_V1_AddReplicaRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Raftd_V1_MembershipResponse>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Raftd_V1_MembershipResponse>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+
+        /// Call the "PromoteReplica" method.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Raftd_V1_PromoteReplicaRequest` message.
+        ///   - serializer: A serializer for `Raftd_V1_PromoteReplicaRequest` messages.
+        ///   - deserializer: A deserializer for `Raftd_V1_MembershipResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func promoteReplica<Result>(
+            request: GRPCCore.ClientRequest<Raftd_V1_PromoteReplicaRequest>,
+            serializer: some GRPCCore.MessageSerializer<Raftd_V1_PromoteReplicaRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Raftd_V1_MembershipResponse>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Raftd_V1_MembershipResponse>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+
+        /// Call the "RemoveReplica" method.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Raftd_V1_RemoveReplicaRequest` message.
+        ///   - serializer: A serializer for `Raftd_V1_RemoveReplicaRequest` messages.
+        ///   - deserializer: A deserializer for `Raftd_V1_MembershipResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func removeReplica<Result>(
+            request: GRPCCore.ClientRequest<Raftd_V1_RemoveReplicaRequest>,
+            serializer: some GRPCCore.MessageSerializer<Raftd_V1_RemoveReplicaRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Raftd_V1_MembershipResponse>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Raftd_V1_MembershipResponse>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+
+        /// Call the "ReplaceReplica" method.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Raftd_V1_ReplaceReplicaRequest` message.
+        ///   - serializer: A serializer for `Raftd_V1_ReplaceReplicaRequest` messages.
+        ///   - deserializer: A deserializer for `Raftd_V1_MembershipResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func replaceReplica<Result>(
+            request: GRPCCore.ClientRequest<Raftd_V1_ReplaceReplicaRequest>,
+            serializer: some GRPCCore.MessageSerializer<Raftd_V1_ReplaceReplicaRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Raftd_V1_MembershipResponse>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Raftd_V1_MembershipResponse>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+
+        /// Call the "TransferLeadership" method.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Raftd_V1_TransferLeadershipRequest` message.
+        ///   - serializer: A serializer for `Raftd_V1_TransferLeadershipRequest` messages.
+        ///   - deserializer: A deserializer for `Raftd_V1_MembershipResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func transferLeadership<Result>(
+            request: GRPCCore.ClientRequest<Raftd_V1_TransferLeadershipRequest>,
+            serializer: some GRPCCore.MessageSerializer<Raftd_V1_TransferLeadershipRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Raftd_V1_MembershipResponse>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Raftd_V1_MembershipResponse>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+
+        /// Call the "GetRoute" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > The partition's routing entry, by key or relative path, from any node (one that
+        /// > hosts no replica asks its peers).
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Raftd_V1_GetPartitionRequest` message.
+        ///   - serializer: A serializer for `Raftd_V1_GetPartitionRequest` messages.
+        ///   - deserializer: A deserializer for `Raftd_V1_RouteResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func getRoute<Result>(
+            request: GRPCCore.ClientRequest<Raftd_V1_GetPartitionRequest>,
+            serializer: some GRPCCore.MessageSerializer<Raftd_V1_GetPartitionRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Raftd_V1_RouteResponse>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Raftd_V1_RouteResponse>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+
+        /// Call the "ListPartitions" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > The partitions whose replica on this node leads, with their routing entries and
+        /// > sizes (placement plans read every node's).
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Raftd_V1_ListPartitionsRequest` message.
+        ///   - serializer: A serializer for `Raftd_V1_ListPartitionsRequest` messages.
+        ///   - deserializer: A deserializer for `Raftd_V1_ListPartitionsResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func listPartitions<Result>(
+            request: GRPCCore.ClientRequest<Raftd_V1_ListPartitionsRequest>,
+            serializer: some GRPCCore.MessageSerializer<Raftd_V1_ListPartitionsRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Raftd_V1_ListPartitionsResponse>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Raftd_V1_ListPartitionsResponse>) async throws -> Result
         ) async throws -> Result where Result: Sendable
     }
 
@@ -3039,6 +3869,231 @@ extension Raftd_V1_ClusterService {
                 onResponse: handleResponse
             )
         }
+
+        /// Call the "AddReplica" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Membership (docs/MEMBERSHIP.md). Each runs on the partition's leader (others answer
+        /// > NOT_LEADER naming it), waits for its change to commit and reports the outcome.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Raftd_V1_AddReplicaRequest` message.
+        ///   - serializer: A serializer for `Raftd_V1_AddReplicaRequest` messages.
+        ///   - deserializer: A deserializer for `Raftd_V1_MembershipResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        public func addReplica<Result>(
+            request: GRPCCore.ClientRequest<Raftd_V1_AddReplicaRequest>,
+            serializer: some GRPCCore.MessageSerializer<Raftd_V1_AddReplicaRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Raftd_V1_MembershipResponse>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Raftd_V1_MembershipResponse>) async throws -> Result = { response in
+                try response.message
+            }
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.unary(
+                request: request,
+                descriptor: Raftd_V1_ClusterService.Method.AddReplica.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
+
+        /// Call the "PromoteReplica" method.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Raftd_V1_PromoteReplicaRequest` message.
+        ///   - serializer: A serializer for `Raftd_V1_PromoteReplicaRequest` messages.
+        ///   - deserializer: A deserializer for `Raftd_V1_MembershipResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        public func promoteReplica<Result>(
+            request: GRPCCore.ClientRequest<Raftd_V1_PromoteReplicaRequest>,
+            serializer: some GRPCCore.MessageSerializer<Raftd_V1_PromoteReplicaRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Raftd_V1_MembershipResponse>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Raftd_V1_MembershipResponse>) async throws -> Result = { response in
+                try response.message
+            }
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.unary(
+                request: request,
+                descriptor: Raftd_V1_ClusterService.Method.PromoteReplica.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
+
+        /// Call the "RemoveReplica" method.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Raftd_V1_RemoveReplicaRequest` message.
+        ///   - serializer: A serializer for `Raftd_V1_RemoveReplicaRequest` messages.
+        ///   - deserializer: A deserializer for `Raftd_V1_MembershipResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        public func removeReplica<Result>(
+            request: GRPCCore.ClientRequest<Raftd_V1_RemoveReplicaRequest>,
+            serializer: some GRPCCore.MessageSerializer<Raftd_V1_RemoveReplicaRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Raftd_V1_MembershipResponse>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Raftd_V1_MembershipResponse>) async throws -> Result = { response in
+                try response.message
+            }
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.unary(
+                request: request,
+                descriptor: Raftd_V1_ClusterService.Method.RemoveReplica.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
+
+        /// Call the "ReplaceReplica" method.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Raftd_V1_ReplaceReplicaRequest` message.
+        ///   - serializer: A serializer for `Raftd_V1_ReplaceReplicaRequest` messages.
+        ///   - deserializer: A deserializer for `Raftd_V1_MembershipResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        public func replaceReplica<Result>(
+            request: GRPCCore.ClientRequest<Raftd_V1_ReplaceReplicaRequest>,
+            serializer: some GRPCCore.MessageSerializer<Raftd_V1_ReplaceReplicaRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Raftd_V1_MembershipResponse>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Raftd_V1_MembershipResponse>) async throws -> Result = { response in
+                try response.message
+            }
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.unary(
+                request: request,
+                descriptor: Raftd_V1_ClusterService.Method.ReplaceReplica.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
+
+        /// Call the "TransferLeadership" method.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Raftd_V1_TransferLeadershipRequest` message.
+        ///   - serializer: A serializer for `Raftd_V1_TransferLeadershipRequest` messages.
+        ///   - deserializer: A deserializer for `Raftd_V1_MembershipResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        public func transferLeadership<Result>(
+            request: GRPCCore.ClientRequest<Raftd_V1_TransferLeadershipRequest>,
+            serializer: some GRPCCore.MessageSerializer<Raftd_V1_TransferLeadershipRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Raftd_V1_MembershipResponse>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Raftd_V1_MembershipResponse>) async throws -> Result = { response in
+                try response.message
+            }
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.unary(
+                request: request,
+                descriptor: Raftd_V1_ClusterService.Method.TransferLeadership.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
+
+        /// Call the "GetRoute" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > The partition's routing entry, by key or relative path, from any node (one that
+        /// > hosts no replica asks its peers).
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Raftd_V1_GetPartitionRequest` message.
+        ///   - serializer: A serializer for `Raftd_V1_GetPartitionRequest` messages.
+        ///   - deserializer: A deserializer for `Raftd_V1_RouteResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        public func getRoute<Result>(
+            request: GRPCCore.ClientRequest<Raftd_V1_GetPartitionRequest>,
+            serializer: some GRPCCore.MessageSerializer<Raftd_V1_GetPartitionRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Raftd_V1_RouteResponse>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Raftd_V1_RouteResponse>) async throws -> Result = { response in
+                try response.message
+            }
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.unary(
+                request: request,
+                descriptor: Raftd_V1_ClusterService.Method.GetRoute.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
+
+        /// Call the "ListPartitions" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > The partitions whose replica on this node leads, with their routing entries and
+        /// > sizes (placement plans read every node's).
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Raftd_V1_ListPartitionsRequest` message.
+        ///   - serializer: A serializer for `Raftd_V1_ListPartitionsRequest` messages.
+        ///   - deserializer: A deserializer for `Raftd_V1_ListPartitionsResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        public func listPartitions<Result>(
+            request: GRPCCore.ClientRequest<Raftd_V1_ListPartitionsRequest>,
+            serializer: some GRPCCore.MessageSerializer<Raftd_V1_ListPartitionsRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Raftd_V1_ListPartitionsResponse>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Raftd_V1_ListPartitionsResponse>) async throws -> Result = { response in
+                try response.message
+            }
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.unary(
+                request: request,
+                descriptor: Raftd_V1_ClusterService.Method.ListPartitions.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
     }
 }
 
@@ -3145,6 +4200,196 @@ extension Raftd_V1_ClusterService.ClientProtocol {
             request: request,
             serializer: GRPCProtobuf.ProtobufSerializer<Raftd_V1_ConvertStorageRequest>(),
             deserializer: GRPCProtobuf.ProtobufDeserializer<Raftd_V1_ConvertStorageResponse>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "AddReplica" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > Membership (docs/MEMBERSHIP.md). Each runs on the partition's leader (others answer
+    /// > NOT_LEADER naming it), waits for its change to commit and reports the outcome.
+    ///
+    /// - Parameters:
+    ///   - request: A request containing a single `Raftd_V1_AddReplicaRequest` message.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func addReplica<Result>(
+        request: GRPCCore.ClientRequest<Raftd_V1_AddReplicaRequest>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Raftd_V1_MembershipResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        try await self.addReplica(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Raftd_V1_AddReplicaRequest>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Raftd_V1_MembershipResponse>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "PromoteReplica" method.
+    ///
+    /// - Parameters:
+    ///   - request: A request containing a single `Raftd_V1_PromoteReplicaRequest` message.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func promoteReplica<Result>(
+        request: GRPCCore.ClientRequest<Raftd_V1_PromoteReplicaRequest>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Raftd_V1_MembershipResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        try await self.promoteReplica(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Raftd_V1_PromoteReplicaRequest>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Raftd_V1_MembershipResponse>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "RemoveReplica" method.
+    ///
+    /// - Parameters:
+    ///   - request: A request containing a single `Raftd_V1_RemoveReplicaRequest` message.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func removeReplica<Result>(
+        request: GRPCCore.ClientRequest<Raftd_V1_RemoveReplicaRequest>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Raftd_V1_MembershipResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        try await self.removeReplica(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Raftd_V1_RemoveReplicaRequest>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Raftd_V1_MembershipResponse>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "ReplaceReplica" method.
+    ///
+    /// - Parameters:
+    ///   - request: A request containing a single `Raftd_V1_ReplaceReplicaRequest` message.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func replaceReplica<Result>(
+        request: GRPCCore.ClientRequest<Raftd_V1_ReplaceReplicaRequest>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Raftd_V1_MembershipResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        try await self.replaceReplica(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Raftd_V1_ReplaceReplicaRequest>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Raftd_V1_MembershipResponse>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "TransferLeadership" method.
+    ///
+    /// - Parameters:
+    ///   - request: A request containing a single `Raftd_V1_TransferLeadershipRequest` message.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func transferLeadership<Result>(
+        request: GRPCCore.ClientRequest<Raftd_V1_TransferLeadershipRequest>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Raftd_V1_MembershipResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        try await self.transferLeadership(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Raftd_V1_TransferLeadershipRequest>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Raftd_V1_MembershipResponse>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "GetRoute" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > The partition's routing entry, by key or relative path, from any node (one that
+    /// > hosts no replica asks its peers).
+    ///
+    /// - Parameters:
+    ///   - request: A request containing a single `Raftd_V1_GetPartitionRequest` message.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func getRoute<Result>(
+        request: GRPCCore.ClientRequest<Raftd_V1_GetPartitionRequest>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Raftd_V1_RouteResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        try await self.getRoute(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Raftd_V1_GetPartitionRequest>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Raftd_V1_RouteResponse>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "ListPartitions" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > The partitions whose replica on this node leads, with their routing entries and
+    /// > sizes (placement plans read every node's).
+    ///
+    /// - Parameters:
+    ///   - request: A request containing a single `Raftd_V1_ListPartitionsRequest` message.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func listPartitions<Result>(
+        request: GRPCCore.ClientRequest<Raftd_V1_ListPartitionsRequest>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Raftd_V1_ListPartitionsResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        try await self.listPartitions(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Raftd_V1_ListPartitionsRequest>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Raftd_V1_ListPartitionsResponse>(),
             options: options,
             onResponse: handleResponse
         )
@@ -3269,6 +4514,224 @@ extension Raftd_V1_ClusterService.ClientProtocol {
             metadata: metadata
         )
         return try await self.convertStorage(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "AddReplica" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > Membership (docs/MEMBERSHIP.md). Each runs on the partition's leader (others answer
+    /// > NOT_LEADER naming it), waits for its change to commit and reports the outcome.
+    ///
+    /// - Parameters:
+    ///   - message: request message to send.
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func addReplica<Result>(
+        _ message: Raftd_V1_AddReplicaRequest,
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Raftd_V1_MembershipResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.ClientRequest<Raftd_V1_AddReplicaRequest>(
+            message: message,
+            metadata: metadata
+        )
+        return try await self.addReplica(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "PromoteReplica" method.
+    ///
+    /// - Parameters:
+    ///   - message: request message to send.
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func promoteReplica<Result>(
+        _ message: Raftd_V1_PromoteReplicaRequest,
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Raftd_V1_MembershipResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.ClientRequest<Raftd_V1_PromoteReplicaRequest>(
+            message: message,
+            metadata: metadata
+        )
+        return try await self.promoteReplica(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "RemoveReplica" method.
+    ///
+    /// - Parameters:
+    ///   - message: request message to send.
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func removeReplica<Result>(
+        _ message: Raftd_V1_RemoveReplicaRequest,
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Raftd_V1_MembershipResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.ClientRequest<Raftd_V1_RemoveReplicaRequest>(
+            message: message,
+            metadata: metadata
+        )
+        return try await self.removeReplica(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "ReplaceReplica" method.
+    ///
+    /// - Parameters:
+    ///   - message: request message to send.
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func replaceReplica<Result>(
+        _ message: Raftd_V1_ReplaceReplicaRequest,
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Raftd_V1_MembershipResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.ClientRequest<Raftd_V1_ReplaceReplicaRequest>(
+            message: message,
+            metadata: metadata
+        )
+        return try await self.replaceReplica(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "TransferLeadership" method.
+    ///
+    /// - Parameters:
+    ///   - message: request message to send.
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func transferLeadership<Result>(
+        _ message: Raftd_V1_TransferLeadershipRequest,
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Raftd_V1_MembershipResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.ClientRequest<Raftd_V1_TransferLeadershipRequest>(
+            message: message,
+            metadata: metadata
+        )
+        return try await self.transferLeadership(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "GetRoute" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > The partition's routing entry, by key or relative path, from any node (one that
+    /// > hosts no replica asks its peers).
+    ///
+    /// - Parameters:
+    ///   - message: request message to send.
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func getRoute<Result>(
+        _ message: Raftd_V1_GetPartitionRequest,
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Raftd_V1_RouteResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.ClientRequest<Raftd_V1_GetPartitionRequest>(
+            message: message,
+            metadata: metadata
+        )
+        return try await self.getRoute(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "ListPartitions" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > The partitions whose replica on this node leads, with their routing entries and
+    /// > sizes (placement plans read every node's).
+    ///
+    /// - Parameters:
+    ///   - message: request message to send.
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func listPartitions<Result>(
+        _ message: Raftd_V1_ListPartitionsRequest,
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Raftd_V1_ListPartitionsResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.ClientRequest<Raftd_V1_ListPartitionsRequest>(
+            message: message,
+            metadata: metadata
+        )
+        return try await self.listPartitions(
             request: request,
             options: options,
             onResponse: handleResponse

@@ -121,6 +121,8 @@ public nonisolated struct Raftd_V1_Error: Sendable {
   /// Clears the value of `mismatch`. Subsequent reads from it will return its default value.
   public mutating func clearMismatch() {self._mismatch = nil}
 
+  public var refusal: String = String()
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public nonisolated enum Code: SwiftProtobuf.Enum, Swift.CaseIterable {
@@ -151,6 +153,11 @@ public nonisolated struct Raftd_V1_Error: Sendable {
 
     /// Anything else; `message` says what.
     case `internal` // = 9
+
+    /// A membership change was refused before it was proposed; `refusal` says why:
+    /// change_in_flight, not_caught_up (retry later), storage_unknown, storage_taken,
+    /// member_unknown, would_lose_quorum, removing_leader.
+    case membershipRefused // = 10
     case UNRECOGNIZED(Int)
 
     public init() {
@@ -169,6 +176,7 @@ public nonisolated struct Raftd_V1_Error: Sendable {
       case 7: self = .unavailable
       case 8: self = .notYetApplied
       case 9: self = .internal
+      case 10: self = .membershipRefused
       default: self = .UNRECOGNIZED(rawValue)
       }
     }
@@ -185,6 +193,7 @@ public nonisolated struct Raftd_V1_Error: Sendable {
       case .unavailable: return 7
       case .notYetApplied: return 8
       case .internal: return 9
+      case .membershipRefused: return 10
       case .UNRECOGNIZED(let i): return i
       }
     }
@@ -201,6 +210,7 @@ public nonisolated struct Raftd_V1_Error: Sendable {
       .unavailable,
       .notYetApplied,
       .internal,
+      .membershipRefused,
     ]
 
   }
@@ -694,6 +704,224 @@ public nonisolated struct Raftd_V1_ObjectPoolChangeResponse: Sendable {
   public init() {}
 }
 
+public nonisolated struct Raftd_V1_AddReplicaRequest: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var partitionKey: String = String()
+
+  /// Empty: the placement policy chooses (from what this node knows).
+  public var storage: String = String()
+
+  /// Wait until the learner is caught up before answering (up to the deadline).
+  public var waitCaughtUp: Bool = false
+
+  public var timeoutMs: UInt32 = 0
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Raftd_V1_PromoteReplicaRequest: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var partitionKey: String = String()
+
+  public var memberID: UInt64 = 0
+
+  /// Refused while the learner lags by more; 0: the default (64 entries).
+  public var maxLag: UInt64 = 0
+
+  /// Wait up to this long for the learner to catch up before refusing.
+  public var timeoutMs: UInt32 = 0
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Raftd_V1_RemoveReplicaRequest: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var partitionKey: String = String()
+
+  public var memberID: UInt64 = 0
+
+  public var timeoutMs: UInt32 = 0
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Raftd_V1_ReplaceReplicaRequest: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var partitionKey: String = String()
+
+  public var memberID: UInt64 = 0
+
+  public var storage: String = String()
+
+  public var timeoutMs: UInt32 = 0
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Raftd_V1_TransferLeadershipRequest: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var partitionKey: String = String()
+
+  public var memberID: UInt64 = 0
+
+  public var timeoutMs: UInt32 = 0
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Raftd_V1_MembershipResponse: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var lsn: UInt64 = 0
+
+  public var memberID: UInt64 = 0
+
+  public var route: Raftd_V1_RouteResponse {
+    get {_route ?? Raftd_V1_RouteResponse()}
+    set {_route = newValue}
+  }
+  /// Returns true if `route` has been explicitly set.
+  public var hasRoute: Bool {self._route != nil}
+  /// Clears the value of `route`. Subsequent reads from it will return its default value.
+  public mutating func clearRoute() {self._route = nil}
+
+  /// What was done, step by step, and why (placement decisions included).
+  public var steps: [String] = []
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+
+  fileprivate var _route: Raftd_V1_RouteResponse? = nil
+}
+
+public nonisolated struct Raftd_V1_RouteResponse: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var partitionKey: String = String()
+
+  public var term: UInt64 = 0
+
+  public var index: UInt64 = 0
+
+  public var replicas: [Raftd_V1_ReplicaInfo] = []
+
+  public var leaderMember: UInt64 = 0
+
+  public var leaderAddress: String = String()
+
+  public var leaderTerm: UInt64 = 0
+
+  public var commitLsn: UInt64 = 0
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Raftd_V1_ListPartitionsRequest: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// Only partitions with fewer replicas than this; 0: all.
+  public var fewerReplicasThan: UInt32 = 0
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Raftd_V1_ListPartitionsResponse: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var partitions: [Raftd_V1_PartitionSummary] = []
+
+  /// This node's storages with their replica counts and bytes.
+  public var storages: [Raftd_V1_StorageLoad] = []
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Raftd_V1_PartitionSummary: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var route: Raftd_V1_RouteResponse {
+    get {_route ?? Raftd_V1_RouteResponse()}
+    set {_route = newValue}
+  }
+  /// Returns true if `route` has been explicitly set.
+  public var hasRoute: Bool {self._route != nil}
+  /// Clears the value of `route`. Subsequent reads from it will return its default value.
+  public mutating func clearRoute() {self._route = nil}
+
+  public var bytes: UInt64 = 0
+
+  /// Object pools in the partition (their members move with them).
+  public var pools: UInt32 = 0
+
+  public var repositories: UInt32 = 0
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+
+  fileprivate var _route: Raftd_V1_RouteResponse? = nil
+}
+
+public nonisolated struct Raftd_V1_StorageLoad: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var name: String = String()
+
+  public var nodeID: String = String()
+
+  public var replicas: UInt64 = 0
+
+  public var bytes: UInt64 = 0
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
 public nonisolated struct Raftd_V1_ClusterInfoRequest: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
@@ -944,7 +1172,7 @@ nonisolated extension Raftd_V1_Repository: SwiftProtobuf.Message, SwiftProtobuf.
 
 nonisolated extension Raftd_V1_Error: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".Error"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}code\0\u{1}message\0\u{3}leader_address\0\u{1}mismatch\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}code\0\u{1}message\0\u{3}leader_address\0\u{1}mismatch\0\u{1}refusal\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -956,6 +1184,7 @@ nonisolated extension Raftd_V1_Error: SwiftProtobuf.Message, SwiftProtobuf._Mess
       case 2: try { try decoder.decodeSingularStringField(value: &self.message) }()
       case 3: try { try decoder.decodeSingularStringField(value: &self.leaderAddress) }()
       case 4: try { try decoder.decodeSingularMessageField(value: &self._mismatch) }()
+      case 5: try { try decoder.decodeSingularStringField(value: &self.refusal) }()
       default: break
       }
     }
@@ -978,6 +1207,9 @@ nonisolated extension Raftd_V1_Error: SwiftProtobuf.Message, SwiftProtobuf._Mess
     try { if let v = self._mismatch {
       try visitor.visitSingularMessageField(value: v, fieldNumber: 4)
     } }()
+    if !self.refusal.isEmpty {
+      try visitor.visitSingularStringField(value: self.refusal, fieldNumber: 5)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -986,13 +1218,14 @@ nonisolated extension Raftd_V1_Error: SwiftProtobuf.Message, SwiftProtobuf._Mess
     if lhs.message != rhs.message {return false}
     if lhs.leaderAddress != rhs.leaderAddress {return false}
     if lhs._mismatch != rhs._mismatch {return false}
+    if lhs.refusal != rhs.refusal {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
 }
 
 nonisolated extension Raftd_V1_Error.Code: SwiftProtobuf._ProtoNameProviding {
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0CODE_UNSPECIFIED\0\u{1}NOT_LEADER\0\u{1}REFERENCE_MISMATCH\0\u{1}NOT_FOUND\0\u{1}ALREADY_EXISTS\0\u{1}INVALID\0\u{1}UNKNOWN_OUTCOME\0\u{1}UNAVAILABLE\0\u{1}NOT_YET_APPLIED\0\u{1}INTERNAL\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0CODE_UNSPECIFIED\0\u{1}NOT_LEADER\0\u{1}REFERENCE_MISMATCH\0\u{1}NOT_FOUND\0\u{1}ALREADY_EXISTS\0\u{1}INVALID\0\u{1}UNKNOWN_OUTCOME\0\u{1}UNAVAILABLE\0\u{1}NOT_YET_APPLIED\0\u{1}INTERNAL\0\u{1}MEMBERSHIP_REFUSED\0")
 }
 
 nonisolated extension Raftd_V1_ReferenceMismatch: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
@@ -2004,6 +2237,494 @@ nonisolated extension Raftd_V1_ObjectPoolChangeResponse: SwiftProtobuf.Message, 
 
   public static func ==(lhs: Raftd_V1_ObjectPoolChangeResponse, rhs: Raftd_V1_ObjectPoolChangeResponse) -> Bool {
     if lhs.lsn != rhs.lsn {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Raftd_V1_AddReplicaRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".AddReplicaRequest"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}partition_key\0\u{1}storage\0\u{3}wait_caught_up\0\u{3}timeout_ms\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.partitionKey) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.storage) }()
+      case 3: try { try decoder.decodeSingularBoolField(value: &self.waitCaughtUp) }()
+      case 4: try { try decoder.decodeSingularUInt32Field(value: &self.timeoutMs) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.partitionKey.isEmpty {
+      try visitor.visitSingularStringField(value: self.partitionKey, fieldNumber: 1)
+    }
+    if !self.storage.isEmpty {
+      try visitor.visitSingularStringField(value: self.storage, fieldNumber: 2)
+    }
+    if self.waitCaughtUp != false {
+      try visitor.visitSingularBoolField(value: self.waitCaughtUp, fieldNumber: 3)
+    }
+    if self.timeoutMs != 0 {
+      try visitor.visitSingularUInt32Field(value: self.timeoutMs, fieldNumber: 4)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Raftd_V1_AddReplicaRequest, rhs: Raftd_V1_AddReplicaRequest) -> Bool {
+    if lhs.partitionKey != rhs.partitionKey {return false}
+    if lhs.storage != rhs.storage {return false}
+    if lhs.waitCaughtUp != rhs.waitCaughtUp {return false}
+    if lhs.timeoutMs != rhs.timeoutMs {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Raftd_V1_PromoteReplicaRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".PromoteReplicaRequest"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}partition_key\0\u{3}member_id\0\u{3}max_lag\0\u{3}timeout_ms\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.partitionKey) }()
+      case 2: try { try decoder.decodeSingularUInt64Field(value: &self.memberID) }()
+      case 3: try { try decoder.decodeSingularUInt64Field(value: &self.maxLag) }()
+      case 4: try { try decoder.decodeSingularUInt32Field(value: &self.timeoutMs) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.partitionKey.isEmpty {
+      try visitor.visitSingularStringField(value: self.partitionKey, fieldNumber: 1)
+    }
+    if self.memberID != 0 {
+      try visitor.visitSingularUInt64Field(value: self.memberID, fieldNumber: 2)
+    }
+    if self.maxLag != 0 {
+      try visitor.visitSingularUInt64Field(value: self.maxLag, fieldNumber: 3)
+    }
+    if self.timeoutMs != 0 {
+      try visitor.visitSingularUInt32Field(value: self.timeoutMs, fieldNumber: 4)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Raftd_V1_PromoteReplicaRequest, rhs: Raftd_V1_PromoteReplicaRequest) -> Bool {
+    if lhs.partitionKey != rhs.partitionKey {return false}
+    if lhs.memberID != rhs.memberID {return false}
+    if lhs.maxLag != rhs.maxLag {return false}
+    if lhs.timeoutMs != rhs.timeoutMs {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Raftd_V1_RemoveReplicaRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".RemoveReplicaRequest"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}partition_key\0\u{3}member_id\0\u{4}\u{2}timeout_ms\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.partitionKey) }()
+      case 2: try { try decoder.decodeSingularUInt64Field(value: &self.memberID) }()
+      case 4: try { try decoder.decodeSingularUInt32Field(value: &self.timeoutMs) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.partitionKey.isEmpty {
+      try visitor.visitSingularStringField(value: self.partitionKey, fieldNumber: 1)
+    }
+    if self.memberID != 0 {
+      try visitor.visitSingularUInt64Field(value: self.memberID, fieldNumber: 2)
+    }
+    if self.timeoutMs != 0 {
+      try visitor.visitSingularUInt32Field(value: self.timeoutMs, fieldNumber: 4)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Raftd_V1_RemoveReplicaRequest, rhs: Raftd_V1_RemoveReplicaRequest) -> Bool {
+    if lhs.partitionKey != rhs.partitionKey {return false}
+    if lhs.memberID != rhs.memberID {return false}
+    if lhs.timeoutMs != rhs.timeoutMs {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Raftd_V1_ReplaceReplicaRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".ReplaceReplicaRequest"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}partition_key\0\u{3}member_id\0\u{1}storage\0\u{3}timeout_ms\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.partitionKey) }()
+      case 2: try { try decoder.decodeSingularUInt64Field(value: &self.memberID) }()
+      case 3: try { try decoder.decodeSingularStringField(value: &self.storage) }()
+      case 4: try { try decoder.decodeSingularUInt32Field(value: &self.timeoutMs) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.partitionKey.isEmpty {
+      try visitor.visitSingularStringField(value: self.partitionKey, fieldNumber: 1)
+    }
+    if self.memberID != 0 {
+      try visitor.visitSingularUInt64Field(value: self.memberID, fieldNumber: 2)
+    }
+    if !self.storage.isEmpty {
+      try visitor.visitSingularStringField(value: self.storage, fieldNumber: 3)
+    }
+    if self.timeoutMs != 0 {
+      try visitor.visitSingularUInt32Field(value: self.timeoutMs, fieldNumber: 4)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Raftd_V1_ReplaceReplicaRequest, rhs: Raftd_V1_ReplaceReplicaRequest) -> Bool {
+    if lhs.partitionKey != rhs.partitionKey {return false}
+    if lhs.memberID != rhs.memberID {return false}
+    if lhs.storage != rhs.storage {return false}
+    if lhs.timeoutMs != rhs.timeoutMs {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Raftd_V1_TransferLeadershipRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".TransferLeadershipRequest"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}partition_key\0\u{3}member_id\0\u{4}\u{2}timeout_ms\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.partitionKey) }()
+      case 2: try { try decoder.decodeSingularUInt64Field(value: &self.memberID) }()
+      case 4: try { try decoder.decodeSingularUInt32Field(value: &self.timeoutMs) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.partitionKey.isEmpty {
+      try visitor.visitSingularStringField(value: self.partitionKey, fieldNumber: 1)
+    }
+    if self.memberID != 0 {
+      try visitor.visitSingularUInt64Field(value: self.memberID, fieldNumber: 2)
+    }
+    if self.timeoutMs != 0 {
+      try visitor.visitSingularUInt32Field(value: self.timeoutMs, fieldNumber: 4)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Raftd_V1_TransferLeadershipRequest, rhs: Raftd_V1_TransferLeadershipRequest) -> Bool {
+    if lhs.partitionKey != rhs.partitionKey {return false}
+    if lhs.memberID != rhs.memberID {return false}
+    if lhs.timeoutMs != rhs.timeoutMs {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Raftd_V1_MembershipResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".MembershipResponse"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}lsn\0\u{3}member_id\0\u{1}route\0\u{1}steps\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularUInt64Field(value: &self.lsn) }()
+      case 2: try { try decoder.decodeSingularUInt64Field(value: &self.memberID) }()
+      case 3: try { try decoder.decodeSingularMessageField(value: &self._route) }()
+      case 4: try { try decoder.decodeRepeatedStringField(value: &self.steps) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
+    if self.lsn != 0 {
+      try visitor.visitSingularUInt64Field(value: self.lsn, fieldNumber: 1)
+    }
+    if self.memberID != 0 {
+      try visitor.visitSingularUInt64Field(value: self.memberID, fieldNumber: 2)
+    }
+    try { if let v = self._route {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 3)
+    } }()
+    if !self.steps.isEmpty {
+      try visitor.visitRepeatedStringField(value: self.steps, fieldNumber: 4)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Raftd_V1_MembershipResponse, rhs: Raftd_V1_MembershipResponse) -> Bool {
+    if lhs.lsn != rhs.lsn {return false}
+    if lhs.memberID != rhs.memberID {return false}
+    if lhs._route != rhs._route {return false}
+    if lhs.steps != rhs.steps {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Raftd_V1_RouteResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".RouteResponse"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}partition_key\0\u{1}term\0\u{1}index\0\u{1}replicas\0\u{3}leader_member\0\u{3}leader_address\0\u{3}leader_term\0\u{3}commit_lsn\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.partitionKey) }()
+      case 2: try { try decoder.decodeSingularUInt64Field(value: &self.term) }()
+      case 3: try { try decoder.decodeSingularUInt64Field(value: &self.index) }()
+      case 4: try { try decoder.decodeRepeatedMessageField(value: &self.replicas) }()
+      case 5: try { try decoder.decodeSingularUInt64Field(value: &self.leaderMember) }()
+      case 6: try { try decoder.decodeSingularStringField(value: &self.leaderAddress) }()
+      case 7: try { try decoder.decodeSingularUInt64Field(value: &self.leaderTerm) }()
+      case 8: try { try decoder.decodeSingularUInt64Field(value: &self.commitLsn) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.partitionKey.isEmpty {
+      try visitor.visitSingularStringField(value: self.partitionKey, fieldNumber: 1)
+    }
+    if self.term != 0 {
+      try visitor.visitSingularUInt64Field(value: self.term, fieldNumber: 2)
+    }
+    if self.index != 0 {
+      try visitor.visitSingularUInt64Field(value: self.index, fieldNumber: 3)
+    }
+    if !self.replicas.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.replicas, fieldNumber: 4)
+    }
+    if self.leaderMember != 0 {
+      try visitor.visitSingularUInt64Field(value: self.leaderMember, fieldNumber: 5)
+    }
+    if !self.leaderAddress.isEmpty {
+      try visitor.visitSingularStringField(value: self.leaderAddress, fieldNumber: 6)
+    }
+    if self.leaderTerm != 0 {
+      try visitor.visitSingularUInt64Field(value: self.leaderTerm, fieldNumber: 7)
+    }
+    if self.commitLsn != 0 {
+      try visitor.visitSingularUInt64Field(value: self.commitLsn, fieldNumber: 8)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Raftd_V1_RouteResponse, rhs: Raftd_V1_RouteResponse) -> Bool {
+    if lhs.partitionKey != rhs.partitionKey {return false}
+    if lhs.term != rhs.term {return false}
+    if lhs.index != rhs.index {return false}
+    if lhs.replicas != rhs.replicas {return false}
+    if lhs.leaderMember != rhs.leaderMember {return false}
+    if lhs.leaderAddress != rhs.leaderAddress {return false}
+    if lhs.leaderTerm != rhs.leaderTerm {return false}
+    if lhs.commitLsn != rhs.commitLsn {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Raftd_V1_ListPartitionsRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".ListPartitionsRequest"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}fewer_replicas_than\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularUInt32Field(value: &self.fewerReplicasThan) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if self.fewerReplicasThan != 0 {
+      try visitor.visitSingularUInt32Field(value: self.fewerReplicasThan, fieldNumber: 1)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Raftd_V1_ListPartitionsRequest, rhs: Raftd_V1_ListPartitionsRequest) -> Bool {
+    if lhs.fewerReplicasThan != rhs.fewerReplicasThan {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Raftd_V1_ListPartitionsResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".ListPartitionsResponse"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}partitions\0\u{1}storages\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeRepeatedMessageField(value: &self.partitions) }()
+      case 2: try { try decoder.decodeRepeatedMessageField(value: &self.storages) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.partitions.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.partitions, fieldNumber: 1)
+    }
+    if !self.storages.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.storages, fieldNumber: 2)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Raftd_V1_ListPartitionsResponse, rhs: Raftd_V1_ListPartitionsResponse) -> Bool {
+    if lhs.partitions != rhs.partitions {return false}
+    if lhs.storages != rhs.storages {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Raftd_V1_PartitionSummary: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".PartitionSummary"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}route\0\u{1}bytes\0\u{1}pools\0\u{1}repositories\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularMessageField(value: &self._route) }()
+      case 2: try { try decoder.decodeSingularUInt64Field(value: &self.bytes) }()
+      case 3: try { try decoder.decodeSingularUInt32Field(value: &self.pools) }()
+      case 4: try { try decoder.decodeSingularUInt32Field(value: &self.repositories) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
+    try { if let v = self._route {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 1)
+    } }()
+    if self.bytes != 0 {
+      try visitor.visitSingularUInt64Field(value: self.bytes, fieldNumber: 2)
+    }
+    if self.pools != 0 {
+      try visitor.visitSingularUInt32Field(value: self.pools, fieldNumber: 3)
+    }
+    if self.repositories != 0 {
+      try visitor.visitSingularUInt32Field(value: self.repositories, fieldNumber: 4)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Raftd_V1_PartitionSummary, rhs: Raftd_V1_PartitionSummary) -> Bool {
+    if lhs._route != rhs._route {return false}
+    if lhs.bytes != rhs.bytes {return false}
+    if lhs.pools != rhs.pools {return false}
+    if lhs.repositories != rhs.repositories {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Raftd_V1_StorageLoad: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".StorageLoad"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{3}node_id\0\u{1}replicas\0\u{1}bytes\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.name) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.nodeID) }()
+      case 3: try { try decoder.decodeSingularUInt64Field(value: &self.replicas) }()
+      case 4: try { try decoder.decodeSingularUInt64Field(value: &self.bytes) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.name.isEmpty {
+      try visitor.visitSingularStringField(value: self.name, fieldNumber: 1)
+    }
+    if !self.nodeID.isEmpty {
+      try visitor.visitSingularStringField(value: self.nodeID, fieldNumber: 2)
+    }
+    if self.replicas != 0 {
+      try visitor.visitSingularUInt64Field(value: self.replicas, fieldNumber: 3)
+    }
+    if self.bytes != 0 {
+      try visitor.visitSingularUInt64Field(value: self.bytes, fieldNumber: 4)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Raftd_V1_StorageLoad, rhs: Raftd_V1_StorageLoad) -> Bool {
+    if lhs.name != rhs.name {return false}
+    if lhs.nodeID != rhs.nodeID {return false}
+    if lhs.replicas != rhs.replicas {return false}
+    if lhs.bytes != rhs.bytes {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

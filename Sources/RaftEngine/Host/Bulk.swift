@@ -63,6 +63,10 @@ public enum BulkRequest: Sendable, Equatable {
     /// A piece of a snapshot stream for the receiver's replica of the partition (answered
     /// by its snapshot service, `stored` once written).
     case snapshotChunk(SnapshotChunk)
+    /// The receiver's view of the membership of these partitions (those it hosts): its
+    /// routing entries, configurations and leaders. The host answers it itself, with
+    /// `PeerWire.encode([RouteView])` as data.
+    case routes(first: PartitionKey, more: [PartitionKey])
 
     public var partition: PartitionKey {
         switch self {
@@ -70,6 +74,7 @@ public enum BulkRequest: Sendable, Equatable {
         case .createReplica(let spec): spec.partition
         case .transferLeadership(let partition, _): partition
         case .snapshotChunk(let chunk): chunk.partition
+        case .routes(let first, _): first
         }
     }
 

@@ -7,14 +7,18 @@ import RaftConsensus
 /// ```
 /// kind 0  normal      payload = application bytes (empty for a leader's no-op)
 /// kind 1  confChange  payload = transition u8 | count u16 | count x ( op u8 | member u64 )
+///                     [ | context length u16 | context ]
 ///                     little-endian; op 1 addVoter, 2 addLearner, 3 remove;
-///                     transition 0 auto, 1 jointImplicit, 2 jointExplicit
+///                     transition 0 auto, 1 jointImplicit, 2 jointExplicit; the context
+///                     (at most 4 KiB) is absent when empty, so older entries decode as is
 /// ```
 enum EntryCodec {
     static let normalKind: UInt8 = 0
     static let confChangeKind: UInt8 = 1
     /// More changes than any real membership edit: a larger count is damage.
     static let maximumChanges = 64
+    /// The largest context of a configuration change (a few storage names in practice).
+    static let maximumContextBytes = 4096
 
     static func walEntry(_ entry: Entry) -> WALEntry {
         switch entry.payload {
@@ -61,6 +65,12 @@ enum EntryCodec {
                 member >>= 8
             }
         }
+        if !change.context.isEmpty {
+            precondition(change.context.count <= maximumContextBytes, "checked when proposed")
+            bytes.append(UInt8(change.context.count & 0xFF))
+            bytes.append(UInt8(change.context.count >> 8))
+            bytes.append(contentsOf: change.context)
+        }
         return bytes
     }
 
@@ -74,8 +84,18 @@ enum EntryCodec {
         default: throw .invalid("conf change transition \(bytes[0]) is unknown")
         }
         let count = Int(bytes[1]) | Int(bytes[2]) << 8
-        guard count <= maximumChanges, bytes.count == 3 + 9 * count else {
+        let body = 3 + 9 * count
+        guard count <= maximumChanges, bytes.count >= body else {
             throw .invalid("conf change with \(count) changes does not fit its \(bytes.count) bytes")
+        }
+        var context: [UInt8] = []
+        if bytes.count > body {
+            guard bytes.count >= body + 2 else { throw .invalid("conf change context length is cut off") }
+            let length = Int(bytes[body]) | Int(bytes[body + 1]) << 8
+            guard length > 0, length <= maximumContextBytes, bytes.count == body + 2 + length else {
+                throw .invalid("conf change context of \(length) bytes does not fit its \(bytes.count - body - 2)")
+            }
+            context = Array(bytes[(body + 2)...])
         }
         var changes: [ConfChangeSingle] = []
         var offset = 3
@@ -93,7 +113,7 @@ enum EntryCodec {
             default: throw .invalid("conf change operation \(op) is unknown")
             }
         }
-        return ConfChange(changes, transition: transition)
+        return ConfChange(changes, transition: transition, context: context)
     }
 }
 

@@ -27,6 +27,8 @@ public enum HostError: Error, Hashable, Sendable, CustomStringConvertible {
     case stopped
     /// A peer node this request needs is not reachable now (retryable).
     case unreachable(String)
+    /// A membership change was refused before it was proposed (typed: see the refusal).
+    case membership(MembershipRefusal)
 
     /// True when the same request may succeed later (possibly at another replica).
     public var isRetryable: Bool {
@@ -38,6 +40,7 @@ public enum HostError: Error, Hashable, Sendable, CustomStringConvertible {
             case .invalidConfChange, .removed, .ignored: return false
             }
         case .partitionNotFound, .invalid, .replicaFailed, .stopped: return false
+        case .membership(let refusal): return refusal.isRetryable
         }
     }
 
@@ -55,6 +58,7 @@ public enum HostError: Error, Hashable, Sendable, CustomStringConvertible {
         case .replicaFailed(let reason): return "replica stopped: \(reason)"
         case .stopped: return "the node host is stopped"
         case .unreachable(let what): return "\(what); retry when the node is back"
+        case .membership(let refusal): return refusal.description
         }
     }
 }
@@ -66,7 +70,7 @@ public final class ProposalResults: Sendable {
     /// allocation per proposal).
     static let labels = [
         "committed", "overloaded", "not_leader", "lost_leadership", "timed_out", "refused", "partition_not_found",
-        "invalid", "replica_failed", "stopped", "unreachable",
+        "invalid", "replica_failed", "stopped", "unreachable", "membership",
     ]
     private let counts = Mutex<[UInt64]>(Array(repeating: 0, count: labels.count))
 
@@ -88,6 +92,7 @@ public final class ProposalResults: Sendable {
             case .replicaFailed: index = 8
             case .stopped: index = 9
             case .unreachable: index = 10
+            case .membership: index = 11
             }
         }
         counts.withLock { $0[index] &+= 1 }

@@ -131,6 +131,10 @@ extension HostShard {
             preconditionFailure("apply report for \(key), which this shard does not host")
         }
         r.applyJobsInFlight -= 1
+        if r.retirePending != nil {
+            if r.applyJobsInFlight == 0 { handOverRetired(r) }
+            return
+        }
         // A replica held back by its apply backlog may take Readies again.
         if r.applyJobsInFlight == options.maxApplyJobsPerReplica - 1 { markDirty(r) }
         // A replica that failed meanwhile takes no more reports (a queued install's
@@ -152,8 +156,12 @@ extension HostShard {
         counters.entriesApplied &+= UInt64(entries)
         var update = appliedUpdates[r.storageSlot][r.group] ?? AppliedUpdate(index: index, confState: nil)
         update.index = max(update.index, index)
-        if let confState { update.confState = confState }
+        if let confState {
+            update.confState = confState
+            update.route = r.route
+        }
         appliedUpdates[r.storageSlot][r.group] = update
+        if let at = r.removedAt, r.applied >= at { retire(r, "the change at index \(at) removed it") }
     }
 
     // MARK: - Turn
@@ -326,6 +334,7 @@ extension HostShard {
                 r.stableLog.confState = state
                 r.confChanged(at: entry.index, to: state)
                 job.confState = state
+                routeChanged(r, by: change, at: entry, to: state)
                 updateMembers(r, state)
             }
         }
@@ -349,12 +358,26 @@ extension HostShard {
         return job
     }
 
-    /// Keeps the member-to-node table in step with the configuration: members that left
-    /// are forgotten; new members' nodes come from routing (membership issue), until then
-    /// their messages are dropped.
-    private func updateMembers(_ r: Replica, _ state: ConfState) {
-        let all = Set(state.voters + state.votersOutgoing + state.learners + state.learnersNext)
-        r.members = all.sorted().map { GroupMember(member: $0, nodeSlot: r.nodeSlot(of: $0)) }
+    /// Derives the routing entry from a committed change, versioned by the entry's (term,
+    /// index): a replica replaying entries older than its entry (a joiner given the
+    /// current one) keeps it. Added members' storages come from the change's context.
+    private func routeChanged(_ r: Replica, by change: ConfChange, at entry: Entry, to state: ConfState) {
+        let version = RouteVersion(term: entry.term, index: entry.index)
+        guard r.route.version < version else { return }
+        let added = PlacementContext.decode(change.context) ?? [:]
+        if let next = r.route.applying(state, added: added, at: version) { r.route = next }
+        if r.route.replicas.contains(where: { $0.member == r.key.member && $0.storage == r.storageName }) == false,
+            !(state.voters + state.votersOutgoing + state.learners + state.learnersNext).contains(r.key.member)
+        {
+            // This replica left the group: it stops here; the host deletes its data.
+            r.removedAt = entry.index
+        }
+    }
+
+    /// Keeps the member-to-node table in step with the configuration and the routing
+    /// entry: members that left are forgotten; added ones get the node of their storage.
+    func updateMembers(_ r: Replica, _ state: ConfState) {
+        r.members = context.members(of: state, route: r.route)
     }
 
     private func leaderChanged(_ r: Replica, _ node: RawNode, _ soft: SoftState) {

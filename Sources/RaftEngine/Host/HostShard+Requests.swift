@@ -7,6 +7,12 @@ package enum HostRequest {
     case read(PartitionKey, ReadConsistency, deadlineNanoseconds: Int, Promise<LogIndex>)
     case changeMembership(PartitionKey, ConfChange, deadlineNanoseconds: Int, Promise<LogIndex>)
     case transferLeadership(PartitionKey, MemberID, Promise<LogIndex>)
+    /// A membership edit, checked by the leader and proposed as one change.
+    case membership(PartitionKey, MembershipEdit, deadlineNanoseconds: Int, Promise<LogIndex>)
+    /// What the local replica knows of its partition's membership (nil: none hosted).
+    case routeViews([PartitionKey], @Sendable ([RouteView]) -> Void)
+    /// Peers' newer views: adopted, or the local replica retires (see `HostShard.adopt`).
+    case adoptRoutes([RouteView], handled: @Sendable () -> Void)
     case status(PartitionKey, @Sendable (Result<ReplicaStatus, HostError>) -> Void)
     /// A replica that knows no leader starts looking for one (see `NodeHost.seekLeader`).
     case seekLeader(PartitionKey, handled: @Sendable () -> Void)
@@ -25,6 +31,13 @@ extension HostShard {
             read(partition, consistency, deadline: deadline, promise)
         case .transferLeadership(let partition, let target, let promise):
             transfer(partition, to: target, promise)
+        case .membership(let partition, let edit, let deadline, let promise):
+            changeMembership(partition, edit, deadline: deadline, promise)
+        case .routeViews(let partitions, let answer):
+            answer(partitions.compactMap { routeView($0) })
+        case .adoptRoutes(let views, let handled):
+            for view in views { adopt(view) }
+            handled()
         case .status(let partition, let answer):
             answer(status(partition))
         case .setMode(let partition, let mode, let answer):

@@ -77,15 +77,18 @@ extension NodeHost {
                     var m = merged[slot][group] ?? update
                     m.index = max(m.index, update.index)
                     if let conf = update.confState { m.confState = conf }
+                    if let route = update.route, m.route.map({ $0.version < route.version }) ?? true {
+                        m.route = route
+                    }
                     merged[slot][group] = m
                 }
             }
         }
         for (slot, map) in merged.enumerated() where !map.isEmpty {
-            var updates: [(group: GroupID, index: LogIndex, confState: StoredConfState?)] = []
+            var updates: [(group: GroupID, index: LogIndex, confState: StoredConfState?, route: RouteEntry?)] = []
             for group in map.keys.sorted() {
                 let u = map[group]!
-                updates.append((group, u.index, u.confState.flatMap { try? StoredConfState($0) }))
+                updates.append((group, u.index, u.confState.flatMap { try? StoredConfState($0) }, u.route))
             }
             // A snapshot install records its index itself (before its log reset): an update
             // of the same group from before the install is stale and is dropped, not allowed
@@ -96,6 +99,11 @@ extension NodeHost {
                     break
                 } catch {
                     if case .appliedIndexRegressed(let group, _, _) = error {
+                        updates.removeAll { $0.group == group }
+                        continue
+                    }
+                    // A replica removed from its group meanwhile: nothing to record for it.
+                    if case .groupNotFound(let group) = error {
                         updates.removeAll { $0.group == group }
                         continue
                     }

@@ -38,6 +38,8 @@ public final class NodeHost: FrameReceiver, @unchecked Sendable {
     /// Records applied indices in the metadata stores, off the tick thread (an LMDB write
     /// transaction can wait behind a long one, such as a bulk `createReplicas`).
     let appliedFlusher = WorkQueue<[[GroupID: AppliedUpdate]]>()
+    /// Deletes the data of replicas that left their group, off the workers' threads.
+    let retirer = WorkQueue<RetiredReplica>()
     let tickCount = Atomic<UInt64>(0)
     let pendingRequests = Atomic<Int>(0)
     let applyBacklog = Atomic<Int>(0)
@@ -50,6 +52,10 @@ public final class NodeHost: FrameReceiver, @unchecked Sendable {
     let walRefusing = Mutex<Set<Int>>([])
     /// Retryable WAL refusals so far.
     let walRetries = Atomic<UInt64>(0)
+    /// Replicas that left their group and whose data was deleted, since start.
+    let retiredCount = Atomic<UInt64>(0)
+    /// Replicas whose data was deleted after they left their group, since start (metrics).
+    public var retiredReplicas: UInt64 { retiredCount.load(ordering: .relaxed) }
     /// Times a peer node was declared dead (restarts included).
     let peerDeaths = Atomic<UInt64>(0)
     /// Partitions whose replication mode is being changed (one change at a time each).
@@ -92,7 +98,8 @@ public final class NodeHost: FrameReceiver, @unchecked Sendable {
         boot = try Self.nextBoot(storages)
         let context = ShardContext(
             options: options, nodes: cluster.nodes, selfSlot: selfSlot, logs: storages.map(\.log),
-            storageNames: storages.map(\.metadata.identity.storageName), clock: clock, boot: boot)
+            storageNames: storages.map(\.metadata.identity.storageName), clock: clock, boot: boot,
+            cluster: cluster)
         self.context = context
         workers = (0..<options.workers).map { i in
             HostWorker(
@@ -132,6 +139,8 @@ public final class NodeHost: FrameReceiver, @unchecked Sendable {
         for w in workers { w.start(host: self) }
         for a in appliers { a.start(host: self) }
         appliedFlusher.start(name: "raftd-applied") { [self] batches in flushApplied(batches) }
+        retirer.start(name: "raftd-retire") { [self] items in for item in items { deleteRetired(item) } }
+
         tickThread = OSThread(name: "raftd-tick") { [self] in runTicks() }
     }
 
@@ -158,6 +167,7 @@ public final class NodeHost: FrameReceiver, @unchecked Sendable {
             appliedFlusher.post(CollectionOfOne(w.shard.takeAppliedUpdates()))
         }
         appliedFlusher.stop()
+        retirer.stop()
         for s in storages { s.close() }
     }
 
@@ -200,11 +210,13 @@ public final class NodeHost: FrameReceiver, @unchecked Sendable {
             var confs: [ConfState] = []
             for spec in list {
                 do {
-                    let route = try RouteEntry(
-                        version: RouteVersion(term: .zero, index: .zero), replicas: spec.replicas)
+                    let route = try RouteEntry(version: spec.routeVersion, replicas: spec.replicas)
                     let voters = spec.replicas.filter { $0.role == .voter }.map(\.member)
                     let learners = spec.replicas.filter { $0.role == .learner }.map(\.member)
-                    let stored = try StoredConfState(voters: voters, learners: learners)
+                    // A joining replica starts from the configuration the log starts from.
+                    let stored =
+                        try spec.startConf.map { (conf) throws(MetadataError) in try StoredConfState(conf) }
+                        ?? StoredConfState(voters: voters, learners: learners)
                     if spec.mode == .local && (voters != [spec.member] || !learners.isEmpty) {
                         throw HostError.invalid("a local partition has exactly one replica, itself a voter")
                     }
@@ -224,7 +236,8 @@ public final class NodeHost: FrameReceiver, @unchecked Sendable {
             for (i, spec) in list.enumerated() {
                 let replica = try factory.makeReplica(
                     key: ReplicaKey(partition: spec.partition, member: spec.member), group: records[i].group,
-                    storageSlot: slot, route: spec.replicas, confState: confs[i], applied: .zero, mode: spec.mode)
+                    storageSlot: slot, route: spec.replicas, confState: confs[i], applied: .zero, mode: spec.mode,
+                    routeVersion: spec.routeVersion, initialConf: confs[i])
                 perWorker[shardIndex(spec.partition)].append((replica, spec.campaign))
             }
         }
@@ -236,9 +249,12 @@ public final class NodeHost: FrameReceiver, @unchecked Sendable {
     /// Loads every registered Raft replica dormant, as a follower that knows no leader.
     private func loadReplicas() throws(HostError) {
         for slot in storages.indices {
-            for replica in try factory.loadDormant(storage: storages[slot], slot: slot) {
+            let loaded = try factory.load(storage: storages[slot], slot: slot)
+            for replica in loaded.replicas {
                 workers[shardIndex(replica.key.partition)].shard.add(replica, campaign: false)
             }
+            // Found leaving at start: their deletion is finished once the host runs.
+            retirer.post(loaded.leaving)
         }
     }
 
@@ -289,6 +305,7 @@ public final class NodeHost: FrameReceiver, @unchecked Sendable {
                 return .refused("\(error)")
             }
         }
+        if case .routes(let first, let more) = request { return await serveRoutes([first] + more) }
         if case .snapshotChunk(let chunk) = request {
             guard let service = context.snapshots.current else {
                 return .refused("node \(nodeID) takes no snapshots")
@@ -301,7 +318,9 @@ public final class NodeHost: FrameReceiver, @unchecked Sendable {
 
     /// A peer's request to create this node's replica of a partition it minted.
     private func createReplica(_ spec: ReplicaSpec, for node: NodeID) async -> BulkResponse {
-        guard cluster.node(serving: spec.partition.authority) == node else {
+        // The node that minted the partition creates its first members; later members are
+        // created by the leader that added them (a join, with the current routing entry).
+        guard cluster.node(serving: spec.partition.authority) == node || spec.routeVersion.index > .zero else {
             return .refused(
                 "node \(node) does not serve storage \(spec.partition.authority), the authority of \(spec.partition)")
         }
@@ -406,6 +425,7 @@ public final class NodeHost: FrameReceiver, @unchecked Sendable {
         if !out.snapshotsToPrepare.isEmpty || !out.snapshotsToSend.isEmpty {
             carryOutSnapshots(out, from: worker)
         }
+        if !out.retired.isEmpty { retirer.post(out.retired) }
         if !out.applyJobs.isEmpty {
             var perApplier: [[ApplyJob]] = Array(repeating: [], count: appliers.count)
             var bytes = 0

@@ -219,9 +219,26 @@ public enum PeerWire {
                 writer.storageName(replica.storage)
                 writer.u8(replica.role.rawValue)
             }
+            // Since membership changes: the entry's version and the start configuration.
+            writer.u64(spec.routeVersion.term.rawValue)
+            writer.u64(spec.routeVersion.index.rawValue)
+            writer.u8(spec.startConf == nil ? 0 : 1)
+            if let conf = spec.startConf {
+                let bytes = (try? StoredConfState(conf))?.encoded ?? []
+                writer.u32(UInt32(bytes.count))
+                writer.append(bytes)
+            }
         case .transferLeadership(_, let member):
             writer.u8(4)
             writer.u64(member.rawValue)
+        case .routes(_, let more):
+            writer.u8(6)
+            writer.u16(UInt16(more.count))
+            for key in more {
+                let bytes = key.encoded
+                writer.u8(UInt8(bytes.count))
+                writer.append(bytes)
+            }
         case .snapshotChunk(let chunk):
             writer.u8(5)
             writer.u64(chunk.transfer)
@@ -274,8 +291,18 @@ public enum PeerWire {
                     replicas.append(RouteReplica(member: replicaMember, storage: replicaStorage, role: role))
                 }
                 guard member != .none else { throw DecodeFailure("a replica with member 0") }
-                request = .createReplica(
-                    ReplicaSpec(partition: partition, member: member, storage: storage, replicas: replicas, mode: mode))
+                var spec = ReplicaSpec(
+                    partition: partition, member: member, storage: storage, replicas: replicas, mode: mode)
+                spec.routeVersion = RouteVersion(term: Term(try reader.u64()), index: LogIndex(try reader.u64()))
+                switch try reader.u8() {
+                case 0: break
+                case 1:
+                    let length = Int(try reader.u32())
+                    guard length <= 4096 else { throw DecodeFailure("a start configuration of \(length) bytes") }
+                    spec.startConf = ConfState(try StoredConfState(decoding: try reader.take(length)))
+                case let flag: throw DecodeFailure("unknown start configuration flag \(flag)")
+                }
+                request = .createReplica(spec)
             case 4:
                 let member = MemberID(try reader.u64())
                 guard member != .none else { throw DecodeFailure("a transfer to member 0") }
@@ -295,6 +322,14 @@ public enum PeerWire {
                     SnapshotChunk(
                         partition: partition, transfer: transfer, sequence: sequence, message: message,
                         bytes: try reader.take(count), isLast: flags & 1 != 0))
+            case 6:
+                let count = Int(try reader.u16())
+                guard count < RouteView.maximumPerRequest else {
+                    throw DecodeFailure("\(count) partitions in a lookup")
+                }
+                var more: [PartitionKey] = []
+                for _ in 0..<count { more.append(try partitionKey(&reader)) }
+                request = .routes(first: partition, more: more)
             default:
                 throw DecodeFailure("unknown bulk request kind \(kind)")
             }

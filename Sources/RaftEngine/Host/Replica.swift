@@ -67,6 +67,18 @@ package final class Replica {
 
     /// Members of the group, sorted, each with its node.
     var members: [GroupMember]
+    /// The partition's routing entry as this replica derived it from committed changes
+    /// (or was given when it was created); `members` take their nodes from it.
+    var route = RouteEntry.empty
+    /// The configuration the group's log starts from (before index 1), when known: a
+    /// replica that joins while the leader's log still starts at 1 replays the log from it.
+    var initialConf: ConfState?
+    /// The index of the committed change that removed this replica from its group: once
+    /// applied through it, the replica stops and the host deletes its data.
+    var removedAt: LogIndex?
+    /// Why it left its group, once it did: it is stopped, and handed to the host for
+    /// deletion when no apply job of it is in flight.
+    var retirePending: String?
     /// `.local`: its group's only member, never ticked; it leads from its first request
     /// (a campaign with no votes to ask for) and commits each entry once it is durable.
     var mode = ReplicationMode.raft

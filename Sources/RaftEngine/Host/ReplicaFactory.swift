@@ -17,8 +17,13 @@ package struct ReplicaFactory {
     package func makeReplica(
         key: ReplicaKey, group: GroupID, storageSlot: Int, route: [RouteReplica], confState: ConfState,
         applied: LogIndex, suspended: SuspendedState? = nil, mode: ReplicationMode = .raft,
-        metadata: MetadataStore? = nil
+        metadata: MetadataStore? = nil, routeVersion: RouteVersion = RouteVersion(term: .zero, index: .zero),
+        initialConf: ConfState? = nil
     ) throws(HostError) -> Replica {
+        let entry: RouteEntry
+        do { entry = try RouteEntry(version: routeVersion, replicas: route) } catch {
+            throw .invalid("the routing entry of \(key): \(error)")
+        }
         let machine: any StateMachine
         do {
             machine = try stateMachines(key, group, context.storageNames[storageSlot])
@@ -55,11 +60,7 @@ package struct ReplicaFactory {
             }
             applied = machine.appliedIndex
         }
-        let members = route.sorted { $0.member < $1.member }.map { replica in
-            GroupMember(
-                member: replica.member,
-                nodeSlot: cluster.node(serving: replica.storage).flatMap { cluster.nodes.firstIndex(of: $0) })
-        }
+        let members = context.members(of: confState, route: entry)
         let stable = WALStableLog(log: context.logs[storageSlot], group: group, confState: confState)
         let state: Replica.State
         if let suspended {
@@ -75,6 +76,8 @@ package struct ReplicaFactory {
             key: key, group: group, storageSlot: storageSlot, storageName: context.storageNames[storageSlot],
             stateMachine: machine, stableLog: stable, members: members, state: state, applied: applied)
         replica.mode = mode
+        replica.route = entry
+        replica.initialConf = initialConf
         // The stored configuration is as of the stored applied index, which may be past the
         // state machine's: it describes the log from there.
         replica.baseConf = (max(recordedApplied, replica.applied), confState)
@@ -110,14 +113,36 @@ package struct ReplicaFactory {
     /// Every registered Raft replica of `storage`, dormant, as a follower that knows no
     /// leader: no replica campaigns at start, leaders are learned from their traffic.
     package func loadDormant(storage: Storage, slot: Int) throws(HostError) -> [Replica] {
+        try load(storage: storage, slot: slot).replicas
+    }
+
+    /// `loadDormant`, with the replicas recorded as leaving their group (a removal whose
+    /// deletion a restart interrupted): not run, their data is deleted again.
+    package func load(storage: Storage, slot: Int) throws(HostError) -> (replicas: [Replica], leaving: [RetiredReplica])
+    {
         let loaded: [MetadataStore.LoadedReplica]
         do { loaded = try storage.metadata.loadRaftReplicas() } catch {
             throw .invalid("loading the replicas of \(context.storageNames[slot]): \(error)")
         }
         let storageName = context.storageNames[slot]
         var out: [Replica] = []
+        var leaving: [RetiredReplica] = []
         out.reserveCapacity(loaded.count)
         for item in loaded {
+            if item.record.state == .leaving {
+                let machine: any StateMachine
+                do {
+                    machine = try stateMachines(
+                        ReplicaKey(partition: item.record.key, member: .none), item.record.group, storageName)
+                } catch {
+                    throw .invalid("opening the leaving replica \(item.record.key) on \(storageName): \(error)")
+                }
+                leaving.append(
+                    RetiredReplica(
+                        key: ReplicaKey(partition: item.record.key, member: .none), group: item.record.group,
+                        storageSlot: slot, stateMachine: machine, reason: "its removal was interrupted by a restart"))
+                continue
+            }
             guard let route = item.route, let conf = item.confState,
                 let me = route.replicas.first(where: { $0.storage == storageName })
             else {
@@ -142,8 +167,9 @@ package struct ReplicaFactory {
                 try makeReplica(
                     key: ReplicaKey(partition: item.record.key, member: me.member), group: item.record.group,
                     storageSlot: slot, route: route.replicas, confState: ConfState(conf), applied: item.applied,
-                    suspended: record, mode: mode, metadata: storage.metadata))
+                    suspended: record, mode: mode, metadata: storage.metadata, routeVersion: route.version,
+                    initialConf: item.initialConf.map(ConfState.init)))
         }
-        return out
+        return (out, leaving)
     }
 }

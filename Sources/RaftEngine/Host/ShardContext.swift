@@ -36,11 +36,15 @@ package struct ShardContext: Sendable {
     let boot: UInt64
     let bulk = BulkServiceSlot()
     let snapshots = SnapshotServiceSlot()
+    /// Which node serves which storage: a member's storage (from its routing entry) names
+    /// the node its messages go to.
+    let cluster: ClusterMap
 
     package init(
         options: NodeHost.Options, nodes: [NodeID], selfSlot: Int, logs: [SharedLog], storageNames: [StorageName],
-        clock: MonotonicClock, boot: UInt64
+        clock: MonotonicClock, boot: UInt64, cluster: ClusterMap
     ) {
+        self.cluster = cluster
         self.options = options
         self.nodes = nodes
         self.selfSlot = selfSlot
@@ -75,4 +79,28 @@ extension ShardContext {
 struct AppliedUpdate {
     var index: LogIndex
     var confState: ConfState?
+    /// The routing entry derived from the change, recorded in the same transaction (only
+    /// if newer than the stored one).
+    var route: RouteEntry? = nil
+}
+
+extension ShardContext {
+    /// The node slot serving `storage`, when the cluster knows it.
+    func nodeSlot(serving storage: StorageName) -> Int? {
+        cluster.node(serving: storage).flatMap { nodes.firstIndex(of: $0) }
+    }
+
+    /// The members of `conf` and of `route` with their nodes, from `route` (members it
+    /// does not name have none: their messages are dropped until a newer entry names
+    /// them). A replica replaying an old part of the log has an older configuration than
+    /// its entry: the entry's members (the current leader among them) are reachable too.
+    func members(of conf: ConfState, route: RouteEntry) -> [GroupMember] {
+        let all = Set(conf.voters + conf.votersOutgoing + conf.learners + conf.learnersNext)
+            .union(route.replicas.map(\.member))
+        var slots: [MemberID: Int] = [:]
+        for replica in route.replicas {
+            if let slot = nodeSlot(serving: replica.storage) { slots[replica.member] = slot }
+        }
+        return all.sorted().map { GroupMember(member: $0, nodeSlot: slots[$0]) }
+    }
 }

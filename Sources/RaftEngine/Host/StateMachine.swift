@@ -40,6 +40,12 @@ public protocol StateMachine: AnyObject, Sendable {
 
     /// The host made the log reset of the restore at `metadata` durable.
     func finishRestore(_ metadata: SnapshotMetadata)
+
+    /// Deletes everything this replica holds: a committed change removed it from its
+    /// group. Nothing is applied to it afterwards. Idempotent: a crash part-way through
+    /// is finished by calling it again at the next start (the replica is recorded as
+    /// leaving first).
+    func removeAllData() throws(StateMachineError)
 }
 
 extension StateMachine {
@@ -52,6 +58,8 @@ extension StateMachine {
     public var pendingRestore: SnapshotMetadata? { nil }
 
     public func finishRestore(_ metadata: SnapshotMetadata) {}
+
+    public func removeAllData() throws(StateMachineError) {}
 }
 
 /// Opens (or creates) the state machine of a replica: at creation, at restart and when a

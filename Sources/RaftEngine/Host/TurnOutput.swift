@@ -13,6 +13,8 @@ package struct TurnOutput {
     package var snapshotsToPrepare: [ApplyTarget] = []
     /// Snapshot messages to stream to their follower's node (never in a frame).
     package var snapshotsToSend: [(message: PeerMessage, nodeSlot: Int)] = []
+    /// Replicas that left their group and stopped: the host deletes their data.
+    package var retired: [RetiredReplica] = []
 
     init(nodes: Int, storages: Int) {
         frames = Array(repeating: [], count: nodes)
@@ -20,4 +22,14 @@ package struct TurnOutput {
     }
 
     package var hasWrites: Bool { writes.contains { !$0.isEmpty } }
+}
+
+/// A replica that left its group (a committed change removed it, or a newer routing entry
+/// showed that one did): stopped, its data to delete.
+package struct RetiredReplica: Sendable {
+    package var key: ReplicaKey
+    package var group: GroupID
+    package var storageSlot: Int
+    package var stateMachine: any StateMachine
+    package var reason: String
 }

@@ -60,6 +60,20 @@ extension FileSystem {
         try removeDirectory(path)
     }
 
+    /// The bytes of the regular files under `path` (symbolic links are not followed);
+    /// zero when nothing is there or it cannot be read.
+    public static func treeBytes(_ path: String) -> UInt64 {
+        guard let found = try? status(of: path) else { return 0 }
+        switch found.kind {
+        case .directory:
+            return ((try? list(path)) ?? []).reduce(0) { $0 + treeBytes(path + "/" + $1) }
+        case .regularFile:
+            return found.size
+        default:
+            return 0
+        }
+    }
+
     /// Renames atomically within one file system.
     public static func rename(_ from: String, to: String) throws(IOError) {
         _ = try Syscall.call("rename to \(to)", path: from) { craft_rename(from, to) }

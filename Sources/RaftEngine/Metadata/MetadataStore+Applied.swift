@@ -19,6 +19,19 @@ extension MetadataStore {
         }
     }
 
+    /// The configuration the log of `group` starts from (before index 1), kept under the
+    /// group's key plus `i` in `conf_states`; written when the replica is registered.
+    static func storedInitialConf(
+        _ txn: some LMDBReadable, _ databases: Databases, _ group: GroupID
+    ) throws(MetadataError) -> StoredConfState? {
+        guard let bytes = try txn.value(databases.confStates, initialConfKey(group)) else { return nil }
+        return try decode("conf_states", "\(group) initial") { () throws(DecodeFailure) in
+            try StoredConfState(decoding: bytes)
+        }
+    }
+
+    static func initialConfKey(_ group: GroupID) -> [UInt8] { groupKey(group) + [0x69] }
+
     /// Stores the configuration of the registered `group`, replacing the previous one.
     public func setConfState(_ confState: StoredConfState, for group: GroupID) throws(MetadataError) {
         let databases = self.databases

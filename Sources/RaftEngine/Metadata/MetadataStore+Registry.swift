@@ -96,6 +96,7 @@ extension MetadataStore {
             try txn.remove(databases.partitions, key.encoded)
             try txn.remove(databases.groups, groupKey)
             try txn.remove(databases.confStates, groupKey)
+            try txn.remove(databases.confStates, Self.initialConfKey(record.group))
             try txn.remove(databases.applied, groupKey)
             // Bounded batches keep the copied keys small for partitions with many repositories.
             while true {

@@ -11,12 +11,19 @@ extension MetadataStore {
         public var route: RouteEntry
         public var confState: StoredConfState
         public var mode: ReplicationMode
+        /// The configuration the group's log starts from, when it is not `confState` (a
+        /// replica that joins later gets the current entry but replays from the start).
+        public var initialConfState: StoredConfState?
 
-        public init(key: PartitionKey, route: RouteEntry, confState: StoredConfState, mode: ReplicationMode = .raft) {
+        public init(
+            key: PartitionKey, route: RouteEntry, confState: StoredConfState, mode: ReplicationMode = .raft,
+            initialConfState: StoredConfState? = nil
+        ) {
             self.key = key
             self.route = route
             self.confState = confState
             self.mode = mode
+            self.initialConfState = initialConfState
         }
     }
 
@@ -26,6 +33,9 @@ extension MetadataStore {
         public var route: RouteEntry?
         public var confState: StoredConfState?
         public var applied: LogIndex
+        /// The configuration the group's log starts from (nil for replicas registered
+        /// before it was recorded: their configuration never changed, see `load`).
+        public var initialConf: StoredConfState?
     }
 
     /// Registers every replica in `replicas` as an active Raft replica under a fresh group
@@ -54,6 +64,9 @@ extension MetadataStore {
                     try txn.set(databases.routes, replica.key.encoded, replica.route.encoded)
                 }
                 try txn.set(databases.confStates, Self.groupKey(record.group), replica.confState.encoded)
+                try txn.set(
+                    databases.confStates, Self.initialConfKey(record.group),
+                    (replica.initialConfState ?? replica.confState).encoded)
                 records.append(record)
             }
             return records
@@ -67,11 +80,26 @@ extension MetadataStore {
     public func recordApplied(
         _ updates: [(group: GroupID, index: LogIndex, confState: StoredConfState?)]
     ) throws(MetadataError) {
+        try recordApplied(updates.map { ($0.group, $0.index, $0.confState, nil) })
+    }
+
+    /// `recordApplied` with the routing entry each change derived: stored in the same
+    /// transaction when newer than the stored one (an older one is skipped, not refused:
+    /// a replica replaying old changes keeps the newer entry it was given).
+    public func recordApplied(
+        _ updates: [(group: GroupID, index: LogIndex, confState: StoredConfState?, route: RouteEntry?)]
+    ) throws(MetadataError) {
         guard !updates.isEmpty else { return }
         let databases = self.databases
         try write { (txn) throws(MetadataError) in
             for update in updates {
-                _ = try Self.requireGroup(txn, databases, update.group)
+                let record = try Self.requireGroup(txn, databases, update.group)
+                if let route = update.route {
+                    let stored = try Self.storedRoute(txn, databases, record.key)
+                    if stored.map({ $0.version < route.version }) ?? true {
+                        try txn.set(databases.routes, record.key.encoded, route.encoded)
+                    }
+                }
                 let stored = try Self.storedApplied(txn, databases, update.group)
                 guard update.index >= stored else {
                     throw .appliedIndexRegressed(update.group, stored: stored, offered: update.index)
@@ -101,7 +129,15 @@ extension MetadataStore {
                 let route = try Self.storedRoute(txn, databases, record.key)
                 let confState = try Self.storedConfState(txn, databases, record.group)
                 let applied = try Self.storedApplied(txn, databases, record.group)
-                loaded.append(LoadedReplica(record: record, route: route, confState: confState, applied: applied))
+                var initial = try Self.storedInitialConf(txn, databases, record.group)
+                if initial == nil, route?.version.index == .zero {
+                    // Registered before the initial configuration was recorded, and never
+                    // changed since: the current one is the initial one.
+                    initial = confState
+                }
+                loaded.append(
+                    LoadedReplica(
+                        record: record, route: route, confState: confState, applied: applied, initialConf: initial))
             }
             return loaded
         }

@@ -57,6 +57,9 @@ public struct RouteEntry: Hashable, Sendable {
 
     static let encodingVersion: UInt8 = 1
 
+    /// No replicas, version (0, 0): a placeholder before a replica's entry is set.
+    static let empty = try! RouteEntry(version: RouteVersion(term: .zero, index: .zero), replicas: [])
+
     /// Validates and sorts the replicas by member ID.
     public init(version: RouteVersion, replicas: [RouteReplica], leaderHint: MemberID = .none) throws(MetadataError) {
         let sorted = replicas.sorted { $0.member < $1.member }

@@ -65,6 +65,11 @@ public final class PartitionCheckpointer: @unchecked Sendable {
         try roundLock.withLock { () throws(IOError) -> T in try body() }
     }
 
+    /// Runs `body`, which cannot fail, with no round writing meanwhile.
+    func exclusivelyRunning(_ body: () -> Void) {
+        roundLock.withLock { body() }
+    }
+
     /// Runs a last round for what is dirty, then stops the thread.
     public func stop() {
         lock.withLock {

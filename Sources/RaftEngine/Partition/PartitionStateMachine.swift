@@ -41,6 +41,8 @@ public final class PartitionStateMachine: StateMachine, Sendable {
         /// confirmed (`finishRestore`), and the staged directory it came from.
         var pendingInstall: SnapshotMetadata?
         var pendingStaged: String?
+        /// Its data is being deleted (the replica left its group): no checkpoint writes.
+        var removed = false
     }
     /// A checkpoint at most this often (and at the end of a batch that reaches it): it
     /// costs a syncfs, so it must not come with every small batch.
@@ -227,10 +229,10 @@ public final class PartitionStateMachine: StateMachine, Sendable {
     /// files it describes (a crash would leave an index whose effects are not on disk).
     static func checkpoint(_ machines: [PartitionStateMachine], storageRoot: String) throws(IOError) {
         let noted = machines.compactMap { m -> (PartitionStateMachine, LogIndex, [String: [UInt8]], Int?, UInt64)? in
-            let (applied, values, done, slot, sequence) = m.state.withLock {
-                ($0.applied, $0.values, $0.checkpointed, $0.checkpointSlot, $0.checkpointSequence)
+            let (applied, values, done, slot, sequence, removed) = m.state.withLock {
+                ($0.applied, $0.values, $0.checkpointed, $0.checkpointSlot, $0.checkpointSequence, $0.removed)
             }
-            return applied > done ? (m, applied, values, slot, sequence) : nil
+            return applied > done && !removed ? (m, applied, values, slot, sequence) : nil
         }
         guard !noted.isEmpty else { return }
         // All partitions' paths together: one decision between fsyncs and one syncfs.
@@ -288,6 +290,23 @@ public final class PartitionStateMachine: StateMachine, Sendable {
             }
         }
         try legacy.flush()
+    }
+
+    /// Deletes the partition's repositories on this storage and the replica's directory.
+    /// No checkpoint round writes into it from the moment it starts.
+    public func removeAllData() throws(StateMachineError) {
+        let mark = { self.state.withLock { $0.removed = true } }
+        if let checkpointer { checkpointer.exclusivelyRunning(mark) } else { mark() }
+        do {
+            if let registry, let partition {
+                for path in try registry.repositories(of: partition) {
+                    try FileSystem.removeTree(storageRoot + "/" + path.rawValue)
+                }
+            }
+            try FileSystem.removeTree(directory)
+        } catch {
+            throw StateMachineError("deleting the data of \(directory): \(error)")
+        }
     }
 
     /// `values`: the batch's changes so far (nil: deleted).

@@ -31,6 +31,9 @@ struct APIErrors: Sendable {
         // failed, stepped down or stopped): the client must read before retrying.
         case .timedOut, .lostLeadership, .replicaFailed, .stopped: out.code = .unknownOutcome
         case .overloaded, .unreachable: out.code = .unavailable
+        case .membership(let refusal):
+            out.code = .membershipRefused
+            out.refusal = refusal.code
         }
         return out
     }
@@ -111,6 +114,7 @@ struct APIErrors: Sendable {
     static func rpcError(_ error: Raftd_V1_Error) -> RPCError {
         var metadata: Metadata = ["raftd-error": "\(error.code)"]
         if !error.leaderAddress.isEmpty { metadata.addString(error.leaderAddress, forKey: "raftd-leader") }
+        if !error.refusal.isEmpty { metadata.addString(error.refusal, forKey: "raftd-refusal") }
         if error.code == .referenceMismatch {
             metadata.addString(error.mismatch.reference, forKey: "raftd-mismatch-reference")
             metadata.addString(error.mismatch.expectedOid, forKey: "raftd-mismatch-expected")
@@ -125,6 +129,7 @@ struct APIErrors: Sendable {
         case .invalid: code = .invalidArgument
         case .unknownOutcome: code = .deadlineExceeded
         case .unavailable, .notYetApplied: code = .unavailable
+        case .membershipRefused: code = .failedPrecondition
         default: code = .internalError
         }
         return RPCError(code: code, message: error.message, metadata: metadata)

@@ -75,6 +75,9 @@ struct NodeConfiguration: Sendable {
     var logRetentionEntries: Int
     var logRetentionBytes: UInt64
     var logCompactionStepEntries: Int
+    /// [partitions]: replicas a new partition starts with (this node's and the first
+    /// peers'); more are added with `raftd cluster set-replication-factor`.
+    var initialReplicas: Int
 
     /// Reads and validates `file`. Every problem names its field and the fix.
     init(file: String) throws(ConfigurationError) {
@@ -99,7 +102,10 @@ struct NodeConfiguration: Sendable {
         let directory = (file as NSString).deletingLastPathComponent
         let reader = Reader(file: file, directory: directory.isEmpty ? "." : directory)
         try reader.refuseUnknown(
-            table, "", allowed: ["node", "listen", "auth", "tls", "raft", "storage", "peer", "git", "snapshots", "log"])
+            table, "",
+            allowed: [
+                "node", "listen", "auth", "tls", "raft", "storage", "peer", "git", "snapshots", "log", "partitions",
+            ])
 
         let node = try reader.table(table, "node")
         try reader.refuseUnknown(node, "node", allowed: ["name", "id", "cluster_id"])
@@ -191,6 +197,15 @@ struct NodeConfiguration: Sendable {
         logRetentionBytes = UInt64(try reader.int(log, "log.retention_mib", default: 64, range: 1...1_048_576)) << 20
         logCompactionStepEntries = try reader.int(
             log, "log.compaction_step_entries", default: 1_024, range: 1...100_000_000)
+
+        if let raw = table["partitions"], raw.table == nil {
+            throw ConfigurationError(file: file, field: "partitions", problem: "must be a table ([partitions])")
+        }
+        let partitions = table["partitions"]?.table ?? TOMLTable()
+        try reader.refuseUnknown(partitions, "partitions", allowed: ["initial_replicas"])
+        let peerCount = table["peer"]?.array?.count ?? 0
+        initialReplicas = try reader.int(
+            partitions, "partitions.initial_replicas", default: min(3, peerCount + 1), range: 1...(peerCount + 1))
 
         if let raw = table["raft"], raw.table == nil {
             throw ConfigurationError(file: file, field: "raft", problem: "must be a table ([raft])")

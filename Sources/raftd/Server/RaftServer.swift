@@ -147,7 +147,8 @@ final class RaftServer: Sendable {
         writer = PartitionWriter(host: host, attachments: attachments) { machines.machine($0) }
         reader = PartitionReader(host: host) { machines.machine($0) }
         var provisioners: [StorageName: PartitionProvisioner] = [:]
-        let peerStorages = configuration.peers.compactMap { $0.storages.first }
+        let peerStorages = Array(
+            configuration.peers.compactMap { $0.storages.first }.prefix(configuration.initialReplicas - 1))
         for entry in configuration.storages {
             var provisioner = PartitionProvisioner(
                 host: host, writer: writer, storage: entry.name, metadata: metadata[entry.name]!)

@@ -228,7 +228,7 @@ struct HostReviewFixSecondTests {
         options.workers = 1
         let context = ShardContext(
             options: options, nodes: [nodeID], selfSlot: 0, logs: storages.map(\.log), storageNames: names,
-            clock: .system, boot: 1)
+            clock: .system, boot: 1, cluster: map)
         let shard = HostShard(index: 0, context: context, seed: 1)
         let factory = ReplicaFactory(
             context: context, cluster: map, stateMachines: { _, _, _ in RecordingStateMachine() })

@@ -1,0 +1,319 @@
+import Logging
+import RaftConsensus
+
+/// Membership changes as whole operations: each call checks, proposes, waits for the commit
+/// (with a deadline) and reports the outcome; an addition creates the new replica on its
+/// storage's node (the join) and is rolled back when that fails. Only the partition's
+/// leader takes them (others answer `notLeader`), one change in flight per partition.
+extension NodeHost {
+    /// A learner is promoted (or swapped in) only when it lags the leader by at most this.
+    public static let defaultPromotionLag: UInt64 = 64
+
+    func proposeMembership(
+        _ partition: PartitionKey, _ edit: MembershipEdit, timeoutTicks: Int?
+    ) async throws(HostError) -> LogIndex {
+        try await awaiting { completion in
+            submit(partition, completion, timeoutTicks: timeoutTicks) {
+                .membership(partition, edit, deadlineNanoseconds: $0, $1)
+            }
+        }
+    }
+
+    /// Adds a read-only member (learner) on `storage`: proposes the change (the new member's
+    /// ID is its index), waits for it to commit, then creates the replica on the storage's
+    /// node with the partition's current routing entry. It catches up by log or snapshot.
+    /// A failed creation removes the member again and throws.
+    public func addLearner(
+        _ partition: PartitionKey, on storage: StorageName, timeoutTicks: Int? = nil
+    ) async throws(HostError) -> MembershipResult {
+        let index = try await proposeMembership(partition, .addLearner(storage), timeoutTicks: timeoutTicks)
+        let member = MemberID(index.rawValue)
+        do {
+            guard let view = await routeViews([partition]).first else { throw HostError.partitionNotFound(partition) }
+            guard view.route.replicas.contains(where: { $0.member == member && $0.storage == storage }) else {
+                throw HostError.invalid("the committed change at \(index) does not name member \(member) on \(storage)")
+            }
+            guard let start = view.initialConf else {
+                throw HostError.invalid("the configuration the log of \(partition) starts from is not known here")
+            }
+            var spec = ReplicaSpec(
+                partition: partition, member: member, storage: storage, replicas: view.route.replicas)
+            spec.routeVersion = view.route.version
+            spec.startConf = start
+            if context.storageNames.contains(storage) {
+                if (try? await status(of: partition))?.replica.member != member { try createReplicas([spec]) }
+            } else {
+                try await createReplicaOnPeer(spec)
+            }
+            logger.notice(
+                "added learner \(member) of \(partition) on \(storage)",
+                metadata: ["index": "\(index)", "route": "\(view.route.version)"])
+            return MembershipResult(index: index, member: member, route: view.route)
+        } catch {
+            logger.warning("creating learner \(member) of \(partition) on \(storage) failed: \(error); removing it")
+            await rollBack(partition, member)
+            throw (error as? HostError) ?? .invalid("\(error)")
+        }
+    }
+
+    /// Removes a member whose replica could not be created; retried while another change
+    /// is applied. Best effort: a failure is logged (the operator removes it).
+    private func rollBack(_ partition: PartitionKey, _ member: MemberID) async {
+        for attempt in 0..<20 {
+            do {
+                _ = try await proposeMembership(partition, .remove(member), timeoutTicks: nil)
+                return
+            } catch {
+                if case .membership(.changeInFlight) = error, attempt < 19 {
+                    try? await Task.sleep(nanoseconds: 50_000_000)
+                    continue
+                }
+                logger.error(
+                    "rolling back member \(member) of \(partition) failed: \(error); remove it with raftd partition remove-replica"
+                )
+                return
+            }
+        }
+    }
+
+    /// Makes the learner `member` a voter. Refused (`notCaughtUp`, with the lag) while it
+    /// lags by more than `maxLag` entries.
+    public func promote(
+        _ partition: PartitionKey, member: MemberID, maxLag: UInt64 = NodeHost.defaultPromotionLag,
+        timeoutTicks: Int? = nil
+    ) async throws(HostError) -> MembershipResult {
+        let index = try await proposeMembership(partition, .promote(member, maxLag: maxLag), timeoutTicks: timeoutTicks)
+        return MembershipResult(index: index, member: member, route: await routeViews([partition]).first?.route)
+    }
+
+    /// Removes `member` (voter or learner). Its replica stops when it applies the change,
+    /// or learns of it from a peer's newer routing entry, and deletes its data.
+    public func removeMember(
+        _ partition: PartitionKey, member: MemberID, timeoutTicks: Int? = nil
+    ) async throws(HostError) -> MembershipResult {
+        let index = try await proposeMembership(partition, .remove(member), timeoutTicks: timeoutTicks)
+        return MembershipResult(index: index, member: member, route: await routeViews([partition]).first?.route)
+    }
+
+    /// Replaces `member` with a new replica on `storage`: adds a learner there, waits (up to
+    /// `catchUpMilliseconds`) until it is caught up, then makes it a voter and removes
+    /// `member` in one joint change (left automatically). `progress` hears each step.
+    public func replaceMember(
+        _ partition: PartitionKey, member: MemberID, with storage: StorageName,
+        catchUpMilliseconds: Int = 120_000, progress: @Sendable (String) -> Void = { _ in }
+    ) async throws(HostError) -> MembershipResult {
+        guard let view = await routeViews([partition]).first else { throw .partitionNotFound(partition) }
+        guard view.members.contains(member) else {
+            throw .membership(.memberUnknown(member, "is not in the group"))
+        }
+        let added = try await addLearner(partition, on: storage)
+        guard let new = added.member else { throw .invalid("the addition named no member") }
+        progress("added learner \(new) on \(storage) at index \(added.index); catching up")
+        try await waitCaughtUp(
+            partition, member: new, maxLag: Self.defaultPromotionLag, milliseconds: catchUpMilliseconds)
+        progress("learner \(new) is caught up; swapping it in for member \(member)")
+        var last: HostError = .timedOut
+        for _ in 0..<40 {
+            do {
+                let index = try await proposeMembership(
+                    partition, .swap(promote: new, remove: member, maxLag: Self.defaultPromotionLag), timeoutTicks: nil)
+                try await waitLeftJoint(partition, milliseconds: 10_000)
+                progress("member \(new) votes and member \(member) left (joint change at \(index))")
+                return MembershipResult(index: index, member: new, route: await routeViews([partition]).first?.route)
+            } catch {
+                last = error
+                // The learner fell behind again, or the addition is still being applied.
+                guard case .membership(let refusal) = error, refusal.isRetryable else { throw error }
+                try? await Task.sleep(nanoseconds: 100_000_000)
+            }
+        }
+        throw last
+    }
+
+    /// Waits until the leader (this node's replica) sees `member` within `maxLag` entries.
+    public func waitCaughtUp(
+        _ partition: PartitionKey, member: MemberID, maxLag: UInt64, milliseconds: Int
+    ) async throws(HostError) {
+        let deadline = clock.nanoseconds + milliseconds * 1_000_000
+        while true {
+            let status = try await status(of: partition)
+            guard status.role == .leader else { throw .notLeader(leader: status.leader, node: nil) }
+            let match = status.matchIndex[member]?.rawValue ?? 0
+            let lag = status.lastIndex.rawValue > match ? status.lastIndex.rawValue - match : 0
+            if status.matchIndex[member] != nil && lag <= maxLag { return }
+            guard clock.nanoseconds < deadline else { throw .membership(.notCaughtUp(member, lag: lag)) }
+            try? await Task.sleep(nanoseconds: 20_000_000)
+        }
+    }
+
+    /// Waits until this node's replica is out of a joint configuration.
+    func waitLeftJoint(_ partition: PartitionKey, milliseconds: Int) async throws(HostError) {
+        let deadline = clock.nanoseconds + milliseconds * 1_000_000
+        while try await !status(of: partition).votersOutgoing.isEmpty {
+            guard clock.nanoseconds < deadline else { throw .timedOut }
+            try? await Task.sleep(nanoseconds: 10_000_000)
+        }
+    }
+
+    /// Hands leadership to `member` and waits (up to `milliseconds`) until it leads, as
+    /// this node's replica sees it.
+    public func transferLeadership(
+        _ partition: PartitionKey, to member: MemberID, waitMilliseconds milliseconds: Int
+    ) async throws(HostError) {
+        try await transferLeadership(partition, to: member)
+        let deadline = clock.nanoseconds + milliseconds * 1_000_000
+        while true {
+            let status = try await status(of: partition)
+            if status.leader == member && (status.replica.member == member || status.role != .leader) { return }
+            guard clock.nanoseconds < deadline else {
+                throw .unreachable("member \(member) of \(partition) did not take over within \(milliseconds) ms")
+            }
+            try? await Task.sleep(nanoseconds: 10_000_000)
+        }
+    }
+
+    // MARK: - Routing entries
+
+    /// What this node's replicas know of the partitions' membership (hosted ones only).
+    public func routeViews(_ partitions: [PartitionKey]) async -> [RouteView] {
+        var byWorker: [Int: [PartitionKey]] = [:]
+        for key in partitions { byWorker[shardIndex(key), default: []].append(key) }
+        var out: [RouteView] = []
+        for (worker, keys) in byWorker {
+            let views: [RouteView] = await withCheckedContinuation { continuation in
+                let ok = workers[worker].offer(.request(.routeViews(keys) { continuation.resume(returning: $0) }))
+                if !ok { continuation.resume(returning: []) }
+            }
+            out += views
+        }
+        return out
+    }
+
+    /// The newest view of `partition` this node can find: its own replica's, and the
+    /// views of the nodes its entry names (or of every peer, when it hosts none). Nil when
+    /// no node answered with one.
+    public func lookupRoute(_ partition: PartitionKey) async -> RouteView? {
+        var best = await routeViews([partition]).first
+        let asked = best.map { self.nodes(of: $0.route) } ?? cluster.nodes.filter { $0 != nodeID }
+        for node in asked {
+            guard let views = try? await peerRouteViews([partition], at: node), let view = views.first else { continue }
+            if best == nil || best!.route.version < view.route.version
+                || (best!.route.version == view.route.version && best!.leader == .none)
+            {
+                best = view
+            }
+        }
+        return best
+    }
+
+    private func nodes(of route: RouteEntry) -> [NodeID] {
+        Set(route.replicas.compactMap { cluster.node(serving: $0.storage) }).filter { $0 != nodeID }.sorted()
+    }
+
+    /// A peer's views of `partitions` (those it hosts).
+    func peerRouteViews(_ partitions: [PartitionKey], at node: NodeID) async throws(HostError) -> [RouteView] {
+        guard let first = partitions.first else { return [] }
+        let response: BulkResponse
+        do {
+            response = try await bulkRequest(.routes(first: first, more: Array(partitions.dropFirst())), to: node)
+        } catch {
+            throw .unreachable("asking node \(node) for routing entries: \(error)")
+        }
+        switch response {
+        case .data(let bytes):
+            do { return try PeerWire.decodeRouteViews(bytes) } catch {
+                throw .invalid("node \(node) answered routing entries that do not decode: \(error)")
+            }
+        case .refused(let reason): throw .invalid("node \(node) refused a routing lookup: \(reason)")
+        case .stored: throw .invalid("node \(node) answered a routing lookup with no data")
+        }
+    }
+
+    /// Serves a peer's routing lookup from this node's replicas.
+    func serveRoutes(_ partitions: [PartitionKey]) async -> BulkResponse {
+        guard partitions.count <= RouteView.maximumPerRequest else {
+            return .refused("\(partitions.count) partitions in one lookup, more than \(RouteView.maximumPerRequest)")
+        }
+        return .data(PeerWire.encode(await routeViews(partitions)))
+    }
+
+    /// Compares this node's replicas' routing entries with their peers' and adopts newer
+    /// ones; a replica that a newer entry no longer names (removed while its node was
+    /// away) retires and its data is deleted. `onlyUnled`: only replicas that know no
+    /// leader (all of them right after a start). Returns how many replicas were compared.
+    @discardableResult
+    public func auditRoutes(onlyUnled: Bool = true) async -> Int {
+        var local: [RouteView] = []
+        for worker in workers.indices {
+            let views: [RouteView] = await withCheckedContinuation { continuation in
+                let ok = workers[worker].offer(
+                    .call { shard in
+                        var out: [RouteView] = []
+                        for (key, list) in shard.replicas where list.count == 1 && list[0].mode == .raft {
+                            guard let view = shard.routeView(key) else { continue }
+                            if onlyUnled && view.leader != .none { continue }
+                            out.append(view)
+                        }
+                        continuation.resume(returning: out)
+                    })
+                if !ok { continuation.resume(returning: []) }
+            }
+            local += views
+        }
+        var byNode: [NodeID: [PartitionKey]] = [:]
+        for view in local {
+            // A group whose only voter is this replica has nobody to ask.
+            for node in nodes(of: view.route) { byNode[node, default: []].append(view.replica.partition) }
+        }
+        var newer: [PartitionKey: RouteView] = [:]
+        for (node, keys) in byNode {
+            var start = 0
+            while start < keys.count {
+                let chunk = Array(keys[start..<min(start + RouteView.maximumPerRequest, keys.count)])
+                start += chunk.count
+                guard let views = try? await peerRouteViews(chunk, at: node) else { break }
+                for view in views
+                where newer[view.replica.partition].map({ $0.route.version < view.route.version }) ?? true {
+                    newer[view.replica.partition] = view
+                }
+            }
+        }
+        var byWorker: [Int: [RouteView]] = [:]
+        for view in newer.values { byWorker[shardIndex(view.replica.partition), default: []].append(view) }
+        for (worker, views) in byWorker {
+            await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+                let ok = workers[worker].offer(.request(.adoptRoutes(views) { continuation.resume() }))
+                if !ok { continuation.resume() }
+            }
+        }
+        return local.count
+    }
+
+    // MARK: - Retired replicas
+
+    /// Deletes the data of a replica that left its group: recorded as leaving first (a
+    /// restart finishes the deletion), then its repositories and directory, its log, and
+    /// its registration. Runs on the retirer thread.
+    func deleteRetired(_ item: RetiredReplica) {
+        let storage = storages[item.storageSlot]
+        let key = item.key.partition
+        do {
+            if let record = try storage.metadata.partition(key), record.state == .active {
+                try storage.metadata.updateReplicaState(.leaving, of: key)
+            }
+            try item.stateMachine.removeAllData()
+            try storage.log.removeGroup(item.group)
+            try storage.metadata.updateReplicaState(.tombstoned, of: key)
+            try storage.metadata.removePartition(key)
+            retiredCount.wrappingAdd(1, ordering: .relaxed)
+            logger.notice(
+                "replica \(item.key) left its group and its data on \(context.storageNames[item.storageSlot]) was deleted",
+                metadata: ["reason": "\(item.reason)"])
+        } catch {
+            logger.error(
+                "deleting the data of the removed replica \(item.key) on \(context.storageNames[item.storageSlot]) failed: \(error); it is retried at the next start"
+            )
+        }
+        workers[shardIndex(key)].post(.call { shard in shard.forget(item.key) })
+    }
+}
