@@ -47,7 +47,7 @@ public final class ProcessCluster: ClusterHarness, @unchecked Sendable {
     /// range). Nothing runs until `start`.
     public init(
         binary: String, nodes: Int = 3, basePort: Int? = nil, directory: String? = nil, tickMilliseconds: Int = 10,
-        electionTicks: Int = 50, tls: Bool = false
+        electionTicks: Int = 50, tls: Bool = false, initialReplicas: Int? = nil
     )
         throws
     {
@@ -77,6 +77,14 @@ public final class ProcessCluster: ClusterHarness, @unchecked Sendable {
         tokenFile = self.directory + "/token"
         token = String(decoding: FileManager.default.contents(atPath: tokenFile) ?? Data(), as: UTF8.self)
         processes = Array(repeating: nil, count: nodes)
+        if let initialReplicas {
+            for i in 0..<nodes {
+                let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: configFile(i)))
+                try handle.seekToEnd()
+                try handle.write(contentsOf: Data("\n[partitions]\ninitial_replicas = \(initialReplicas)\n".utf8))
+                try handle.close()
+            }
+        }
     }
 
     /// Port blocks of 100 from 20,000 to 32,699: below Linux's ephemeral range (32,768 and

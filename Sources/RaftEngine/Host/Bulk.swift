@@ -63,18 +63,19 @@ public enum BulkRequest: Sendable, Equatable {
     /// A piece of a snapshot stream for the receiver's replica of the partition (answered
     /// by its snapshot service, `stored` once written).
     case snapshotChunk(SnapshotChunk)
-    /// The receiver's view of the membership of these partitions (those it hosts): its
-    /// routing entries, configurations and leaders. The host answers it itself, with
-    /// `PeerWire.encode([RouteView])` as data.
-    case routes(first: PartitionKey, more: [PartitionKey])
+    /// The receiver's view of the membership of these partitions, and of the partitions
+    /// holding these repositories (those it hosts): routing entries, configurations and
+    /// leaders. The host answers it itself, with `PeerWire.encode([RouteView])` as data.
+    case routes(keys: [PartitionKey], paths: [RelativePath])
 
-    public var partition: PartitionKey {
+    /// The partition the request is about (nil: a routing lookup by path only).
+    public var partition: PartitionKey? {
         switch self {
         case .read(let partition, _, _, _), .store(let partition, _): partition
         case .createReplica(let spec): spec.partition
         case .transferLeadership(let partition, _): partition
         case .snapshotChunk(let chunk): chunk.partition
-        case .routes(let first, _): first
+        case .routes(let keys, _): keys.first
         }
     }
 

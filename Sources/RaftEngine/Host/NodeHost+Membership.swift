@@ -196,7 +196,9 @@ extension NodeHost {
         var best = await routeViews([partition]).first
         let asked = best.map { self.nodes(of: $0.route) } ?? cluster.nodes.filter { $0 != nodeID }
         for node in asked {
-            guard let views = try? await peerRouteViews([partition], at: node), let view = views.first else { continue }
+            guard let views = try? await peerRouteViews([partition], at: node), let view = views.first else {
+                continue
+            }
             if best == nil || best!.route.version < view.route.version
                 || (best!.route.version == view.route.version && best!.leader == .none)
             {
@@ -211,11 +213,13 @@ extension NodeHost {
     }
 
     /// A peer's views of `partitions` (those it hosts).
-    func peerRouteViews(_ partitions: [PartitionKey], at node: NodeID) async throws(HostError) -> [RouteView] {
-        guard let first = partitions.first else { return [] }
+    func peerRouteViews(
+        _ partitions: [PartitionKey], paths: [RelativePath] = [], at node: NodeID
+    ) async throws(HostError) -> [RouteView] {
+        guard !partitions.isEmpty || !paths.isEmpty else { return [] }
         let response: BulkResponse
         do {
-            response = try await bulkRequest(.routes(first: first, more: Array(partitions.dropFirst())), to: node)
+            response = try await bulkRequest(.routes(keys: partitions, paths: paths), to: node)
         } catch {
             throw .unreachable("asking node \(node) for routing entries: \(error)")
         }
@@ -230,11 +234,34 @@ extension NodeHost {
     }
 
     /// Serves a peer's routing lookup from this node's replicas.
-    func serveRoutes(_ partitions: [PartitionKey]) async -> BulkResponse {
+    func serveRoutes(_ partitions: [PartitionKey], paths: [RelativePath]) async -> BulkResponse {
         guard partitions.count <= RouteView.maximumPerRequest else {
             return .refused("\(partitions.count) partitions in one lookup, more than \(RouteView.maximumPerRequest)")
         }
-        return .data(PeerWire.encode(await routeViews(partitions)))
+        var keys = partitions
+        for path in paths {
+            for storage in storages {
+                if let key = try? storage.metadata.partitionKey(for: path), !keys.contains(key) { keys.append(key) }
+            }
+        }
+        return .data(PeerWire.encode(await routeViews(keys)))
+    }
+
+    /// The partition holding the repository at `path`, with the newest view any peer has
+    /// of it (this node hosts no replica of it): nil when no reachable node knows it.
+    public func lookupRoute(path: RelativePath) async -> RouteView? {
+        var best: RouteView?
+        for node in cluster.nodes where node != nodeID {
+            guard let views = try? await peerRouteViews([], paths: [path], at: node), let view = views.first else {
+                continue
+            }
+            if best == nil || best!.route.version < view.route.version
+                || (best!.route.version == view.route.version && best!.leader == .none)
+            {
+                best = view
+            }
+        }
+        return best
     }
 
     /// Compares this node's replicas' routing entries with their peers' and adopts newer

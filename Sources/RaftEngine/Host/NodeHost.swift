@@ -305,7 +305,7 @@ public final class NodeHost: FrameReceiver, @unchecked Sendable {
                 return .refused("\(error)")
             }
         }
-        if case .routes(let first, let more) = request { return await serveRoutes([first] + more) }
+        if case .routes(let keys, let paths) = request { return await serveRoutes(keys, paths: paths) }
         if case .snapshotChunk(let chunk) = request {
             guard let service = context.snapshots.current else {
                 return .refused("node \(nodeID) takes no snapshots")

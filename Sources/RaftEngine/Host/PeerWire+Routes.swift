@@ -83,6 +83,25 @@ extension PeerWire {
         }
     }
 
+    /// The body of a routing lookup (kind 6), after its first key (nil: none).
+    static func routesRequest(first: PartitionKey?, _ reader: inout ByteReader) throws(DecodeFailure) -> BulkRequest {
+        let count = Int(try reader.u16())
+        guard count < RouteView.maximumPerRequest else { throw DecodeFailure("\(count) partitions in a lookup") }
+        guard first != nil || count == 0 else { throw DecodeFailure("a lookup with keys after an empty first one") }
+        var keys: [PartitionKey] = first.map { [$0] } ?? []
+        for _ in 0..<count { keys.append(try partitionKey(&reader)) }
+        let paths = Int(try reader.u16())
+        guard paths <= 64 else { throw DecodeFailure("\(paths) paths in a lookup") }
+        var found: [RelativePath] = []
+        for _ in 0..<paths {
+            let text = String(decoding: try reader.take(Int(try reader.u16())), as: UTF8.self)
+            found.append(try DecodeFailure.validating { () throws(IdentityError) in try RelativePath(text) })
+        }
+        try reader.expectEnd()
+        guard !keys.isEmpty || !found.isEmpty else { throw DecodeFailure("an empty routing lookup") }
+        return .routes(keys: keys, paths: found)
+    }
+
     static func partitionKey(_ reader: inout ByteReader) throws(DecodeFailure) -> PartitionKey {
         let raw = try reader.take(Int(try reader.u8()))
         return try DecodeFailure.validating { () throws(IdentityError) in try PartitionKey(decoding: raw) }

@@ -196,7 +196,8 @@ public enum PeerWire {
 
     public static func encode(_ request: BulkRequest) -> [UInt8] {
         var writer = ByteWriter(version: version)
-        let key = request.partition.encoded
+        // A lookup by path only has no partition: an empty key.
+        let key = request.partition?.encoded ?? []
         writer.u8(UInt8(key.count))
         writer.append(key)
         switch request {
@@ -231,12 +232,18 @@ public enum PeerWire {
         case .transferLeadership(_, let member):
             writer.u8(4)
             writer.u64(member.rawValue)
-        case .routes(_, let more):
+        case .routes(let keys, let paths):
             writer.u8(6)
-            writer.u16(UInt16(more.count))
-            for key in more {
+            writer.u16(UInt16(max(0, keys.count - 1)))
+            for key in keys.dropFirst() {
                 let bytes = key.encoded
                 writer.u8(UInt8(bytes.count))
+                writer.append(bytes)
+            }
+            writer.u16(UInt16(paths.count))
+            for path in paths {
+                let bytes = Array(path.rawValue.utf8)
+                writer.u16(UInt16(bytes.count))
                 writer.append(bytes)
             }
         case .snapshotChunk(let chunk):
@@ -256,8 +263,12 @@ public enum PeerWire {
         do throws(DecodeFailure) {
             try reader.expectVersion(version)
             let raw = try reader.take(Int(try reader.u8()))
-            let partition = try DecodeFailure.validating { () throws(IdentityError) in try PartitionKey(decoding: raw) }
+            let partition: PartitionKey? =
+                raw.isEmpty
+                ? nil : try DecodeFailure.validating { () throws(IdentityError) in try PartitionKey(decoding: raw) }
             let kind = try reader.u8()
+            if kind == 6 { return try routesRequest(first: partition, &reader) }
+            guard let partition else { throw DecodeFailure("a bulk request of kind \(kind) without a partition") }
             let request: BulkRequest
             switch kind {
             case 1:
@@ -322,14 +333,6 @@ public enum PeerWire {
                     SnapshotChunk(
                         partition: partition, transfer: transfer, sequence: sequence, message: message,
                         bytes: try reader.take(count), isLast: flags & 1 != 0))
-            case 6:
-                let count = Int(try reader.u16())
-                guard count < RouteView.maximumPerRequest else {
-                    throw DecodeFailure("\(count) partitions in a lookup")
-                }
-                var more: [PartitionKey] = []
-                for _ in 0..<count { more.append(try partitionKey(&reader)) }
-                request = .routes(first: partition, more: more)
             default:
                 throw DecodeFailure("unknown bulk request kind \(kind)")
             }

@@ -202,7 +202,7 @@ public final class PartitionAttachments: BulkService {
     }
 
     private func answer(_ request: BulkRequest, from node: NodeID) async -> BulkResponse {
-        let key = request.partition
+        guard let key = request.partition else { return .refused("a request about no partition") }
         guard let status = try? await host.status(of: key) else {
             return .refused("node \(host.nodeID) hosts no replica of \(key)")
         }

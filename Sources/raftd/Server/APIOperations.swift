@@ -29,6 +29,23 @@ struct APIOperations: Sendable {
         return key
     }
 
+    /// The partition of `path` when this node hosts it; otherwise NOT_LEADER naming the
+    /// node that leads the partition holding it (found through the peers' routing
+    /// entries), so the client goes there; NOT_FOUND when no reachable node holds it.
+    func hostedPartition(of path: RelativePath) async throws(APIFailure) -> PartitionKey {
+        if let key = server.partition(of: path) { return key }
+        guard let view = await server.host.lookupRoute(path: path) else {
+            throw APIFailure(
+                APIErrors.notFound(
+                    "repository '\(path)' is not in any partition of a reachable node: create it first (raftd repo create)"
+                ))
+        }
+        let leader =
+            view.leader == .none ? view.route.replicas.first : view.route.replicas.first { $0.member == view.leader }
+        let node = leader.flatMap { server.host.cluster.node(serving: $0.storage) }
+        throw APIFailure(errors.error(HostError.notLeader(leader: leader?.member ?? .none, node: node)))
+    }
+
     func commit(_ key: PartitionKey, _ operations: [PartitionOperation]) async throws(APIFailure) -> LogIndex {
         do {
             return try await server.writer.commit(key, PartitionTransaction(operations))
@@ -139,7 +156,7 @@ struct APIOperations: Sendable {
         -> Raftd_V1_UpdateReferencesResponse
     {
         let path = try path(request.repository.relativePath)
-        let key = try partition(of: path)
+        let key = try await hostedPartition(of: path)
         var operations: [PartitionOperation] = []
         if !request.pack.isEmpty {
             guard request.pack.count <= PartitionTransaction.maximumInlinePackBytes else {
@@ -174,7 +191,7 @@ struct APIOperations: Sendable {
 
     func listRefs(_ request: Raftd_V1_ListRefsRequest) async throws(APIFailure) -> Raftd_V1_ListRefsResponse {
         let path = try path(request.repository.relativePath)
-        let key = try partition(of: path)
+        let key = try await hostedPartition(of: path)
         let consistency: PartitionReadConsistency
         switch request.consistency {
         case .linearizable: consistency = .linearizable

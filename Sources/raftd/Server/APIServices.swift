@@ -189,7 +189,7 @@ struct RepositoryServiceImpl: Raftd_V1_RepositoryService.SimpleServiceProtocol {
     {
         try await unary(counters, "RemoveRepository") { () async throws(APIFailure) in
             let path = try operations.path(request.repository.relativePath)
-            let key = try operations.partition(of: path)
+            let key = try await operations.hostedPartition(of: path)
             var response = Raftd_V1_RemoveRepositoryResponse()
             response.lsn = try await operations.commit(key, [.removeRepository(path)]).rawValue
             return response
@@ -271,7 +271,7 @@ struct ObjectPoolServiceImpl: Raftd_V1_ObjectPoolService.SimpleServiceProtocol {
         try await unary(counters, "LinkRepositoryToObjectPool") { () async throws(APIFailure) in
             let path = try operations.path(request.repository.relativePath)
             let pool = try operations.path(request.poolPath)
-            let key = try operations.partition(of: path)
+            let key = try await operations.hostedPartition(of: path)
             var response = Raftd_V1_ObjectPoolChangeResponse()
             response.lsn = try await operations.commit(key, [.linkToPool(repository: path, pool: pool)]).rawValue
             return response
@@ -283,7 +283,7 @@ struct ObjectPoolServiceImpl: Raftd_V1_ObjectPoolService.SimpleServiceProtocol {
     ) async throws -> Raftd_V1_ObjectPoolChangeResponse {
         try await unary(counters, "DisconnectRepositoryFromObjectPool") { () async throws(APIFailure) in
             let path = try operations.path(request.repository.relativePath)
-            let key = try operations.partition(of: path)
+            let key = try await operations.hostedPartition(of: path)
             var response = Raftd_V1_ObjectPoolChangeResponse()
             response.lsn = try await operations.commit(key, [.unlinkFromPool(path)]).rawValue
             return response
@@ -358,7 +358,7 @@ struct ClusterServiceImpl: Raftd_V1_ClusterService.SimpleServiceProtocol {
                     throw APIFailure(APIErrors.invalid("partition key '\(text)': \(error)"))
                 }
             case .relativePath(let text):
-                key = try operations.partition(of: try operations.path(text))
+                key = try await operations.hostedPartition(of: try operations.path(text))
             case nil:
                 throw APIFailure(APIErrors.invalid("give a partition key or a relative path"))
             }

@@ -129,14 +129,20 @@ extension ClusterServiceImpl {
     func getRoute(request: Raftd_V1_GetPartitionRequest, context: ServerContext) async throws -> Raftd_V1_RouteResponse
     {
         try await unary(counters, "GetRoute") { () async throws(APIFailure) in
-            let key: PartitionKey
+            let found: RouteView?
             switch request.selector {
-            case .partitionKey(let text): key = try partitionKey(text)
-            case .relativePath(let text): key = try operations.partition(of: try operations.path(text))
+            case .partitionKey(let text): found = await server.host.lookupRoute(try partitionKey(text))
+            case .relativePath(let text):
+                let path = try operations.path(text)
+                if let key = server.partition(of: path) {
+                    found = await server.host.lookupRoute(key)
+                } else {
+                    found = await server.host.lookupRoute(path: path)
+                }
             case nil: throw APIFailure(APIErrors.invalid("give a partition key or a relative path"))
             }
-            guard let view = await server.host.lookupRoute(key) else {
-                throw APIFailure(APIErrors.notFound("no reachable node hosts a replica of \(key)"))
+            guard let view = found else {
+                throw APIFailure(APIErrors.notFound("no reachable node hosts a replica of it"))
             }
             return route(view)
         }

@@ -36,6 +36,10 @@ final class RaftServer: Sendable {
     /// creation ended with an unknown outcome (a retry commits into the same partition, so
     /// one path never lands in two).
     let creations = Mutex<(running: Set<RelativePath>, minted: [RelativePath: PartitionKey])>(([], [:]))
+    /// Compares routing entries with the peers' (docs/MEMBERSHIP.md): every replica once
+    /// after start, then those that know no leader every `routeAuditSeconds`.
+    let routeAuditor = Mutex<Task<Void, Never>?>(nil)
+    static let routeAuditSeconds = 10
 
     /// Opens every storage (creating the layout of a new one), loads its partitions and
     /// builds the host. Nothing listens yet.
@@ -168,11 +172,26 @@ final class RaftServer: Sendable {
             for checkpointer in checkpointers { checkpointer.stop() }
             throw ServerError("listen.peer: \(error)")
         }
+        let host = self.host
+        routeAuditor.withLock {
+            $0 = Task.detached {
+                // Peers connect within a second or two; a replica removed while this node was
+                // away learns of it from them and deletes its data.
+                try? await Task.sleep(for: .seconds(2))
+                var everything = true
+                while !Task.isCancelled {
+                    await host.auditRoutes(onlyUnled: !everything)
+                    everything = false
+                    try? await Task.sleep(for: .seconds(Self.routeAuditSeconds))
+                }
+            }
+        }
     }
 
     /// Stops taking peer traffic, then stops the host: in-flight requests end, the WALs
     /// write and sync what is queued, applied indexes are recorded, storages close.
     func stop() async {
+        routeAuditor.withLock { $0?.cancel() }
         await transport.stop()
         host.stop()
         for checkpointer in checkpointers { checkpointer.stop() }
