@@ -15,7 +15,7 @@ public struct RaftClientError: Error, Sendable, CustomStringConvertible {
     public var leaderAddress: String
     public var mismatch: Raftd_V1_ReferenceMismatch?
     /// With `membershipRefused`: why (change_in_flight, not_caught_up, storage_unknown,
-    /// storage_taken, member_unknown, would_lose_quorum, removing_leader).
+    /// storage_taken, node_taken, member_unknown, would_lose_quorum, removing_leader).
     public var refusal = ""
 
     public init(_ error: Raftd_V1_Error) {

@@ -154,6 +154,20 @@ public final class RawNode {
     public func quiesce(ignoring down: Set<MemberID> = []) -> Bool { raft.quiesce(ignoring: down) }
     /// Leaves the quiesced state (e.g. when the caller suspects the leader is gone).
     public func wake() { raft.wake() }
+
+    /// A follower that can never campaign (a learner, or a member its configuration does not
+    /// name yet) stops its election timer once it has not heard from a leader for an
+    /// election timeout: it would tick forever for nothing (a quiescing leader's last
+    /// heartbeat may have been lost). Any message wakes it, as any quiesced member.
+    /// Returns whether it quiesced now.
+    public func quiesceIfIdleNonVoter() -> Bool {
+        guard raft.role == .follower, !raft.promotable, !raft.quiesced,
+            raft.electionElapsed >= raft.config.electionTick
+        else { return false }
+        raft.quiesced = true
+        raft.electionElapsed = 0
+        return true
+    }
     /// Forgets the leader (a follower whose leader's node was declared dead): stop refusing
     /// candidates on its behalf and resume ticking. No effect on leaders and candidates.
     public func forgetLeader() { raft.forgetLeader() }

@@ -33,6 +33,11 @@ public final class HostSimulator {
         public var mergedTickPercent = 15
         /// Reads issued on every node of a group at the same moment.
         public var readBurstPercent = 20
+        /// Membership changes per thousand steps (add a learner and join it, promote, swap
+        /// in for a voter by joint consensus, remove), at the group's leader.
+        public var membershipPerMille = 0
+        /// Nodes holding each group's first members (nil: every node).
+        public var initialMembers: Int?
     }
 
     final class SimNode {
@@ -43,6 +48,8 @@ public final class HostSimulator {
         var writes: [(due: Int, token: UInt64, writes: [[GroupWrite]])] = []
         /// Units refused as overloaded, submitted again on the next tick.
         var parked: [(token: UInt64, writes: [[GroupWrite]])] = []
+        /// Retired replicas whose deletion waits for their WAL writes in flight.
+        var retiring: [RetiredReplica] = []
         var jobs: [ApplyJob] = []
 
         init(storage: Storage, shard: HostShard, liveness: NodeLiveness, boot: UInt64) {
@@ -85,6 +92,17 @@ public final class HostSimulator {
     public private(set) var largeProposals = 0
     public private(set) var partialUnits = 0
     public private(set) var mergedTicks = 0
+    /// Replicas joined and replicas retired.
+    public var joins = 0
+    public var retirements = 0
+    /// Membership changes committed (`changes`), and learners whose change committed,
+    /// waiting for their replica to be created; filled by promises (single-threaded run).
+    final class Membership: @unchecked Sendable {
+        var changes = 0
+        var pendingJoins: [(key: PartitionKey, member: MemberID, node: Int, since: Int)] = []
+    }
+    let membership = Membership()
+    public var membershipChanges: Int { membership.changes }
 
     public init(seed: UInt64, config: Config = Config()) throws {
         self.seed = seed
@@ -155,7 +173,10 @@ public final class HostSimulator {
                 now: clockBox.nanoseconds),
             boot: boot)
         if !fresh {
-            for r in try f.loadDormant(storage: storage, slot: 0) { shard.add(r, campaign: false) }
+            let loaded = try f.load(storage: storage, slot: 0)
+            for r in loaded.replicas { shard.add(r, campaign: false) }
+            // Removals a crash interrupted: finished now, as `NodeHost` does at start.
+            for item in loaded.leaving { try item.deleteData(in: storage) }
         }
         nodes[i] = node
     }
@@ -164,10 +185,11 @@ public final class HostSimulator {
         keys = (0..<config.groups).map {
             PartitionKey(authority: names[0], partitionID: try! PartitionID(UInt64($0) + 2))
         }
-        let route = (0..<config.nodes).map {
+        let first = config.initialMembers ?? config.nodes
+        let route = (0..<first).map {
             RouteReplica(member: MemberID(UInt64($0 + 1)), storage: names[$0], role: .voter)
         }
-        for i in 0..<config.nodes {
+        for i in 0..<first {
             let node = nodes[i]!
             let (_, f) = factory(for: node, storage: node.storage, slot: i)
             let stored = try StoredConfState(voters: route.map(\.member))
@@ -181,7 +203,7 @@ public final class HostSimulator {
                 let r = try f.makeReplica(
                     key: ReplicaKey(partition: key, member: MemberID(UInt64(i + 1))), group: records[n].group,
                     storageSlot: 0, route: route, confState: ConfState(stored), applied: .zero)
-                node.shard.add(r, campaign: n % config.nodes == i)
+                node.shard.add(r, campaign: n % first == i)
             }
         }
     }
@@ -232,7 +254,7 @@ public final class HostSimulator {
         for job in jobs {
             let failure = job.run()
             node.shard.applied(
-                job.target.key, through: job.through, confState: job.confState,
+                job.target.key, through: job.through, confState: job.confState, route: job.route,
                 entries: job.entries.count, failure: failure)
         }
         let out = node.shard.runTurn()
@@ -240,10 +262,25 @@ public final class HostSimulator {
         for slot in out.frames.indices where !out.frames[slot].isEmpty {
             let frame = PeerFrame(
                 from: nodeIDs[i], to: nodeIDs[slot], senderBoot: node.boot, messages: out.frames[slot])
-            if slot == i { node.shard.deliver(frame.messages) } else { deliver(frame) }
+            if slot == i { node.shard.deliver(frame.messages, fromSlot: i) } else { deliver(frame) }
         }
         if out.hasWrites { submit(node, token: out.token, writes: out.writes) }
         node.jobs += out.applyJobs
+        node.retiring += out.retired
+        // The simulated WAL makes units durable late: a retired replica's log is removed
+        // once none of its writes waits (the real WAL keeps the order of the two).
+        let waiting = Set(
+            (node.writes.flatMap { $0.writes } + node.parked.flatMap { $0.writes }).flatMap { $0 }.map(\.group))
+        let ready = node.retiring.filter { !waiting.contains($0.group) }
+        node.retiring.removeAll { !waiting.contains($0.group) }
+        for item in ready {
+            do { try item.deleteData(in: node.storage) } catch {
+                fatalError("seed \(seed): deleting retired \(item.key) on node \(i): \(error)")
+            }
+            retirements += 1
+            note("node \(i): \(item.key) retired (\(item.reason))")
+            node.shard.forget(item.key)
+        }
     }
 
     /// Hands a turn's WAL units to the (simulated) WAL: refused whole as overloaded now and
@@ -429,16 +466,15 @@ public final class HostSimulator {
         return nil
     }
 
-    /// State machine safety: replicas never apply different entries at one index.
+    /// State machine safety: replicas never apply different entries at one index; at the
+    /// end, every acknowledged write is applied by every member of its group's newest
+    /// configuration.
     func checkApplied(final: Bool) -> String? {
         for key in keys {
             var seen: [LogIndex: [UInt8]] = [:]
-            for i in 0..<config.nodes {
-                guard
-                    let sm = machines.existing(
-                        node: i, replica: ReplicaKey(partition: key, member: MemberID(UInt64(i + 1))))
-                else { continue }
-                if let v = sm.violations.first { return "\(key) on node \(i): \(v)" }
+            let all = machines.machines(of: key)
+            for (node, replica, sm) in all {
+                if let v = sm.violations.first { return "\(key) \(replica) on node \(node): \(v)" }
                 for w in sm.writes {
                     if let other = seen[w.index], other != w.data {
                         return "\(key): replicas applied different entries at \(w.index)"
@@ -447,12 +483,15 @@ public final class HostSimulator {
                 }
             }
             if final {
+                guard let members = finalMembers(key) else { return "\(key): no replica knows its members" }
                 for a in outcomes.acked where a.key == key {
-                    for i in 0..<config.nodes {
-                        let sm = machines.existing(
-                            node: i, replica: ReplicaKey(partition: key, member: MemberID(UInt64(i + 1))))!
-                        guard sm.writes.contains(where: { $0.index == a.index && $0.data == a.data }) else {
-                            return "\(key): acknowledged write at \(a.index) is not applied on node \(i)"
+                    for (node, member) in members {
+                        guard
+                            let sm = machines.existing(node: node, replica: ReplicaKey(partition: key, member: member)),
+                            sm.writes.contains(where: { $0.index == a.index && $0.data == a.data })
+                        else {
+                            return
+                                "\(key): acknowledged write at \(a.index) is not applied by member \(member) on node \(node)"
                         }
                     }
                 }
@@ -472,6 +511,7 @@ public final class HostSimulator {
             if faulty {
                 if rng.next(below: 100) < config.proposalPercent { propose() }
                 if rng.next(below: 100) < config.proposalPercent / 2 { read() }
+                if rng.next(below: 1000) < config.membershipPerMille { changeMembership() }
                 if crashedUntil.isEmpty && rng.next(below: 1000) < config.crashPercent * 10 / 2 {
                     let victim = rng.next(below: config.nodes)
                     crash(victim)
@@ -518,9 +558,13 @@ public final class HostSimulator {
                 else { continue }
                 guard node.liveness.heard(from: from, boot: item.frame.senderBoot, now: clockBox.nanoseconds)
                 else { continue }
-                if !item.frame.messages.isEmpty { node.shard.deliver(item.frame.messages) }
+                if !item.frame.messages.isEmpty { node.shard.deliver(item.frame.messages, fromSlot: from) }
             }
             network = later
+            if config.membershipPerMille > 0 {
+                if step % 50 == 0 { auditRoutes() }
+                joinPending()
+            }
             for i in rng.permutation(config.nodes) { run(i) }
             if step % config.ticksEvery == 0 { tick() }
             if let problem = checkLeaders() { return failure(problem) }

@@ -113,4 +113,14 @@ public final class MachineRegistry<Machine: StateMachine>: Sendable {
     }
 
     public func existing(node: Int, replica: ReplicaKey) -> Machine? { all.withLock { $0[node]?[replica] } }
+
+    /// Every machine made for a replica of `partition`, on any node, in node then member order.
+    public func machines(of partition: PartitionKey) -> [(node: Int, replica: ReplicaKey, machine: Machine)] {
+        all.withLock { all in
+            all.keys.sorted().flatMap { node in
+                all[node]!.filter { $0.key.partition == partition }.sorted { $0.key.member < $1.key.member }
+                    .map { (node, $0.key, $0.value) }
+            }
+        }
+    }
 }

@@ -156,7 +156,7 @@ public nonisolated struct Raftd_V1_Error: Sendable {
 
     /// A membership change was refused before it was proposed; `refusal` says why:
     /// change_in_flight, not_caught_up (retry later), storage_unknown, storage_taken,
-    /// member_unknown, would_lose_quorum, removing_leader.
+    /// node_taken, member_unknown, would_lose_quorum, removing_leader.
     case membershipRefused // = 10
     case UNRECOGNIZED(Int)
 

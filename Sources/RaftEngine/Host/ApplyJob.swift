@@ -14,6 +14,8 @@ struct AppliedReport: Sendable {
     let key: ReplicaKey
     let through: LogIndex
     let confState: ConfState?
+    /// The routing entry as of the job's configuration change (recorded with it).
+    var route: RouteEntry? = nil
     let entries: Int
     let failure: String?
     /// What the job was.
@@ -34,6 +36,8 @@ package struct ApplyJob: Sendable {
     var reads: [(promise: Promise<LogIndex>, index: LogIndex)] = []
     /// The configuration after these entries, when one of them changed it.
     package var confState: ConfState?
+    /// The routing entry derived when these entries were handed out (with `confState`).
+    package var route: RouteEntry?
     let bytes: Int
     var kind = Kind.entries
 

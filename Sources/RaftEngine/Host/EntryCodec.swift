@@ -132,7 +132,7 @@ extension ConfState {
 extension StoredConfState {
     /// The stored form of a consensus configuration (always valid: the core keeps voters
     /// and learners disjoint and IDs non-zero).
-    init(_ state: ConfState) throws(MetadataError) {
+    package init(_ state: ConfState) throws(MetadataError) {
         try self.init(
             voters: state.voters, learners: state.learners, votersOutgoing: state.votersOutgoing,
             learnersNext: state.learnersNext, autoLeave: state.autoLeave)

@@ -17,6 +17,10 @@ public struct RouteView: Sendable, Hashable {
     public var initialConf: ConfState? = nil
     public var matchIndex: [MemberID: LogIndex] = [:]
     public var lastIndex: LogIndex = .zero
+    /// The index `members` is as of (the answering replica handed out entries through it).
+    public var configIndex: LogIndex = .zero
+    /// The answering replica knows its entry misses members (it waits for a peer's).
+    public var stale = false
 
     /// The most partitions one routing lookup between nodes asks about.
     public static let maximumPerRequest = 1024
@@ -68,6 +72,10 @@ extension HostShard {
             if let taken = r.route.replicas.first(where: { $0.storage == storage }) {
                 return .failure(.membership(.storageTaken(storage, member: taken.member)))
             }
+            let targetSlot = self.context.nodeSlot(serving: storage)
+            if let taken = r.route.replicas.first(where: { self.context.nodeSlot(serving: $0.storage) == targetSlot }) {
+                return .failure(.membership(.nodeTaken(storage, member: taken.member)))
+            }
             guard r.stableLog.firstIndex > LogIndex(1) || r.initialConf != nil else {
                 return .failure(
                     .invalid(
@@ -84,8 +92,7 @@ extension HostShard {
                 }
                 next = MemberID(node.logBounds.last.next.rawValue)
             }
-            let context = PlacementContext.encode([(next, storage)])
-            return .success(ConfChange([.addLearner(next)], context: context))
+            return .success(ConfChange([.addLearner(next)], context: PlacementContext.encode([(next, storage)])))
         case .promote(let member, let maxLag):
             guard conf.learners.contains(member) else {
                 return .failure(
@@ -162,7 +169,7 @@ extension HostShard {
     // MARK: - Routing entries
 
     /// What this node's replica of `partition` knows of its membership.
-    func routeView(_ partition: PartitionKey) -> RouteView? {
+    package func routeView(_ partition: PartitionKey) -> RouteView? {
         guard let r = replica(for: partition), r.retirePending == nil else { return nil }
         let conf = r.node?.confState ?? r.stableLog.confState
         var view = RouteView(
@@ -170,6 +177,8 @@ extension HostShard {
             replica: r.key)
         view.initialConf = r.initialConf
         view.lastIndex = r.stableLog.lastIndex
+        view.configIndex = r.handedOut
+        view.stale = r.routeStale
         if let node = r.node {
             view.leader = node.leader
             view.term = node.term
@@ -189,17 +198,25 @@ extension HostShard {
     }
 
     /// A peer's view of the partition, newer than this replica's entry: adopted (members
-    /// get their nodes); when neither it nor the peer's configuration names this replica,
-    /// a committed change removed it while it was away, and it retires.
+    /// get their nodes). When neither it nor the peer's configuration names this replica,
+    /// and that configuration is at least as new as this member (member IDs are the index
+    /// of the change that added them, so a configuration older than the ID has not seen
+    /// the member yet), a committed change removed it while it was away: it retires.
     func adopt(_ view: RouteView) {
         for r in replicas[view.replica.partition] ?? [] where r.retirePending == nil {
-            guard r.route.version < view.route.version else { continue }
+            guard r.route.version < view.route.version || (r.routeStale && !view.stale) else { continue }
             let named = view.route.replicas.contains { $0.member == r.key.member && $0.storage == r.storageName }
-            if !named && !view.members.contains(r.key.member) {
-                retire(r, "the routing entry at \(view.route.version) no longer names it")
+            if !named {
+                if !view.members.contains(r.key.member) && view.configIndex.rawValue >= r.key.member.rawValue
+                    && view.configIndex >= view.route.version.index
+                {
+                    retire(r, "the routing entry at \(view.route.version) no longer names it")
+                }
                 continue
             }
+            guard r.route.version <= view.route.version else { continue }
             r.route = view.route
+            r.routeStale = view.stale
             updateMembers(r, r.node?.confState ?? r.stableLog.confState)
             appliedUpdates[r.storageSlot][r.group, default: AppliedUpdate(index: r.applied, confState: nil)].route =
                 view.route

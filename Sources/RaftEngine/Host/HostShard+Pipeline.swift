@@ -5,12 +5,21 @@ extension HostShard {
 
     /// Steps peer messages into their replicas. Messages for replicas not hosted here are
     /// dropped (counted): a late message for a removed replica, or a misrouted one.
-    package func deliver(_ messages: [PeerMessage]) {
+    package func deliver(_ messages: [PeerMessage], fromSlot: Int? = nil) {
         counters.messagesReceived &+= UInt64(messages.count)
         for pm in messages {
             guard let r = replica(ReplicaKey(partition: pm.partition, member: pm.message.to)) else {
                 counters.messagesDropped &+= 1
                 continue
+            }
+            // A member this replica cannot place (added by a change its entry has not seen):
+            // its answers go to the node the message came from, and the next audit fetches
+            // a complete entry.
+            if let fromSlot, pm.message.from != .none, r.nodeSlot(of: pm.message.from) == nil, !r.isFailed {
+                r.members.removeAll { $0.member == pm.message.from }
+                r.members.append(GroupMember(member: pm.message.from, nodeSlot: fromSlot))
+                r.members.sort { $0.member < $1.member }
+                r.routeStale = true
             }
             // A snapshot message comes only through `deliverSnapshot`, once its data is staged.
             if pm.message.kind == .snapshot {
@@ -124,8 +133,8 @@ extension HostShard {
     /// The apply worker applied the replica `key` through `index` (`confState`: the
     /// configuration after it, when a change was among the entries).
     package func applied(
-        _ key: ReplicaKey, through index: LogIndex, confState: ConfState?, entries: Int, failure: String?,
-        kind: ApplyJob.Kind = .entries
+        _ key: ReplicaKey, through index: LogIndex, confState: ConfState?, route: RouteEntry? = nil, entries: Int,
+        failure: String?, kind: ApplyJob.Kind = .entries
     ) {
         guard let r = replica(key) else {
             preconditionFailure("apply report for \(key), which this shard does not host")
@@ -158,7 +167,9 @@ extension HostShard {
         update.index = max(update.index, index)
         if let confState {
             update.confState = confState
-            update.route = r.route
+            // The entry as of this job's change, not a later one handed out meanwhile (the
+            // entry is recorded with the applied index it belongs to).
+            if let route { update.route = route }
         }
         appliedUpdates[r.storageSlot][r.group] = update
         if let at = r.removedAt, r.applied >= at { retire(r, "the change at index \(at) removed it") }
@@ -274,6 +285,10 @@ extension HostShard {
         r.proposals.removeLast(r.proposals.count - kept)
         trackRequests(r)
         updateMembers(r, meta.confState)
+        // The snapshot carries the configuration, not the storages: an entry that does not
+        // place every member is fetched from a peer at the next audit.
+        let members = Set(meta.confState.voters + meta.confState.votersOutgoing + meta.confState.learners)
+        if Set(r.route.replicas.map(\.member)) != members.union(meta.confState.learnersNext) { r.routeStale = true }
         appliedUpdates[r.storageSlot][r.group] = AppliedUpdate(index: meta.index, confState: meta.confState)
         var job = ApplyJob(target: r.applyTarget, entries: [], through: meta.index)
         job.kind = .finishInstall(meta)
@@ -335,6 +350,7 @@ extension HostShard {
                 r.confChanged(at: entry.index, to: state)
                 job.confState = state
                 routeChanged(r, by: change, at: entry, to: state)
+                job.route = r.route
                 updateMembers(r, state)
             }
         }
@@ -365,7 +381,14 @@ extension HostShard {
         let version = RouteVersion(term: entry.term, index: entry.index)
         guard r.route.version < version else { return }
         let added = PlacementContext.decode(change.context) ?? [:]
-        if let next = r.route.applying(state, added: added, at: version) { r.route = next }
+        // A member this replica cannot place (its entry missed a change that a snapshot
+        // covered): no entry is derived at this version; a peer's complete one is fetched.
+        guard let next = r.route.applying(state, added: added, at: version) else {
+            r.routeStale = true
+            return
+        }
+        r.route = next
+        r.routeStale = false
         if r.route.replicas.contains(where: { $0.member == r.key.member && $0.storage == r.storageName }) == false,
             !(state.voters + state.votersOutgoing + state.learners + state.learnersNext).contains(r.key.member)
         {

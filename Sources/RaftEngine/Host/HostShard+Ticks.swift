@@ -29,6 +29,11 @@ extension HostShard {
             node.tick()
             counters.ticksGiven &+= 1
             markDirty(r)
+            if node.quiesceIfIdleNonVoter() {
+                // Out of the ticked list: the slot of `r` was refilled by swap-remove.
+                syncResidency(r)
+                i -= 1
+            }
         }
         runCampaigns()
         runResignations()

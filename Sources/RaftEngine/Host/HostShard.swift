@@ -212,6 +212,8 @@ package final class HostShard {
     func fail(_ r: Replica, _ reason: String) {
         guard !r.isFailed else { return }
         let node = r.node
+        // A dormant replica fails too (a retirement learned from a peer's routing entry).
+        if r.suspended != nil { counters.dormant -= 1 }
         removeFromAwake(r)
         r.state = .failed(reason: reason, member: node)
         r.pendingReady = nil

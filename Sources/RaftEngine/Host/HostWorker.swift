@@ -5,7 +5,8 @@ import RaftConsensus
 /// the host to carry out, then sleeps until more arrives.
 final class HostWorker: @unchecked Sendable {
     enum Event {
-        case messages([PeerMessage])
+        /// Messages of one frame, with the node slot it came from (nil: redelivered).
+        case messages([PeerMessage], from: Int?)
         case request(HostRequest)
         case tick
         case durable(token: UInt64, slot: Int, Result<Void, WALError>)
@@ -50,15 +51,15 @@ final class HostWorker: @unchecked Sendable {
 
     private func handle(_ event: Event) {
         switch event {
-        case .messages(let messages): shard.deliver(messages)
+        case .messages(let messages, let from): shard.deliver(messages, fromSlot: from)
         case .request(let request): shard.handle(request)
         case .tick: shard.tick()
         case .durable(let token, let slot, let result): shard.durable(token: token, slot: slot, result: result)
         case .applied(let reports):
             for a in reports {
                 shard.applied(
-                    a.key, through: a.through, confState: a.confState, entries: a.entries, failure: a.failure,
-                    kind: a.kind)
+                    a.key, through: a.through, confState: a.confState, route: a.route, entries: a.entries,
+                    failure: a.failure, kind: a.kind)
             }
         case .nodeDown(let slot): shard.nodeDown(slot)
         case .nodeUp(let slot): shard.nodeUp(slot)

@@ -24,6 +24,9 @@ public enum MembershipRefusal: Hashable, Sendable, CustomStringConvertible {
     case storageUnknown(StorageName)
     /// The storage already holds a replica of the partition.
     case storageTaken(StorageName, member: MemberID)
+    /// The storage's node already holds a replica of the partition (on another storage):
+    /// two replicas on one node would fail together.
+    case nodeTaken(StorageName, member: MemberID)
     /// The member is not in the group (or has the wrong role for the edit).
     case memberUnknown(MemberID, String)
     /// The change would leave fewer live voters than a majority (or none).
@@ -34,7 +37,7 @@ public enum MembershipRefusal: Hashable, Sendable, CustomStringConvertible {
     public var isRetryable: Bool {
         switch self {
         case .changeInFlight, .notCaughtUp: return true
-        case .storageUnknown, .storageTaken, .memberUnknown, .wouldLoseQuorum, .removingLeader: return false
+        case .storageUnknown, .storageTaken, .nodeTaken, .memberUnknown, .wouldLoseQuorum, .removingLeader: return false
         }
     }
 
@@ -45,6 +48,7 @@ public enum MembershipRefusal: Hashable, Sendable, CustomStringConvertible {
         case .notCaughtUp: return "not_caught_up"
         case .storageUnknown: return "storage_unknown"
         case .storageTaken: return "storage_taken"
+        case .nodeTaken: return "node_taken"
         case .memberUnknown: return "member_unknown"
         case .wouldLoseQuorum: return "would_lose_quorum"
         case .removingLeader: return "removing_leader"
@@ -59,6 +63,9 @@ public enum MembershipRefusal: Hashable, Sendable, CustomStringConvertible {
         case .storageUnknown(let storage): return "no node of the cluster serves storage \(storage)"
         case .storageTaken(let storage, let member):
             return "storage \(storage) already holds member \(member) of this partition"
+        case .nodeTaken(let storage, let member):
+            return
+                "the node serving \(storage) already holds member \(member) of this partition: choose a storage of another node"
         case .memberUnknown(let member, let why): return "member \(member) \(why)"
         case .wouldLoseQuorum(let why): return "refused, it would lose the quorum: \(why)"
         case .removingLeader(let member):
@@ -130,7 +137,7 @@ extension RouteEntry {
         for (member, storage) in added { storages[member] = storage }
         var out: [RouteReplica] = []
         for member in members.sorted() {
-            guard let storage = storages[member] else { continue }
+            guard let storage = storages[member] else { return nil }
             out.append(
                 RouteReplica(member: member, storage: storage, role: voters.contains(member) ? .voter : .learner))
         }

@@ -1,6 +1,10 @@
 import Logging
 import RaftConsensus
 
+#if canImport(Glibc)
+    import Glibc
+#endif
+
 /// Membership changes as whole operations: each call checks, proposes, waits for the commit
 /// (with a deadline) and reports the outcome; an addition creates the new replica on its
 /// storage's node (the join) and is rolled back when that fails. Only the partition's
@@ -28,22 +32,23 @@ extension NodeHost {
     ) async throws(HostError) -> MembershipResult {
         let index = try await proposeMembership(partition, .addLearner(storage), timeoutTicks: timeoutTicks)
         let member = MemberID(index.rawValue)
-        do {
-            guard let view = await routeViews([partition]).first else { throw HostError.partitionNotFound(partition) }
+        do throws(HostError) {
+            guard let view = await routeViews([partition]).first else { throw .partitionNotFound(partition) }
             guard view.route.replicas.contains(where: { $0.member == member && $0.storage == storage }) else {
-                throw HostError.invalid("the committed change at \(index) does not name member \(member) on \(storage)")
+                throw .invalid("the committed change at \(index) does not name member \(member) on \(storage)")
             }
-            guard let start = view.initialConf else {
-                throw HostError.invalid("the configuration the log of \(partition) starts from is not known here")
-            }
-            var spec = ReplicaSpec(
-                partition: partition, member: member, storage: storage, replicas: view.route.replicas)
-            spec.routeVersion = view.route.version
-            spec.startConf = start
-            if context.storageNames.contains(storage) {
-                if (try? await status(of: partition))?.replica.member != member { try createReplicas([spec]) }
-            } else {
-                try await createReplicaOnPeer(spec)
+            // A node that still holds a replica of the partition removed while it was away
+            // refuses until that one is retired: retried for a while.
+            var attempt = 0
+            while true {
+                do {
+                    try await join(partition, member: member, storage: storage, view: view)
+                    break
+                } catch {
+                    attempt += 1
+                    guard attempt < 20, !stopped.load(ordering: .relaxed) else { throw error }
+                    try? await Task.sleep(nanoseconds: 250_000_000)
+                }
             }
             logger.notice(
                 "added learner \(member) of \(partition) on \(storage)",
@@ -52,7 +57,49 @@ extension NodeHost {
         } catch {
             logger.warning("creating learner \(member) of \(partition) on \(storage) failed: \(error); removing it")
             await rollBack(partition, member)
-            throw (error as? HostError) ?? .invalid("\(error)")
+            throw error
+        }
+    }
+
+    /// Creates the replica of `member` on `storage` (this node's or a peer's) with the
+    /// routing entry and start configuration of `view` (the leader's). Idempotent: a
+    /// replica that exists with this member is left as it is.
+    func join(
+        _ partition: PartitionKey, member: MemberID, storage: StorageName, view: RouteView
+    ) async throws(HostError) {
+        guard let start = view.initialConf else {
+            throw .invalid("the configuration the log of \(partition) starts from is not known here")
+        }
+        var spec = ReplicaSpec(partition: partition, member: member, storage: storage, replicas: view.route.replicas)
+        spec.routeVersion = view.route.version
+        spec.startConf = start
+        if context.storageNames.contains(storage) {
+            if let status = try? await status(of: partition) {
+                guard status.replica.member == member else {
+                    throw .invalid("\(partition) has member \(status.replica.member) here, not \(member)")
+                }
+                return
+            }
+            try createReplicas([spec])
+        } else {
+            try await createReplicaOnPeer(spec)
+        }
+    }
+
+    /// Creates the replicas of members that a committed change added but whose replica
+    /// never answered (the leader that added them failed before the join, or the join's
+    /// answer was lost): run by the leader during audits. Joins are idempotent.
+    func reconcileJoins(_ views: [RouteView]) async {
+        for view in views where view.leader == view.replica.member {
+            for replica in view.route.replicas where replica.member != view.replica.member {
+                guard (view.matchIndex[replica.member] ?? .zero) == .zero else { continue }
+                do {
+                    try await join(view.replica.partition, member: replica.member, storage: replica.storage, view: view)
+                } catch {
+                    logger.info(
+                        "joining member \(replica.member) of \(view.replica.partition) on \(replica.storage): \(error)")
+                }
+            }
         }
     }
 
@@ -278,7 +325,11 @@ extension NodeHost {
                         var out: [RouteView] = []
                         for (key, list) in shard.replicas where list.count == 1 && list[0].mode == .raft {
                             guard let view = shard.routeView(key) else { continue }
-                            if onlyUnled && view.leader != .none { continue }
+                            // Leaders with a member that never answered: joins to redo.
+                            let silent =
+                                view.leader == view.replica.member
+                                && view.route.replicas.contains { (view.matchIndex[$0.member] ?? .zero) == .zero }
+                            if onlyUnled && view.leader != .none && !silent && !view.stale { continue }
                             out.append(view)
                         }
                         continuation.resume(returning: out)
@@ -287,11 +338,13 @@ extension NodeHost {
             }
             local += views
         }
+        let led = local.filter { $0.leader == $0.replica.member }
         var byNode: [NodeID: [PartitionKey]] = [:]
-        for view in local {
+        for view in local where view.leader != view.replica.member {
             // A group whose only voter is this replica has nobody to ask.
             for node in nodes(of: view.route) { byNode[node, default: []].append(view.replica.partition) }
         }
+        await reconcileJoins(led)
         var newer: [PartitionKey: RouteView] = [:]
         for (node, keys) in byNode {
             var start = 0
@@ -323,15 +376,19 @@ extension NodeHost {
     /// its registration. Runs on the retirer thread.
     func deleteRetired(_ item: RetiredReplica) {
         let storage = storages[item.storageSlot]
-        let key = item.key.partition
-        do {
-            if let record = try storage.metadata.partition(key), record.state == .active {
-                try storage.metadata.updateReplicaState(.leaving, of: key)
+        // A WAL unit refused for now (a full disk) and parked may still hold writes of the
+        // replica: its log is removed only after parked units went in (they are queued
+        // before the removal then, and the WAL keeps their order).
+        var waited = 0
+        while parkedUnits.withLock({ !$0.isEmpty }) && !stopped.load(ordering: .relaxed) {
+            if waited % 100 == 0 {
+                logger.warning("the deletion of \(item.key) waits for WAL units parked by a full or busy disk")
             }
-            try item.stateMachine.removeAllData()
-            try storage.log.removeGroup(item.group)
-            try storage.metadata.updateReplicaState(.tombstoned, of: key)
-            try storage.metadata.removePartition(key)
+            waited += 1
+            usleep(100_000)
+        }
+        do {
+            try item.deleteData(in: storage)
             retiredCount.wrappingAdd(1, ordering: .relaxed)
             logger.notice(
                 "replica \(item.key) left its group and its data on \(context.storageNames[item.storageSlot]) was deleted",
@@ -341,6 +398,23 @@ extension NodeHost {
                 "deleting the data of the removed replica \(item.key) on \(context.storageNames[item.storageSlot]) failed: \(error); it is retried at the next start"
             )
         }
-        workers[shardIndex(key)].post(.call { shard in shard.forget(item.key) })
+        workers[shardIndex(item.key.partition)].post(.call { shard in shard.forget(item.key) })
+    }
+}
+
+extension RetiredReplica {
+    /// Deletes what `storage` holds of this replica: recorded as leaving first (a restart
+    /// finishes the deletion), then its state machine's data, its log, and its
+    /// registration. Idempotent.
+    package func deleteData(in storage: Storage) throws {
+        let key = self.key.partition
+        if let record = try storage.metadata.partition(key), record.state == .active {
+            try storage.metadata.updateReplicaState(.leaving, of: key)
+        }
+        try stateMachine.removeAllData()
+        try storage.log.removeGroup(group)
+        if try storage.metadata.partition(key) != nil {
+            try storage.metadata.removePartition(key, from: [.leaving, .tombstoned])
+        }
     }
 }

@@ -275,12 +275,12 @@ public final class NodeHost: FrameReceiver, @unchecked Sendable {
         }
         guard !frame.messages.isEmpty else { return }
         if workers.count == 1 {
-            _ = workers[0].offer(.messages(frame.messages))
+            _ = workers[0].offer(.messages(frame.messages, from: slot))
             return
         }
         var split: [[PeerMessage]] = Array(repeating: [], count: workers.count)
         for m in frame.messages { split[shardIndex(m.partition)].append(m) }
-        for (i, list) in split.enumerated() where !list.isEmpty { _ = workers[i].offer(.messages(list)) }
+        for (i, list) in split.enumerated() where !list.isEmpty { _ = workers[i].offer(.messages(list, from: slot)) }
     }
 
     // MARK: - Bulk path
@@ -332,8 +332,27 @@ public final class NodeHost: FrameReceiver, @unchecked Sendable {
                 "member \(replica.member) is on storage \(replica.storage), which the cluster does not know")
         }
         if let status = try? await status(of: spec.partition) {
-            return status.replica.member == spec.member
-                ? .stored : .refused("\(spec.partition) has member \(status.replica.member) here, not \(spec.member)")
+            if status.replica.member == spec.member { return .stored }
+            // A replica removed while this node was away (the joining member's entry is
+            // newer and does not name it) retires now; the joiner retries.
+            if spec.routeVersion.index > .zero,
+                let route = try? RouteEntry(version: spec.routeVersion, replicas: spec.replicas)
+            {
+                var view = RouteView(
+                    route: route, members: route.replicas.map(\.member), leader: .none, term: .zero, commit: .zero,
+                    replica: ReplicaKey(partition: spec.partition, member: spec.member))
+                // The leader derives an entry only when it places every member: its members
+                // are the configuration as of its version.
+                view.configIndex = spec.routeVersion.index
+                await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+                    let ok = workers[shardIndex(spec.partition)].offer(
+                        .request(.adoptRoutes([view]) { continuation.resume() }))
+                    if !ok { continuation.resume() }
+                }
+            }
+            return .refused(
+                "\(spec.partition) has member \(status.replica.member) here, not \(spec.member) (a removed replica is retired first; retry)"
+            )
         }
         var spec = spec
         spec.campaign = false
@@ -396,7 +415,7 @@ public final class NodeHost: FrameReceiver, @unchecked Sendable {
     /// the log it has.
     public func redeliver(_ messages: [PeerMessage]) {
         guard !stopped.load(ordering: .relaxed) else { return }
-        for m in messages { _ = workers[shardIndex(m.partition)].offer(.messages([m])) }
+        for m in messages { _ = workers[shardIndex(m.partition)].offer(.messages([m], from: nil)) }
     }
 
     /// Steps a snapshot message whose stream the snapshot service received and staged.
@@ -537,8 +556,8 @@ public final class NodeHost: FrameReceiver, @unchecked Sendable {
             bytes += job.bytes
             reports[shardIndex(job.target.key.partition)].append(
                 AppliedReport(
-                    key: job.target.key, through: job.through, confState: job.confState, entries: job.entries.count,
-                    failure: failure, kind: job.kind))
+                    key: job.target.key, through: job.through, confState: job.confState, route: job.route,
+                    entries: job.entries.count, failure: failure, kind: job.kind))
         }
         applyBacklog.wrappingSubtract(bytes, ordering: .relaxed)
         for (i, list) in reports.enumerated() where !list.isEmpty { workers[i].post(.applied(list)) }

@@ -6,6 +6,7 @@ import RaftConsensus
 /// version u8 | count u16 | count x (
 ///     key length u8 | key | member u64 | route length u16 | route (RouteEntry encoding) |
 ///     member count u8 | members u64… | leader u64 | term u64 | commit u64 | last u64 |
+///     config index u64 | stale u8 |
 ///     initial flag u8 [ | length u32 | StoredConfState ] |
 ///     match count u8 | match count x ( member u64 | index u64 ) )
 /// ```
@@ -28,6 +29,8 @@ extension PeerWire {
             writer.u64(view.term.rawValue)
             writer.u64(view.commit.rawValue)
             writer.u64(view.lastIndex.rawValue)
+            writer.u64(view.configIndex.rawValue)
+            writer.u8(view.stale ? 1 : 0)
             if let initial = view.initialConf.flatMap({ try? StoredConfState($0) }) {
                 writer.u8(1)
                 let bytes = initial.encoded
@@ -63,6 +66,12 @@ extension PeerWire {
                     route: route, members: members, leader: MemberID(try reader.u64()), term: Term(try reader.u64()),
                     commit: LogIndex(try reader.u64()), replica: ReplicaKey(partition: partition, member: member))
                 view.lastIndex = LogIndex(try reader.u64())
+                view.configIndex = LogIndex(try reader.u64())
+                switch try reader.u8() {
+                case 0: break
+                case 1: view.stale = true
+                case let flag: throw DecodeFailure("unknown stale flag \(flag)")
+                }
                 switch try reader.u8() {
                 case 0: break
                 case 1:

@@ -73,12 +73,15 @@ package final class Replica {
     /// The configuration the group's log starts from (before index 1), when known: a
     /// replica that joins while the leader's log still starts at 1 replays the log from it.
     var initialConf: ConfState?
+    /// Its configuration has members its entry cannot place (a snapshot covered the change
+    /// that added them, or a message came from one): the next audit fetches a peer's entry.
+    var routeStale = false
     /// The index of the committed change that removed this replica from its group: once
     /// applied through it, the replica stops and the host deletes its data.
     var removedAt: LogIndex?
     /// Why it left its group, once it did: it is stopped, and handed to the host for
     /// deletion when no apply job of it is in flight.
-    var retirePending: String?
+    package var retirePending: String?
     /// `.local`: its group's only member, never ticked; it leads from its first request
     /// (a campaign with no votes to ask for) and commits each entry once it is durable.
     var mode = ReplicationMode.raft

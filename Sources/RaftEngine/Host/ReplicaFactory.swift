@@ -127,9 +127,26 @@ package struct ReplicaFactory {
         let storageName = context.storageNames[slot]
         var out: [Replica] = []
         var leaving: [RetiredReplica] = []
+        // Kept before any change can make the current configuration differ from it.
+        do {
+            try storage.metadata.recordInitialConfs(
+                loaded.filter(\.initialConfInferred).compactMap { item in
+                    item.initialConf.map { (item.record.group, $0) }
+                })
+        } catch {
+            throw .invalid("recording the initial configurations on \(context.storageNames[slot]): \(error)")
+        }
         out.reserveCapacity(loaded.count)
         for item in loaded {
-            if item.record.state == .leaving {
+            // An entry (derived from committed changes) that no longer names this storage:
+            // a change removed the replica and a crash came before it was marked leaving.
+            let unnamed = item.route.map { route in !route.replicas.contains { $0.storage == storageName } } ?? false
+            if unnamed && item.record.state == .active {
+                Logger(label: "raftd.host").notice(
+                    "replica \(item.record.key) on \(storageName) is not in its routing entry \(item.route!.version): a committed change removed it; its data is deleted"
+                )
+            }
+            if item.record.state == .leaving || unnamed {
                 let machine: any StateMachine
                 do {
                     machine = try stateMachines(

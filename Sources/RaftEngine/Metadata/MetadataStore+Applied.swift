@@ -32,6 +32,19 @@ extension MetadataStore {
 
     static func initialConfKey(_ group: GroupID) -> [UInt8] { groupKey(group) + [0x69] }
 
+    /// Records the configurations the logs of these groups start from, where none is
+    /// recorded yet (replicas registered before it was kept), in one transaction.
+    public func recordInitialConfs(_ confs: [(group: GroupID, conf: StoredConfState)]) throws(MetadataError) {
+        guard !confs.isEmpty else { return }
+        let databases = self.databases
+        try write { (txn) throws(MetadataError) in
+            for (group, conf) in confs where try Self.storedInitialConf(txn, databases, group) == nil {
+                _ = try Self.requireGroup(txn, databases, group)
+                try txn.set(databases.confStates, Self.initialConfKey(group), conf.encoded)
+            }
+        }
+    }
+
     /// Stores the configuration of the registered `group`, replacing the previous one.
     public func setConfState(_ confState: StoredConfState, for group: GroupID) throws(MetadataError) {
         let databases = self.databases

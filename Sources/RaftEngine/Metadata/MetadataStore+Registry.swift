@@ -88,10 +88,22 @@ extension MetadataStore {
     /// partition, not this replica. Returns the removed record.
     @discardableResult
     public func removePartition(_ key: PartitionKey) throws(MetadataError) -> PartitionRecord {
+        try removePartition(key, from: [.tombstoned])
+    }
+
+    /// Removes the replica of `key` in one transaction when its state is one of `states`
+    /// (a replica leaving its group is tombstoned and removed at once: no crash can leave
+    /// a tombstone that nothing ever removes).
+    @discardableResult
+    public func removePartition(
+        _ key: PartitionKey, from states: Set<ReplicaState>
+    ) throws(MetadataError)
+        -> PartitionRecord
+    {
         let databases = self.databases
         return try write { (txn) throws(MetadataError) -> PartitionRecord in
             guard let record = try Self.record(txn, databases, key) else { throw .partitionNotFound(key) }
-            guard record.state == .tombstoned else { throw .partitionNotTombstoned(key, state: record.state) }
+            guard states.contains(record.state) else { throw .partitionNotTombstoned(key, state: record.state) }
             let groupKey = Self.groupKey(record.group)
             try txn.remove(databases.partitions, key.encoded)
             try txn.remove(databases.groups, groupKey)

@@ -36,6 +36,9 @@ extension MetadataStore {
         /// The configuration the group's log starts from (nil for replicas registered
         /// before it was recorded: their configuration never changed, see `load`).
         public var initialConf: StoredConfState?
+        /// `initialConf` is the current configuration, taken for a replica registered before
+        /// the initial one was recorded (`recordInitialConfs` keeps it).
+        public var initialConfInferred = false
     }
 
     /// Registers every replica in `replicas` as an active Raft replica under a fresh group
@@ -130,14 +133,17 @@ extension MetadataStore {
                 let confState = try Self.storedConfState(txn, databases, record.group)
                 let applied = try Self.storedApplied(txn, databases, record.group)
                 var initial = try Self.storedInitialConf(txn, databases, record.group)
+                var inferred = false
                 if initial == nil, route?.version.index == .zero {
                     // Registered before the initial configuration was recorded, and never
                     // changed since: the current one is the initial one.
                     initial = confState
+                    inferred = initial != nil
                 }
                 loaded.append(
                     LoadedReplica(
-                        record: record, route: route, confState: confState, applied: applied, initialConf: initial))
+                        record: record, route: route, confState: confState, applied: applied, initialConf: initial,
+                        initialConfInferred: inferred))
             }
             return loaded
         }

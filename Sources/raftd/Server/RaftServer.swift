@@ -178,10 +178,13 @@ final class RaftServer: Sendable {
                 // Peers connect within a second or two; a replica removed while this node was
                 // away learns of it from them and deletes its data.
                 try? await Task.sleep(for: .seconds(2))
-                var everything = true
+                // Every replica once after start, then every sixth round (a removed learner
+                // keeps its leader hint and would never be asked otherwise); the replicas
+                // that know no leader, lag an entry or wait for joins every round.
+                var round = 0
                 while !Task.isCancelled {
-                    await host.auditRoutes(onlyUnled: !everything)
-                    everything = false
+                    await host.auditRoutes(onlyUnled: round % 6 != 0)
+                    round += 1
                     try? await Task.sleep(for: .seconds(Self.routeAuditSeconds))
                 }
             }

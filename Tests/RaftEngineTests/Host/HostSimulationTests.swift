@@ -75,4 +75,47 @@ struct HostSimulationTests {
         #expect(acked * 3 >= proposals)
         #expect(leaseReads > 0, "no read was served from a lease: the lease path went untested")
     }
+
+    @Test(
+        "Host: simulation: membership changes (learners joined on a free node, promoted, swapped in by joint consensus, members removed and retired) during crashes, partitions and loss keep every group safe; acknowledged writes reach every final member"
+    )
+    func simulateMembership() async throws {
+        let env = ProcessInfo.processInfo.environment
+        let seeds: [UInt64] =
+            env["RAFT_HOST_SIM_SEED"].flatMap(UInt64.init).map { [$0] }
+            ?? (0..<UInt64(env["RAFT_HOST_SIM_SEEDS"].flatMap(Int.init) ?? 4)).map { 0x3E3B_0000 + $0 }
+        struct Totals: Sendable {
+            var failures: [String] = []
+            var changes = 0
+            var joins = 0
+            var retirements = 0
+            var crashes = 0
+            var acked = 0
+        }
+        let t = try await onDedicatedThread("raftd-host-sim") { () throws -> Totals in
+            var t = Totals()
+            for seed in seeds {
+                print("host membership simulation: seed \(seed) (RAFT_HOST_SIM_SEED=\(seed) reruns it)")
+                var config = HostSimulator.Config()
+                config.nodes = 4
+                config.initialMembers = 3
+                config.groups = 8
+                config.membershipPerMille = 40
+                let sim = try HostSimulator(seed: seed, config: config)
+                if let failure = try sim.run() { t.failures.append(failure) }
+                t.changes += sim.membershipChanges
+                t.joins += sim.joins
+                t.retirements += sim.retirements
+                t.crashes += sim.crashes
+                t.acked += sim.outcomes.acked.count
+            }
+            return t
+        }
+        let (failures, changes, joins, retirements) = (t.failures, t.changes, t.joins, t.retirements)
+        #expect(failures.isEmpty, "\(failures.joined(separator: "\n\n"))")
+        print(
+            "host membership simulation: \(seeds.count) seeds, \(changes) changes committed, \(joins) joins, \(retirements) replicas retired, \(t.crashes) crashes, \(t.acked) writes acknowledged"
+        )
+        #expect(changes >= seeds.count * 4 && joins >= seeds.count && retirements >= seeds.count, "a vacuous run")
+    }
 }
