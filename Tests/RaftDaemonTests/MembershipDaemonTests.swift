@@ -26,6 +26,7 @@ extension DaemonClusterTests {
                         try await advance(open[round % open.count], chain, client)
                         round += 1
                         done += 1
+                        stop.wrote()
                     }
                     return done
                 }
@@ -68,7 +69,7 @@ extension DaemonClusterTests {
         try await cluster.waitAllReady()
         let client = try cluster.client(deadline: .seconds(60))
         defer { client.close() }
-        let chain = try CommitChain(length: 12, directory: cluster.directory + "/chain")
+        let chain = try CommitChain(length: 24, directory: cluster.directory + "/chain")
         let branches = (0..<100).map { Branch(path: "grow/repo\($0).git") }
         try await withThrowingTaskGroup(of: Void.self) { group in
             for slice in 0..<4 {
@@ -84,14 +85,27 @@ extension DaemonClusterTests {
         var keys: Set<String> = []
         for branch in branches { keys.insert(try await client.partition(relativePath: branch.path).partitionKey) }
         #expect(keys.count == 100, "each repository has its own partition")
+        // One replica each: a node without it redirects git (ls-remote, clone) to one that has it.
+        for node in 0..<3 {
+            let run = try runGit(
+                GitHTTPTests.auth(cluster) + ["ls-remote", GitHTTPTests.url(cluster, node, branches[0].path)], in: "/")
+            #expect(run.ok && run.output.contains(chain.commits[0]), "ls-remote at node \(node): \(run)")
+        }
 
         let stop = StopFlag()
         let writes = Task { try await Self.writeWhile(stop, branches, chain, client) }
-        let output = try Self.runRaftd(cluster, ["cluster", "set-replication-factor", "3", "--parallel", "8"])
+        try await eventually("writes flow", within: 30) { stop.written >= 4 }
+        // The command blocks its thread until it exits: off the cooperative pool, where the
+        // writers run.
+        let output = try await onDedicatedThread("raftd-cli") {
+            try Self.runRaftd(cluster, ["cluster", "set-replication-factor", "3", "--parallel", "8"])
+        }
+        let duringGrowth = stop.written
+        try await eventually("writes flow after the growth", within: 30) { stop.written >= duringGrowth + 20 }
         stop.set()
         let written = try await writes.value
         #expect(output.contains("[100/100]"), "progress reached every partition: \(output.suffix(400))")
-        #expect(written > 0, "no write went through during the growth")
+        #expect(written >= duringGrowth + 20)
 
         // Every partition: three voters on three nodes, the same entry on every node.
         for key in keys.sorted() {
@@ -171,6 +185,8 @@ extension DaemonClusterTests {
         #expect(replaced.route.replicas.contains { $0.nodeID == spare.nodeID }, "\(replaced)")
         #expect(replaced.route.replicas.allSatisfy { $0.role == "voter" }, "\(replaced)")
 
+        let afterChanges = stop.written
+        try await eventually("writes flow after the changes", within: 30) { stop.written >= afterChanges + 10 }
         stop.set()
         let written = try await writes.value
         #expect(written > 10, "writes stalled during the changes (\(written))")
@@ -241,9 +257,12 @@ extension Sequence {
     }
 }
 
-/// Tells writer tasks to stop.
+/// Tells writer tasks to stop, and counts their acknowledged writes.
 final class StopFlag: Sendable {
     private let flag = Atomic<Bool>(false)
+    private let writes = Atomic<Int>(0)
     var isSet: Bool { flag.load(ordering: .relaxed) }
     func set() { flag.store(true, ordering: .relaxed) }
+    func wrote() { writes.wrappingAdd(1, ordering: .relaxed) }
+    var written: Int { writes.load(ordering: .relaxed) }
 }

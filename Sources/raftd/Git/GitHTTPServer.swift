@@ -80,13 +80,13 @@ final class GitGate: Sendable {
         let parsed = parse(head, uri: uri)
         guard case .success(var request) = parsed else { return parsed }
         if let ticket {
-            guard request.service == .receivePack, valid(ticket, for: request.repository) else {
+            guard valid(ticket, for: request.repository) else {
                 service.counters.unauthorized.add(1, ordering: .relaxed)
                 return .failure(
                     GitServiceError(
                         status: .unauthorized,
                         message:
-                            "the push ticket in the URL is expired or not for this repository: push again to any node's URL"
+                            "the ticket in the URL is expired or not for this repository: use any node's URL again"
                     ))
             }
             request.ticketExpiry = ticket.expiry
@@ -110,7 +110,8 @@ final class GitGate: Sendable {
     /// carry credentials to another host:port on a redirect, so the follower, having
     /// authenticated the client, vouches for it. The ticket is an HMAC under the cluster's
     /// shared secret of the repository and an expiry (30 minutes, never extended: a redirect
-    /// of a ticketed request keeps its expiry), good only for pushes to that repository.
+    /// of a ticketed request keeps its expiry), good only for that repository. A node with
+    /// no replica of a repository redirects its clones and fetches the same way.
     /// Nodes' clocks may differ by up to a minute.
     static let ticketPrefix = "/+push/"
     static let ticketSeconds = 1_800

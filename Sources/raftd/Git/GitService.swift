@@ -203,6 +203,7 @@ final class GitService: Sendable {
             guard FileSystem.exists(directory + "/HEAD") else { continue }
             return Target(key: key, storageRoot: entry.path, directory: directory, machine: machine)
         }
+        if let redirect = redirectToReplica(request) { throw redirect }
         let names = storages.map(\.name.description).joined(separator: ", ")
         throw GitServiceError(
             status: .notFound,
