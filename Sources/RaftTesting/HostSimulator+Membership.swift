@@ -30,7 +30,8 @@ extension HostSimulator {
                 edit = .swap(promote: learner, remove: voters[rng.next(below: voters.count)], maxLag: 8)
             }
         } else if !free.isEmpty && learners.isEmpty {
-            edit = .addLearner(names[free[rng.next(below: free.count)]])
+            // The simulated storages never leave: their incarnation is the first one.
+            edit = .addLearner(names[free[rng.next(below: free.count)]], .first)
         } else if let learner = learners.first {
             edit = .remove(learner)
         } else if !voters.isEmpty && view.route.replicas.count > 2 {
@@ -40,7 +41,7 @@ extension HostSimulator {
         }
         note("node \(leader): membership \(edit) of \(key) at \(view.route.version)")
         let storageOfAdded: Int? = {
-            if case .addLearner(let storage) = edit { return names.firstIndex(of: storage) }
+            if case .addLearner(let storage, _) = edit { return names.firstIndex(of: storage) }
             return nil
         }()
         let membership = self.membership
@@ -109,7 +110,8 @@ extension HostSimulator {
             for key in keys {
                 guard let mine = node.shard.routeView(key) else { continue }
                 if mine.leader == mine.replica.member {
-                    for replica in mine.route.replicas where (mine.matchIndex[replica.member] ?? .zero) == .zero {
+                    for replica in mine.route.replicas
+                    where replica.role == .learner && (mine.matchIndex[replica.member] ?? .zero) == .zero {
                         guard let target = names.firstIndex(of: replica.storage), target != i,
                             !membership.pendingJoins.contains(where: { $0.key == key && $0.member == replica.member })
                         else { continue }

@@ -310,7 +310,7 @@ public final class PeerTransport: Transport, Sendable {
         stats.withLock { $0.bulkRequestsSent += 1 }
         let deadline: Int64
         switch request {
-        case .read, .transferLeadership, .routes:
+        case .read, .transferLeadership, .routes, .storageIncarnation:
             // A leadership transfer is answered once it started, a routing lookup at once:
             // a read's deadline.
             deadline = configuration.bulkReadTimeoutMilliseconds

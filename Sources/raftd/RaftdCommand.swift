@@ -14,7 +14,7 @@ struct RaftdCommand: AsyncParsableCommand {
         subcommands: [
             InitCommand.self, ServeCommand.self, RepoCommand.self, RefCommand.self, ClusterCommand.self,
             PartitionCommand.self, BenchCommand.self, DemoCommand.self, IOProbeCommand.self, WALCommand.self,
-            SimulateCommand.self,
+            StorageCommand.self, SimulateCommand.self,
         ]
     )
 }

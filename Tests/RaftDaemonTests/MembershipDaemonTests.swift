@@ -249,6 +249,64 @@ extension DaemonClusterTests {
     }
 }
 
+extension DaemonClusterTests {
+    @Test(
+        "Daemon: a storage that left and rejoins gets a new incarnation; the replica it held under the old one is deleted at start and is not re-created; a new one is added"
+    )
+    func rejoinedStorage() async throws {
+        let binary = raftdBinary()
+        try #require(FileManager.default.isExecutableFile(atPath: binary), "build raftd first (swift build)")
+        let cluster = try ProcessCluster(binary: binary, initialReplicas: 1)
+        defer { cluster.stopAll() }
+        try cluster.startAll()
+        try await cluster.waitAllReady()
+        let client = try cluster.client(deadline: .seconds(60))
+        defer { client.close() }
+        let chain = try CommitChain(length: 4, directory: cluster.directory + "/chain")
+        let branch = Branch(path: "rejoin/repo.git")
+        _ = try await client.createRepository(branch.path)
+        try await Self.advance(branch, chain, client)
+        let key = try await client.partition(relativePath: branch.path).partitionKey
+        let nodes = try await client.clusterInfo().nodes
+        let route = try await client.route(key: key)
+        let home = try Self.index(of: try #require(route.replicas.first?.nodeID), in: nodes, cluster)
+        let other = (home + 1) % 3
+        let otherStorage = try #require(nodes.first { $0.clientAddress == cluster.endpoints[other] }?.storages.first)
+        let added = try await client.addReplica(partition: key, storage: otherStorage, waitCaughtUp: true)
+        try await eventually("the learner applied the repository", within: 30) {
+            FileManager.default.fileExists(atPath: cluster.storagePath(other) + "/" + branch.path)
+        }
+
+        // The storage leaves (its node stops) and rejoins with a new incarnation.
+        #expect(cluster.stop(other) == 0)
+        let rejoin = ProcessCluster.run(
+            binary, ["storage", "rejoin", "--config", cluster.configFile(other), "--storage", otherStorage])
+        #expect(rejoin.0 == 0 && rejoin.1.contains("-> i2"), "\(rejoin)")
+        try cluster.start(other)
+        try await cluster.waitReady(other)
+        try await eventually("the old incarnation's replica is deleted", within: 30) {
+            !FileManager.default.fileExists(atPath: cluster.storagePath(other) + "/" + branch.path)
+        }
+        let log = (try? String(contentsOfFile: cluster.logFile(other), encoding: .utf8)) ?? ""
+        #expect(log.contains("was created on incarnation i1"), "the node did not say why it deleted the replica")
+        // The leader's audit does not re-create it there (the member names the old incarnation).
+        try await Task.sleep(for: .seconds(3))
+        #expect(!FileManager.default.fileExists(atPath: cluster.storagePath(other) + "/" + branch.path))
+        // The operator replaces it: remove the old member, add a new one on the rejoined storage.
+        _ = try await client.removeReplica(partition: key, member: added.memberID)
+        let again = try await client.addReplica(partition: key, storage: otherStorage, waitCaughtUp: true)
+        #expect(again.memberID != added.memberID)
+        var read = Raftd_V1_ListRefsRequest()
+        read.repository.relativePath = branch.path
+        read.consistency = .staleAtLsn
+        read.minLsn = branch.lastLSN
+        try await eventually("the new learner serves the repository", within: 30) {
+            guard let refs = try? await client.listRefs(at: cluster.endpoints[other], read) else { return false }
+            return refs.references.first { $0.name == "refs/heads/main" }?.oid == chain.commits[branch.position]
+        }
+    }
+}
+
 extension Sequence {
     func asyncMap<T>(_ body: (Element) async throws -> T) async rethrows -> [T] {
         var out: [T] = []

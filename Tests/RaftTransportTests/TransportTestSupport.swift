@@ -26,7 +26,7 @@ final class RecordingReceiver: FrameReceiver, Sendable {
         switch request {
         case .read(_, _, let offset, let length):
             return .data((0..<length).map { UInt8(truncatingIfNeeded: Int(offset) + $0) })
-        case .store, .createReplica, .transferLeadership, .snapshotChunk, .routes:
+        case .store, .createReplica, .transferLeadership, .snapshotChunk, .routes, .storageIncarnation:
             return .stored
         }
     }

@@ -67,6 +67,9 @@ public enum BulkRequest: Sendable, Equatable {
     /// holding these repositories (those it hosts): routing entries, configurations and
     /// leaders. The host answers it itself, with `PeerWire.encode([RouteView])` as data.
     case routes(keys: [PartitionKey], paths: [RelativePath])
+    /// The current incarnation of the receiver's storage (8 bytes, big-endian, as data):
+    /// a leader records it with a member it adds there. The host answers it itself.
+    case storageIncarnation(StorageName)
 
     /// The partition the request is about (nil: a routing lookup by path only).
     public var partition: PartitionKey? {
@@ -76,6 +79,7 @@ public enum BulkRequest: Sendable, Equatable {
         case .transferLeadership(let partition, _): partition
         case .snapshotChunk(let chunk): chunk.partition
         case .routes(let keys, _): keys.first
+        case .storageIncarnation: nil
         }
     }
 

@@ -65,7 +65,7 @@ extension HostShard {
         let all = Set(conf.voters + conf.votersOutgoing + conf.learners + conf.learnersNext)
         let last = node.logBounds.last
         switch edit {
-        case .addLearner(let storage):
+        case .addLearner(let storage, let incarnation):
             guard context.nodeSlot(serving: storage) != nil else {
                 return .failure(.membership(.storageUnknown(storage)))
             }
@@ -92,7 +92,8 @@ extension HostShard {
                 }
                 next = MemberID(node.logBounds.last.next.rawValue)
             }
-            return .success(ConfChange([.addLearner(next)], context: PlacementContext.encode([(next, storage)])))
+            return .success(
+                ConfChange([.addLearner(next)], context: PlacementContext.encode([(next, storage, incarnation)])))
         case .promote(let member, let maxLag):
             guard conf.learners.contains(member) else {
                 return .failure(

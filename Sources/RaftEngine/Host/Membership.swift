@@ -3,8 +3,9 @@ import RaftConsensus
 /// A membership edit as a shard checks and proposes it (see `NodeHost.addLearner` and the
 /// other membership calls, which orchestrate the steps around it).
 package enum MembershipEdit: Sendable, Hashable {
-    /// A new read-only member on `storage`. Its member ID is the index of the change.
-    case addLearner(StorageName)
+    /// A new read-only member on `storage` (at `incarnation`, when known). Its member ID is
+    /// the index of the change.
+    case addLearner(StorageName, StorageIncarnation?)
     /// A learner becomes a voter, refused while it lags the leader by more than `maxLag`.
     case promote(MemberID, maxLag: UInt64)
     /// A member leaves.
@@ -87,33 +88,44 @@ public struct MembershipResult: Sendable, Hashable {
 /// Where the members a change adds live: the change's context, so that every replica
 /// derives the same routing entry from the committed entry.
 ///
-/// Encoding (version 1, big-endian): `0x01 | count u8 | count x ( member u64 | storage )`,
-/// storage as `name length u8 | name`.
+/// Encoding (version 1, big-endian): `0x01 | count u8 | count x ( member u64 | storage |
+/// incarnation u64 )`, storage as `name length u8 | name`, incarnation 0 when unknown.
 enum PlacementContext {
     static let version: UInt8 = 1
 
-    static func encode(_ additions: [(member: MemberID, storage: StorageName)]) -> [UInt8] {
+    static func encode(
+        _ additions: [(member: MemberID, storage: StorageName, incarnation: StorageIncarnation?)]
+    ) -> [UInt8] {
         var writer = ByteWriter(version: version)
         writer.u8(UInt8(additions.count))
         for addition in additions {
             writer.u64(addition.member.rawValue)
             writer.storageName(addition.storage)
+            writer.u64(addition.incarnation?.rawValue ?? 0)
         }
         return writer.bytes
     }
 
-    /// The additions, or nil when the bytes are not a placement context (a change made by
-    /// hand without one: its members have no known storage).
-    static func decode(_ bytes: [UInt8]) -> [MemberID: StorageName]? {
+    /// The added replicas (their role is the configuration's), or nil when the bytes are
+    /// not a placement context (a change made by hand: its members have no known storage).
+    static func decode(_ bytes: [UInt8]) -> [MemberID: RouteReplica]? {
         guard !bytes.isEmpty else { return [:] }
         var reader = ByteReader(bytes)
         do throws(DecodeFailure) {
             try reader.expectVersion(version)
             let count = Int(try reader.u8())
-            var out: [MemberID: StorageName] = [:]
+            var out: [MemberID: RouteReplica] = [:]
             for _ in 0..<count {
                 let member = MemberID(try reader.u64())
-                out[member] = try reader.storageName()
+                let storage = try reader.storageName()
+                let raw = try reader.u64()
+                let incarnation =
+                    raw == 0
+                    ? nil
+                    : try DecodeFailure.validating { () throws(IdentityError) in
+                        try StorageIncarnation(raw)
+                    }
+                out[member] = RouteReplica(member: member, storage: storage, role: .learner, incarnation: incarnation)
             }
             try reader.expectEnd()
             return out
@@ -129,17 +141,16 @@ extension RouteEntry {
     /// configuration (voters of either majority vote; the rest learn), removed members
     /// go. Members whose storage is known nowhere are left out (a change made without a
     /// placement context) and their messages are dropped until a newer entry names them.
-    func applying(_ conf: ConfState, added: [MemberID: StorageName], at version: RouteVersion) -> RouteEntry? {
+    func applying(_ conf: ConfState, added: [MemberID: RouteReplica], at version: RouteVersion) -> RouteEntry? {
         let voters = Set(conf.voters + conf.votersOutgoing)
         let members = voters.union(conf.learners + conf.learnersNext)
-        var storages: [MemberID: StorageName] = [:]
-        for replica in replicas { storages[replica.member] = replica.storage }
-        for (member, storage) in added { storages[member] = storage }
+        var known: [MemberID: RouteReplica] = [:]
+        for replica in replicas { known[replica.member] = replica }
+        for (member, replica) in added { known[member] = replica }
         var out: [RouteReplica] = []
         for member in members.sorted() {
-            guard let storage = storages[member] else { return nil }
-            out.append(
-                RouteReplica(member: member, storage: storage, role: voters.contains(member) ? .voter : .learner))
+            guard let replica = known[member] else { return nil }
+            out.append(replica.with(role: voters.contains(member) ? .voter : .learner))
         }
         return try? RouteEntry(version: version, replicas: out)
     }

@@ -30,7 +30,9 @@ extension NodeHost {
     public func addLearner(
         _ partition: PartitionKey, on storage: StorageName, timeoutTicks: Int? = nil
     ) async throws(HostError) -> MembershipResult {
-        let index = try await proposeMembership(partition, .addLearner(storage), timeoutTicks: timeoutTicks)
+        let incarnation = try await incarnation(of: storage, fresh: true)
+        let index = try await proposeMembership(
+            partition, .addLearner(storage, incarnation), timeoutTicks: timeoutTicks)
         let member = MemberID(index.rawValue)
         do throws(HostError) {
             guard let view = await routeViews([partition]).first else { throw .partitionNotFound(partition) }
@@ -86,12 +88,14 @@ extension NodeHost {
         }
     }
 
-    /// Creates the replicas of members that a committed change added but whose replica
+    /// Creates the replicas of learners that a committed change added but whose replica
     /// never answered (the leader that added them failed before the join, or the join's
-    /// answer was lost): run by the leader during audits. Joins are idempotent.
+    /// answer was lost): run by the leader during audits. Joins are idempotent. Never a
+    /// voter's: a voter whose replica lost its data must not come back empty (it could
+    /// help elect a leader without committed entries); the operator replaces it.
     func reconcileJoins(_ views: [RouteView]) async {
         for view in views where view.leader == view.replica.member {
-            for replica in view.route.replicas where replica.member != view.replica.member {
+            for replica in view.route.replicas where replica.member != view.replica.member && replica.role == .learner {
                 guard (view.matchIndex[replica.member] ?? .zero) == .zero else { continue }
                 do {
                     try await join(view.replica.partition, member: replica.member, storage: replica.storage, view: view)
@@ -101,6 +105,26 @@ extension NodeHost {
                 }
             }
         }
+    }
+
+    /// The current incarnation of `storage` (this node's, or asked of its node; `fresh`:
+    /// not from the cache of earlier answers, which a refused creation clears).
+    public func incarnation(of storage: StorageName, fresh: Bool = false) async throws(HostError) -> StorageIncarnation
+    {
+        if let slot = context.storageNames.firstIndex(of: storage) {
+            return storages[slot].metadata.identity.incarnation
+        }
+        if !fresh, let known = knownIncarnations.withLock({ $0[storage] }) { return known }
+        guard let node = cluster.node(serving: storage) else { throw .membership(.storageUnknown(storage)) }
+        let response: BulkResponse
+        do { response = try await bulkRequest(.storageIncarnation(storage), to: node) } catch {
+            throw .unreachable("asking node \(node) for the incarnation of \(storage): \(error)")
+        }
+        guard case .data(let bytes) = response, bytes.count == 8,
+            let incarnation = try? StorageIncarnation(bytes.reduce(0) { $0 << 8 | UInt64($1) })
+        else { throw .invalid("node \(node) answered the incarnation of \(storage) with \(response)") }
+        knownIncarnations.withLock { $0[storage] = incarnation }
+        return incarnation
     }
 
     /// Removes a member whose replica could not be created; retried while another change
@@ -328,7 +352,9 @@ extension NodeHost {
                             // Leaders with a member that never answered: joins to redo.
                             let silent =
                                 view.leader == view.replica.member
-                                && view.route.replicas.contains { (view.matchIndex[$0.member] ?? .zero) == .zero }
+                                && view.route.replicas.contains {
+                                    $0.role == .learner && (view.matchIndex[$0.member] ?? .zero) == .zero
+                                }
                             if onlyUnled && view.leader != .none && !silent && !view.stale { continue }
                             out.append(view)
                         }

@@ -54,6 +54,8 @@ public final class NodeHost: FrameReceiver, @unchecked Sendable {
     let walRetries = Atomic<UInt64>(0)
     /// Replicas that left their group and whose data was deleted, since start.
     let retiredCount = Atomic<UInt64>(0)
+    /// Peers' storages' incarnations as they answered (new partitions record them).
+    let knownIncarnations = Mutex<[StorageName: StorageIncarnation]>([:])
     /// Replicas whose data was deleted after they left their group, since start (metrics).
     public var retiredReplicas: UInt64 { retiredCount.load(ordering: .relaxed) }
     /// Times a peer node was declared dead (restarts included).
@@ -198,6 +200,12 @@ public final class NodeHost: FrameReceiver, @unchecked Sendable {
             guard let slot = context.storageNames.firstIndex(of: spec.storage) else {
                 throw .invalid("storage \(spec.storage) is not served by this node")
             }
+            let current = storages[slot].metadata.identity.incarnation
+            if let named = spec.replicas.first(where: { $0.member == spec.member })?.incarnation, named != current {
+                throw .invalid(
+                    "member \(spec.member) of \(spec.partition) was added for incarnation \(named) of \(spec.storage), which is at \(current) now: replace the member"
+                )
+            }
             guard spec.replicas.contains(where: { $0.member == spec.member && $0.storage == spec.storage }) else {
                 throw .invalid("replica \(spec.member)@\(spec.storage) is not among the replicas of \(spec.partition)")
             }
@@ -306,6 +314,13 @@ public final class NodeHost: FrameReceiver, @unchecked Sendable {
             }
         }
         if case .routes(let keys, let paths) = request { return await serveRoutes(keys, paths: paths) }
+        if case .storageIncarnation(let name) = request {
+            guard let slot = context.storageNames.firstIndex(of: name) else {
+                return .refused("storage \(name) is not served by node \(nodeID)")
+            }
+            return .data(
+                withUnsafeBytes(of: storages[slot].metadata.identity.incarnation.rawValue.bigEndian) { Array($0) })
+        }
         if case .snapshotChunk(let chunk) = request {
             guard let service = context.snapshots.current else {
                 return .refused("node \(nodeID) takes no snapshots")
@@ -379,6 +394,8 @@ public final class NodeHost: FrameReceiver, @unchecked Sendable {
         switch response {
         case .stored: return
         case .refused(let reason):
+            // Perhaps for an incarnation of the storage that moved on: asked again next time.
+            _ = knownIncarnations.withLock { $0.removeValue(forKey: spec.storage) }
             throw .invalid("node \(node) refused replica \(spec.member) of \(spec.partition): \(reason)")
         case .data: throw .invalid("node \(node) answered a replica creation with data")
         }

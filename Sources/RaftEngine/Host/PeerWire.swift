@@ -219,6 +219,7 @@ public enum PeerWire {
                 writer.u64(replica.member.rawValue)
                 writer.storageName(replica.storage)
                 writer.u8(replica.role.rawValue)
+                writer.u64(replica.incarnation?.rawValue ?? 0)
             }
             // Since membership changes: the entry's version and the start configuration.
             writer.u64(spec.routeVersion.term.rawValue)
@@ -232,6 +233,9 @@ public enum PeerWire {
         case .transferLeadership(_, let member):
             writer.u8(4)
             writer.u64(member.rawValue)
+        case .storageIncarnation(let storage):
+            writer.u8(7)
+            writer.storageName(storage)
         case .routes(let keys, let paths):
             writer.u8(6)
             writer.u16(UInt16(max(0, keys.count - 1)))
@@ -268,6 +272,12 @@ public enum PeerWire {
                 ? nil : try DecodeFailure.validating { () throws(IdentityError) in try PartitionKey(decoding: raw) }
             let kind = try reader.u8()
             if kind == 6 { return try routesRequest(first: partition, &reader) }
+            if kind == 7 {
+                guard partition == nil else { throw DecodeFailure("an incarnation request about a partition") }
+                let storage = try reader.storageName()
+                try reader.expectEnd()
+                return .storageIncarnation(storage)
+            }
             guard let partition else { throw DecodeFailure("a bulk request of kind \(kind) without a partition") }
             let request: BulkRequest
             switch kind {
@@ -299,7 +309,16 @@ public enum PeerWire {
                         throw DecodeFailure("unknown replica role \(rawRole)")
                     }
                     guard replicaMember != .none else { throw DecodeFailure("a replica with member 0") }
-                    replicas.append(RouteReplica(member: replicaMember, storage: replicaStorage, role: role))
+                    let raw = try reader.u64()
+                    let incarnation =
+                        raw == 0
+                        ? nil
+                        : try DecodeFailure.validating { () throws(IdentityError) in
+                            try StorageIncarnation(raw)
+                        }
+                    replicas.append(
+                        RouteReplica(
+                            member: replicaMember, storage: replicaStorage, role: role, incarnation: incarnation))
                 }
                 guard member != .none else { throw DecodeFailure("a replica with member 0") }
                 var spec = ReplicaSpec(

@@ -140,11 +140,23 @@ package struct ReplicaFactory {
         for item in loaded {
             // An entry (derived from committed changes) that no longer names this storage:
             // a change removed the replica and a crash came before it was marked leaving.
-            let unnamed = item.route.map { route in !route.replicas.contains { $0.storage == storageName } } ?? false
-            if unnamed && item.record.state == .active {
-                Logger(label: "raftd.host").notice(
-                    "replica \(item.record.key) on \(storageName) is not in its routing entry \(item.route!.version): a committed change removed it; its data is deleted"
-                )
+            // Or one it names on an older incarnation of this storage (the storage left and
+            // joined again): that data is not trusted, and goes.
+            let current = storage.metadata.identity.incarnation
+            let unnamed =
+                item.route.map { route in
+                    !route.replicas.contains { $0.storage == storageName && ($0.incarnation ?? current) == current }
+                } ?? false
+            if unnamed && item.record.state == .active, let route = item.route {
+                if let old = route.replicas.first(where: { $0.storage == storageName })?.incarnation {
+                    Logger(label: "raftd.host").notice(
+                        "replica \(item.record.key) on \(storageName) was created on incarnation \(old) of the storage, which is at \(current) now: its data is not trusted and is deleted"
+                    )
+                } else {
+                    Logger(label: "raftd.host").notice(
+                        "replica \(item.record.key) on \(storageName) is not in its routing entry \(route.version): a committed change removed it; its data is deleted"
+                    )
+                }
             }
             if item.record.state == .leaving || unnamed {
                 let machine: any StateMachine

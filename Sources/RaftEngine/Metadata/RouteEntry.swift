@@ -24,23 +24,33 @@ public struct RouteReplica: Hashable, Sendable, CustomStringConvertible {
     public let member: MemberID
     public let storage: StorageName
     public let role: ReplicaRole
+    /// The incarnation of the storage the replica was created on (nil: not recorded, for
+    /// a partition's first members and entries written before incarnations were): a
+    /// storage whose incarnation moved on no longer trusts the replica.
+    public let incarnation: StorageIncarnation?
 
-    public init(member: MemberID, storage: StorageName, role: ReplicaRole) {
+    public init(member: MemberID, storage: StorageName, role: ReplicaRole, incarnation: StorageIncarnation? = nil) {
         self.member = member
         self.storage = storage
         self.role = role
+        self.incarnation = incarnation
     }
 
-    public var description: String { "\(member)@\(storage)(\(role))" }
+    /// The same replica with another role.
+    func with(role: ReplicaRole) -> RouteReplica {
+        RouteReplica(member: member, storage: storage, role: role, incarnation: incarnation)
+    }
+
+    public var description: String { "\(member)@\(storage)\(incarnation.map { "/\($0)" } ?? "")(\(role))" }
 }
 
 /// A partition's routing entry: where its replicas are and who leads, as of `version`.
 ///
-/// Value encoding (version 1, big-endian):
+/// Value encoding (version 2, big-endian; version 1 had no incarnation and still decodes):
 ///
 /// ```
-/// 0x01 | term u64 | index u64 | leader u64 | count u16 |
-///      count x ( member u64 | role u8 | name length u8 | name bytes )
+/// 0x02 | term u64 | index u64 | leader u64 | count u16 |
+///      count x ( member u64 | role u8 | name length u8 | name bytes | incarnation u64 (0: none) )
 /// ```
 public struct RouteEntry: Hashable, Sendable {
     public let version: RouteVersion
@@ -55,7 +65,7 @@ public struct RouteEntry: Hashable, Sendable {
     /// a decoder allocate without limit.
     public static let maximumReplicas = 64
 
-    static let encodingVersion: UInt8 = 1
+    static let encodingVersion: UInt8 = 2
 
     /// No replicas, version (0, 0): a placeholder before a replica's entry is set.
     static let empty = try! RouteEntry(version: RouteVersion(term: .zero, index: .zero), replicas: [])
@@ -100,13 +110,17 @@ public struct RouteEntry: Hashable, Sendable {
             writer.u64(replica.member.rawValue)
             writer.u8(replica.role.rawValue)
             writer.storageName(replica.storage)
+            writer.u64(replica.incarnation?.rawValue ?? 0)
         }
         return writer.bytes
     }
 
     init(decoding bytes: [UInt8]) throws(DecodeFailure) {
         var reader = ByteReader(bytes)
-        try reader.expectVersion(Self.encodingVersion)
+        let encoding = try reader.u8()
+        guard encoding == 1 || encoding == Self.encodingVersion else {
+            throw DecodeFailure("unknown encoding version \(encoding), expected 1 or \(Self.encodingVersion)")
+        }
         let version = RouteVersion(term: Term(try reader.u64()), index: LogIndex(try reader.u64()))
         let leader = MemberID(try reader.u64())
         let count = Int(try reader.u16())
@@ -117,7 +131,14 @@ public struct RouteEntry: Hashable, Sendable {
             let roleCode = try reader.u8()
             guard let role = ReplicaRole(rawValue: roleCode) else { throw DecodeFailure("unknown role \(roleCode)") }
             let storage = try reader.storageName()
-            replicas.append(RouteReplica(member: member, storage: storage, role: role))
+            let raw = encoding == 1 ? 0 : try reader.u64()
+            let incarnation =
+                raw == 0
+                ? nil
+                : try DecodeFailure.validating { () throws(IdentityError) in
+                    try StorageIncarnation(raw)
+                }
+            replicas.append(RouteReplica(member: member, storage: storage, role: role, incarnation: incarnation))
         }
         try reader.expectEnd()
         // Stored entries were validated when written; a difference now is damage.

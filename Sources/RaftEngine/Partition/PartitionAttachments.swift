@@ -225,7 +225,7 @@ public final class PartitionAttachments: BulkService {
             }
         }
         switch request {
-        case .createReplica, .transferLeadership, .snapshotChunk, .routes:
+        case .createReplica, .transferLeadership, .snapshotChunk, .routes, .storageIncarnation:
             return .refused(
                 "replica creation, leadership transfers and snapshots are the host's, not the attachment service's")
         case .read(_, let id, let offset, let length):

@@ -79,12 +79,16 @@ public struct PartitionProvisioner: Sendable {
         }
         let member = MemberID(1)
         let others = mode == .raft ? peerStorages : []
-        let replicas =
-            [RouteReplica(member: member, storage: storage, role: .voter)]
-            + others.enumerated().map {
-                RouteReplica(member: MemberID(UInt64($0.offset + 2)), storage: $0.element, role: .voter)
-            }
+        var replicas: [RouteReplica] = []
         do {
+            // Each member records its storage's incarnation: a storage that leaves and
+            // rejoins no longer trusts it (docs/MEMBERSHIP.md).
+            for (offset, name) in ([storage] + others).enumerated() {
+                replicas.append(
+                    RouteReplica(
+                        member: MemberID(UInt64(offset + 1)), storage: name, role: .voter,
+                        incarnation: try await host.incarnation(of: name)))
+            }
             // The other members first: a leader elected before they exist would send to
             // nobody, and a partition missing a member on some node is worse than none.
             for replica in replicas.dropFirst() {

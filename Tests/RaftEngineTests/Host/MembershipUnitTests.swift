@@ -14,7 +14,7 @@ struct MembershipUnitTests {
         "A configuration change carries its context through the WAL codec; entries written before contexts existed decode as they were"
     )
     func confChangeContext() throws {
-        let context = PlacementContext.encode([(member: 7, storage: s2)])
+        let context = PlacementContext.encode([(member: 7, storage: s2, incarnation: .first)])
         let change = ConfChange([.addLearner(7)], context: context)
         let bytes = EntryCodec.encode(change)
         #expect(try EntryCodec.decodeConfChange(bytes) == change)
@@ -26,7 +26,10 @@ struct MembershipUnitTests {
         #expect(throws: HostError.self) { try EntryCodec.decodeConfChange(bytes.dropLast()) }
         #expect(throws: HostError.self) { try EntryCodec.decodeConfChange(oldBytes + [5]) }
         #expect(throws: HostError.self) { try EntryCodec.decodeConfChange(oldBytes + [0, 0]) }
-        #expect(PlacementContext.decode(context) == [7: s2])
+        #expect(
+            PlacementContext.decode(context) == [
+                7: RouteReplica(member: 7, storage: s2, role: .learner, incarnation: .first)
+            ])
         #expect(PlacementContext.decode([]) == [:])
         #expect(PlacementContext.decode([9, 9, 9]) == nil)
         #expect(PlacementContext.decode(context + [0]) == nil)
@@ -39,26 +42,25 @@ struct MembershipUnitTests {
         let start = try RouteEntry(
             version: RouteVersion(term: 0, index: 0), replicas: [RouteReplica(member: 1, storage: s1, role: .voter)])
         let v1 = RouteVersion(term: 1, index: 4)
-        let learner = try #require(start.applying(ConfState(voters: [1], learners: [4]), added: [4: s2], at: v1))
+        let added = RouteReplica(member: 4, storage: s2, role: .learner, incarnation: try StorageIncarnation(3))
+        let learner = try #require(start.applying(ConfState(voters: [1], learners: [4]), added: [4: added], at: v1))
         #expect(learner.version == v1)
-        #expect(
-            learner.replicas == [
-                RouteReplica(member: 1, storage: s1, role: .voter),
-                RouteReplica(member: 4, storage: s2, role: .learner),
-            ])
+        #expect(learner.replicas == [RouteReplica(member: 1, storage: s1, role: .voter), added])
         let promoted = try #require(
             learner.applying(ConfState(voters: [1, 4]), added: [:], at: RouteVersion(term: 1, index: 6)))
         #expect(promoted.replicas.allSatisfy { $0.role == .voter })
         // Joint: the outgoing voter still votes until the joint configuration is left.
         let joint = try #require(
             promoted.applying(
-                ConfState(voters: [4, 9], votersOutgoing: [1, 4], learners: []), added: [9: s3],
+                ConfState(voters: [4, 9], votersOutgoing: [1, 4], learners: []),
+                added: [9: RouteReplica(member: 9, storage: s3, role: .learner)],
                 at: RouteVersion(term: 2, index: 9)))
         #expect(joint.replicas.map(\.member) == [1, 4, 9] && joint.replicas.allSatisfy { $0.role == .voter })
         let left = try #require(
             joint.applying(ConfState(voters: [4, 9]), added: [:], at: RouteVersion(term: 2, index: 10)))
         #expect(left.replicas.map(\.member) == [4, 9])
         #expect(left.replicas.map(\.storage) == [s2, s3])
+        #expect(left.replicas[0].incarnation == (try StorageIncarnation(3)), "the incarnation stays with the member")
         // A member no context names has no storage: no entry is derived (none is invented,
         // and none leaves it out).
         #expect(
@@ -83,7 +85,7 @@ struct MembershipUnitTests {
             partition: key, member: 12, storage: s2,
             replicas: [
                 RouteReplica(member: 1, storage: s1, role: .voter),
-                RouteReplica(member: 12, storage: s2, role: .learner),
+                RouteReplica(member: 12, storage: s2, role: .learner, incarnation: try StorageIncarnation(2)),
             ])
         spec.routeVersion = RouteVersion(term: 3, index: 12)
         spec.startConf = ConfState(voters: [1])
