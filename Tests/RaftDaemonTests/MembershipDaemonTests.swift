@@ -50,6 +50,27 @@ extension DaemonClusterTests {
         return try #require(cluster.endpoints.firstIndex(of: address))
     }
 
+    /// Three running nodes whose partitions start with `initialReplicas` members, and one
+    /// repository at `path` with its first commit.
+    static func clusterWithRepository(
+        initialReplicas: Int, path: String
+    ) async throws -> (
+        ProcessCluster, RaftClient, CommitChain, Branch, key: String, nodes: [Raftd_V1_NodeInfo]
+    ) {
+        let binary = raftdBinary()
+        try #require(FileManager.default.isExecutableFile(atPath: binary), "build raftd first (swift build)")
+        let cluster = try ProcessCluster(binary: binary, initialReplicas: initialReplicas)
+        try cluster.startAll()
+        try await cluster.waitAllReady()
+        let client = try cluster.client(deadline: .seconds(60))
+        let chain = try CommitChain(length: 4, directory: cluster.directory + "/chain")
+        let branch = Branch(path: path)
+        _ = try await client.createRepository(branch.path)
+        try await Self.advance(branch, chain, client)
+        let key = try await client.partition(relativePath: branch.path).partitionKey
+        return (cluster, client, chain, branch, key, try await client.clusterInfo().nodes)
+    }
+
     static func runRaftd(_ cluster: ProcessCluster, _ arguments: [String]) throws -> String {
         let (status, output) = ProcessCluster.run(
             cluster.binary, arguments + ["--endpoints", cluster.endpoints[0], "--token-file", cluster.tokenFile])
@@ -199,20 +220,12 @@ extension DaemonClusterTests {
         "Daemon: a replica removed while its node is down deletes its data when the node comes back; a learner never leads, even when every voter is down"
     )
     func offlineRemovalAndLearners() async throws {
-        let binary = raftdBinary()
-        try #require(FileManager.default.isExecutableFile(atPath: binary), "build raftd first (swift build)")
-        let cluster = try ProcessCluster(binary: binary, initialReplicas: 3)
-        defer { cluster.stopAll() }
-        try cluster.startAll()
-        try await cluster.waitAllReady()
-        let client = try cluster.client(deadline: .seconds(60))
-        defer { client.close() }
-        let chain = try CommitChain(length: 4, directory: cluster.directory + "/chain")
-        let branch = Branch(path: "offline/repo.git")
-        _ = try await client.createRepository(branch.path)
-        try await Self.advance(branch, chain, client)
-        let key = try await client.partition(relativePath: branch.path).partitionKey
-        let nodes = try await client.clusterInfo().nodes
+        let (cluster, client, chain, branch, key, nodes) = try await Self.clusterWithRepository(
+            initialReplicas: 3, path: "offline/repo.git")
+        defer {
+            client.close()
+            cluster.stopAll()
+        }
         var route = try await client.route(key: key)
         let victim = try #require(route.replicas.first { $0.memberID != route.leaderMember })
         let victimIndex = try Self.index(of: victim.nodeID, in: nodes, cluster)
@@ -254,20 +267,13 @@ extension DaemonClusterTests {
         "Daemon: a storage that left and rejoins gets a new incarnation; the replica it held under the old one is deleted at start and is not re-created; a new one is added"
     )
     func rejoinedStorage() async throws {
-        let binary = raftdBinary()
-        try #require(FileManager.default.isExecutableFile(atPath: binary), "build raftd first (swift build)")
-        let cluster = try ProcessCluster(binary: binary, initialReplicas: 1)
-        defer { cluster.stopAll() }
-        try cluster.startAll()
-        try await cluster.waitAllReady()
-        let client = try cluster.client(deadline: .seconds(60))
-        defer { client.close() }
-        let chain = try CommitChain(length: 4, directory: cluster.directory + "/chain")
-        let branch = Branch(path: "rejoin/repo.git")
-        _ = try await client.createRepository(branch.path)
-        try await Self.advance(branch, chain, client)
-        let key = try await client.partition(relativePath: branch.path).partitionKey
-        let nodes = try await client.clusterInfo().nodes
+        let (cluster, client, chain, branch, key, nodes) = try await Self.clusterWithRepository(
+            initialReplicas: 1, path: "rejoin/repo.git")
+        defer {
+            client.close()
+            cluster.stopAll()
+        }
+        let binary = cluster.binary
         let route = try await client.route(key: key)
         let home = try Self.index(of: try #require(route.replicas.first?.nodeID), in: nodes, cluster)
         let other = (home + 1) % 3

@@ -118,13 +118,7 @@ enum PlacementContext {
             for _ in 0..<count {
                 let member = MemberID(try reader.u64())
                 let storage = try reader.storageName()
-                let raw = try reader.u64()
-                let incarnation =
-                    raw == 0
-                    ? nil
-                    : try DecodeFailure.validating { () throws(IdentityError) in
-                        try StorageIncarnation(raw)
-                    }
+                let incarnation = try reader.optionalIncarnation()
                 out[member] = RouteReplica(member: member, storage: storage, role: .learner, incarnation: incarnation)
             }
             try reader.expectEnd()

@@ -309,13 +309,7 @@ public enum PeerWire {
                         throw DecodeFailure("unknown replica role \(rawRole)")
                     }
                     guard replicaMember != .none else { throw DecodeFailure("a replica with member 0") }
-                    let raw = try reader.u64()
-                    let incarnation =
-                        raw == 0
-                        ? nil
-                        : try DecodeFailure.validating { () throws(IdentityError) in
-                            try StorageIncarnation(raw)
-                        }
+                    let incarnation = try reader.optionalIncarnation()
                     replicas.append(
                         RouteReplica(
                             member: replicaMember, storage: replicaStorage, role: role, incarnation: incarnation))

@@ -33,6 +33,13 @@ struct ByteReader {
 
     mutating func u64() throws(DecodeFailure) -> UInt64 { try integer(8) }
 
+    /// A storage incarnation written as u64, 0 for none.
+    mutating func optionalIncarnation() throws(DecodeFailure) -> StorageIncarnation? {
+        let raw = try u64()
+        guard raw != 0 else { return nil }
+        return try DecodeFailure.validating { () throws(IdentityError) in try StorageIncarnation(raw) }
+    }
+
     /// The next `count` bytes (a copy, indexed from 0).
     mutating func take(_ count: Int) throws(DecodeFailure) -> [UInt8] {
         try need(count)

@@ -131,13 +131,7 @@ public struct RouteEntry: Hashable, Sendable {
             let roleCode = try reader.u8()
             guard let role = ReplicaRole(rawValue: roleCode) else { throw DecodeFailure("unknown role \(roleCode)") }
             let storage = try reader.storageName()
-            let raw = encoding == 1 ? 0 : try reader.u64()
-            let incarnation =
-                raw == 0
-                ? nil
-                : try DecodeFailure.validating { () throws(IdentityError) in
-                    try StorageIncarnation(raw)
-                }
+            let incarnation = encoding == 1 ? nil : try reader.optionalIncarnation()
             replicas.append(RouteReplica(member: member, storage: storage, role: role, incarnation: incarnation))
         }
         try reader.expectEnd()
