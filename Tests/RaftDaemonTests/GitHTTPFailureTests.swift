@@ -242,8 +242,8 @@ extension GitHTTPTests {
         #expect(colon.status == 400 || colon.status == 307, "\(colon.status)")
         if colon.status == 400 { #expect(String(decoding: colon.body, as: UTF8.self).contains("':'")) }
 
-        // Tickets: a follower's redirect carries one, good for that repository only (pushes,
-        // and the clones and fetches a node without a replica redirects).
+        // Push tickets: a follower's redirect carries one, good for pushes to that
+        // repository only (a fetch ticket, from a node without a replica, has its own label).
         let follower = (node + 1) % 3
         let location = try rawLocation(
             cluster.gitEndpoints[follower], "/\(path)/info/refs?service=git-receive-pack", token: Self.token(cluster))
@@ -255,9 +255,9 @@ extension GitHTTPTests {
         #expect(
             try httpRequest(endpoint, "GET", "\(ticketPrefix)/\(path)/info/refs?service=git-receive-pack").status == 200
         )
-        // Fetches of it too; not another repository, nor with a forged MAC.
+        // Not for fetches, another repository, or a forged MAC.
         #expect(
-            try httpRequest(endpoint, "GET", "\(ticketPrefix)/\(path)/info/refs?service=git-upload-pack").status == 200)
+            try httpRequest(endpoint, "GET", "\(ticketPrefix)/\(path)/info/refs?service=git-upload-pack").status == 401)
         #expect(
             try httpRequest(endpoint, "GET", "\(ticketPrefix)/refuse/a:b.git/info/refs?service=git-receive-pack").status
                 == 401)

@@ -111,6 +111,11 @@ extension DaemonClusterTests {
             let run = try runGit(
                 GitHTTPTests.auth(cluster) + ["ls-remote", GitHTTPTests.url(cluster, node, branches[0].path)], in: "/")
             #expect(run.ok && run.output.contains(chain.commits[0]), "ls-remote at node \(node): \(run)")
+            // With credentials in the URL git is challenged first (401) and keeps its base
+            // URL after the redirect: its POST is relayed to a node with a replica.
+            let url = "http://raftd:\(GitHTTPTests.token(cluster))@\(cluster.gitEndpoints[node])/\(branches[0].path)"
+            let clone = try runGit(["clone", "-q", "--mirror", url, cluster.directory + "/clone\(node)"], in: "/")
+            #expect(clone.ok, "clone from node \(node): \(clone.errors)")
         }
 
         let stop = StopFlag()

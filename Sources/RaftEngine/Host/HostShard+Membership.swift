@@ -19,6 +19,8 @@ public struct RouteView: Sendable, Hashable {
     public var lastIndex: LogIndex = .zero
     /// The index `members` is as of (the answering replica handed out entries through it).
     public var configIndex: LogIndex = .zero
+    /// The learners of that configuration.
+    public var learners: [MemberID] = []
     /// The answering replica knows its entry misses members (it waits for a peer's).
     public var stale = false
 
@@ -179,6 +181,7 @@ extension HostShard {
         view.initialConf = r.initialConf
         view.lastIndex = r.stableLog.lastIndex
         view.configIndex = r.handedOut
+        view.learners = (conf.learners + conf.learnersNext).sorted()
         view.stale = r.routeStale
         if let node = r.node {
             view.leader = node.leader
@@ -205,10 +208,13 @@ extension HostShard {
     /// the member yet), a committed change removed it while it was away: it retires.
     func adopt(_ view: RouteView) {
         for r in replicas[view.replica.partition] ?? [] where r.retirePending == nil {
-            guard r.route.version < view.route.version || (r.routeStale && !view.stale) else { continue }
+            let newer = r.route.version < view.route.version
+            // A replica whose entry is incomplete takes a complete one of the same version.
+            guard newer || (r.routeStale && !view.stale && r.route.version == view.route.version) else { continue }
             let named = view.route.replicas.contains { $0.member == r.key.member && $0.storage == r.storageName }
             if !named {
-                if !view.members.contains(r.key.member) && view.configIndex.rawValue >= r.key.member.rawValue
+                if newer && !view.stale && !view.members.contains(r.key.member)
+                    && view.configIndex.rawValue >= r.key.member.rawValue
                     && view.configIndex >= view.route.version.index
                 {
                     retire(r, "the routing entry at \(view.route.version) no longer names it")

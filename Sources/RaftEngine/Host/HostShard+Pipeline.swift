@@ -287,8 +287,11 @@ extension HostShard {
         updateMembers(r, meta.confState)
         // The snapshot carries the configuration, not the storages: an entry that does not
         // place every member is fetched from a peer at the next audit.
-        let members = Set(meta.confState.voters + meta.confState.votersOutgoing + meta.confState.learners)
-        if Set(r.route.replicas.map(\.member)) != members.union(meta.confState.learnersNext) { r.routeStale = true }
+        let voters = Set(meta.confState.voters + meta.confState.votersOutgoing)
+        let learners = Set(meta.confState.learners + meta.confState.learnersNext).subtracting(voters)
+        let routeVoters = Set(r.route.replicas.filter { $0.role == .voter }.map(\.member))
+        let routeLearners = Set(r.route.replicas.filter { $0.role == .learner }.map(\.member))
+        if routeVoters != voters || routeLearners != learners { r.routeStale = true }
         appliedUpdates[r.storageSlot][r.group] = AppliedUpdate(index: meta.index, confState: meta.confState)
         var job = ApplyJob(target: r.applyTarget, entries: [], through: meta.index)
         job.kind = .finishInstall(meta)
@@ -380,6 +383,12 @@ extension HostShard {
     private func routeChanged(_ r: Replica, by change: ConfChange, at entry: Entry, to state: ConfState) {
         let version = RouteVersion(term: entry.term, index: entry.index)
         guard r.route.version < version else { return }
+        // Decided by the configuration alone (whether or not an entry can be derived): a
+        // change past this replica's entry that leaves it out removed it.
+        if !(state.voters + state.votersOutgoing + state.learners + state.learnersNext).contains(r.key.member) {
+            // This replica left the group: it stops here; the host deletes its data.
+            r.removedAt = entry.index
+        }
         let added = PlacementContext.decode(change.context) ?? [:]
         // A member this replica cannot place (its entry missed a change that a snapshot
         // covered): no entry is derived at this version; a peer's complete one is fetched.
@@ -389,12 +398,6 @@ extension HostShard {
         }
         r.route = next
         r.routeStale = false
-        if r.route.replicas.contains(where: { $0.member == r.key.member && $0.storage == r.storageName }) == false,
-            !(state.voters + state.votersOutgoing + state.learners + state.learnersNext).contains(r.key.member)
-        {
-            // This replica left the group: it stops here; the host deletes its data.
-            r.removedAt = entry.index
-        }
     }
 
     /// Keeps the member-to-node table in step with the configuration and the routing

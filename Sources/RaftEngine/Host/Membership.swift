@@ -88,10 +88,11 @@ public struct MembershipResult: Sendable, Hashable {
 /// Where the members a change adds live: the change's context, so that every replica
 /// derives the same routing entry from the committed entry.
 ///
-/// Encoding (version 1, big-endian): `0x01 | count u8 | count x ( member u64 | storage |
+/// Encoding (version 2, big-endian): `0x02 | count u8 | count x ( member u64 | storage |
 /// incarnation u64 )`, storage as `name length u8 | name`, incarnation 0 when unknown.
+/// Version 1 (no incarnation) still decodes.
 enum PlacementContext {
-    static let version: UInt8 = 1
+    static let version: UInt8 = 2
 
     static func encode(
         _ additions: [(member: MemberID, storage: StorageName, incarnation: StorageIncarnation?)]
@@ -112,13 +113,14 @@ enum PlacementContext {
         guard !bytes.isEmpty else { return [:] }
         var reader = ByteReader(bytes)
         do throws(DecodeFailure) {
-            try reader.expectVersion(version)
+            let encoding = try reader.u8()
+            guard encoding == 1 || encoding == version else { return nil }
             let count = Int(try reader.u8())
             var out: [MemberID: RouteReplica] = [:]
             for _ in 0..<count {
                 let member = MemberID(try reader.u64())
                 let storage = try reader.storageName()
-                let incarnation = try reader.optionalIncarnation()
+                let incarnation = encoding == 1 ? nil : try reader.optionalIncarnation()
                 out[member] = RouteReplica(member: member, storage: storage, role: .learner, incarnation: incarnation)
             }
             try reader.expectEnd()

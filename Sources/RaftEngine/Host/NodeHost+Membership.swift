@@ -1,10 +1,6 @@
 import Logging
 import RaftConsensus
 
-#if canImport(Glibc)
-    import Glibc
-#endif
-
 /// Membership changes as whole operations: each call checks, proposes, waits for the commit
 /// (with a deadline) and reports the outcome; an addition creates the new replica on its
 /// storage's node (the join) and is rolled back when that fails. Only the partition's
@@ -94,8 +90,10 @@ extension NodeHost {
     /// voter's: a voter whose replica lost its data must not come back empty (it could
     /// help elect a leader without committed entries); the operator replaces it.
     func reconcileJoins(_ views: [RouteView]) async {
-        for view in views where view.leader == view.replica.member {
-            for replica in view.route.replicas where replica.member != view.replica.member && replica.role == .learner {
+        for view in views where view.leader == view.replica.member && !view.stale {
+            // Learners of the leader's live configuration, not of its entry's roles.
+            for replica in view.route.replicas
+            where replica.member != view.replica.member && view.learners.contains(replica.member) {
                 guard (view.matchIndex[replica.member] ?? .zero) == .zero else { continue }
                 do {
                     try await join(view.replica.partition, member: replica.member, storage: replica.storage, view: view)
@@ -352,9 +350,7 @@ extension NodeHost {
                             // Leaders with a member that never answered: joins to redo.
                             let silent =
                                 view.leader == view.replica.member
-                                && view.route.replicas.contains {
-                                    $0.role == .learner && (view.matchIndex[$0.member] ?? .zero) == .zero
-                                }
+                                && view.learners.contains { (view.matchIndex[$0] ?? .zero) == .zero }
                             if onlyUnled && view.leader != .none && !silent && !view.stale { continue }
                             out.append(view)
                         }
@@ -366,7 +362,9 @@ extension NodeHost {
         }
         let led = local.filter { $0.leader == $0.replica.member }
         var byNode: [NodeID: [PartitionKey]] = [:]
-        for view in local where view.leader != view.replica.member {
+        // A leader compares its entry too when it knows it is incomplete (a snapshot covered
+        // a change): it cannot retire (it is in its configuration), only adopt.
+        for view in local where view.leader != view.replica.member || view.stale {
             // A group whose only voter is this replica has nobody to ask.
             for node in nodes(of: view.route) { byNode[node, default: []].append(view.replica.partition) }
         }
@@ -395,24 +393,30 @@ extension NodeHost {
         return local.count
     }
 
+    /// Compares this node's replica of `partition` with every peer's view of it (as the
+    /// audit does for many), adopting a newer entry or retiring a replica it shows removed.
+    func auditPartition(_ partition: PartitionKey) async {
+        var newest: RouteView?
+        for node in cluster.nodes where node != nodeID {
+            guard let views = try? await peerRouteViews([partition], at: node), let view = views.first else { continue }
+            if newest.map({ $0.route.version < view.route.version }) ?? true { newest = view }
+        }
+        guard let newest else { return }
+        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+            let ok = workers[shardIndex(partition)].offer(.request(.adoptRoutes([newest]) { continuation.resume() }))
+            if !ok { continuation.resume() }
+        }
+    }
+
     // MARK: - Retired replicas
 
     /// Deletes the data of a replica that left its group: recorded as leaving first (a
     /// restart finishes the deletion), then its repositories and directory, its log, and
     /// its registration. Runs on the retirer thread.
     func deleteRetired(_ item: RetiredReplica) {
+        // A WAL unit parked by a full disk and submitted after the removal drops the
+        // replica's writes (the WAL remembers removed groups): the group is not recreated.
         let storage = storages[item.storageSlot]
-        // A WAL unit refused for now (a full disk) and parked may still hold writes of the
-        // replica: its log is removed only after parked units went in (they are queued
-        // before the removal then, and the WAL keeps their order).
-        var waited = 0
-        while parkedUnits.withLock({ !$0.isEmpty }) && !stopped.load(ordering: .relaxed) {
-            if waited % 100 == 0 {
-                logger.warning("the deletion of \(item.key) waits for WAL units parked by a full or busy disk")
-            }
-            waited += 1
-            usleep(100_000)
-        }
         do {
             try item.deleteData(in: storage)
             retiredCount.wrappingAdd(1, ordering: .relaxed)

@@ -348,23 +348,10 @@ public final class NodeHost: FrameReceiver, @unchecked Sendable {
         }
         if let status = try? await status(of: spec.partition) {
             if status.replica.member == spec.member { return .stored }
-            // A replica removed while this node was away (the joining member's entry is
-            // newer and does not name it) retires now; the joiner retries.
-            if spec.routeVersion.index > .zero,
-                let route = try? RouteEntry(version: spec.routeVersion, replicas: spec.replicas)
-            {
-                var view = RouteView(
-                    route: route, members: route.replicas.map(\.member), leader: .none, term: .zero, commit: .zero,
-                    replica: ReplicaKey(partition: spec.partition, member: spec.member))
-                // The leader derives an entry only when it places every member: its members
-                // are the configuration as of its version.
-                view.configIndex = spec.routeVersion.index
-                await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
-                    let ok = workers[shardIndex(spec.partition)].offer(
-                        .request(.adoptRoutes([view]) { continuation.resume() }))
-                    if !ok { continuation.resume() }
-                }
-            }
+            // Perhaps a replica removed while this node was away: its peers' entries and
+            // configurations (never the asking node's word alone) decide; if they show the
+            // removal, it retires and the joiner's retry succeeds.
+            await auditPartition(spec.partition)
             return .refused(
                 "\(spec.partition) has member \(status.replica.member) here, not \(spec.member) (a removed replica is retired first; retry)"
             )

@@ -59,13 +59,10 @@ extension MetadataStore {
                 var reverse = ByteWriter(version: 1)
                 reverse.append(replica.key.encoded)
                 try txn.set(databases.groups, Self.groupKey(record.group), reverse.bytes)
-                if let stored = try Self.storedRoute(txn, databases, replica.key),
-                    !(stored.version < replica.route.version)
-                {
-                    // Another replica of the partition on this storage recorded it: keep it.
-                } else {
-                    try txn.set(databases.routes, replica.key.encoded, replica.route.encoded)
-                }
+                // No replica of the partition is registered here (refused above): a stored
+                // entry is a removed replica's leftover, or another partition's that had the
+                // same key before its authority was re-initialized; the new replica's wins.
+                try txn.set(databases.routes, replica.key.encoded, replica.route.encoded)
                 try txn.set(databases.confStates, Self.groupKey(record.group), replica.confState.encoded)
                 try txn.set(
                     databases.confStates, Self.initialConfKey(record.group),

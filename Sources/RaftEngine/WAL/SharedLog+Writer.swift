@@ -253,7 +253,8 @@ extension SharedLog {
         for request in requests {
             defer { packing.remainingBound -= request.size }
             switch request.operation {
-            case .writes(let writes):
+            case .writes(let all):
+                let writes = removedGroups.isEmpty ? all : all.filter { !removedGroups.contains($0.group) }
                 if let refusal = validate(writes) {
                     request.completion(.failure(refusal))
                     continue
@@ -289,6 +290,7 @@ extension SharedLog {
                     continue
                 }
                 shadow[group] = nil
+                removedGroups.insert(group)
                 attach(request, to: packing, orLater: &noRecords)
             case .collectGarbage:
                 compactionPending = true

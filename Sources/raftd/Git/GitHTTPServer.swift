@@ -80,7 +80,7 @@ final class GitGate: Sendable {
         let parsed = parse(head, uri: uri)
         guard case .success(var request) = parsed else { return parsed }
         if let ticket {
-            guard valid(ticket, for: request.repository) else {
+            guard valid(ticket, for: request.repository, request.service) else {
                 service.counters.unauthorized.add(1, ordering: .relaxed)
                 return .failure(
                     GitServiceError(
@@ -110,30 +110,37 @@ final class GitGate: Sendable {
     /// carry credentials to another host:port on a redirect, so the follower, having
     /// authenticated the client, vouches for it. The ticket is an HMAC under the cluster's
     /// shared secret of the repository and an expiry (30 minutes, never extended: a redirect
-    /// of a ticketed request keeps its expiry), good only for that repository. A node with
-    /// no replica of a repository redirects its clones and fetches the same way.
+    /// of a ticketed request keeps its expiry), good only for pushes to that repository. A
+    /// node with no replica of a repository redirects its clones and fetches the same way,
+    /// with a fetch ticket (another label under the MAC: not good for pushes).
     /// Nodes' clocks may differ by up to a minute.
     static let ticketPrefix = "/+push/"
     static let ticketSeconds = 1_800
 
     /// A ticket for `repository`, expiring at `expiry` (nil: ticketSeconds from now).
-    func ticket(for repository: RelativePath, expiry given: Int?) -> String {
+    func ticket(for repository: RelativePath, service: GitRequest.Service, expiry given: Int?) -> String {
         let expiry = given ?? Int(Date().timeIntervalSince1970) + Self.ticketSeconds
-        return "\(Self.ticketPrefix)\(expiry)/\(mac(repository, expiry))"
+        return "\(Self.ticketPrefix)\(expiry)/\(mac(repository, service, expiry))"
     }
 
-    private func mac(_ repository: RelativePath, _ expiry: Int) -> String {
-        let configuration = service.server.configuration
-        let key = SymmetricKey(data: configuration.secret)
-        let message = Array("raftd git push ticket|\(configuration.clusterID)|\(expiry)|\(repository.rawValue)".utf8)
+    /// A push ticket keeps the label it always had; a fetch ticket (a node without a replica
+    /// redirecting a clone) has its own, so neither is good for the other.
+    private func mac(_ repository: RelativePath, _ service: GitRequest.Service, _ expiry: Int) -> String {
+        let configuration = service == .receivePack ? "push" : "fetch"
+        let server = self.service.server.configuration
+        let key = SymmetricKey(data: server.secret)
+        let message = Array(
+            "raftd git \(configuration) ticket|\(server.clusterID)|\(expiry)|\(repository.rawValue)".utf8)
         return HMAC<Crypto.SHA256>.authenticationCode(for: message, using: key).prefix(16)
             .map { String($0, radix: 16).count == 1 ? "0" + String($0, radix: 16) : String($0, radix: 16) }.joined()
     }
 
-    private func valid(_ ticket: (expiry: Int, mac: String), for repository: RelativePath) -> Bool {
+    private func valid(
+        _ ticket: (expiry: Int, mac: String), for repository: RelativePath, _ service: GitRequest.Service
+    ) -> Bool {
         let now = Int(Date().timeIntervalSince1970)
         guard ticket.expiry >= now, ticket.expiry <= now + Self.ticketSeconds + 60 else { return false }
-        return constantTimeEqual(Array(mac(repository, ticket.expiry).utf8), Array(ticket.mac.utf8))
+        return constantTimeEqual(Array(mac(repository, service, ticket.expiry).utf8), Array(ticket.mac.utf8))
     }
 
     private func parse(_ head: HTTPRequestHead, uri: String) -> Result<GitRequest, GitServiceError> {

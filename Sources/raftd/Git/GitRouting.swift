@@ -1,4 +1,5 @@
 import RaftEngine
+import RaftTransport
 
 /// Repositories this node holds no replica of: their partition's nodes are found through
 /// the peers' routing entries (`NodeHost.lookupRoute(path:)`), and the client is sent
@@ -7,25 +8,35 @@ import RaftEngine
 /// credentials to another host:port.
 extension GitService {
     func redirectToReplica(_ request: GitRequest) -> GitServiceError? {
-        guard case .advertisement(let service) = request.kind, request.storage == nil else { return nil }
+        guard case .advertisement(let service) = request.kind, let hop = replicaElsewhere(request) else { return nil }
+        counters.redirects.add(1, ordering: .relaxed)
+        return GitServiceError(
+            status: .temporaryRedirect,
+            message: "no replica of \(request.repository) on this node: node \(hop.name) holds one",
+            headers: [
+                (
+                    "Location",
+                    "http://\(hop.address)\(hop.ticket)\(request.encodedPath)/info/refs?service=\(service.rawValue)"
+                )
+            ])
+    }
+
+    /// The Git address of a node holding a replica of the request's repository (its leader
+    /// for pushes; the leader or any replica for fetches), and a ticket for the request's
+    /// service; nil when this node knows none (or the request names a storage).
+    func replicaElsewhere(_ request: GitRequest) -> (name: String, address: PeerAddress, ticket: String)? {
+        guard request.storage == nil else { return nil }
         let host = server.host
         let path = request.repository
         guard let view = blocking({ await host.lookupRoute(path: path) }) else { return nil }
-        // Pushes go to the leader; fetches to the leader when one is known, else to any
-        // replica (each serves clones).
         let replicas = view.route.replicas
-        let chosen = replicas.first { $0.member == view.leader } ?? (service == .uploadPack ? replicas.first : nil)
-        guard let chosen, let node = host.cluster.node(serving: chosen.storage), node != server.configuration.nodeID,
+        let leader = replicas.first { $0.member == view.leader }
+        guard let chosen = leader ?? (request.service == .uploadPack ? replicas.first : nil),
+            let node = host.cluster.node(serving: chosen.storage), node != server.configuration.nodeID,
             let peer = server.configuration.peers.first(where: { $0.id == node }), let address = peer.gitAddress
         else { return nil }
-        counters.redirects.add(1, ordering: .relaxed)
-        let ticket = gate.withLock { $0 }?.ticket(for: path, expiry: request.ticketExpiry) ?? ""
-        return GitServiceError(
-            status: .temporaryRedirect,
-            message: "no replica of \(path) on this node: node \(peer.name) holds one",
-            headers: [
-                ("Location", "http://\(address)\(ticket)\(request.encodedPath)/info/refs?service=\(service.rawValue)")
-            ]
-        )
+        let ticket =
+            gate.withLock { $0 }?.ticket(for: path, service: request.service, expiry: request.ticketExpiry) ?? ""
+        return (peer.name, address, ticket)
     }
 }

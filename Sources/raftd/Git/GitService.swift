@@ -143,7 +143,20 @@ final class GitService: Sendable {
     func serve(_ request: GitRequest, body: String?, responder: GitResponder) {
         var status: UInt = 200
         do throws(GitServiceError) {
-            let target = try locate(request)
+            let target: Target
+            do {
+                target = try locate(request)
+            } catch {
+                // git posts to the URL it started from when its first request's redirect
+                // came after a 401: relayed to a node that holds a replica.
+                guard case .rpc = request.kind, let hop = replicaElsewhere(request) else { throw error }
+                counters.relayed.add(1, ordering: .relaxed)
+                try GitRelay.forward(
+                    request, body: body, to: hop.address,
+                    path: "\(hop.ticket)\(request.encodedPath)/\(request.service.rawValue)", responder: responder)
+                counters.count(request.service, status: 200)
+                return
+            }
             switch request.kind {
             case .advertisement(let service):
                 try advertise(service, request, target, responder)
@@ -220,7 +233,10 @@ final class GitService: Sendable {
     ) throws(GitServiceError) {
         if service == .receivePack, let leader = try leader(request, target) {
             counters.redirects.add(1, ordering: .relaxed)
-            let ticket = gate.withLock { $0 }?.ticket(for: request.repository, expiry: request.ticketExpiry) ?? ""
+            let ticket =
+                gate.withLock { $0 }?.ticket(
+                    for: request.repository, service: .receivePack, expiry: request.ticketExpiry)
+                ?? ""
             throw GitServiceError(
                 status: .temporaryRedirect, message: "pushes go to the partition's leader, node \(leader.name)",
                 headers: [
@@ -350,7 +366,7 @@ final class GitService: Sendable {
             // git sends the push to the URL it started from when the redirect came after a
             // 401 (git 2.39 moves its base URL only on a first request's redirect): relay
             // it to the leader, which this node vouches for with a push ticket.
-            let ticket = gate.withLock { $0 }?.ticket(for: request.repository, expiry: nil) ?? ""
+            let ticket = gate.withLock { $0 }?.ticket(for: request.repository, service: .receivePack, expiry: nil) ?? ""
             counters.relayed.add(1, ordering: .relaxed)
             try GitRelay.forward(
                 request, body: body, to: leader.address,
