@@ -414,8 +414,12 @@ extension NodeHost {
     /// restart finishes the deletion), then its repositories and directory, its log, and
     /// its registration. Runs on the retirer thread.
     func deleteRetired(_ item: RetiredReplica) {
-        // A WAL unit parked by a full disk and submitted after the removal drops the
-        // replica's writes (the WAL remembers removed groups): the group is not recreated.
+        // From here on a WAL unit parked by a full disk and submitted again leaves this
+        // group's writes out (`appendWrites`): its removal is not undone.
+        retiredGroups.withLock { retired in
+            if retired.count < storages.count { retired += Array(repeating: [], count: storages.count - retired.count) }
+            retired[item.storageSlot].insert(item.group)
+        }
         let storage = storages[item.storageSlot]
         do {
             try item.deleteData(in: storage)

@@ -54,6 +54,11 @@ public final class NodeHost: FrameReceiver, @unchecked Sendable {
     let walRetries = Atomic<UInt64>(0)
     /// Replicas that left their group and whose data was deleted, since start.
     let retiredCount = Atomic<UInt64>(0)
+    /// Log groups of retired replicas, per storage slot: a WAL unit parked by a full disk and
+    /// submitted again after the group's removal leaves their writes out (they would
+    /// recreate the group). Checked and filled under this lock, so a unit is either queued
+    /// before the removal or filtered.
+    let retiredGroups = Mutex<[Set<GroupID>]>([])
     /// Peers' storages' incarnations as they answered (new partitions record them).
     let knownIncarnations = Mutex<[StorageName: StorageIncarnation]>([:])
     /// Replicas whose data was deleted after they left their group, since start (metrics).
@@ -467,7 +472,16 @@ public final class NodeHost: FrameReceiver, @unchecked Sendable {
     /// and submitted again on the next tick: backpressure, not failure; its replicas wait
     /// meanwhile, and no other write of theirs can overtake it (they take no Ready until it
     /// is durable). A refusal that means the host built a bad write is a bug: trap.
-    func appendWrites(_ writes: [GroupWrite], token: UInt64, slot: Int, worker: HostWorker) {
+    func appendWrites(_ all: [GroupWrite], token: UInt64, slot: Int, worker: HostWorker) {
+        retiredGroups.withLock { retired in
+            let writes =
+                retired.indices.contains(slot) && !retired[slot].isEmpty
+                ? all.filter { !retired[slot].contains($0.group) } : all
+            submitWrites(writes, token: token, slot: slot, worker: worker)
+        }
+    }
+
+    private func submitWrites(_ writes: [GroupWrite], token: UInt64, slot: Int, worker: HostWorker) {
         context.logs[slot].append(writes) { [self] result in
             if case .failure(let error) = result {
                 switch error.disposition {

@@ -253,8 +253,7 @@ extension SharedLog {
         for request in requests {
             defer { packing.remainingBound -= request.size }
             switch request.operation {
-            case .writes(let all):
-                let writes = removedGroups.isEmpty ? all : all.filter { !removedGroups.contains($0.group) }
+            case .writes(let writes):
                 if let refusal = validate(writes) {
                     request.completion(.failure(refusal))
                     continue
@@ -290,7 +289,6 @@ extension SharedLog {
                     continue
                 }
                 shadow[group] = nil
-                removedGroups.insert(group)
                 attach(request, to: packing, orLater: &noRecords)
             case .collectGarbage:
                 compactionPending = true

@@ -77,10 +77,6 @@ public final class SharedLog: @unchecked Sendable {
     var writeOffset = 0
     var nextBatchSequence: UInt64 = 1
     var shadow: [GroupID: ShadowState] = [:]
-    /// Groups removed since this log opened: a write for one that arrives later (a unit
-    /// parked by a full disk and submitted again after the removal) is dropped, never
-    /// recreating the group. Group IDs are never reused.
-    var removedGroups: Set<GroupID> = []
     var compactionPending = false
     /// A compaction round left work: run another after the next normal batch.
     var compactionOwed = false
