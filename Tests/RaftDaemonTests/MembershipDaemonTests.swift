@@ -247,8 +247,11 @@ extension DaemonClusterTests {
         try await eventually("the node that was down deleted the removed replica", within: 60) {
             !FileManager.default.fileExists(atPath: cluster.storagePath(victimIndex) + "/" + branch.path)
         }
-        let log = (try? String(contentsOfFile: cluster.logFile(victimIndex), encoding: .utf8)) ?? ""
-        #expect(log.contains("left its group"), "the node did not log the removal")
+        // Logged once the registry entry is gone too (just after the files).
+        try await eventually("the node logged the removal", within: 10) {
+            ((try? String(contentsOfFile: cluster.logFile(victimIndex), encoding: .utf8)) ?? "").contains(
+                "left its group")
+        }
 
         // The removed node gets a learner back; then both voters go down.
         let learner = try await client.addReplica(
@@ -298,8 +301,10 @@ extension DaemonClusterTests {
         try await eventually("the old incarnation's replica is deleted", within: 30) {
             !FileManager.default.fileExists(atPath: cluster.storagePath(other) + "/" + branch.path)
         }
-        let log = (try? String(contentsOfFile: cluster.logFile(other), encoding: .utf8)) ?? ""
-        #expect(log.contains("was created on incarnation i1"), "the node did not say why it deleted the replica")
+        try await eventually("the node said why it deleted the replica", within: 10) {
+            ((try? String(contentsOfFile: cluster.logFile(other), encoding: .utf8)) ?? "").contains(
+                "was created on incarnation i1")
+        }
         // The leader's audit does not re-create it there (the member names the old incarnation).
         try await Task.sleep(for: .seconds(3))
         #expect(!FileManager.default.fileExists(atPath: cluster.storagePath(other) + "/" + branch.path))
@@ -315,6 +320,61 @@ extension DaemonClusterTests {
             guard let refs = try? await client.listRefs(at: cluster.endpoints[other], read) else { return false }
             return refs.references.first { $0.name == "refs/heads/main" }?.oid == chain.commits[branch.position]
         }
+    }
+}
+
+extension DaemonClusterTests {
+    @Test(
+        "Daemon: a learner added to a partition whose log was compacted catches up by snapshot, then by log"
+    )
+    func learnerCatchesUpBySnapshot() async throws {
+        let binary = raftdBinary()
+        try #require(FileManager.default.isExecutableFile(atPath: binary), "build raftd first (swift build)")
+        let cluster = try ProcessCluster(binary: binary, initialReplicas: 1)
+        defer { cluster.stopAll() }
+        // A short retention window: the log is compacted after a few hundred writes.
+        for i in 0..<3 {
+            let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: cluster.configFile(i)))
+            try handle.seekToEnd()
+            try handle.write(contentsOf: Data("\n[log]\nretention_entries = 16\ncompaction_step_entries = 16\n".utf8))
+            try handle.close()
+        }
+        try cluster.startAll()
+        try await cluster.waitAllReady()
+        let client = try cluster.client(deadline: .seconds(60))
+        defer { client.close() }
+        let chain = try CommitChain(length: 4, directory: cluster.directory + "/chain")
+        let branch = Branch(path: "compacted/repo.git")
+        _ = try await client.createRepository(branch.path)
+        try await Self.advance(branch, chain, client)
+        let key = try await client.partition(relativePath: branch.path).partitionKey
+        let nodes = try await client.clusterInfo().nodes
+        let home = try Self.index(
+            of: try #require(try await client.route(key: key).replicas.first?.nodeID), in: nodes, cluster)
+        let written = try await Self.createReferences(
+            client, path: branch.path, oid: chain.commits[0], prefix: "before", count: 300, writers: 8)
+        try await eventually("the leader compacted its log", within: 60) {
+            let metrics = try LocalHTTP.get(cluster.httpEndpoints[home], "/metrics").body
+            return LocalHTTP.metric(metrics, "raftd_log_entries_compacted_total") >= 100
+        }
+        let other = (home + 1) % 3
+        let storage = try #require(nodes.first { $0.clientAddress == cluster.endpoints[other] }?.storages.first)
+        let added = try await client.addReplica(partition: key, storage: storage, waitCaughtUp: true)
+        _ = try await client.promoteReplica(partition: key, member: added.memberID)
+        let after = try await Self.createReferences(
+            client, path: branch.path, oid: chain.commits[0], prefix: "after", count: 50, writers: 4)
+        var read = Raftd_V1_ListRefsRequest()
+        read.repository.relativePath = branch.path
+        read.consistency = .staleAtLsn
+        read.minLsn = max(written, after)
+        try await eventually("the new replica applied LSN \(read.minLsn)", within: 60) {
+            guard let refs = try? await client.listRefs(at: cluster.endpoints[other], read) else { return false }
+            return refs.references.count == 351
+        }
+        let metrics = try LocalHTTP.get(cluster.httpEndpoints[other], "/metrics").body
+        #expect(
+            LocalHTTP.metric(metrics, "raftd_snapshots_total", label: "installed") >= 1,
+            "the learner caught up without a snapshot")
     }
 }
 
