@@ -1,7 +1,8 @@
 import RaftConsensus
 import RaftEngine
 
-/// Membership changes during faults: learners added on a free node and joined, promoted,
+/// Membership changes during faults, and the check of what every member applied:
+/// learners added on a free node and joined, promoted,
 /// swapped in for a voter by joint consensus, members removed; removed replicas retire.
 extension HostSimulator {
     /// The node whose replica leads `key`, with that replica's view.
@@ -150,5 +151,39 @@ extension HostSimulator {
         return best.route.replicas.compactMap { replica in
             names.firstIndex(of: replica.storage).map { ($0, replica.member) }
         }
+    }
+
+    /// State machine safety: replicas never apply different entries at one index; at the
+    /// end, every acknowledged write is applied by every member of its group's newest
+    /// configuration.
+    func checkApplied(final: Bool) -> String? {
+        for key in keys {
+            var seen: [LogIndex: [UInt8]] = [:]
+            let all = machines.machines(of: key)
+            for (node, replica, sm) in all {
+                if let v = sm.violations.first { return "\(key) \(replica) on node \(node): \(v)" }
+                for w in sm.writes {
+                    if let other = seen[w.index], other != w.data {
+                        return "\(key): replicas applied different entries at \(w.index)"
+                    }
+                    seen[w.index] = w.data
+                }
+            }
+            if final {
+                guard let members = finalMembers(key) else { return "\(key): no replica knows its members" }
+                for a in outcomes.acked where a.key == key {
+                    for (node, member) in members {
+                        guard
+                            let sm = machines.existing(node: node, replica: ReplicaKey(partition: key, member: member)),
+                            sm.writes.contains(where: { $0.index == a.index && $0.data == a.data })
+                        else {
+                            return
+                                "\(key): acknowledged write at \(a.index) is not applied by member \(member) on node \(node)"
+                        }
+                    }
+                }
+            }
+        }
+        return nil
     }
 }

@@ -144,8 +144,7 @@ public final class HostSimulator {
             clock: MonotonicClock { [clockBox] in clockBox.nanoseconds }, boot: node?.boot ?? boot, cluster: map)
         let machines = self.machines
         let f = ReplicaFactory(
-            context: context, cluster: map,
-            stateMachines: { replica, _, _ in machines.machine(node: slot, replica: replica) })
+            context: context, stateMachines: { replica, _, _ in machines.machine(node: slot, replica: replica) })
         return (context, f)
     }
 
@@ -461,40 +460,6 @@ public final class HostSimulator {
                     return "\(key): members \(other) and \(r.key.member) both led term \(n.term)"
                 }
                 leaders[key, default: [:]][n.term] = r.key.member
-            }
-        }
-        return nil
-    }
-
-    /// State machine safety: replicas never apply different entries at one index; at the
-    /// end, every acknowledged write is applied by every member of its group's newest
-    /// configuration.
-    func checkApplied(final: Bool) -> String? {
-        for key in keys {
-            var seen: [LogIndex: [UInt8]] = [:]
-            let all = machines.machines(of: key)
-            for (node, replica, sm) in all {
-                if let v = sm.violations.first { return "\(key) \(replica) on node \(node): \(v)" }
-                for w in sm.writes {
-                    if let other = seen[w.index], other != w.data {
-                        return "\(key): replicas applied different entries at \(w.index)"
-                    }
-                    seen[w.index] = w.data
-                }
-            }
-            if final {
-                guard let members = finalMembers(key) else { return "\(key): no replica knows its members" }
-                for a in outcomes.acked where a.key == key {
-                    for (node, member) in members {
-                        guard
-                            let sm = machines.existing(node: node, replica: ReplicaKey(partition: key, member: member)),
-                            sm.writes.contains(where: { $0.index == a.index && $0.data == a.data })
-                        else {
-                            return
-                                "\(key): acknowledged write at \(a.index) is not applied by member \(member) on node \(node)"
-                        }
-                    }
-                }
             }
         }
         return nil

@@ -118,6 +118,10 @@ enum EntryCodec {
 }
 
 extension ConfState {
+    /// Every member: voters of both majorities and learners (those of the next
+    /// configuration included), each once.
+    var members: Set<MemberID> { Set(voters + votersOutgoing + learners + learnersNext) }
+
     /// `member` is the only voter (not joint): it needs no votes but its own to lead.
     func hasOnlyVoter(_ member: MemberID) -> Bool { voters == [member] && votersOutgoing.isEmpty }
 

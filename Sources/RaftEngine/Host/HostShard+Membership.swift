@@ -64,18 +64,17 @@ extension HostShard {
     private func membershipChange(
         _ r: Replica, _ node: RawNode, _ conf: ConfState, _ edit: MembershipEdit
     ) -> Result<ConfChange, HostError> {
-        let all = Set(conf.voters + conf.votersOutgoing + conf.learners + conf.learnersNext)
+        let all = conf.members
         let last = node.logBounds.last
         switch edit {
         case .addLearner(let storage, let incarnation):
-            guard context.nodeSlot(serving: storage) != nil else {
+            guard let targetSlot = context.nodeSlot(serving: storage) else {
                 return .failure(.membership(.storageUnknown(storage)))
             }
             if let taken = r.route.replicas.first(where: { $0.storage == storage }) {
                 return .failure(.membership(.storageTaken(storage, member: taken.member)))
             }
-            let targetSlot = self.context.nodeSlot(serving: storage)
-            if let taken = r.route.replicas.first(where: { self.context.nodeSlot(serving: $0.storage) == targetSlot }) {
+            if let taken = r.route.replicas.first(where: { context.nodeSlot(serving: $0.storage) == targetSlot }) {
                 return .failure(.membership(.nodeTaken(storage, member: taken.member)))
             }
             guard r.stableLog.firstIndex > LogIndex(1) || r.initialConf != nil else {
@@ -86,7 +85,7 @@ extension HostShard {
             }
             // The new member's ID is the change's index: it must not be an ID the group
             // started with (1, 2, 3… at indices that low). Empty entries move past them.
-            let reserved = (all.union(r.route.replicas.map(\.member)).union(r.initialConf.map(allMembers) ?? [])).max()
+            let reserved = all.union(r.route.replicas.map(\.member)).union(r.initialConf?.members ?? []).max()
             var next = MemberID(last.next.rawValue)
             while let reserved, next <= reserved {
                 guard case .appended = node.propose([]) else {
@@ -134,10 +133,6 @@ extension HostShard {
         }
     }
 
-    private func allMembers(_ conf: ConfState) -> Set<MemberID> {
-        Set(conf.voters + conf.votersOutgoing + conf.learners + conf.learnersNext)
-    }
-
     /// How far `member` is behind the leader's last index; nil when it is caught up, the
     /// whole log when the leader has not heard from it.
     private func lag(of member: MemberID, _ node: RawNode) -> UInt64? {
@@ -176,7 +171,7 @@ extension HostShard {
         guard let r = replica(for: partition), r.retirePending == nil else { return nil }
         let conf = r.node?.confState ?? r.stableLog.confState
         var view = RouteView(
-            route: r.route, members: allMembers(conf).sorted(), leader: .none, term: .zero, commit: .zero,
+            route: r.route, members: conf.members.sorted(), leader: .none, term: .zero, commit: .zero,
             replica: r.key)
         view.initialConf = r.initialConf
         view.lastIndex = r.stableLog.lastIndex

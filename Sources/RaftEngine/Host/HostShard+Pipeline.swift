@@ -287,11 +287,7 @@ extension HostShard {
         updateMembers(r, meta.confState)
         // The snapshot carries the configuration, not the storages: an entry that does not
         // place every member is fetched from a peer at the next audit.
-        let voters = Set(meta.confState.voters + meta.confState.votersOutgoing)
-        let learners = Set(meta.confState.learners + meta.confState.learnersNext).subtracting(voters)
-        let routeVoters = Set(r.route.replicas.filter { $0.role == .voter }.map(\.member))
-        let routeLearners = Set(r.route.replicas.filter { $0.role == .learner }.map(\.member))
-        if routeVoters != voters || routeLearners != learners { r.routeStale = true }
+        if r.route.applying(meta.confState, added: [:], at: r.route.version) != r.route { r.routeStale = true }
         appliedUpdates[r.storageSlot][r.group] = AppliedUpdate(index: meta.index, confState: meta.confState)
         var job = ApplyJob(target: r.applyTarget, entries: [], through: meta.index)
         job.kind = .finishInstall(meta)
@@ -385,7 +381,7 @@ extension HostShard {
         guard r.route.version < version else { return }
         // Decided by the configuration alone (whether or not an entry can be derived): a
         // change past this replica's entry that leaves it out removed it.
-        if !(state.voters + state.votersOutgoing + state.learners + state.learnersNext).contains(r.key.member) {
+        if !state.members.contains(r.key.member) {
             // This replica left the group: it stops here; the host deletes its data.
             r.removedAt = entry.index
         }

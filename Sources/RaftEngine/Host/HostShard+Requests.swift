@@ -66,7 +66,7 @@ extension HostShard {
         case .success(let t): (r, node) = t
         }
         let conf = node.confState
-        let members = Set(conf.voters + conf.votersOutgoing + conf.learners + conf.learnersNext)
+        let members = conf.members
         guard conf.voters == [r.key.member], members.count == 1 else {
             return .failure(
                 .invalid(

@@ -257,7 +257,7 @@ public final class NodeHost: FrameReceiver, @unchecked Sendable {
         for (i, list) in perWorker.enumerated() where !list.isEmpty { workers[i].post(.add(list)) }
     }
 
-    var factory: ReplicaFactory { ReplicaFactory(context: context, cluster: cluster, stateMachines: stateMachines) }
+    var factory: ReplicaFactory { ReplicaFactory(context: context, stateMachines: stateMachines) }
 
     /// Loads every registered Raft replica dormant, as a follower that knows no leader.
     private func loadReplicas() throws(HostError) {
@@ -334,63 +334,6 @@ public final class NodeHost: FrameReceiver, @unchecked Sendable {
         }
         guard let service = context.bulk.current else { return .refused("node \(nodeID) serves no bulk data") }
         return await service.serve(request, from: node)
-    }
-
-    /// A peer's request to create this node's replica of a partition it minted.
-    private func createReplica(_ spec: ReplicaSpec, for node: NodeID) async -> BulkResponse {
-        // The node that minted the partition creates its first members; later members are
-        // created by the leader that added them (a join, with the current routing entry).
-        guard cluster.node(serving: spec.partition.authority) == node || spec.routeVersion.index > .zero else {
-            return .refused(
-                "node \(node) does not serve storage \(spec.partition.authority), the authority of \(spec.partition)")
-        }
-        guard context.storageNames.contains(spec.storage) else {
-            return .refused("storage \(spec.storage) is not served by node \(nodeID)")
-        }
-        for replica in spec.replicas where cluster.node(serving: replica.storage) == nil {
-            return .refused(
-                "member \(replica.member) is on storage \(replica.storage), which the cluster does not know")
-        }
-        if let status = try? await status(of: spec.partition) {
-            if status.replica.member == spec.member { return .stored }
-            // Perhaps a replica removed while this node was away: its peers' entries and
-            // configurations (never the asking node's word alone) decide; if they show the
-            // removal, it retires and the joiner's retry succeeds.
-            await auditPartition(spec.partition)
-            return .refused(
-                "\(spec.partition) has member \(status.replica.member) here, not \(spec.member) (a removed replica is retired first; retry)"
-            )
-        }
-        var spec = spec
-        spec.campaign = false
-        do {
-            try createReplicas([spec])
-            return .stored
-        } catch {
-            return .refused("\(error)")
-        }
-    }
-
-    /// Creates `spec` (a replica of a partition this node minted) on the node serving its
-    /// storage, and waits for it to be registered there.
-    public func createReplicaOnPeer(_ spec: ReplicaSpec) async throws(HostError) {
-        guard let node = cluster.node(serving: spec.storage), node != nodeID else {
-            throw .invalid("storage \(spec.storage) is not a peer's storage")
-        }
-        let response: BulkResponse
-        do {
-            response = try await bulkRequest(.createReplica(spec), to: node)
-        } catch {
-            throw .unreachable("creating replica \(spec.member) of \(spec.partition) on node \(node): \(error)")
-        }
-        switch response {
-        case .stored: return
-        case .refused(let reason):
-            // Perhaps for an incarnation of the storage that moved on: asked again next time.
-            _ = knownIncarnations.withLock { $0.removeValue(forKey: spec.storage) }
-            throw .invalid("node \(node) refused replica \(spec.member) of \(spec.partition): \(reason)")
-        case .data: throw .invalid("node \(node) answered a replica creation with data")
-        }
     }
 
     /// Asks `node` (which leads `partition`, a partition this node minted) to hand its

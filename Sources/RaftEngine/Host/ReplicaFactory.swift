@@ -5,12 +5,10 @@ import RaftConsensus
 /// metadata at start. Shared by `NodeHost` and the host simulation.
 package struct ReplicaFactory {
     let context: ShardContext
-    let cluster: ClusterMap
     let stateMachines: StateMachineFactory
 
-    package init(context: ShardContext, cluster: ClusterMap, stateMachines: @escaping StateMachineFactory) {
+    package init(context: ShardContext, stateMachines: @escaping StateMachineFactory) {
         self.context = context
-        self.cluster = cluster
         self.stateMachines = stateMachines
     }
 

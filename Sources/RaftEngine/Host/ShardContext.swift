@@ -95,8 +95,7 @@ extension ShardContext {
     /// them). A replica replaying an old part of the log has an older configuration than
     /// its entry: the entry's members (the current leader among them) are reachable too.
     func members(of conf: ConfState, route: RouteEntry) -> [GroupMember] {
-        let all = Set(conf.voters + conf.votersOutgoing + conf.learners + conf.learnersNext)
-            .union(route.replicas.map(\.member))
+        let all = conf.members.union(route.replicas.map(\.member))
         var slots: [MemberID: Int] = [:]
         for replica in route.replicas {
             if let slot = nodeSlot(serving: replica.storage) { slots[replica.member] = slot }

@@ -231,7 +231,7 @@ struct HostReviewFixSecondTests {
             clock: .system, boot: 1, cluster: map)
         let shard = HostShard(index: 0, context: context, seed: 1)
         let factory = ReplicaFactory(
-            context: context, cluster: map, stateMachines: { _, _, _ in RecordingStateMachine() })
+            context: context, stateMachines: { _, _, _ in RecordingStateMachine() })
         var replicas: [Replica] = []
         for (slot, name) in names.enumerated() {
             let key = PartitionKey(authority: name, partitionID: try PartitionID(2))
